@@ -1,0 +1,73 @@
+"""The contract every backbone meets.
+
+A backbone is a frozen ``nn.Module`` that maps a batch of normalized clips shaped
+``(B, C, T, H, W)`` (float, already ``(x/255 - mean) / std``) to one embedding per clip,
+shaped ``(B, embed_dim)``. Families whose reference code wants another layout (Hugging
+Face's ``(B, T, C, H, W)``, per-frame image models) permute inside ``forward``, so the
+extraction pipeline never needs to know. The :class:`InputSpec` travels with the model
+(as timm's ``pretrained_cfg`` does) so a clip is always sampled and normalized the way
+the backbone was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+KINETICS_MEAN = (0.45, 0.45, 0.45)
+KINETICS_STD = (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How to cut and normalize a clip for a backbone.
+
+    ``frames`` frames are taken ``stride`` frames apart and resized to ``size`` x ``size``;
+    pixel values in [0, 1] are normalized with ``mean``/``std`` per RGB channel.
+    """
+
+    frames: int = 16
+    stride: int = 4
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def with_overrides(self, **overrides: Any) -> "InputSpec":
+        """Return a copy with the non-``None`` overrides applied (CLI flags override the family)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("mean", "std"):
+            if key in changes:
+                changes[key] = tuple(float(x) for x in changes[key])
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class Backbone(nn.Module):
+    """Base class for frozen clip encoders; subclasses implement ``forward``.
+
+    Attributes set by every subclass before use:
+    ``embed_dim`` (output width), ``spec`` (:class:`InputSpec`), ``family`` (registry family name).
+    """
+
+    embed_dim: int
+    spec: InputSpec
+    family: str
+
+    def __init__(self, embed_dim: int, spec: InputSpec, family: str) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.spec = spec
+        self.family = family
+
+    def freeze(self) -> "Backbone":
+        """Eval mode, no gradients: backbones are never trained by vssl."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self

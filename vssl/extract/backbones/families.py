@@ -1,0 +1,3 @@
+"""Imports every built-in backbone family so that their factories register themselves."""
+
+from . import tiny  # noqa: F401

@@ -1,0 +1,124 @@
+"""Registry of backbone factories, by name, plus third-party plugins.
+
+A name resolves, in order, to: a built-in registered with :func:`register_backbone`;
+an entry point in the ``vssl.backbones`` group; or ``package.module:factory``. A factory
+is called as ``factory(checkpoint=Path | None, spec=InputSpec)`` and returns a
+:class:`~vssl.extract.backbones.base.Backbone`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+from vssl.errors import CheckpointError, VsslError
+
+from .base import Backbone, InputSpec
+
+BackboneFactory = Callable[..., Backbone]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    factory: BackboneFactory
+    spec: InputSpec
+    family: str
+    description: str
+    needs_checkpoint: bool
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(
+    name: str,
+    *,
+    spec: InputSpec,
+    family: str,
+    description: str,
+    needs_checkpoint: bool = True,
+) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator registering ``factory`` under ``name`` with its default input spec."""
+
+    def decorate(factory: BackboneFactory) -> BackboneFactory:
+        _REGISTRY[name] = BackboneEntry(name, factory, spec, family, description, needs_checkpoint)
+        return factory
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    # Importing the family modules runs their @register_backbone decorators.
+    from . import families  # noqa: F401
+
+
+def _plugin_entry(name: str) -> BackboneEntry | None:
+    for ep in entry_points(group="vssl.backbones"):
+        if ep.name == name:
+            return _entry_from_factory(name, ep.load())
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise VsslError(f"backbone '{name}': cannot import {attr!r} from {module_name!r} ({exc})") from None
+        return _entry_from_factory(name, factory)
+    return None
+
+
+def _entry_from_factory(name: str, factory: BackboneFactory) -> BackboneEntry:
+    spec = getattr(factory, "spec", InputSpec())
+    return BackboneEntry(name, factory, spec, getattr(factory, "family", "plugin"),
+                         (factory.__doc__ or "third-party backbone").strip().splitlines()[0], False)
+
+
+def list_backbones() -> list[BackboneEntry]:
+    """Built-ins and installed entry-point plugins, sorted by name."""
+    _load_builtins()
+    entries = dict(_REGISTRY)
+    for ep in entry_points(group="vssl.backbones"):
+        if ep.name not in entries:
+            try:
+                entries[ep.name] = _entry_from_factory(ep.name, ep.load())
+            except Exception as exc:  # a broken plugin must not hide the others
+                entries[ep.name] = BackboneEntry(ep.name, lambda **_: None, InputSpec(), "plugin",
+                                                 f"(failed to load: {exc})", False)
+    return [entries[k] for k in sorted(entries)]
+
+
+def get_backbone_entry(name: str) -> BackboneEntry:
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    entry = _plugin_entry(name)
+    if entry is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise VsslError(f"unknown backbone '{name}'; known: {known} (or package.module:factory)")
+    return entry
+
+
+def create_backbone(
+    name: str,
+    checkpoint: str | Path | None = None,
+    **spec_overrides,
+) -> Backbone:
+    """Build the frozen backbone ``name``, loading ``checkpoint`` if given.
+
+    ``spec_overrides`` (frames, stride, size, mean, std; ``None`` = family default) replace
+    the family's input spec.
+    """
+    entry = get_backbone_entry(name)
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is None and entry.needs_checkpoint:
+        raise VsslError(f"backbone '{name}' needs --checkpoint PATH (a downloaded file or directory)")
+    if path is not None and not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    spec = entry.spec.with_overrides(**spec_overrides)
+    model = entry.factory(checkpoint=path, spec=spec)
+    if not isinstance(model, Backbone):
+        raise VsslError(f"backbone '{name}': factory returned {type(model).__name__}, not a vssl Backbone")
+    return model.freeze()
