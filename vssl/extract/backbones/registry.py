@@ -104,12 +104,14 @@ def get_backbone_entry(name: str) -> BackboneEntry:
 def create_backbone(
     name: str,
     checkpoint: str | Path | None = None,
+    key_map: list[tuple[str, str]] | None = None,
     **spec_overrides,
 ) -> Backbone:
     """Build the frozen backbone ``name``, loading ``checkpoint`` if given.
 
-    ``spec_overrides`` (frames, stride, size, mean, std; ``None`` = family default) replace
-    the family's input spec.
+    ``key_map`` is a list of (regex, replacement) renames applied to checkpoint keys before
+    loading (``--key-map``), for files whose names match no known layout. ``spec_overrides``
+    (frames, stride, size, mean, std; ``None`` = family default) replace the family's spec.
     """
     entry = get_backbone_entry(name)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -118,7 +120,8 @@ def create_backbone(
     if path is not None and not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     spec = entry.spec.with_overrides(**spec_overrides)
-    model = entry.factory(checkpoint=path, spec=spec)
+    kwargs = {"key_map": key_map} if key_map else {}
+    model = entry.factory(checkpoint=path, spec=spec, **kwargs)
     if not isinstance(model, Backbone):
         raise VsslError(f"backbone '{name}': factory returned {type(model).__name__}, not a vssl Backbone")
     return model.freeze()
