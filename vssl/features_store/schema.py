@@ -1,0 +1,86 @@
+"""What a vssl feature store holds: format constants, the backbone record, video entries.
+
+The layout itself is documented in DESIGN.md ("The feature store"); this module is the
+single place its names and codes are spelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FORMAT_VERSION = 1          # root attr `vssl_format`; bump on an incompatible layout change
+STATUS_PENDING = 0
+STATUS_DONE = 1
+STATUS_FAILED = 2
+BOX_FIELDS = ("t0", "y0", "x0", "t1", "y1", "x1", "flip")
+BOX_DIM = len(BOX_FIELDS)
+
+# Chunks along N hold whole videos. ~4 MiB of float16 features for K=16 clips gives
+# 128 videos at D=768 (see docs/PERFORMANCE.md); clamp so small stores still shard.
+TARGET_CHUNK_BYTES = 4 << 20
+MIN_CHUNK_VIDEOS = 16
+MAX_CHUNK_VIDEOS = 256
+ASSUMED_CLIPS_PER_VIEW = 16
+
+
+def default_chunk_videos(embed_dim: int, itemsize: int = 2) -> int:
+    """Largest power of two of videos whose K=16 features fit TARGET_CHUNK_BYTES, clamped."""
+    per_video = max(1, ASSUMED_CLIPS_PER_VIEW * embed_dim * itemsize)
+    n = MIN_CHUNK_VIDEOS
+    while n * 2 * per_video <= TARGET_CHUNK_BYTES and n * 2 <= MAX_CHUNK_VIDEOS:
+        n *= 2
+    return n
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The frozen network whose features a store holds, and how its clips were cut."""
+
+    name: str
+    embed_dim: int
+    frames: int
+    stride: int
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    family: str = ""
+
+    # Fields that change what the features mean; a store refuses features that differ here.
+    IDENTITY_FIELDS = ("name", "checkpoint_sha256", "embed_dim", "frames", "stride", "size", "mean", "std")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BackboneSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["mean"] = tuple(float(x) for x in known.get("mean", ()))
+        known["std"] = tuple(float(x) for x in known.get("std", ()))
+        return cls(**known)
+
+    def differences(self, other: "BackboneSpec") -> list[str]:
+        """Human-readable list of identity fields where ``other`` differs from ``self``."""
+        diffs = []
+        for key in self.IDENTITY_FIELDS:
+            a, b = getattr(self, key), getattr(other, key)
+            if isinstance(a, tuple):
+                same = len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b))
+            else:
+                same = a == b
+            if not same:
+                diffs.append(f"{key}: store has {a!r}, got {b!r}")
+        return diffs
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One input video: its path (as given), class index (-1 unlabelled) and split name."""
+
+    path: str
+    label: int = -1
+    split: str = ""

@@ -1,0 +1,301 @@
+"""The feature store: one zarr v3 directory holding a video table, views and aggregates.
+
+Layout (DESIGN.md): root attrs ``vssl_format``, ``vssl_version``, ``backbone``, ``classes``,
+``chunk_videos``; ``videos/`` (path, label, split, num_frames, fps, status, error);
+``views/<name>/`` (features [N,K,D], boxes [N,K,7], status [N]); ``aggregates/<run>/<view>/``.
+Every per-video array is chunked by the same ``chunk_videos`` rows along N, so a writer that
+owns a chunk-aligned range of videos owns every file those rows live in.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from vssl import __version__
+from vssl.errors import StoreError
+
+from .rows import COMPRESSIONS, RowGroup, chunk_bounds
+from .schema import (BOX_DIM, FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry,
+                     default_chunk_videos)
+
+VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
+    "path": str, "label": "int64", "split": str, "num_frames": "int64",
+    "fps": "float64", "status": "int8", "error": str,
+}
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _to_unicode(values: np.ndarray) -> np.ndarray:
+    """A fixed-width unicode copy of a string/object array (what numpy users expect)."""
+    return np.array([str(v) for v in values.tolist()], dtype=str) if values.size else np.array([], dtype=str)
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.match(name):
+        raise StoreError(f"invalid {kind} name '{name}': use letters, digits, '_', '-', '.'")
+
+
+class View(RowGroup):
+    """``views/<name>``: K clip embeddings and boxes per video, as one sampler produced them."""
+
+    def __init__(self, name: str, group: zarr.Group, root: Path, chunk_videos: int) -> None:
+        super().__init__(group, root, chunk_videos)
+        self.name = name
+        feats = group["features"]
+        self.num_clips = int(feats.shape[1])
+        self.dim = int(feats.shape[2])
+        self.dtype = np.dtype(feats.dtype)
+        self.spec = dict(group.attrs.get("spec", {}))
+
+    def read(self, indices) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        """(features [n,K,D] in the stored dtype, boxes [n,K,7] float32) for ``indices``."""
+        return super().read("features", indices), super().read("boxes", indices)
+
+    def read_features(self, indices) -> np.ndarray:
+        return super().read("features", indices)
+
+    def read_boxes(self, indices) -> np.ndarray:
+        return super().read("boxes", indices)
+
+
+class FeatureStore:
+    """A vssl feature store on local disk. Use :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, root: zarr.Group) -> None:
+        self.path = path
+        self.root = root
+        attrs = root.attrs
+        self.backbone = BackboneSpec.from_dict(attrs["backbone"])
+        self.classes: list[str] = list(attrs.get("classes", []))
+        self.chunk_videos = int(attrs["chunk_videos"])
+        self.num_videos = int(root["videos/status"].shape[0])
+
+    # ----------------------------------------------------------------- create / open
+
+    @classmethod
+    def create(cls, path: str | Path, backbone: BackboneSpec, videos: Sequence[VideoEntry],
+               classes: Sequence[str] = (), chunk_videos: int | None = None) -> "FeatureStore":
+        """Create a new store for ``videos`` whose clips ``backbone`` will embed."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise StoreError(f"{path} already exists and is not empty; open it or choose another --out")
+        if not videos:
+            raise StoreError("no videos to put in the store")
+        chunk = chunk_videos or default_chunk_videos(backbone.embed_dim)
+        if chunk < 1:
+            raise StoreError(f"chunk_videos must be >= 1, got {chunk}")
+        root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes={
+            "vssl_format": FORMAT_VERSION, "vssl_version": __version__,
+            "backbone": backbone.to_dict(), "classes": list(classes), "chunk_videos": chunk,
+        })
+        n = len(videos)
+        table = root.create_group("videos")
+        for name, dtype in VIDEO_COLUMNS.items():
+            table.create_array(name, shape=(n,), chunks=(chunk,), dtype=dtype, compressors=None,
+                               fill_value="" if dtype is str else 0)
+        # The table's initial columns are written whole, chunk by chunk, by this one creator.
+        table["path"][:] = np.array([v.path for v in videos], dtype=str)
+        table["label"][:] = np.array([v.label for v in videos], dtype=np.int64)
+        table["split"][:] = np.array([v.split for v in videos], dtype=str)
+        root.create_group("views")
+        root.create_group("aggregates")
+        return cls(path, root)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
+        """Open an existing store; ``mode`` 'r' (read) or 'r+' (write rows, add views)."""
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"feature store not found: {path}")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path} is not a vssl feature store (no zarr.json); create one with `vssl extract`")
+        try:
+            root = zarr.open_group(str(path), mode=mode)
+        except Exception as exc:  # corrupt metadata
+            raise StoreError(f"{path}: cannot open as a zarr group ({exc})") from None
+        fmt = root.attrs.get("vssl_format")
+        if fmt is None or "backbone" not in root.attrs:
+            raise StoreError(f"{path} is a zarr group but not a vssl feature store (no vssl_format attribute)")
+        if not isinstance(fmt, int) or fmt > FORMAT_VERSION or fmt < 1:
+            raise StoreError(f"{path} has vssl_format {fmt!r}; this vssl {__version__} reads format "
+                             f"{FORMAT_VERSION} (upgrade vssl)")
+        return cls(path, root)
+
+    # ----------------------------------------------------------------- the video table
+
+    def _column(self, name: str) -> np.ndarray:
+        return np.asarray(self.root[f"videos/{name}"][:])
+
+    def _text_column(self, name: str) -> np.ndarray:
+        # zarr returns numpy's StringDType, which does not cast to '<U' without a size.
+        return _to_unicode(self._column(name))
+
+    def paths(self) -> np.ndarray:
+        return self._text_column("path")
+
+    def labels(self) -> np.ndarray:
+        return self._column("label").astype(np.int64)
+
+    def splits(self) -> np.ndarray:
+        return self._text_column("split")
+
+    def video_status(self) -> np.ndarray:
+        return self._column("status").astype(np.int8)
+
+    def errors(self) -> np.ndarray:
+        return self._text_column("error")
+
+    def num_frames(self) -> np.ndarray:
+        return self._column("num_frames")
+
+    def fps(self) -> np.ndarray:
+        return self._column("fps")
+
+    def split_indices(self, split: str) -> np.ndarray:
+        splits = self.splits()
+        idx = np.flatnonzero(splits == split)
+        if idx.size == 0:
+            known = ", ".join(sorted(set(splits.tolist()) - {""})) or "none"
+            raise StoreError(f"split '{split}' has no videos in {self.path} (splits: {known})")
+        return idx
+
+    def chunk_ranges(self, shard: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Chunk-aligned (start, stop) video ranges; shard ``(i, n)`` gets the i-th contiguous part."""
+        n_chunks = -(-self.num_videos // self.chunk_videos)
+        chunks = range(n_chunks)
+        if shard is not None:
+            i, n = shard
+            if not (n >= 1 and 0 <= i < n):
+                raise StoreError(f"invalid shard {i}/{n}: need 0 <= i < n")
+            chunks = range(i * n_chunks // n, (i + 1) * n_chunks // n)
+        return [(c * self.chunk_videos, min(self.num_videos, (c + 1) * self.chunk_videos)) for c in chunks]
+
+    def check_backbone(self, backbone: BackboneSpec) -> None:
+        """Refuse features of another backbone (or other clip settings) in this store."""
+        diffs = self.backbone.differences(backbone)
+        if diffs:
+            raise StoreError(f"{self.path} holds features of another backbone setup ({'; '.join(diffs)}); "
+                             "use a new --out store")
+
+    # ----------------------------------------------------------------- views and row groups
+
+    def view_names(self) -> list[str]:
+        return sorted(self.root["views"].group_keys())
+
+    def create_view(self, name: str, num_clips: int, spec: Mapping, dtype: str = "float16",
+                    compression: str = "none") -> View:
+        """Add ``views/<name>`` (or return it if it exists with the same K, dim, dtype and spec)."""
+        _check_name("view", name)
+        if np.dtype(dtype) not in (np.float16, np.float32):
+            raise StoreError(f"view dtype must be float16 or float32, got {dtype}")
+        if compression not in COMPRESSIONS:
+            raise StoreError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
+        spec = dict(spec)
+        if name in self.view_names():
+            view = self.view(name)
+            wanted = (num_clips, self.backbone.embed_dim, np.dtype(dtype), spec)
+            have = (view.num_clips, view.dim, view.dtype, view.spec)
+            if wanted != have:
+                raise StoreError(f"view '{name}' exists with K={view.num_clips}, D={view.dim}, {view.dtype}, "
+                                 f"spec {view.spec}; requested K={num_clips}, {np.dtype(dtype)}, spec {spec}; "
+                                 "name the new view differently (NAME=SPEC)")
+            return view
+        D = self.backbone.embed_dim
+        RowGroup.create(self.root["views"], name, self.num_videos, self.chunk_videos,
+                        {"features": ((num_clips, D), str(np.dtype(dtype))), "boxes": ((num_clips, BOX_DIM), "float32")},
+                        {"spec": spec}, compression)
+        return self.view(name)
+
+    def view(self, name: str) -> View:
+        if name not in self.view_names():
+            known = ", ".join(self.view_names()) or "none yet"
+            raise StoreError(f"{self.path} has no view '{name}' (views: {known})")
+        return View(name, self.root[f"views/{name}"], self.path, self.chunk_videos)
+
+    def create_rows(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
+                    attrs: Mapping | None = None, compression: str = "none") -> RowGroup:
+        """Create a per-video row group such as ``aggregates/<run>/<view>`` (parents made as needed)."""
+        *parents, leaf = group_path.strip("/").split("/")
+        for part in (*parents, leaf):
+            _check_name("group", part)
+        parent = self.root
+        for part in parents:
+            parent = parent[part] if part in parent.group_keys() else parent.create_group(part)
+        if leaf in parent.group_keys():
+            raise StoreError(f"{group_path} already exists in {self.path}")
+        RowGroup.create(parent, leaf, self.num_videos, self.chunk_videos, arrays, attrs or {}, compression)
+        return self.rows(group_path)
+
+    def has_rows(self, group_path: str) -> bool:
+        try:
+            node = self.root[group_path.strip("/")]
+        except KeyError:
+            return False
+        return isinstance(node, zarr.Group) and "status" in node.array_keys()
+
+    def rows(self, group_path: str) -> RowGroup:
+        if not self.has_rows(group_path):
+            raise StoreError(f"{self.path} has no row group '{group_path}'")
+        return RowGroup(self.root[group_path.strip("/")], self.path, self.chunk_videos)
+
+    def row_group_paths(self) -> list[str]:
+        """Every row group in the store (views and aggregates), as paths from the root."""
+        found = []
+
+        def walk(group: zarr.Group, prefix: str) -> None:
+            if "status" in group.array_keys():
+                found.append(prefix)
+                return
+            for key in sorted(group.group_keys()):
+                walk(group[key], f"{prefix}/{key}" if prefix else key)
+
+        for top in ("views", "aggregates"):
+            if top in self.root.group_keys():
+                walk(self.root[top], top)
+        return found
+
+    # ----------------------------------------------------------------- writing extracted videos
+
+    def write_videos(self, indices: Sequence[int], views: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                     num_frames: Sequence[int], fps: Sequence[float],
+                     errors: Sequence[str | None]) -> None:
+        """Record a block of extracted videos, all inside one chunk of rows.
+
+        A video with an error is marked failed (status 2, its error text kept) and stays pending
+        in every view; the others become done. View data and flags are written before the video
+        table, and the table's status column last, so a crash never shows a done row without data.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return
+        if not (len(num_frames) == len(fps) == len(errors) == idx.size):
+            raise ValueError("indices, num_frames, fps and errors must have the same length")
+        chunk_bounds(idx, self.chunk_videos, self.num_videos)  # refuse a block spanning chunks up front
+        ok = np.array([e is None for e in errors])
+        for name, (features, boxes) in views.items():
+            self.view(name).write(idx, {"features": features, "boxes": boxes}, done=ok)
+        table = self.root["videos"]
+        start, stop = chunk_bounds(idx, self.chunk_videos, self.num_videos)
+        local = idx - start
+        updates = {
+            "num_frames": np.asarray(num_frames, dtype=np.int64),
+            "fps": np.asarray(fps, dtype=np.float64),
+            "error": np.array(["" if e is None else str(e) for e in errors], dtype=object),
+            "status": np.where(ok, STATUS_DONE, STATUS_FAILED).astype(np.int8),
+        }
+        for column, values in updates.items():  # status last
+            block = np.asarray(table[column][start:stop])
+            if block.dtype.kind in "TU":
+                block = block.astype(object)
+            block[local] = values
+            table[column][start:stop] = _to_unicode(block) if block.dtype == object else block
+
+    def summary(self) -> dict:
+        from .info import store_summary
+
+        return store_summary(self)
