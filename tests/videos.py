@@ -132,9 +132,11 @@ def write_broken(path: str | Path, kind: str, source: str | Path | None = None) 
     elif kind == "garbage":
         path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     elif kind == "zero_frames":
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=25)
+        # AVI keeps the stream header of an empty file (MP4 drops the track), whatever the suffix.
+        with av.open(str(path), "w", format="avi") as container:
+            stream = container.add_stream("mpeg4", rate=25)
             stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            container.start_encoding()
     elif kind == "truncated":
         if source is None:
             source = write_video(path.with_suffix(".full" + path.suffix), 60)
