@@ -1,0 +1,74 @@
+"""Run directory I/O: ``RUN_DIR/checkpoint.pt`` holds the model, optimiser, config and meta.
+
+Checkpoints are written to a temporary file and renamed over the old one, so a crash (or a
+run stopped for a NaN loss) always leaves the last good checkpoint readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vssl.aggregate.config import ScaleConfig
+from vssl.aggregate.model import ScaleModel
+from vssl.errors import CheckpointError
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+CHECKPOINT_FORMAT = 1
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (plus the format tag) to ``RUN_DIR/checkpoint.pt``."""
+    path = checkpoint_path(run_dir)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict; a missing or foreign file is a :class:`CheckpointError`."""
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        raise CheckpointError(f"no {CHECKPOINT} in {run_dir}; train first with `vssl aggregate STORE --out {run_dir}`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated/corrupt file
+        raise CheckpointError(f"{path} cannot be read ({exc}); retrain or restore the file") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise CheckpointError(f"{path} is not a vssl aggregate checkpoint")
+    return state
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (identifies the exact weights an export came from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ScaleModel, ScaleConfig, dict]:
+    """(model in eval mode on ``device``, its config, meta) of a trained run.
+
+    ``meta`` holds: store (path), view, backbone (name), backbone_sha256, in_dim, num_clips,
+    set_size, num_masked, epochs (done), epochs_total, step, checkpoint_sha256.
+    """
+    state = read_checkpoint(run_dir)
+    cfg = ScaleConfig.from_dict(state["config"])
+    meta = dict(state.get("meta", {}))
+    model = ScaleModel(cfg, int(meta["in_dim"]))
+    model.load_state_dict(state["model"])
+    meta.update(epochs=int(state["epoch"]), step=int(state["step"]),
+                checkpoint_sha256=file_sha256(checkpoint_path(run_dir)))
+    return model.to(device).eval(), cfg, meta

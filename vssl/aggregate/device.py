@@ -1,0 +1,59 @@
+"""Device and precision choice for stage two: ``auto`` takes what the hardware does best.
+
+CUDA: bf16 autocast where the GPU supports it (Ampere and later), else fp16 with loss
+scaling. CPU: bf16 autocast when the CPU has native bf16 matmul (AVX512-BF16 / AMX, where
+oneDNN runs bf16 GEMMs several times faster than fp32), else fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from vssl.errors import VsslError
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else must name an available device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise VsslError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VsslError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN reports native bf16 support on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Map ``auto`` to bf16/fp16/fp32 for ``device``; reject fp16 on CPU (no fast kernels there)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    if precision not in _DTYPES:
+        raise VsslError(f"unknown precision '{precision}'; use auto, bf16, fp16 or fp32")
+    if precision == "fp16" and device.type != "cuda":
+        raise VsslError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    """Autocast context for the resolved ``precision`` (a no-op for fp32)."""
+    dtype = _DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

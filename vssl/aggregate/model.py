@@ -1,0 +1,155 @@
+"""The SCALE predictor (SCALE §3): a small set transformer over frozen clip embeddings.
+
+Each clip embedding c (dim D) is projected to the width H, its box embedding P(box) is
+added (eq. 5), masked clips have their projection replaced by a learnable MSK token (their
+box embedding is still added), a learnable CLS token is prepended, and a pre-norm
+encoder-only transformer with a final LayerNorm gives Ĉ (one vector per clip) and the CLS
+output. Three MLP heads without batch norm (eq. 1) map to the contrastive spaces:
+prediction head on Ĉ, target head on the original c, SET head on CLS.
+
+Training computes only what the losses use: the input projection of masked clips is never
+formed, the prediction head runs on masked clips only, and the MCM logits are
+(masked clips) x (all clips) instead of the released code's (all clips)^2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vssl.aggregate.config import ScaleConfig
+from vssl.aggregate.losses import info_nce, symmetric_info_nce
+
+BOX_DIM = 7  # (t0, y0, x0, t1, y1, x1, flip) as stored in the feature store
+
+
+def make_head(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """MLP head of eq. 1 as released: bias-free linears with GELU between, no batch norm."""
+    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods.append(nn.Linear(dims[i], dims[i + 1], bias=False))
+        if i < layers - 1:
+            mods.append(nn.GELU())
+    return nn.Sequential(*mods)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (fused kernels where available)."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(b, n, c)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)) (GELU, dropout)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, width), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ScaleModel(nn.Module):
+    """SCALE predictor and its contrastive heads; ``in_dim`` is D of the store's view."""
+
+    def __init__(self, cfg: ScaleConfig, in_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_dim = in_dim
+        width = cfg.width
+        self.input_proj = nn.Linear(in_dim, width)
+        # eq. 5: P = MLP(box); as released: 7 -> 2H -> H with ReLU (the flip flag is one of the 7)
+        self.box_mlp = nn.Sequential(nn.Linear(BOX_DIM, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.msk_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(width)
+        # Heads exist only for the losses that are on, so an ablation has no dead parameters.
+        self.pred_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.use_mcm else None
+        self.target_head = (make_head(in_dim, cfg.proj_dim, cfg.target_hidden, cfg.target_layers)
+                            if cfg.use_mcm else None)
+        self.set_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.use_set else None
+
+    # ------------------------------------------------------------------ encoder
+
+    def _transform(self, tokens: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Add box embeddings, prepend CLS, run the blocks and the final LayerNorm."""
+        h = tokens + self.box_mlp(boxes.to(self.input_proj.weight.dtype))
+        h = torch.cat((self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype), h), dim=1)
+        for block in self.blocks:
+            h = block(h)
+        h = self.norm(h)
+        return h[:, 1:], h[:, 0]
+
+    def encode(self, features: Tensor, boxes: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Ĉ per clip ``[B, S, H]`` and the CLS output ``[B, H]`` (both after the final LayerNorm).
+
+        ``mask`` (bool ``[B, S]`` or ``[S]``, True = masked) replaces those clips' projected
+        embeddings by the MSK token; ``None`` masks nothing (evaluation / export).
+        """
+        proj = self.input_proj(features.to(self.input_proj.weight.dtype))
+        if mask is not None:
+            proj = torch.where(mask.to(proj.device).expand(proj.shape[:2]).unsqueeze(-1),
+                               self.msk_token.to(proj.dtype), proj)
+        return self._transform(proj, boxes)
+
+    # ------------------------------------------------------------------ pre-training objective
+
+    def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int) -> dict[str, Tensor]:
+        """L = L_MCM + L_SET (eq. 8) for one minibatch.
+
+        ``features [B, K, D]`` and ``boxes [B, K, 7]`` are the stored clips of B videos; ``sets
+        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`),
+        whose first ``num_masked`` positions are masked. Returns 0-dim tensors: ``loss``,
+        ``mcm_loss``, ``set_loss``, ``mcm_top1``, ``set_top1`` (disabled losses are 0).
+        """
+        cfg = self.cfg
+        b, _, d = features.shape
+        s = sets.shape[-1]
+        m = num_masked if cfg.use_mcm else 0
+        idx = sets.reshape(b, 2 * s)
+        clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(2 * b, s, d)   # C, both sets
+        box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(2 * b, s, -1)
+        clips = clips.to(self.input_proj.weight.dtype)  # float16 storage -> parameter dtype (autocast recasts)
+        # Masked clips' projections would be thrown away: project only the visible ones.
+        visible = self.input_proj(clips[:, m:])
+        tokens = torch.cat((self.msk_token.expand(2 * b, m, -1).to(visible.dtype), visible), dim=1) if m else visible
+        c_hat, cls = self._transform(tokens, box)
+
+        zero = features.new_zeros((), dtype=torch.float32)
+        out = {"mcm_loss": zero, "set_loss": zero, "mcm_top1": zero, "set_top1": zero}
+        if cfg.use_mcm:
+            # eq. 6: each masked Ĉ must pick its own original clip among all 2·B·S clips of the
+            # minibatch; the other clips of its video (both sets) are the hard negatives.
+            targets = self.target_head(clips.reshape(2 * b * s, d))
+            preds = self.pred_head(c_hat[:, :m].reshape(2 * b * m, -1))
+            own = (torch.arange(2 * b, device=idx.device).unsqueeze(1) * s
+                   + torch.arange(m, device=idx.device).unsqueeze(0)).reshape(-1)
+            out["mcm_loss"], out["mcm_top1"] = info_nce(preds, targets, cfg.mcm_temperature, own)
+        if cfg.use_set:
+            # eq. 7: CLS of set one vs CLS of set two across the videos of the minibatch (eq. 3, symmetric).
+            z = self.set_head(cls).view(b, 2, -1)
+            out["set_loss"], out["set_top1"] = symmetric_info_nce(z[:, 0], z[:, 1], cfg.set_temperature)
+        out["loss"] = out["mcm_loss"] + out["set_loss"]
+        return out
