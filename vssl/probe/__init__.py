@@ -1,0 +1,18 @@
+"""Stage three: frozen features in, accuracy out (SCALE §4.1, DINO's k-NN).
+
+One evaluation per module: :mod:`.knn` (training-free, DINO's weighted vote), :mod:`.linear`
+and :mod:`.mlp` (per-clip heads ensembled over a video's clips), :mod:`.transformer`
+(SCALE's architecture from random init, and SCALE_ft), :mod:`.scale` (SCALE's aggregated
+features), :mod:`.lowshot`, :mod:`.metrics`, :mod:`.report`; :mod:`.run` ties them together
+for ``vssl probe``. Importing this package is cheap; the heavy modules load on use.
+"""
+
+from .knn import KnnConfig
+from .linear import LinearConfig
+from .mlp import MlpConfig
+from .report import ProbeResult, Report
+from .run import ProbeRequest, run_probes
+from .transformer import FinetuneConfig, TransformerConfig
+
+__all__ = ["KnnConfig", "LinearConfig", "MlpConfig", "TransformerConfig", "FinetuneConfig",
+           "ProbeRequest", "ProbeResult", "Report", "run_probes"]

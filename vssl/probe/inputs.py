@@ -1,0 +1,90 @@
+"""Batching of probe inputs: clip-level samples (ensembled per video) and whole clip sets.
+
+Features stay in memory in their stored dtype (float16 by default: half the memory of a
+float32 copy at Kinetics scale) and are converted per minibatch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .train import autocast
+
+
+def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True).float()
+    return t.float()
+
+
+class ClipInputs:
+    """One sample per clip with its video's label; a video's score is the mean of its clips'
+    softmax outputs (SCALE §4.1's linear baseline: per-clip heads ensembled over the clips).
+    """
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, eval_block: int = 256):
+        self.features = features                  # [n, K, D]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.samples_per_video = features.shape[1]
+        self.eval_block = eval_block
+
+    def batches(self, positions: np.ndarray, batch_size: int, gen: torch.Generator,
+                device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+        k = self.samples_per_video
+        flat = self.features.reshape(-1, self.features.shape[-1])
+        order = torch.randperm(len(positions) * k, generator=gen).numpy()
+        rows = positions[order // k] * k + order % k
+        for s in range(0, len(rows), batch_size):
+            r = np.sort(rows[s:s + batch_size])      # sorted gathers are faster; order inside a batch is irrelevant
+            yield (_to(flat[r], device),), _to_labels(self.labels[r // k], device)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device) -> np.ndarray:
+        model.eval()
+        out = []
+        for s in range(0, len(positions), self.eval_block):
+            x = self.features[positions[s:s + self.eval_block]]
+            b, k, d = x.shape
+            with autocast(device):
+                logits = model(_to(x.reshape(b * k, d), device))
+            probs = logits.float().softmax(-1)
+            out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
+        model.train()
+        return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=np.float32)
+
+
+class SetInputs:
+    """One sample per video: all its clips (and their boxes) go through a set model together."""
+
+    def __init__(self, features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, eval_block: int = 128):
+        self.features, self.boxes = features, boxes
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.samples_per_video = 1
+        self.eval_block = eval_block
+
+    def batches(self, positions, batch_size, gen, device):
+        order = positions[torch.randperm(len(positions), generator=gen).numpy()]
+        for s in range(0, len(order), batch_size):
+            r = np.sort(order[s:s + batch_size])
+            yield (_to(self.features[r], device), _to(self.boxes[r], device)), _to_labels(self.labels[r], device)
+
+    @torch.no_grad()
+    def predict(self, model, positions, device):
+        model.eval()
+        out = []
+        for s in range(0, len(positions), self.eval_block):
+            r = positions[s:s + self.eval_block]
+            with autocast(device):
+                logits = model(_to(self.features[r], device), _to(self.boxes[r], device))
+            out.append(logits.float().softmax(-1).cpu().numpy())
+        model.train()
+        return np.concatenate(out)
+
+
+def _to_labels(y: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=device.type == "cuda")

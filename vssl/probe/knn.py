@@ -1,0 +1,166 @@
+"""Weighted k-NN classification (training-free), DINO's protocol (Caron et al. 2021, §4.1 / eval_knn).
+
+A video is represented by the mean of its l2-normalized clip embeddings, re-normalized so
+the inner product is the cosine similarity. Each test video takes its ``k`` nearest training
+videos; neighbour ``j`` votes for its class with weight ``exp(s_j / T)`` (T = 0.07, k = 20).
+The search is exact: faiss ``IndexFlatIP`` (GPU faiss when present and the device is CUDA),
+or a blocked matrix product + top-k in torch. ``precision="bf16"`` (torch backend) ranks a
+shortlist in bfloat16 and re-ranks it in float32; a query whose result the bf16 error bound
+cannot certify is searched again in float32, so neighbours stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vssl.errors import VsslError
+
+from .common import resolve_device
+
+BACKENDS = ("auto", "faiss", "torch")
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    """k-NN settings; the defaults are DINO's (k=20, T=0.07)."""
+
+    k: int = 20
+    temperature: float = 0.07
+    center: bool = False        # subtract the *training* mean before normalizing (never a split's own)
+    backend: str = "auto"       # faiss | torch | auto (faiss on CPU, GPU faiss or torch on CUDA)
+    precision: str = "fp32"     # fp32 | bf16 (torch backend: bf16 shortlist, exact fp32 re-rank)
+    device: str = "auto"
+    query_block: int = 2048     # test videos per search block (bounds memory: block x N_train scores)
+
+    def params(self) -> dict:
+        return asdict(self)
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def video_embeddings(clips: np.ndarray) -> np.ndarray:
+    """[n, K, D] clip features -> [n, D] float32: mean of l2-normalized clips, l2-normalized."""
+    clips = np.asarray(clips)
+    if clips.ndim == 2:
+        return l2_normalize(clips)
+    return l2_normalize(l2_normalize(clips).mean(axis=1))
+
+
+def knn_scores(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, num_classes: int,
+               cfg: KnnConfig = KnnConfig(), advance: Callable[[int], None] | None = None) -> np.ndarray:
+    """Class votes ``[n_test, num_classes]`` for already l2-normalized video embeddings."""
+    sims, idx = search(train, test, cfg, advance)
+    return vote(sims, idx, np.asarray(train_labels), num_classes, cfg.temperature)
+
+
+def vote(sims: np.ndarray, idx: np.ndarray, train_labels: np.ndarray, num_classes: int,
+         temperature: float) -> np.ndarray:
+    """DINO's weighted vote: sum over neighbours of ``exp(sim / T)`` into each neighbour's class."""
+    weights = np.exp(sims.astype(np.float64) / temperature)
+    scores = np.zeros((sims.shape[0], num_classes), dtype=np.float64)
+    rows = np.repeat(np.arange(sims.shape[0]), sims.shape[1])
+    np.add.at(scores, (rows, train_labels[idx].ravel()), weights.ravel())
+    return scores
+
+
+def prepare(train: np.ndarray, test: np.ndarray, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Video embeddings of both splits; centring (optional) uses the training mean for both."""
+    tr, te = video_embeddings(train), video_embeddings(test)
+    if center:
+        mu = tr.mean(axis=0, keepdims=True)
+        tr, te = l2_normalize(tr - mu), l2_normalize(te - mu)
+    return tr, te
+
+
+def search(train: np.ndarray, test: np.ndarray, cfg: KnnConfig,
+           advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product neighbours: (similarities, indices), best first."""
+    if cfg.backend not in BACKENDS:
+        raise VsslError(f"k-NN backend {cfg.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise VsslError(f"k-NN precision {cfg.precision!r} is unknown; use fp32 or bf16")
+    k = min(cfg.k, len(train))
+    if k < 1:
+        raise VsslError("k-NN needs at least one labelled training video")
+    device = resolve_device(cfg.device)
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "torch" if (device.type == "cuda" and not _faiss_has_gpu()) or cfg.precision == "bf16" else "faiss"
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    test = np.ascontiguousarray(test, dtype=np.float32)
+    if backend == "faiss":
+        return _search_faiss(train, test, k, device, cfg.query_block, advance)
+    return _search_torch(train, test, k, device, cfg.query_block, cfg.precision, advance)
+
+
+def _faiss_has_gpu() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _search_faiss(train, test, k, device, block, advance):
+    import faiss
+
+    index = faiss.IndexFlatIP(train.shape[1])
+    if device.type == "cuda" and _faiss_has_gpu():
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), device.index or 0, index)
+    index.add(train)
+    sims = np.empty((len(test), k), dtype=np.float32)
+    idx = np.empty((len(test), k), dtype=np.int64)
+    for s in range(0, len(test), block):
+        sims[s:s + block], idx[s:s + block] = index.search(test[s:s + block], k)
+        if advance:
+            advance(min(block, len(test) - s))
+    return sims, idx
+
+
+# bf16 keeps 8 significant bits (unit roundoff u = 2**-8). For unit vectors the score of a
+# bf16 product differs from the fp32 one by at most ~2u (input rounding) + u (output
+# rounding) + fp32 accumulation; 4u leaves a margin. Used only to certify the shortlist.
+_BF16_SCORE_ERROR = 4 * 2.0**-8
+
+
+def _search_torch(train, test, k, device, block, precision, advance):
+    pin = device.type == "cuda"
+    tr = torch.from_numpy(train)
+    tr = (tr.pin_memory() if pin else tr).to(device, non_blocking=pin)
+    tr_low = tr.to(torch.bfloat16) if precision == "bf16" else None
+    sims = np.empty((len(test), k), dtype=np.float32)
+    idx = np.empty((len(test), k), dtype=np.int64)
+    for s in range(0, len(test), block):
+        q = torch.from_numpy(test[s:s + block])
+        q = (q.pin_memory() if pin else q).to(device, non_blocking=pin)
+        if tr_low is None:
+            v, i = torch.topk(q @ tr.T, k, dim=1)
+        else:
+            v, i = _bf16_shortlist(q, tr, tr_low, k)
+        sims[s:s + len(q)], idx[s:s + len(q)] = v.float().cpu().numpy(), i.cpu().numpy()
+        if advance:
+            advance(len(q))
+    return sims, idx
+
+
+def _bf16_shortlist(q: torch.Tensor, tr: torch.Tensor, tr_low: torch.Tensor, k: int):
+    """Top-k via a bf16 shortlist of 2k (+8) candidates re-scored in fp32; exact by the error bound."""
+    m = min(len(tr), 2 * k + 8)
+    low = q.to(torch.bfloat16) @ tr_low.T
+    cand_v, cand = torch.topk(low, m, dim=1)
+    exact = torch.einsum("bd,bmd->bm", q, tr[cand])
+    v, j = torch.topk(exact, k, dim=1)
+    i = torch.gather(cand, 1, j)
+    if m < len(tr):
+        # Any candidate left out scored <= the m-th bf16 score, so its true score is at most
+        # that + the error bound; if the k-th exact score beats this, the result is exact.
+        unsafe = v[:, -1] <= cand_v[:, -1].float() + _BF16_SCORE_ERROR
+        if unsafe.any():
+            rows = unsafe.nonzero().squeeze(1)
+            v[rows], i[rows] = torch.topk(q[rows] @ tr.T, k, dim=1)
+    return v, i
