@@ -1,3 +1,6 @@
 """Imports every built-in backbone family so that their factories register themselves."""
 
 from . import tiny  # noqa: F401
+from . import video_vit  # noqa: F401
+from . import image_vit  # noqa: F401
+from . import efficientnet_lite  # noqa: F401

@@ -1,0 +1,337 @@
+"""Reading checkpoint files as they were released, and loading them strictly.
+
+Every family adapter starts from the same flat ``{name: tensor}`` dictionary, whatever the
+container: a torch pickle (``.pth``/``.pyth``/``.pt``/``.bin``) whose weights sit under
+``model``/``module``/``model_state``/``state_dict``/``teacher``; a safetensors file; a
+Hugging Face directory (``config.json`` + weights, possibly sharded); or a MindSpore
+``.ckpt`` (read by :mod:`.mindspore_ckpt`, no MindSpore needed). Loading is strict because a
+silently half-loaded backbone produces plausible-looking but meaningless features: any
+missing, unexpected or mis-shaped key is a :class:`~vssl.errors.CheckpointError` that names
+the first offending keys and the ``--key-map`` escape hatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from vssl.errors import CheckpointError, VsslError
+
+StateDict = dict[str, torch.Tensor]
+KeyMap = list[tuple[str, str]]
+
+# Containers seen in official releases, in order of preference: DINO-style self-distillation
+# (SVT) evaluates the teacher; pySlowFast saves ``model_state``; MCG-NJU/MAE save ``model``.
+CONTAINER_KEYS = ("teacher", "model_state", "model", "module", "state_dict", "model_ema")
+SHOW_KEYS = 5  # how many offending keys an error message lists
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint as read from disk: flat tensors plus what the container told us."""
+
+    path: Path
+    tensors: StateDict
+    format: str  # "torch", "safetensors", "huggingface", "mindspore"
+    config: dict[str, Any] = field(default_factory=dict)  # Hugging Face config.json, if any
+    container: str = ""  # the key the state dict was found under ("model", "teacher", ...)
+
+
+# --------------------------------------------------------------------- reading files
+
+
+def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Read ``path`` (file or Hugging Face directory) into a flat state dict."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        return _read_hf_dir(path)
+    suffix = path.suffix.lower()
+    if suffix == ".ckpt" and _looks_like_mindspore(path):
+        from .mindspore_ckpt import read_mindspore_checkpoint
+
+        return LoadedCheckpoint(path, read_mindspore_checkpoint(path), "mindspore")
+    if suffix == ".safetensors":
+        return LoadedCheckpoint(path, _read_safetensors(path), "safetensors")
+    obj = _torch_load(path)
+    tensors, container = unwrap_state_dict(obj, path)
+    return LoadedCheckpoint(path, tensors, "torch", container=container)
+
+
+def _looks_like_mindspore(path: Path) -> bool:
+    # A torch file is a zip ("PK") or an old-style pickle (0x80); MindSpore starts with a
+    # protobuf tag for field 1, length-delimited (0x0a).
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x0a"
+
+
+def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: truncated or not a safetensors file ({_first_line(exc)});"
+                              " download it again") from None
+
+
+def _torch_load(path: Path) -> Any:
+    # weights_only=True never executes code from the file; the few harmless classes that
+    # official releases pickle next to the weights (MCG-NJU/MAE store their argparse
+    # Namespace) are allowed explicitly.
+    safe: list[Any] = [argparse.Namespace]
+    try:
+        import numpy as np
+
+        safe += [np.dtype, np.ndarray, np.core.multiarray.scalar, np.core.multiarray._reconstruct]  # type: ignore[attr-defined]
+        safe += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32")]
+    except (ImportError, AttributeError):
+        pass
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = _first_line(exc)
+        if "weights_only" in msg or "Unsupported global" in msg or "global" in msg.lower():
+            raise CheckpointError(f"cannot read {path}: it pickles Python objects that safe loading refuses"
+                                  f" ({msg[:160]}); re-save just its state dict with torch.save") from None
+        raise CheckpointError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({msg[:160]});"
+                              " download it again") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: truncated or not a PyTorch checkpoint"
+                              f" ({_first_line(exc)[:160]}); download it again") from None
+
+
+def _read_hf_dir(path: Path) -> LoadedCheckpoint:
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{path} is a directory without config.json; pass a Hugging Face model"
+                              " directory or a checkpoint file")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file}: not valid JSON ({exc})") from None
+    tensors: StateDict = {}
+    for index_name, reader in (("model.safetensors.index.json", _read_safetensors),
+                               ("pytorch_model.bin.index.json", _torch_load)):
+        index = path / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            for shard in shards:
+                tensors.update(reader(path / shard))
+            return LoadedCheckpoint(path, tensors, "huggingface", config=config)
+    if (path / "model.safetensors").exists():
+        tensors = _read_safetensors(path / "model.safetensors")
+    elif (path / "pytorch_model.bin").exists():
+        tensors, _ = unwrap_state_dict(_torch_load(path / "pytorch_model.bin"), path)
+    else:
+        raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin next to config.json")
+    return LoadedCheckpoint(path, tensors, "huggingface", config=config)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_state_dict(obj: Any, path: Path | str = "checkpoint") -> tuple[StateDict, str]:
+    """Find the state dict inside a training checkpoint and drop a DDP ``module.`` prefix."""
+    container = ""
+    for _ in range(4):  # nested containers, e.g. {"model": {"module": {...}}}
+        if _is_state_dict(obj):
+            break
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+        key = next((k for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+        if key is None:
+            # A state dict with a few non-tensor entries (e.g. an int step counter) still counts.
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            if tensors and len(tensors) >= 0.9 * len(obj):
+                obj = tensors
+                break
+            raise CheckpointError(f"{path}: no state dict found; top-level keys: {_short(obj)}"
+                                  f" (expected one of {', '.join(CONTAINER_KEYS)})")
+        container = f"{container}.{key}" if container else key
+        obj = obj[key]
+    else:
+        raise CheckpointError(f"{path}: no state dict found in nested containers")
+    return strip_prefix(dict(obj), "module."), container
+
+
+# --------------------------------------------------------------------- key helpers
+
+
+def strip_prefix(sd: StateDict, prefix: str) -> StateDict:
+    """Remove ``prefix`` when every key carries it (a DDP wrapper, a training wrapper)."""
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def select_prefix(sd: StateDict, prefix: str) -> StateDict:
+    """Keys under ``prefix`` with the prefix removed (others dropped)."""
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def drop_keys(sd: StateDict, patterns: Iterable[str]) -> StateDict:
+    """Remove keys matching any regex in ``patterns`` (training-only heads, queues, decoders)."""
+    rx = re.compile("|".join(f"(?:{p})" for p in patterns))
+    return {k: v for k, v in sd.items() if not rx.match(k)}
+
+
+def rename_keys(sd: StateDict, rules: Iterable[tuple[str, str]]) -> StateDict:
+    """Apply ordered regex renames; every rule is applied to every key (``re.sub``)."""
+    compiled = [(re.compile(p), r) for p, r in rules]
+    out: StateDict = {}
+    for key, value in sd.items():
+        for rx, repl in compiled:
+            key = rx.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def apply_key_map(sd: StateDict, key_map: KeyMap | None) -> StateDict:
+    """The user's ``--key-map`` renames: each (pattern, replacement) is a full-key regex match."""
+    if not key_map:
+        return sd
+    compiled = []
+    for pattern, repl in key_map:
+        try:
+            compiled.append((re.compile(pattern), repl))
+        except re.error as exc:
+            raise VsslError(f"--key-map pattern {pattern!r} is not a valid regex ({exc})") from None
+    out: StateDict = {}
+    for key, value in sd.items():
+        for rx, repl in compiled:  # the first pattern that matches the whole key wins
+            match = rx.fullmatch(key)
+            if match:
+                key = match.expand(repl)
+                break
+        if not key:  # renamed to "": dropped
+            continue
+        if key in out:
+            raise CheckpointError(f"--key-map maps two checkpoint keys onto {key!r}; make the patterns more specific")
+        out[key] = value
+    return out
+
+
+def parse_key_map(specs: Iterable[str] | None) -> KeyMap:
+    r"""Parse ``--key-map`` strings ``PATTERN=REPLACEMENT`` (e.g. ``encoder\.(.*)=\1``).
+
+    The pattern must match a whole key; ``\1`` etc. refer to its groups. An empty
+    replacement (``head\..*=``) drops the matching keys. The split is on the last ``=`` so
+    patterns may contain ``=`` inside groups only if the replacement has none.
+    """
+    result: KeyMap = []
+    for spec in specs or []:
+        if "=" not in spec:
+            raise VsslError(f"--key-map {spec!r}: expected PATTERN=REPLACEMENT, e.g. 'encoder\\.(.*)=\\1'")
+        pattern, _, repl = spec.rpartition("=")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise VsslError(f"--key-map {spec!r}: invalid regex ({exc})") from None
+        result.append((pattern, repl))
+    return result
+
+
+# --------------------------------------------------------------------- strict loading
+
+
+def load_strict(model: nn.Module, sd: StateDict, source: str, family: str) -> None:
+    """Load ``sd`` into ``model``; any missing/unexpected/mis-shaped key is a CheckpointError.
+
+    BatchNorm's ``num_batches_tracked`` counter is not a weight and MindSpore files lack it,
+    so it is taken from the model when absent.
+    """
+    own = model.state_dict()
+    sd = dict(sd)
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in sd:
+            sd[key] = own[key]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:SHOW_KEYS])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:SHOW_KEYS])})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches (first: {'; '.join(mismatched[:SHOW_KEYS])})")
+        raise CheckpointError(f"{source} does not fit the {family} backbone: {'; '.join(parts)};"
+                              " rename keys with --key-map 'PATTERN=REPLACEMENT'")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+# --------------------------------------------------------------------- family recognition
+
+_RECOGNISERS: dict[str, tuple[str, Callable[[set[str]], bool]]] = {}
+
+
+def register_recogniser(family: str, backbone_name: str, recognise: Callable[[set[str]], bool]) -> None:
+    """Let a family say "this key set is mine", so a wrong-family error can suggest the right one."""
+    _RECOGNISERS[family] = (backbone_name, recognise)
+
+
+def guess_family(keys: Iterable[str]) -> tuple[str, str] | None:
+    """(family, backbone name) whose layout matches ``keys``, if any."""
+    key_set = set(keys)
+    for family, (name, recognise) in _RECOGNISERS.items():
+        try:
+            if recognise(key_set):
+                return family, name
+        except Exception:  # a recogniser must never mask the real error
+            continue
+    return None
+
+
+def wrong_layout(ckpt: LoadedCheckpoint, family: str, layouts: str, sd: StateDict | None = None) -> CheckpointError:
+    """The error for a file none of the family's layouts recognise."""
+    keys = list((sd if sd is not None else ckpt.tensors).keys())
+    guess = guess_family(keys)
+    hint = (f"it looks like a {guess[0]} checkpoint: use --backbone {guess[1]}" if guess and guess[0] != family
+            else "rename keys with --key-map 'PATTERN=REPLACEMENT'")
+    return CheckpointError(f"{ckpt.path} is not a {family} checkpoint (known layouts: {layouts});"
+                           f" first keys: {', '.join(keys[:SHOW_KEYS])}; {hint}")
+
+
+# --------------------------------------------------------------------- misc
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file, or of a directory's files (sorted by name) for HF dirs."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _short(obj: dict) -> str:
+    keys = list(obj.keys())
+    return ", ".join(map(str, keys[:SHOW_KEYS])) + (" ..." if len(keys) > SHOW_KEYS else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

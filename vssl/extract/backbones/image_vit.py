@@ -1,0 +1,101 @@
+"""Image ViT applied to every frame of a clip (ViC-MAE, MAE; timm layout).
+
+Checkpoints use timm's names: ``patch_embed.proj`` (Conv2d), ``cls_token``, ``pos_embed``
+(CLS + patch grid), ``blocks.N.attn.qkv`` with bias, ``norm`` (MAE finetuned with global
+pooling has ``fc_norm`` instead). Each frame is embedded as its authors pool it — the mean
+of the normed patch tokens (MAE's global pooling, ViC-MAE's frame representation) — and the
+clip embedding is the average over frames. The position grid is interpolated (bicubic, as
+timm does) when the input size differs from the training size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
+from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
+                          register_recogniser, select_prefix, wrong_layout)
+from .registry import register_backbone
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, infer_vit_shape, resize_pos_grid
+
+IMAGE_VIT_SPEC = InputSpec(frames=8, stride=8, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+LAYOUTS = "timm/MAE/ViC-MAE .pth (cls_token, pos_embed, blocks.N.attn.qkv, norm)"
+
+
+class ImageViT(Backbone):
+    """A ViT over single frames; forward pools per frame, then averages over the clip's frames."""
+
+    def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, in_chans: int = 3, grid: int = 14,
+                 final_norm: bool = True, fc_norm: bool = False, family: str = "image_vit") -> None:
+        super().__init__(embed_dim=shape.embed_dim, spec=spec, family=family)
+        dim = shape.embed_dim
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
+        self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.depth))
+        self.norm = nn.LayerNorm(dim, eps=shape.eps) if final_norm else None
+        self.fc_norm = nn.LayerNorm(dim, eps=shape.eps) if fc_norm else None
+        self.grid = grid
+
+    def frame_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, D): mean of the normed patch tokens of each frame."""
+        x = self.patch_embed.proj(frames)
+        h, w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        pos = self.pos_embed
+        patch_pos = resize_pos_grid(pos[:, 1:], (self.grid, self.grid), (h, w))
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1) + pos[:, :1], x + patch_pos], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = x[:, 1:].mean(dim=1)
+        return self.fc_norm(x) if self.fc_norm is not None else x
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = clips.shape
+        frames = clips.transpose(1, 2).reshape(B * T, C, H, W)
+        return self.frame_embeddings(frames).reshape(B, T, -1).mean(dim=1)
+
+
+_TRAINING_ONLY = (r"decoder", r"mask_token$", r"head\.", r"fc_norm_head", r"projector\.", r"predictor\.")
+
+
+def adapt_image_vit(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+    """timm-layout ViT state dict: drop MAE's decoder and any classifier/projection heads."""
+    sd = apply_key_map(ckpt.tensors, key_map)
+    if "cls_token" not in sd:  # wrapped by a training model (ViC-MAE and others)
+        prefix = next((p for p in ("backbone.", "encoder.", "visual.") if f"{p}cls_token" in sd), None)
+        sd = select_prefix(sd, prefix) if prefix else sd
+    sd = fuse_separate_qkv(drop_keys(sd, _TRAINING_ONLY))
+    proj = sd.get("patch_embed.proj.weight")
+    if proj is None or proj.dim() != 4 or "cls_token" not in sd or "pos_embed" not in sd:
+        raise wrong_layout(ckpt, "image_vit", LAYOUTS, sd)
+    return sd
+
+
+def load_image_vit(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None) -> ImageViT:
+    ckpt = read_checkpoint(checkpoint)
+    sd = adapt_image_vit(ckpt, key_map)
+    shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
+    proj = sd["patch_embed.proj.weight"]
+    model = ImageViT(shape, spec, patch=proj.shape[-1], in_chans=proj.shape[1],
+                     grid=grid_side(sd["pos_embed"].shape[1] - 1),
+                     final_norm="norm.weight" in sd, fc_norm="fc_norm.weight" in sd)
+    load_strict(model, sd, str(checkpoint), "image_vit")
+    return model
+
+
+register_recogniser("image_vit", "image-vit", lambda keys: "cls_token" in keys and "pos_embed" in keys and
+                    "blocks.0.attn.qkv.weight" in keys and not any("temporal" in k or "time_embed" in k for k in keys))
+
+
+@register_backbone("image-vit", spec=IMAGE_VIT_SPEC, family="image_vit",
+                   description="image ViT per frame, mean of normed patch tokens, averaged over frames (MAE, ViC-MAE)")
+def image_vit(checkpoint: Path | None = None, spec: InputSpec = IMAGE_VIT_SPEC, key_map=None,
+              num_heads: int | None = None) -> ImageViT:
+    return load_image_vit(checkpoint, spec, key_map, num_heads)

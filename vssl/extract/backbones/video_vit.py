@@ -1,0 +1,153 @@
+"""VideoMAE-family video ViT (VideoMAE, VideoMAE v2, SCMA, CMAE-V-style encoders).
+
+Architecture (Tong et al. 2022, VideoMAE §3.3/appendix): a Conv3d tubelet embedding of 2x16x16
+over 16 frames at 224 px gives 8x14x14 tokens ordered (t, h, w); no CLS token; a fixed 1-D
+sinusoid position table over the flattened token index (not stored in checkpoints); pre-norm
+blocks with LayerNorm eps 1e-6 and a qkv projection without bias plus learnable ``q_bias`` and
+``v_bias`` (the k bias is zero).
+
+Clip embedding, the way the authors evaluate: a finetuned checkpoint (``fc_norm``) gives
+``fc_norm(mean(tokens))``; a pretrain checkpoint (``encoder.norm``) gives ``mean(norm(tokens))``.
+Only the norms the file contains are put in the path, never an untrained one.
+
+One adapter, :func:`adapt_video_vit`, recognises the released layouts — MCG-NJU finetuned and
+pretrain ``.pth``, Hugging Face directories with v4 (``q_bias``/``v_bias``) or v5
+(``query.bias``/``value.bias``) names, MindSpore ``.ckpt`` with fused or separate q/k/v —
+and converts them to this module's names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vssl.errors import CheckpointError
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
+from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
+                          register_recogniser, rename_keys, select_prefix, wrong_layout)
+from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
+from .registry import register_backbone
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, infer_vit_shape, sinusoid_table
+
+VIDEOMAE_SPEC = InputSpec(frames=16, stride=4, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+LAYOUTS = "MCG-NJU finetuned/pretrain .pth, Hugging Face VideoMAE dir (v4/v5 names), MindSpore .ckpt"
+HF_FC_NORM_EPS = 1e-5  # transformers' VideoMAEForVideoClassification builds fc_norm with LayerNorm's default
+
+
+class VideoViT(Backbone):
+    """Tubelet-embedding ViT over a whole clip; output = pooled token embedding."""
+
+    def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, tubelet: int = 2, in_chans: int = 3,
+                 final_norm: bool = True, fc_norm: bool = False, fc_norm_eps: float | None = None,
+                 learned_pos: int = 0, family: str = "videomae") -> None:
+        super().__init__(embed_dim=shape.embed_dim, spec=spec, family=family)
+        dim = shape.embed_dim
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch),
+                                          stride=(tubelet, patch, patch))
+        # Some releases train a learned table instead of the fixed sinusoid (use_learnable_pos_emb).
+        self.pos_embed = nn.Parameter(torch.zeros(1, learned_pos, dim)) if learned_pos else None
+        self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.depth))
+        self.norm = nn.LayerNorm(dim, eps=shape.eps) if final_norm else None
+        self.fc_norm = nn.LayerNorm(dim, eps=fc_norm_eps or shape.eps) if fc_norm else None
+
+    def tokens(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, N, D) final tokens in (t, h, w) order, before pooling."""
+        x = self.patch_embed.proj(clips).flatten(2).transpose(1, 2)
+        if self.pos_embed is not None:
+            if self.pos_embed.shape[1] != x.shape[1]:
+                raise CheckpointError(f"checkpoint's learned position table has {self.pos_embed.shape[1]} tokens,"
+                                      f" the clip gives {x.shape[1]}: use the frames/size it was trained with")
+            x = x + self.pos_embed
+        else:
+            x = x + sinusoid_table(x.shape[1], x.shape[2], x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(clips)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = x.mean(dim=1)
+        return self.fc_norm(x) if self.fc_norm is not None else x
+
+
+# --------------------------------------------------------------------- checkpoint adapter
+
+_HF_RENAMES = [
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"blocks.\1.attn.q."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"blocks.\1.attn.k."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"blocks.\1.attn.v."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.([qv])_bias$", r"blocks.\1.attn.\2_bias"),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+    (r"^layernorm\.", "norm."),
+]
+_TRAINING_ONLY = (r"decoder\.", r"encoder_to_decoder\.", r"mask_token$", r"head\.", r"classifier\.",
+                  r"embeddings\.position_embeddings$")
+
+
+def adapt_video_vit(ckpt: LoadedCheckpoint, key_map=None) -> tuple[StateDict, dict]:
+    """Convert any known VideoMAE-family layout to :class:`VideoViT` names.
+
+    Returns the state dict and build options (``eps``, ``fc_norm_eps``, ``num_heads``).
+    """
+    sd = apply_key_map(ckpt.tensors, key_map)
+    options: dict = {"eps": 1e-6, "fc_norm_eps": None, "num_heads": None}
+    if is_mindspore_layout(set(sd)):
+        sd = mindspore_to_torch_names(sd)
+    # HF ForPreTraining/ForVideoClassification wrap the base model as `videomae.` next to extras.
+    sd = {k.removeprefix("videomae."): v for k, v in sd.items()}
+    if "embeddings.patch_embeddings.projection.weight" in sd:  # Hugging Face
+        sd = rename_keys(drop_keys(sd, _TRAINING_ONLY), _HF_RENAMES)
+        cfg = ckpt.config
+        options.update(eps=float(cfg.get("layer_norm_eps", 1e-12)) if cfg else 1e-12,
+                       fc_norm_eps=HF_FC_NORM_EPS, num_heads=cfg.get("num_attention_heads"))
+    elif "encoder.patch_embed.proj.weight" in sd:  # MCG-NJU pretrain: encoder + decoder
+        sd = select_prefix(sd, "encoder.")
+    sd = fuse_separate_qkv(drop_keys(sd, _TRAINING_ONLY))
+    proj = sd.get("patch_embed.proj.weight")
+    if proj is None or proj.dim() != 5 or "blocks.0.attn.qkv.weight" not in sd:
+        raise wrong_layout(ckpt, "videomae", LAYOUTS, sd)
+    return sd, options
+
+
+def load_video_vit(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None,
+                   family: str = "videomae") -> VideoViT:
+    """Build the video ViT a checkpoint implies and load it strictly."""
+    ckpt = read_checkpoint(checkpoint)
+    sd, options = adapt_video_vit(ckpt, key_map)
+    shape = infer_vit_shape(sd, num_heads=num_heads or options["num_heads"], eps=options["eps"])
+    proj = sd["patch_embed.proj.weight"]
+    model = VideoViT(shape, spec, patch=proj.shape[-1], tubelet=proj.shape[2], in_chans=proj.shape[1],
+                     final_norm="norm.weight" in sd, fc_norm="fc_norm.weight" in sd,
+                     fc_norm_eps=options["fc_norm_eps"],
+                     learned_pos=sd["pos_embed"].shape[1] if "pos_embed" in sd else 0, family=family)
+    load_strict(model, sd, str(checkpoint), family)
+    return model
+
+
+def _recognise(keys: set[str]) -> bool:
+    keys = {k.removeprefix("encoder.") for k in keys}
+    hf = any(k.endswith("attention.attention.query.weight") for k in keys)
+    mcg = any(k.endswith("patch_embed.proj.weight") for k in keys) and \
+        not any(k.endswith(("cls_token", "time_embed", "pos_embed_spatial")) for k in keys)
+    return hf or (mcg and any(k.endswith("attn.qkv.weight") or k.endswith("attn.q.weight") for k in keys))
+
+
+register_recogniser("videomae", "videomae", _recognise)
+
+
+@register_backbone("videomae", spec=VIDEOMAE_SPEC, family="videomae",
+                   description="VideoMAE / VideoMAE v2 / SCMA / CMAE-V video ViT (MCG-NJU .pth, HF dir, MindSpore .ckpt)")
+def videomae(checkpoint: Path | None = None, spec: InputSpec = VIDEOMAE_SPEC, key_map=None,
+             num_heads: int | None = None) -> VideoViT:
+    return load_video_vit(checkpoint, spec, key_map, num_heads)
