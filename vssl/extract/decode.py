@@ -117,7 +117,8 @@ def _open_container(path: str | Path):
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = getattr(exc, "strerror", None) or str(exc)  # FFmpeg errors: the reason without the path
+    return " ".join(str(text).split())[:200] or type(exc).__name__
 
 
 def _fps(stream) -> float:

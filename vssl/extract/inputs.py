@@ -1,0 +1,103 @@
+"""What to extract: a class-per-folder directory or a CSV/TSV manifest → videos, labels, classes.
+
+Paths are kept *relative to the input root* (the directory, or the manifest's folder), as
+the datasets' official split lists name them (``ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi``).
+That relative path is what the store records and what seeds a video's random clips, so a
+dataset moved to another disk or machine gives the same store.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from vssl.errors import VsslError
+from vssl.features_store import VideoEntry
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
+                            ".wmv", ".3gp", ".ogv", ".ts", ".mts"})
+
+
+@dataclass(frozen=True)
+class VideoInputs:
+    """The videos of one extraction: entries (paths relative to ``root``) and class names."""
+
+    root: Path
+    videos: list[VideoEntry]
+    classes: list[str]
+
+    def resolve(self, entry: VideoEntry) -> Path:
+        """The file of ``entry`` on this machine."""
+        p = Path(entry.path)
+        return p if p.is_absolute() else self.root / p
+
+
+def scan_directory(directory: str | Path, split: str = "") -> VideoInputs:
+    """Every video file under ``directory`` (recursive, sorted); the first-level folder is the class.
+
+    Files directly inside ``directory`` are unlabelled (-1). ``split`` is given to every video.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise VsslError(f"{root}: not a directory (give a folder of videos or a .csv/.tsv manifest)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not files:
+        raise VsslError(f"{root}: no video files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+    rel = [p.relative_to(root) for p in files]
+    classes = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
+    index = {c: i for i, c in enumerate(classes)}
+    videos = [VideoEntry(r.as_posix(), index[r.parts[0]] if len(r.parts) > 1 else -1, split) for r in rel]
+    return VideoInputs(root, videos, classes)
+
+
+def read_manifest(manifest: str | Path, split: str = "") -> VideoInputs:
+    """Read ``path,label[,split]`` rows (CSV, or TSV for ``.tsv``/tab-separated files).
+
+    An optional header row starting with ``path`` is skipped. Labels are class names (sorted
+    into class indices) or, when every label is an integer, class indices as they are; an
+    empty label means unlabelled. A row without a split gets ``split``.
+    """
+    path = Path(manifest)
+    if not path.is_file():
+        raise VsslError(f"manifest not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
+    rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines(), delimiter=delimiter) if any(c.strip() for c in r)]
+    if rows and rows[0][0].lower() == "path":
+        rows = rows[1:]
+    if not rows:
+        raise VsslError(f"{path}: no rows (expected path,label[,split])")
+    for n, r in enumerate(rows, 1):
+        if len(r) > 3 or not r[0]:
+            raise VsslError(f"{path}: row {n} {r!r} is not path,label[,split]")
+    labels = [r[1] if len(r) > 1 else "" for r in rows]
+    given = [lab for lab in labels if lab]
+    numeric = all(_is_int(lab) for lab in given)
+    classes = [] if numeric else sorted(set(given))
+    index = {c: i for i, c in enumerate(classes)}
+    videos = []
+    for r, lab in zip(rows, labels):
+        label = -1 if not lab else (int(lab) if numeric else index[lab])
+        videos.append(VideoEntry(r[0], label, r[2] if len(r) > 2 and r[2] else split))
+    return VideoInputs(path.parent, videos, classes)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def collect_inputs(source: str | Path, split: str = "") -> VideoInputs:
+    """A directory (class-per-subfolder) or a manifest file (.csv/.tsv/.txt)."""
+    p = Path(source)
+    if p.is_dir():
+        return scan_directory(p, split)
+    if p.is_file():
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            raise VsslError(f"{p} is a video; give its folder or a manifest listing it")
+        return read_manifest(p, split)
+    raise VsslError(f"{p}: no such directory or manifest")

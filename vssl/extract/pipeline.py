@@ -1,0 +1,427 @@
+"""Stage one end to end: videos → clips → frozen backbone → feature store.
+
+Workers (a torch DataLoader, ``workers`` processes) decode each pending video once and cut
+the clips of every view it still needs (:mod:`vssl.extract.clips`, uint8). The main process
+packs clips of consecutive videos into batches of ``batch_size``, normalizes them on the
+device and runs the backbone under ``torch.inference_mode`` (autocast for bf16/fp16).
+The store takes whole chunks only (DESIGN.md), so finished videos wait, in order, until
+every pending video of their chunk is finished, and the chunk is written in one call;
+its status flags are written last, so a killed run resumes by redoing unfinished chunks.
+
+Which videos a call processes is one parameter, ``ranges`` (chunk-aligned ``(start, stop)``
+pairs; default: all of the store, or ``store.chunk_ranges(shard=(i, n))`` for ``shard``),
+so multi-process launchers only have to choose ranges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vssl.errors import StoreError, VsslError
+from vssl.features_store import STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
+
+from .backbones import Backbone, create_backbone
+from .clips import cut_video
+from .inputs import VideoInputs, collect_inputs
+from .samplers import SamplerSpec, parse_views
+from .transforms import normalize
+
+log = logging.getLogger("vssl.extract")
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_VIEWS = ("uniform:5x3",)
+DEFAULT_SEED = 0
+
+
+@dataclass
+class ExtractSummary:
+    """What one ``extract`` call did (``processed`` = ``done`` + ``failed`` of this call)."""
+
+    store: str
+    num_videos: int
+    views: list[str]
+    processed: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def videos_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(videos_per_s=self.videos_per_s, clips_per_s=self.clips_per_s)
+        return d
+
+
+def checkpoint_sha256(path: str | Path | None) -> str | None:
+    """sha256 of a checkpoint file, or of a directory's files (relative names and contents, sorted)."""
+    if path is None:
+        return None
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        if p.is_dir():
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None) -> BackboneSpec:
+    """What the store records about the network and how its clips are cut."""
+    s = model.spec
+    return BackboneSpec(name=name, embed_dim=int(model.embed_dim), frames=s.frames, stride=s.stride, size=s.size,
+                        mean=tuple(s.mean), std=tuple(s.std),
+                        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                        checkpoint_sha256=checkpoint_sha256(checkpoint), family=getattr(model, "family", ""))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VsslError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise VsslError(f"--device {device!r}: use auto, cpu or cuda[:N]") from None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` → (i, n), 0-based."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise VsslError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise VsslError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+# ---------------------------------------------------------------- the store
+
+
+def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInputs,
+                         chunk_videos: int | None) -> FeatureStore:
+    """Create ``out`` for ``inputs``, or reopen it after checking backbone and video list match."""
+    out = Path(out)
+    if not (out / "zarr.json").exists():
+        try:
+            return FeatureStore.create(out, spec, inputs.videos, inputs.classes, chunk_videos)
+        except Exception:
+            if not (out / "zarr.json").exists():  # not a concurrent shard's creation: a real error
+                raise
+    store = FeatureStore.open(out, "r+")
+    store.check_backbone(spec)
+    paths = store.paths().tolist()
+    given = [v.path for v in inputs.videos]
+    if paths != given:
+        raise StoreError(f"{out} was created for another list of videos ({len(paths)} vs {len(given)} given, "
+                         "or in another order); use a new --out store")
+    return store
+
+
+def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str) -> None:
+    """Create each view (or check the existing one has the same sampler spec)."""
+    for name, spec in views.items():
+        try:
+            store.create_view(name, spec.num_clips, spec.to_dict(), dtype)
+        except StoreError:
+            raise
+        except Exception:  # a concurrent shard created it between our check and create
+            FeatureStore.open(store.path, "r+").create_view(name, spec.num_clips, spec.to_dict(), dtype)
+
+
+# ---------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    path: str
+    key: str
+    views: tuple[str, ...]
+
+
+class _VideoDataset(Dataset):
+    """One item per pending video: its clips for the views it still needs, or its error."""
+
+    def __init__(self, jobs: Sequence[_Job], views: dict[str, SamplerSpec], decoder: str, threads: int) -> None:
+        self.jobs, self.views, self.decoder, self.threads = list(jobs), views, decoder, threads
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        job = self.jobs[i]
+        try:
+            vc = cut_video(job.path, {v: self.views[v] for v in job.views}, job.key,
+                           decoder=self.decoder, threads=self.threads)
+        except Exception as exc:  # a bad video fails alone; the run goes on (DESIGN.md conventions)
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            return {"slot": i, "error": msg if isinstance(exc, VsslError) else f"{type(exc).__name__}: {msg}"}
+        return {"slot": i, "error": None, "num_frames": vc.info.num_frames, "fps": vc.info.fps,
+                "clips": vc.clips, "boxes": {k: torch.from_numpy(v) for k, v in vc.boxes.items()}}
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # one process per core: no oversubscription
+
+
+# ---------------------------------------------------------------- main loop
+
+
+class _Pending:
+    """A video whose clips are (partly) waiting for the backbone."""
+
+    def __init__(self, job: _Job, item: dict[str, Any], views: dict[str, SamplerSpec], dim: int) -> None:
+        self.job = job
+        self.error = item["error"]
+        self.num_frames = item.get("num_frames", 0)
+        self.fps = item.get("fps", 0.0)
+        self.boxes = {v: item["boxes"][v].numpy() if not self.error else np.zeros((views[v].num_clips, 7), np.float32)
+                      for v in job.views}
+        self.features = {v: np.zeros((views[v].num_clips, dim), np.float32) for v in job.views}
+        self.left = 0 if self.error else sum(views[v].num_clips for v in job.views)
+
+
+class _Batcher:
+    """Packs clips of consecutive videos into fixed-size batches and runs the backbone."""
+
+    def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int) -> None:
+        self.model, self.device, self.batch_size = model, device, batch_size
+        self.amp = PRECISIONS[precision]
+        self.queue: deque[tuple[_Pending, str, int, torch.Tensor]] = deque()  # (video, view, first k, clips)
+        self.queued = 0
+        self.mean, self.std = model.spec.mean, model.spec.std
+
+    def add(self, video: _Pending, view: str, clips: torch.Tensor) -> Iterator[_Pending]:
+        self.queue.append((video, view, 0, clips))
+        self.queued += clips.shape[0]
+        while self.queued >= self.batch_size:
+            yield from self.run(self.batch_size)
+
+    def flush(self) -> Iterator[_Pending]:
+        while self.queued:
+            yield from self.run(min(self.queued, self.batch_size))
+
+    def run(self, n: int) -> Iterator[_Pending]:
+        """Run the first ``n`` queued clips; yield the videos this finishes."""
+        parts, owners = [], []
+        while n:
+            video, view, k0, clips = self.queue.popleft()
+            take = min(n, clips.shape[0])
+            parts.append(clips[:take])
+            owners.append((video, view, k0, take))
+            if take < clips.shape[0]:
+                self.queue.appendleft((video, view, k0 + take, clips[take:]))
+            n -= take
+        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+        self.queued -= x.shape[0]
+        features = self.forward(x)
+        offset = 0
+        for video, view, k0, take in owners:
+            video.features[view][k0:k0 + take] = features[offset:offset + take]
+            offset += take
+            video.left -= take
+            if video.left == 0:
+                yield video
+
+    def forward(self, clips: torch.Tensor) -> np.ndarray:
+        x = clips.to(self.device, non_blocking=True)
+        x = normalize(x, self.mean, self.std)
+        amp = (torch.autocast(device_type=self.device.type, dtype=self.amp) if self.amp is not None
+               else nullcontext())
+        with torch.inference_mode(), amp:
+            y = self.model(x)
+        return y.float().cpu().numpy()
+
+
+def extract(
+    videos: str | Path | VideoInputs | Sequence[VideoEntry],
+    out: str | Path,
+    *,
+    backbone: str = "tiny",
+    checkpoint: str | Path | None = None,
+    key_map: list[tuple[str, str]] | None = None,
+    model: Backbone | None = None,
+    views: str | Sequence[str] = DEFAULT_VIEWS,
+    frames: int | None = None,
+    stride: int | None = None,
+    size: int | None = None,
+    split: str = "",
+    decoder: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str = "auto",
+    precision: str = "fp32",
+    seed: int = DEFAULT_SEED,
+    shard: tuple[int, int] | str | None = None,
+    ranges: Sequence[tuple[int, int]] | None = None,
+    dtype: str = "float16",
+    chunk_videos: int | None = None,
+    progress: bool = True,
+    root: str | Path | None = None,
+) -> ExtractSummary:
+    """Extract clip features of ``videos`` into the store ``out`` (created or resumed).
+
+    ``videos``: a directory (class-per-subfolder), a CSV/TSV manifest, or ``VideoEntry``
+    objects whose relative paths resolve against ``root`` (default: the current folder).
+    ``model`` bypasses the registry (a ready :class:`Backbone`, recorded under ``backbone``).
+    ``ranges`` (chunk-aligned video ranges) or ``shard`` choose the part to process.
+    """
+    t_start = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise VsslError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
+    if batch_size < 1 or workers < 0:
+        raise VsslError("--batch-size must be >= 1 and --workers >= 0")
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        raise VsslError("--precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+    if isinstance(videos, VideoInputs):
+        inputs = videos
+    elif isinstance(videos, (str, Path)):
+        inputs = collect_inputs(videos, split)
+    else:
+        inputs = VideoInputs(Path(root or "."), list(videos), [])
+    if model is None:
+        model = create_backbone(backbone, checkpoint, key_map, frames=frames, stride=stride, size=size)
+    model = model.freeze().to(dev)
+    specs = parse_views(views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size, seed=seed)
+    store = open_or_create_store(out, backbone_spec(model, backbone, checkpoint), inputs, chunk_videos)
+    prepare_views(store, specs, dtype)
+    if ranges is None:
+        ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
+
+    summary = ExtractSummary(str(store.path), store.num_videos, list(specs))
+    status = store.video_status()
+    done = {name: store.view(name).done() for name in specs}
+    jobs: list[_Job] = []
+    for start, stop in ranges:
+        for i in range(start, stop):
+            need = tuple(name for name in specs if not done[name][i])
+            if status[i] == STATUS_FAILED:
+                summary.skipped_failed += 1
+            elif not need:
+                summary.skipped_done += 1
+            else:
+                entry = inputs.videos[i]
+                jobs.append(_Job(i, str(inputs.resolve(entry)), entry.path, need))
+
+    loader = DataLoader(_VideoDataset(jobs, specs, decoder, threads=1 if workers else 0),
+                        batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
+                        pin_memory=dev.type == "cuda", worker_init_fn=_worker_init if workers else None,
+                        prefetch_factor=2 if workers else None, persistent_workers=False)
+    batcher = _Batcher(model, dev, precision, batch_size)
+    chunk_of = {j.index: (j.index // store.chunk_videos) for j in jobs}
+    waiting: dict[int, list[_Pending]] = {}  # chunk -> finished videos
+    left_in_chunk: dict[int, int] = {}
+    for j in jobs:
+        left_in_chunk[chunk_of[j.index]] = left_in_chunk.get(chunk_of[j.index], 0) + 1
+
+    def finish(video: _Pending) -> None:
+        c = chunk_of[video.job.index]
+        waiting.setdefault(c, []).append(video)
+        left_in_chunk[c] -= 1
+        summary.processed += 1
+        if video.error:
+            summary.failed += 1
+            summary.failures.append((inputs.videos[video.job.index].path, video.error))
+            log.warning("failed: %s: %s", video.job.path, video.error)
+        else:
+            summary.done += 1
+            summary.clips += sum(specs[v].num_clips for v in video.job.views)
+        ui.advance(summary.clips, summary.failed)
+        if left_in_chunk[c] == 0:
+            _write_chunk(store, waiting.pop(c))
+
+    with _Progress(progress, len(jobs)) as ui:
+        for item in loader:
+            job = jobs[item["slot"]]
+            video = _Pending(job, item, specs, model.embed_dim)
+            if video.left == 0:
+                finish(video)
+                continue
+            for view in job.views:
+                for finished in batcher.add(video, view, item["clips"][view]):
+                    finish(finished)
+        for finished in batcher.flush():
+            finish(finished)
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _write_chunk(store: FeatureStore, videos: list[_Pending]) -> None:
+    """One whole-chunk write per distinct set of views (usually one)."""
+    groups: dict[tuple[str, ...], list[_Pending]] = {}
+    for v in sorted(videos, key=lambda v: v.job.index):
+        groups.setdefault(v.job.views, []).append(v)
+    for view_names, group in groups.items():
+        store.write_videos(
+            [v.job.index for v in group],
+            views={name: (np.stack([v.features[name] for v in group]), np.stack([v.boxes[name] for v in group]))
+                   for name in view_names},
+            num_frames=[v.num_frames for v in group], fps=[v.fps for v in group],
+            errors=[v.error for v in group])
+
+
+class _Progress:
+    """A rich progress bar on stderr (videos/s, clips/s, failures, ETA); a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total, self.bar = enabled and total > 0, total, None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rates]}"), TextColumn("{task.fields[failed]} failed"),
+                                TimeRemainingColumn(), console=Console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task("extract", total=self.total, rates="", failed=0)
+            self.start = time.perf_counter()
+        return self
+
+    def advance(self, clips: int, failed: int) -> None:
+        if self.bar is None:
+            return
+        done = self.bar.tasks[0].completed + 1
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, completed=done, failed=failed,
+                        rates=f"{done / dt:.2f} videos/s · {clips / dt:.1f} clips/s")
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
