@@ -114,6 +114,71 @@ def store_import(source: Path = typer.Argument(..., help="HDF5 file written by `
 # ---------------------------------------------------------------- aggregate
 # (commands of the aggregation stage go here)
 
+
+@app.command("aggregate")
+def aggregate_cmd(
+    store: Path = typer.Argument(..., help="feature store directory"),
+    view: str = typer.Option("random16", "--view", help="view to train on / to export"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory to train into"),
+    from_run: Optional[Path] = typer.Option(None, "--from", help="trained run directory (with --export)"),
+    do_export: bool = typer.Option(False, "--export", help="write aggregates/<run>/<view> into the store"),
+    name: Optional[str] = typer.Option(None, "--name", help="run name in the store (default: run dir name)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+    split: str = typer.Option("auto", "--split", help="videos to train on: a split name, 'all', or 'auto'"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="videos per step"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="fraction of steps of linear warmup"),
+    set_size: Optional[int] = typer.Option(None, "--set-size", help="clips per set (default: half of K)"),
+    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio"),
+    layers: Optional[int] = typer.Option(None, "--layers"),
+    width: Optional[int] = typer.Option(None, "--width"),
+    heads: Optional[int] = typer.Option(None, "--heads"),
+    mlp_ratio: Optional[float] = typer.Option(None, "--mlp-ratio"),
+    dropout: Optional[float] = typer.Option(None, "--dropout"),
+    proj_dim: Optional[int] = typer.Option(None, "--proj-dim"),
+    mcm_temperature: Optional[float] = typer.Option(None, "--mcm-temperature"),
+    set_temperature: Optional[float] = typer.Option(None, "--set-temperature"),
+    use_mcm: Optional[bool] = typer.Option(None, "--mcm/--no-mcm", help="masked clip modelling loss"),
+    use_set: Optional[bool] = typer.Option(None, "--set/--no-set", help="set contrastive loss"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="epochs between checkpoints"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16, fp16, fp32"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
+) -> None:
+    """Train the SCALE predictor (MCM + SET) on a view, or --export its outputs into the store."""
+    from vssl.aggregate import ScaleConfig, export, train
+
+    if do_export:
+        if from_run is None:
+            raise VsslError("--export needs --from RUN_DIR (a trained run)")
+        result = export(store, from_run, view, name=name, device=device or "auto", quiet=quiet)
+        _print_json(result) if as_json else out.print(
+            f"{result['group']}: wrote {result['written']} videos, {result['done']} done")
+        return
+    if out_dir is None:
+        raise VsslError("training needs --out RUN_DIR (or --export --from RUN_DIR to export)")
+    flags = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                 set_size=set_size, mask_ratio=mask_ratio, layers=layers, width=width, heads=heads,
+                 mlp_ratio=mlp_ratio, dropout=dropout, proj_dim=proj_dim, mcm_temperature=mcm_temperature,
+                 set_temperature=set_temperature, use_mcm=use_mcm, use_set=use_set,
+                 checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed)
+    cfg = ScaleConfig.from_toml(config, flags) if config else ScaleConfig().replace(**flags)
+    summary = train(store, view, out_dir, cfg, resume=resume, split=None if split == "all" else split,
+                    quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        f = summary.final
+        out.print(f"{out_dir}: {summary.epochs} epochs, loss {f.get('loss', float('nan')):.4f} "
+                  f"(MCM {f.get('mcm_loss', 0):.4f}, top-1 {100 * f.get('mcm_top1', 0):.1f}%; "
+                  f"SET {f.get('set_loss', 0):.4f}, top-1 {100 * f.get('set_top1', 0):.1f}%), "
+                  f"{summary.videos_per_s:.0f} videos/s")
+
 # ---------------------------------------------------------------- probe
 # (commands of the probe stage go here)
 
