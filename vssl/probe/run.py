@@ -62,16 +62,17 @@ def run_probes(req: ProbeRequest) -> Report:
         raise VsslError("--finetune fine-tunes a pretrained SCALE run; give it with --scale RUN_DIR")
     store = FeatureStore.open(req.store)
     store.view(req.view)                                    # a clear error when the view is missing
-    scale = None
-    if req.scale_run is not None:
-        from .scale import ScaleFeatures
-
-        scale = ScaleFeatures.open(store, req.scale_run, req.view, quiet=req.quiet)
     need_boxes = req.transformer is not None or req.finetune is not None
     train = load_split(store, req.view, req.train_split, "--train-split", boxes=need_boxes)
     test = load_split(store, req.view, req.test_split, "--test-split", boxes=need_boxes)
     if req.low_shot is not None:
         train = train.subset(balanced_fraction(train.labels, req.low_shot, req.seed))
+    scale = None
+    if req.scale_run is not None:
+        from .scale import ScaleFeatures
+
+        needed = np.concatenate([train.indices, test.indices])
+        scale = ScaleFeatures.open(store, req.scale_run, req.view, needed, quiet=req.quiet)
     classes = list(store.classes) or [str(c) for c in range(int(max(train.labels.max(), test.labels.max())) + 1)]
     if max(train.labels.max(), test.labels.max()) >= len(classes):
         raise VsslError(f"{store.path}: labels go up to {max(train.labels.max(), test.labels.max())} but the "
