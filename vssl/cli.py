@@ -108,6 +108,45 @@ def store_import(source: Path = typer.Argument(..., help="HDF5 file written by `
 # ---------------------------------------------------------------- extract
 # (commands of the extraction stage go here)
 
+
+@app.command("extract")
+def extract_cmd(
+    videos: Path = typer.Argument(..., help="folder (class-per-subfolder) or CSV/TSV manifest path,label[,split]"),
+    store: Path = typer.Option(..., "--out", help="feature store directory (created, or resumed)"),
+    backbone: str = typer.Option("tiny", "--backbone", help="registry name or package.module:factory"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint file or directory"),
+    views: str = typer.Option("uniform:5x3", "--views", help="comma-separated [NAME=]random:K[:opts] / uniform:TxS"),
+    frames: Optional[int] = typer.Option(None, "--frames", help="frames per clip (default: the backbone's, 16)"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="frame stride in a clip (default: the backbone's, 4)"),
+    size: Optional[int] = typer.Option(None, "--size", help="clip side in pixels (default: the backbone's)"),
+    split: str = typer.Option("", "--split", help="split name given to every video of a folder"),
+    decoder: str = typer.Option("auto", "--decoder", help="auto|pyav|decord"),
+    workers: int = typer.Option(0, "--workers", help="decoding processes (0: in the main process)"),
+    batch_size: int = typer.Option(32, "--batch-size", help="clips per backbone batch"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32|bf16|fp16 (autocast)"),
+    seed: int = typer.Option(0, "--seed", help="random clips are a function of (seed, video)"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only the i-th of n chunk ranges"),
+    dtype: str = typer.Option("float16", "--dtype", help="stored feature dtype: float16|float32"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
+) -> None:
+    """Decode each video once, cut clips for every view, embed them with a frozen backbone."""
+    from vssl.extract.pipeline import extract
+
+    s = extract(videos, store, backbone=backbone, checkpoint=checkpoint, views=views, frames=frames, stride=stride,
+                size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
+                precision=precision, seed=seed, shard=shard, dtype=dtype, progress=not quiet)
+    if as_json:
+        _print_json(s.to_dict())
+        return
+    out.print(f"{s.store}: {s.done} done, {s.failed} failed, {s.skipped_done} already done, "
+              f"{s.skipped_failed} failed before · {s.clips} clips in {s.seconds:.1f} s "
+              f"({s.videos_per_s:.2f} videos/s, {s.clips_per_s:.1f} clips/s) · views {', '.join(s.views)}",
+              highlight=False)
+    for path, error in s.failures:
+        err.print(f"failed: {path}: {error}", highlight=False)
+
 # ---------------------------------------------------------------- backbones
 # (`vssl backbones` goes here)
 
