@@ -4,3 +4,6 @@ from . import tiny  # noqa: F401
 from . import video_vit  # noqa: F401
 from . import image_vit  # noqa: F401
 from . import efficientnet_lite  # noqa: F401
+from . import slowonly  # noqa: F401
+from . import timesformer  # noqa: F401
+from . import mae_st  # noqa: F401

@@ -1,0 +1,96 @@
+"""ST-MAE video ViT (Feichtenhofer et al. 2022, "Masked Autoencoders As Spatiotemporal Learners").
+
+The ``mae_st`` code base (and CrossVideoMAE's video branch, which uses it) differs from
+VideoMAE: a CLS token, separable position embeddings (``pos_embed_spatial`` repeated over
+time + ``pos_embed_temporal`` repeated over space, ``pos_embed_class`` for the CLS token),
+separate ``attn.q/k/v`` projections with bias, Kinetics mean/std. Its video evaluation pools
+``norm(mean(patch tokens))`` (the CLS token does not enter the embedding).
+
+The separate q/k/v are fused into our ``attn.qkv`` on load, so the block is the shared one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vssl.errors import CheckpointError
+
+from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
+from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
+                          register_recogniser, wrong_layout)
+from .registry import register_backbone
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, infer_vit_shape, resize_pos_grid
+
+MAE_ST_SPEC = InputSpec(frames=16, stride=4, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
+LAYOUTS = "mae_st / CrossVideoMAE .pth (model or model_state; pos_embed_spatial/temporal/class, attn.q/k/v)"
+
+
+class MaeSTViT(Backbone):
+    """mae_st encoder; forward returns ``norm(mean(patch tokens))``."""
+
+    def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, t_patch: int = 2, in_chans: int = 3,
+                 grid: int = 14, t_grid: int = 8, cls_embed: bool = True) -> None:
+        super().__init__(embed_dim=shape.embed_dim, spec=spec, family="mae_st")
+        dim = shape.embed_dim
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv3d(in_chans, dim, (t_patch, patch, patch), (t_patch, patch, patch))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_embed else None
+        self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, dim)) if cls_embed else None
+        self.pos_embed_spatial = nn.Parameter(torch.zeros(1, grid * grid, dim))
+        self.pos_embed_temporal = nn.Parameter(torch.zeros(1, t_grid, dim))
+        self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.depth))
+        self.norm = nn.LayerNorm(dim, eps=shape.eps)
+        self.grid = grid
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed.proj(clips)  # (B, D, T', H', W')
+        B, D, t, h, w = x.shape
+        if t != self.pos_embed_temporal.shape[1]:
+            raise CheckpointError(f"mae_st checkpoint has {self.pos_embed_temporal.shape[1]} temporal positions,"
+                                  f" the clip gives {t}: use the frame count it was trained with")
+        x = x.flatten(2).transpose(1, 2)  # tokens ordered (t, h, w)
+        spatial = resize_pos_grid(self.pos_embed_spatial, (self.grid, self.grid), (h, w))
+        pos = spatial.repeat(1, t, 1) + self.pos_embed_temporal.repeat_interleave(h * w, dim=1)
+        x = x + pos
+        if self.cls_token is not None:
+            x = torch.cat([(self.cls_token + self.pos_embed_class).expand(B, -1, -1), x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        if self.cls_token is not None:
+            x = x[:, 1:]
+        return self.norm(x.mean(dim=1))
+
+
+def adapt_mae_st(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+    sd = apply_key_map(ckpt.tensors, key_map)
+    sd = drop_keys(sd, (r"decoder", r"mask_token$", r"head\."))
+    sd = fuse_separate_qkv(sd)
+    if "pos_embed_spatial" not in sd or "blocks.0.attn.qkv.weight" not in sd:
+        raise wrong_layout(ckpt, "mae_st", LAYOUTS, sd)
+    return sd
+
+
+def load_mae_st(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None) -> MaeSTViT:
+    ckpt = read_checkpoint(checkpoint)
+    sd = adapt_mae_st(ckpt, key_map)
+    shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
+    proj = sd["patch_embed.proj.weight"]
+    model = MaeSTViT(shape, spec, patch=proj.shape[-1], t_patch=proj.shape[2], in_chans=proj.shape[1],
+                     grid=grid_side(sd["pos_embed_spatial"].shape[1]), t_grid=sd["pos_embed_temporal"].shape[1],
+                     cls_embed="cls_token" in sd)
+    load_strict(model, sd, str(checkpoint), "mae_st")
+    return model
+
+
+register_recogniser("mae_st", "mae-st", lambda keys: "pos_embed_spatial" in keys or
+                    any(k.endswith(".pos_embed_spatial") for k in keys))
+
+
+@register_backbone("mae-st", spec=MAE_ST_SPEC, family="mae_st",
+                   description="ST-MAE / CrossVideoMAE video ViT (mae_st layout), norm(mean(patch tokens))")
+def mae_st(checkpoint: Path | None = None, spec: InputSpec = MAE_ST_SPEC, key_map=None,
+           num_heads: int | None = None) -> MaeSTViT:
+    return load_mae_st(checkpoint, spec, key_map, num_heads)

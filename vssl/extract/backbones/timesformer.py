@@ -1,0 +1,131 @@
+"""SVT's backbone: TimeSformer ViT-B/16 with divided space-time attention, 8 frames (Ranasinghe et al. 2022).
+
+TimeSformer (Bertasius et al. 2021, §3 "divided space-time attention", Fig. 1): each frame is
+patch-embedded by a Conv2d; a CLS token and a spatial ``pos_embed`` are added per frame, then a
+``time_embed`` per frame index; each block applies temporal attention (``temporal_norm1``,
+``temporal_attn``, ``temporal_fc``) among the tokens at one spatial position, then spatial
+attention (``norm1``, ``attn``) within each frame with a copy of the CLS token, whose per-frame
+outputs are averaged, then the MLP. The clip embedding is the final-norm CLS token (768-d).
+
+SVT saves DINO-style checkpoints: keys prefixed ``backbone.`` (and a DINO ``head.`` to drop),
+flat or under ``teacher`` (the network SVT evaluates).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
+from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
+                          register_recogniser, select_prefix, wrong_layout)
+from .registry import register_backbone
+from .vit_layers import Attention, Mlp, ViTShape, grid_side, infer_vit_shape, resize_pos_grid
+
+# SVT evaluates TimeSformer_divST_8x32_224: 8 frames, sampling rate 32, 224 px, Kinetics mean/std.
+SVT_SPEC = InputSpec(frames=8, stride=32, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
+LAYOUTS = "SVT .pth (backbone./teacher), TimeSformer .pyth (model_state)"
+
+
+class DividedBlock(nn.Module):
+    """TimeSformer block with divided space-time attention."""
+
+    def __init__(self, shape: ViTShape) -> None:
+        super().__init__()
+        dim = shape.embed_dim
+        self.temporal_norm1 = nn.LayerNorm(dim, eps=shape.eps)
+        self.temporal_attn = Attention(dim, shape.num_heads, shape.qkv_bias)
+        self.temporal_fc = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=shape.eps)
+        self.attn = Attention(dim, shape.num_heads, shape.qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=shape.eps)
+        self.mlp = Mlp(dim, shape.mlp_hidden)
+
+    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        B, _, D = x.shape
+        cls, patches = x[:, :1], x[:, 1:]  # patches ordered (space, time): index = s * T + t
+        S = patches.shape[1] // T
+        # temporal attention among the T tokens of each spatial position
+        xt = patches.reshape(B * S, T, D)
+        xt = patches + self.temporal_fc(self.temporal_attn(self.temporal_norm1(xt)).reshape(B, S * T, D))
+        # spatial attention within each frame, each frame with its own copy of the CLS token
+        xs = xt.reshape(B, S, T, D).transpose(1, 2).reshape(B * T, S, D)
+        xs = torch.cat([cls.repeat_interleave(T, dim=0), xs], dim=1)
+        res = self.attn(self.norm1(xs))
+        res_cls = res[:, :1].reshape(B, T, D).mean(dim=1, keepdim=True)
+        res_patches = res[:, 1:].reshape(B, T, S, D).transpose(1, 2).reshape(B, S * T, D)
+        x = torch.cat([cls, xt], dim=1) + torch.cat([res_cls, res_patches], dim=1)
+        return x + self.mlp(self.norm2(x))
+
+
+class TimeSformer(Backbone):
+    """Divided space-time ViT; forward returns the final-norm CLS token."""
+
+    def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, in_chans: int = 3, grid: int = 14,
+                 num_frames: int = 8) -> None:
+        super().__init__(embed_dim=shape.embed_dim, spec=spec, family="timesformer")
+        dim = shape.embed_dim
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, dim))
+        self.blocks = nn.ModuleList(DividedBlock(shape) for _ in range(shape.depth))
+        self.norm = nn.LayerNorm(dim, eps=shape.eps)
+        self.grid = grid
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = clips.shape
+        x = self.patch_embed.proj(clips.transpose(1, 2).reshape(B * T, C, H, W))
+        h, w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B*T, S, D)
+        S, D = x.shape[1], x.shape[2]
+        # TimeSformer resizes position tables with nearest-neighbour interpolation.
+        pos = resize_pos_grid(self.pos_embed[:, 1:], (self.grid, self.grid), (h, w), mode="nearest")
+        cls = self.cls_token + self.pos_embed[:, :1]
+        x = x + pos
+        time = self.time_embed
+        if time.shape[1] != T:
+            time = F.interpolate(time.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
+        x = x.reshape(B, T, S, D) + time[:, :, None]
+        x = torch.cat([cls.expand(B, -1, -1), x.transpose(1, 2).reshape(B, S * T, D)], dim=1)
+        for block in self.blocks:
+            x = block(x, T)
+        return self.norm(x[:, 0])
+
+
+def adapt_timesformer(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+    sd = apply_key_map(ckpt.tensors, key_map)
+    if "backbone.cls_token" in sd:
+        sd = select_prefix(sd, "backbone.")
+    elif "model.cls_token" in sd:  # TimeSformer's own .pyth wraps the ViT as `model`
+        sd = select_prefix(sd, "model.")
+    sd = drop_keys(sd, (r"head\.",))
+    if "time_embed" not in sd or "blocks.0.temporal_attn.qkv.weight" not in sd:
+        raise wrong_layout(ckpt, "timesformer", LAYOUTS, sd)
+    return sd
+
+
+def load_timesformer(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None) -> TimeSformer:
+    ckpt = read_checkpoint(checkpoint)
+    sd = adapt_timesformer(ckpt, key_map)
+    shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
+    proj = sd["patch_embed.proj.weight"]
+    model = TimeSformer(shape, spec, patch=proj.shape[-1], in_chans=proj.shape[1],
+                        grid=grid_side(sd["pos_embed"].shape[1] - 1), num_frames=sd["time_embed"].shape[1])
+    load_strict(model, sd, str(checkpoint), "timesformer")
+    return model
+
+
+register_recogniser("timesformer", "svt", lambda keys: any(k.endswith("time_embed") for k in keys) and
+                    any("temporal_attn" in k for k in keys))
+
+
+@register_backbone("svt", spec=SVT_SPEC, family="timesformer",
+                   description="SVT: TimeSformer ViT-B/16 divided space-time, 8 frames, final-norm CLS 768-d")
+def svt(checkpoint: Path | None = None, spec: InputSpec = SVT_SPEC, key_map=None,
+        num_heads: int | None = None) -> TimeSformer:
+    return load_timesformer(checkpoint, spec, key_map, num_heads)
