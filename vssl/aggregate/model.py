@@ -82,7 +82,8 @@ class ScaleModel(nn.Module):
         # eq. 5: P = MLP(box); as released: 7 -> 2H -> H with ReLU (the flip flag is one of the 7)
         self.box_mlp = nn.Sequential(nn.Linear(BOX_DIM, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.msk_token = nn.Parameter(torch.zeros(1, 1, width))
+        # Without MCM nothing is ever masked, so there is no MSK token to train.
+        self.msk_token = nn.Parameter(torch.zeros(1, 1, width)) if cfg.use_mcm else None
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(width)
         # Heads exist only for the losses that are on, so an ablation has no dead parameters.
@@ -109,7 +110,9 @@ class ScaleModel(nn.Module):
         embeddings by the MSK token; ``None`` masks nothing (evaluation / export).
         """
         proj = self.input_proj(features.to(self.input_proj.weight.dtype))
-        if mask is not None:
+        if mask is not None and bool(mask.any()):
+            if self.msk_token is None:
+                raise ValueError("this model was trained without MCM and has no MSK token; pass mask=None")
             proj = torch.where(mask.to(proj.device).expand(proj.shape[:2]).unsqueeze(-1),
                                self.msk_token.to(proj.dtype), proj)
         return self._transform(proj, boxes)
