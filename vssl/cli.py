@@ -143,9 +143,9 @@ def extract_cmd(
     out.print(f"{s.store}: {s.done} done, {s.failed} failed, {s.skipped_done} already done, "
               f"{s.skipped_failed} failed before · {s.clips} clips in {s.seconds:.1f} s "
               f"({s.videos_per_s:.2f} videos/s, {s.clips_per_s:.1f} clips/s) · views {', '.join(s.views)}",
-              highlight=False)
-    for path, error in s.failures:
-        err.print(f"failed: {path}: {error}", highlight=False)
+              highlight=False, soft_wrap=True)
+    for _, error in s.failures:
+        err.print(f"failed: {error}", highlight=False, soft_wrap=True)
 
 # ---------------------------------------------------------------- backbones
 # (`vssl backbones` goes here)

@@ -357,7 +357,7 @@ def extract(
         if video.error:
             summary.failed += 1
             summary.failures.append((inputs.videos[video.job.index].path, video.error))
-            log.warning("failed: %s: %s", video.job.path, video.error)
+            log.info("failed: %s", video.error)
         else:
             summary.done += 1
             summary.clips += sum(specs[v].num_clips for v in video.job.views)
