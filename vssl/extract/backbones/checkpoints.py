@@ -13,7 +13,6 @@ the first offending keys and the ``--key-map`` escape hatch.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 import re
@@ -96,7 +95,8 @@ def _torch_load(path: Path) -> Any:
     try:
         import numpy as np
 
-        safe += [np.dtype, np.ndarray, np.core.multiarray.scalar, np.core.multiarray._reconstruct]  # type: ignore[attr-defined]
+        core = getattr(np, "_core", None) or np.core
+        safe += [np.dtype, np.ndarray, core.multiarray.scalar, core.multiarray._reconstruct]
         safe += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32")]
     except (ImportError, AttributeError):
         pass
@@ -311,20 +311,6 @@ def wrong_layout(ckpt: LoadedCheckpoint, family: str, layouts: str, sd: StateDic
 
 
 # --------------------------------------------------------------------- misc
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """sha256 of a checkpoint file, or of a directory's files (sorted by name) for HF dirs."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _short(obj: dict) -> str:

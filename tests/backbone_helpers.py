@@ -1,0 +1,137 @@
+"""Helpers for the backbone tests: tiny random reference models and official-layout writers.
+
+Every conversion here is written from the public layout descriptions independently of
+vssl's adapters, so that an adapter bug cannot cancel out in the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TOL = 1e-4  # the issue's bound on the pooled embedding, fp32
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Fill every parameter and BN statistic with seeded noise (defaults hide layout errors:
+    LayerNorm weights of 1 and biases of 0 look the same under any permutation)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * std)
+    return model.eval()
+
+
+# ------------------------------------------------------------------ VideoMAE layouts
+
+
+def hf_videomae_to_mcg(hf: dict[str, torch.Tensor], depth: int, pretrain: bool = False) -> dict[str, torch.Tensor]:
+    """Hugging Face VideoMAE names -> MCG-NJU names (finetuned, or pretrain with `encoder.`)."""
+    hf = {k.removeprefix("videomae."): v for k, v in hf.items()}
+    sd = {"patch_embed.proj.weight": hf["embeddings.patch_embeddings.projection.weight"],
+          "patch_embed.proj.bias": hf["embeddings.patch_embeddings.projection.bias"]}
+    for i in range(depth):
+        a = f"encoder.layer.{i}."
+        b = f"blocks.{i}."
+        sd[b + "attn.qkv.weight"] = torch.cat([hf[a + f"attention.attention.{n}.weight"]
+                                               for n in ("query", "key", "value")])
+        sd[b + "attn.q_bias"] = hf[a + "attention.attention.query.bias"]
+        sd[b + "attn.v_bias"] = hf[a + "attention.attention.value.bias"]
+        for ours, theirs in (("attn.proj", "attention.output.dense"), ("norm1", "layernorm_before"),
+                             ("norm2", "layernorm_after"), ("mlp.fc1", "intermediate.dense"),
+                             ("mlp.fc2", "output.dense")):
+            for t in ("weight", "bias"):
+                sd[f"{b}{ours}.{t}"] = hf[f"{a}{theirs}.{t}"]
+    for ours, theirs in (("fc_norm", "fc_norm"), ("norm", "layernorm"), ("head", "classifier")):
+        for t in ("weight", "bias"):
+            if f"{theirs}.{t}" in hf:
+                sd[f"{ours}.{t}"] = hf[f"{theirs}.{t}"]
+    if pretrain:
+        sd = {f"encoder.{k}": v for k, v in sd.items()}
+        sd["encoder_to_decoder.weight"] = torch.randn(8, sd["encoder.patch_embed.proj.weight"].shape[0])
+        sd["mask_token"] = torch.zeros(1, 1, 8)
+        sd["decoder.blocks.0.norm1.weight"] = torch.ones(8)
+        sd["decoder.head.weight"] = torch.randn(1536, 8)
+    return sd
+
+
+def save_hf_dir(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
+    return path
+
+
+# ------------------------------------------------------------------ MindSpore writer (protobuf by hand)
+
+MS_TYPES = {torch.float32: ("Float32", "<f4"), torch.float16: ("Float16", "<f2"), torch.int32: ("Int32", "<i4"),
+            torch.int64: ("Int64", "<i8")}
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, wire: int, payload: bytes | int) -> bytes:
+    key = _varint(number << 3 | wire)
+    if wire == 0:
+        return key + _varint(payload)
+    return key + _varint(len(payload)) + payload
+
+
+def ms_value(tag: str, tensor: torch.Tensor, packed_dims: bool = False, content: bytes | None = None) -> bytes:
+    """One serialized ``Checkpoint`` message holding one ``Value`` (proto2 field numbers)."""
+    type_name, np_dtype = MS_TYPES[tensor.dtype]
+    dims = list(tensor.shape) or [0]  # MindSpore writes scalars as dims [0]
+    if packed_dims:
+        dims_bytes = _field(1, 2, b"".join(_varint(d) for d in dims))
+    else:
+        dims_bytes = b"".join(_field(1, 0, d) for d in dims)
+    data = content if content is not None else tensor.numpy().astype(np_dtype).tobytes()
+    proto = dims_bytes + _field(2, 2, type_name.encode()) + _field(3, 2, data)
+    value = _field(1, 2, tag.encode()) + _field(2, 2, proto)
+    return _field(1, 2, value)
+
+
+def write_mindspore(path: Path, tensors: dict[str, torch.Tensor], *, slice_tags: tuple[str, ...] = (),
+                    crc: bool = True, packed_every: int = 2) -> Path:
+    """A MindSpore .ckpt: concatenated Checkpoint messages, some tensors split into 3 slices,
+    alternating packed/unpacked dims, and a 17-byte crc trailer."""
+    import zlib
+
+    blob = bytearray()
+    for i, (tag, tensor) in enumerate(tensors.items()):
+        packed = i % packed_every == 0
+        if tag in slice_tags:
+            raw = tensor.numpy().tobytes()
+            cuts = [0, len(raw) // 3, 2 * len(raw) // 3, len(raw)]
+            for a, b in zip(cuts, cuts[1:]):
+                blob += ms_value(tag, tensor, packed, content=raw[a:b])
+        else:
+            blob += ms_value(tag, tensor, packed)
+    if crc:
+        digits = f"{zlib.crc32(bytes(blob)):015d}".encode()  # field 2, 15 bytes: 17 bytes in all
+        blob += _field(2, 2, digits)
+        assert len(_field(2, 2, digits)) == 17
+    path.write_bytes(bytes(blob))
+    return path
+
+
