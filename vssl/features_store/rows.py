@@ -13,6 +13,7 @@ which makes a random batch of 512 videos 20-100x slower than a memmap (docs/PERF
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -40,18 +41,20 @@ def compressors_for(compression: str):
 class ChunkMemmapReader:
     """Gathers rows of an uncompressed, unsharded zarr array by memory-mapping its chunk files.
 
-    Chunk files are re-mapped when they change on disk (a writer replaced them), so a reader
-    that lives across writes never sees stale data. Chunks never written read as the fill value.
+    In a writable store, chunk files are re-mapped when they change on disk (a writer replaced
+    them), so a reader that lives across writes never sees stale data; a read-only store maps
+    each chunk once. Chunks never written read as the fill value.
     """
 
     def __init__(self, array: zarr.Array, root: Path) -> None:
+        self.revalidate = not array.read_only
         self.array = array
         self.chunk_rows = array.chunks[0]
         self.row_shape = tuple(array.shape[1:])
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.fill = array.fill_value
         self.root = root
-        self._maps: dict[int, tuple[tuple[int, int], np.memmap]] = {}
+        self._maps: dict[int, tuple[tuple[int, int], np.ndarray | None]] = {}
 
     @staticmethod
     def supports(array: zarr.Array) -> bool:
@@ -60,35 +63,58 @@ class ChunkMemmapReader:
                 and tuple(array.chunks[1:]) == tuple(array.shape[1:]) and np.dtype(array.dtype).kind in "fiub")
 
     def _chunk(self, c: int) -> np.ndarray | None:
+        cached = self._maps.get(c)
+        if cached is not None and not self.revalidate:
+            return cached[1]  # a read-only store does not change under us
         path = self.root / self.array.path / self.array.metadata.encode_chunk_key((c,) + (0,) * len(self.row_shape))
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            self._maps.pop(c, None)
+            if self.revalidate:
+                self._maps.pop(c, None)
+            else:
+                self._maps[c] = ((0, 0), None)
             return None
         stamp = (st.st_mtime_ns, st.st_ino)
-        cached = self._maps.get(c)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        mm = np.memmap(path, dtype=self.dtype, mode="r", shape=(self.chunk_rows,) + self.row_shape)
-        self._maps[c] = (stamp, mm)
-        return mm
+        # A plain ndarray over the mapping: np.memmap's subclass overhead on every slice
+        # costs more than the copy for small gathers.
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        arr = np.frombuffer(mapped, dtype=self.dtype).reshape((self.chunk_rows,) + self.row_shape)
+        self._maps[c] = (stamp, arr)
+        return arr
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices),) + self.row_shape, dtype=self.dtype.newbyteorder("="))
-        chunk_of = indices // self.chunk_rows
-        order = np.argsort(chunk_of, kind="stable")
-        bounds = np.flatnonzero(np.diff(chunk_of[order])) + 1
-        for group in np.split(order, bounds):
-            if len(group) == 0:
-                continue
-            c = int(chunk_of[group[0]])
+        if len(indices) == 0:
+            return out
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        chunk_of = sorted_idx // self.chunk_rows
+        # boundaries of each run of equal chunk ids in the sorted indices
+        cuts = np.flatnonzero(np.diff(chunk_of)) + 1
+        starts = np.concatenate(([0], cuts))
+        stops = np.concatenate((cuts, [len(sorted_idx)]))
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            c = int(chunk_of[a])
             mm = self._chunk(c)
+            dest = order[a:b]
             if mm is None:
-                out[group] = self.fill
+                out[dest] = self.fill
             else:
-                out[group] = mm[indices[group] - c * self.chunk_rows]
+                out[dest] = mm[sorted_idx[a:b] - c * self.chunk_rows]
         return out
+
+
+def persistent(array: zarr.Array) -> zarr.Array:
+    """The array with every written chunk kept on disk, all-zero ones too.
+
+    By default zarr drops (and deletes) a chunk that equals the fill value; a store row of
+    zeros is still data, and "done but its chunk file is missing" must mean a lost write.
+    """
+    return array.with_config({"write_empty_chunks": True})
 
 
 def chunk_bounds(indices: np.ndarray, chunk_videos: int, num_videos: int) -> tuple[int, int]:
@@ -116,6 +142,7 @@ class RowGroup:
         self.chunk_videos = chunk_videos
         self.num_videos = int(group["status"].shape[0])
         self.array_names = [k for k in sorted(group.array_keys()) if k != "status"]
+        self._arrays = {name: persistent(group[name]) for name in (*self.array_names, "status")}
         self._readers: dict[str, ChunkMemmapReader | None] = {}
 
     # ------------------------------------------------------------- creation
@@ -141,29 +168,29 @@ class RowGroup:
         return dict(self.group.attrs)
 
     def array(self, name: str) -> zarr.Array:
-        return self.group[name]
+        return self._arrays[name]
 
     def _reader(self, name: str) -> ChunkMemmapReader | None:
         if name not in self._readers:
-            arr = self.group[name]
+            arr = self._arrays[name]
             self._readers[name] = ChunkMemmapReader(arr, self.root) if ChunkMemmapReader.supports(arr) else None
         return self._readers[name]
 
     def read(self, name: str, indices: np.ndarray | slice | Iterable[int]) -> np.ndarray:
         """Rows of array ``name`` for an index array (any order) or a slice."""
         if isinstance(indices, slice):
-            return np.asarray(self.group[name][indices])
+            return np.asarray(self._arrays[name][indices])
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_videos):
             raise IndexError(f"video index out of range [0, {self.num_videos})")
-        return read_rows(self.group[name], idx, self._reader(name))
+        return read_rows(self._arrays[name], idx, self._reader(name))
 
     def read_all(self, name: str) -> np.ndarray:
-        return np.asarray(self.group[name][:])
+        return np.asarray(self._arrays[name][:])
 
     def done(self) -> np.ndarray:
         """Boolean [N]: rows whose data is complete."""
-        return np.asarray(self.group["status"][:]) == STATUS_DONE
+        return np.asarray(self._arrays["status"][:]) == STATUS_DONE
 
     def pending(self, exclude: np.ndarray | None = None) -> np.ndarray:
         """Indices of rows not done (minus the boolean mask ``exclude``, e.g. failed videos)."""
@@ -191,12 +218,12 @@ class RowGroup:
         local = indices - start
         whole = len(np.unique(local)) == stop - start
         for name in self.array_names:
-            arr = self.group[name]
+            arr = self._arrays[name]
             block = (np.zeros((stop - start, *arr.shape[1:]), dtype=arr.dtype) if whole
                      else np.asarray(arr[start:stop]))
             block[local] = np.asarray(data[name], dtype=arr.dtype)
             arr[start:stop] = block
-        status = self.group["status"]
+        status = self._arrays["status"]
         flags = np.asarray(status[start:stop])
         flags[local] = STATUS_DONE if done is None else np.where(np.asarray(done, bool), STATUS_DONE, 0)
         status[start:stop] = flags

@@ -19,7 +19,7 @@ import zarr
 from vssl import __version__
 from vssl.errors import StoreError
 
-from .rows import COMPRESSIONS, RowGroup, chunk_bounds
+from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent
 from .schema import (BOX_DIM, FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry,
                      default_chunk_videos)
 
@@ -73,7 +73,11 @@ class FeatureStore:
         self.backbone = BackboneSpec.from_dict(attrs["backbone"])
         self.classes: list[str] = list(attrs.get("classes", []))
         self.chunk_videos = int(attrs["chunk_videos"])
-        self.num_videos = int(root["videos/status"].shape[0])
+        self.read_only = root.read_only
+        # zarr opens an array by reading its metadata from disk: keep the handles.
+        self._table = {name: persistent(root[f"videos/{name}"]) for name in VIDEO_COLUMNS}
+        self.num_videos = int(self._table["status"].shape[0])
+        self._views: dict[str, View] = {}
 
     # ----------------------------------------------------------------- create / open
 
@@ -129,7 +133,7 @@ class FeatureStore:
     # ----------------------------------------------------------------- the video table
 
     def _column(self, name: str) -> np.ndarray:
-        return np.asarray(self.root[f"videos/{name}"][:])
+        return np.asarray(self._table[name][:])
 
     def _text_column(self, name: str) -> np.ndarray:
         # zarr returns numpy's StringDType, which does not cast to '<U' without a size.
@@ -212,10 +216,12 @@ class FeatureStore:
         return self.view(name)
 
     def view(self, name: str) -> View:
-        if name not in self.view_names():
-            known = ", ".join(self.view_names()) or "none yet"
-            raise StoreError(f"{self.path} has no view '{name}' (views: {known})")
-        return View(name, self.root[f"views/{name}"], self.path, self.chunk_videos)
+        if name not in self._views:
+            if name not in self.view_names():
+                known = ", ".join(self.view_names()) or "none yet"
+                raise StoreError(f"{self.path} has no view '{name}' (views: {known})")
+            self._views[name] = View(name, self.root[f"views/{name}"], self.path, self.chunk_videos)
+        return self._views[name]
 
     def create_rows(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
                     attrs: Mapping | None = None, compression: str = "none") -> RowGroup:
@@ -279,7 +285,7 @@ class FeatureStore:
         ok = np.array([e is None for e in errors])
         for name, (features, boxes) in views.items():
             self.view(name).write(idx, {"features": features, "boxes": boxes}, done=ok)
-        table = self.root["videos"]
+        table = self._table
         start, stop = chunk_bounds(idx, self.chunk_videos, self.num_videos)
         local = idx - start
         updates = {
