@@ -1,0 +1,210 @@
+"""`vssl probe` end to end on synthetic stores: report schema, low-shot, SCALE rows, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vssl.cli import main
+from vssl.features_store import BackboneSpec, FeatureStore, VideoEntry
+from vssl.features_store.synthetic import make_synthetic_store, uniform_boxes
+from vssl.probe.lowshot import balanced_fraction, holdout_split
+
+jsonschema = pytest.importorskip("jsonschema")
+
+VIEW = "uniform5x3"
+N_TRAIN, N_TEST, K, D, C = 150, 60, 4, 12, 3
+FAST = ["--epochs", "4", "--batch-size", "64", "--lr", "0.01", "--weight-decay", "0.0001", "--quiet"]
+
+# The schema of issue 6, written independently of vssl/probe/report.py.
+REPORT_SCHEMA = {
+    "type": "object",
+    "required": ["store", "view", "results"],
+    "properties": {
+        "store": {"type": "string"}, "view": {"type": "string"},
+        "results": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["probe", "features", "top1", "top5", "n_train", "n_test", "params", "per_class"],
+            "properties": {
+                "probe": {"enum": ["knn", "linear", "mlp", "transformer", "scale_linear", "scale_ft"]},
+                "features": {"enum": ["backbone", "scale"]},
+                "top1": {"type": "number", "minimum": 0, "maximum": 100},
+                "top5": {"type": "number", "minimum": 0, "maximum": 100},
+                "n_train": {"type": "integer", "minimum": 1}, "n_test": {"type": "integer", "minimum": 1},
+                "params": {"type": "object"},
+                "per_class": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+            }}},
+    },
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(seed=0, n_train=N_TRAIN, n_test=N_TEST):
+    rng = np.random.default_rng(seed)
+    centers = 3 * rng.normal(size=(C, D))
+    y = np.concatenate([np.arange(n_train) % C, rng.integers(0, C, n_test)])
+    x = centers[y][:, None] + rng.normal(size=(len(y), K, D))
+    return x.astype(np.float32), y, ["train"] * n_train + ["test"] * n_test
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    x, y, splits = _data()
+    path = tmp_path_factory.mktemp("probe") / "store"
+    make_synthetic_store(path, x, y, splits, view=VIEW, classes=["jump", "run", "swim"], chunk_videos=64)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scale_run(store, tmp_path_factory):
+    from vssl.aggregate import ScaleConfig, train
+
+    run = tmp_path_factory.mktemp("runs") / "tinyrun"
+    cfg = ScaleConfig(width=32, layers=1, heads=2, pred_hidden=64, target_hidden=64, proj_dim=16, epochs=2,
+                      batch_size=32, device="cpu", precision="fp32", seed=0)
+    train(store, VIEW, run, cfg, quiet=True)
+    return run
+
+
+def _run(capsys, *args):
+    """Run `vssl` in-process; return (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_default_probes_report_validates_and_names_the_representation(store, tmp_path, capsys):
+    report, png = tmp_path / "r.json", tmp_path / "cm.png"
+    code, out, _ = _run(capsys, "probe", store, "--view", VIEW, *FAST, "--report", report, "--confusion", png)
+    assert code == 0
+    doc = json.loads(report.read_text())
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    assert [(r["probe"], r["features"]) for r in doc["results"]] == [("knn", "backbone"), ("linear", "backbone")]
+    for r in doc["results"]:
+        assert r["n_train"] == N_TRAIN and r["n_test"] == N_TEST
+        assert r["top1"] >= 95.0 and r["top5"] == 100.0
+        assert set(r["per_class"]) == {"jump", "run", "swim"}
+    assert "clip" in doc["results"][0]["params"]["representation"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "knn" in out and "linear" in out
+
+
+def test_per_class_accuracy_matches_the_predictions(store, tmp_path, capsys):
+    """Per-class numbers must agree with top-1 weighted by the test class counts."""
+    report = tmp_path / "r.json"
+    _run(capsys, "probe", store, "--view", VIEW, "--knn", "--quiet", "--report", report)
+    r = json.loads(report.read_text())["results"][0]
+    y_test = _data()[1][N_TRAIN:]
+    counts = np.bincount(y_test, minlength=C)
+    overall = sum(r["per_class"][c] * n for c, n in zip(["jump", "run", "swim"], counts)) / counts.sum()
+    assert overall == pytest.approx(r["top1"])
+
+
+def test_low_shot_subsets_are_class_balanced_and_seeded():
+    labels = np.repeat(np.arange(4), [40, 20, 10, 3])
+    a = balanced_fraction(labels, 0.1, seed=1)
+    assert np.bincount(labels[a], minlength=4).tolist() == [4, 2, 1, 1]
+    assert np.array_equal(a, balanced_fraction(labels, 0.1, seed=1))
+    assert not np.array_equal(a, balanced_fraction(labels, 0.1, seed=2))
+    fit, held = holdout_split(labels, 0.25, seed=0)
+    assert len(np.intersect1d(fit, held)) == 0 and len(fit) + len(held) == len(labels)
+    assert set(labels[fit]) == {0, 1, 2, 3}
+
+
+def test_low_shot_shrinks_only_the_training_split(store, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    code, _, _ = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--low-shot", "0.2", "--quiet",
+                      "--report", report)
+    assert code == 0
+    r = json.loads(report.read_text())["results"][0]
+    assert r["n_train"] == 30 and r["n_test"] == N_TEST           # 50 per class -> 10 per class
+
+
+def test_test_labels_take_no_part_in_selection(tmp_path, capsys):
+    x, y, splits = _data(seed=4)
+    y_shuffled = y.copy()
+    y_shuffled[N_TRAIN:] = np.random.default_rng(0).permutation(y[N_TRAIN:])
+    chosen = []
+    for name, labels in (("a", y), ("b", y_shuffled)):
+        make_synthetic_store(tmp_path / name, x, labels, splits, view=VIEW)
+        report = tmp_path / f"{name}.json"
+        _run(capsys, "probe", tmp_path / name, "--view", VIEW, "--linear", "--epochs", "4", "--batch-size", "64",
+             "--lr", "0.001", "--lr", "0.01", "--quiet", "--report", report)
+        chosen.append(json.loads(report.read_text())["results"][0]["params"]["selected"])
+    assert chosen[0] == chosen[1]
+
+
+def test_scale_rows_use_the_exported_aggregates(store, scale_run, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", "--finetune", "--scale",
+                        scale_run, *FAST, "--report", report)
+    assert code == 0, err
+    rows = {(r["probe"], r["features"]): r for r in json.loads(report.read_text())["results"]}
+    assert set(rows) == {("knn", "backbone"), ("linear", "backbone"), ("knn", "scale"), ("scale_linear", "scale"),
+                         ("scale_ft", "scale")}
+    assert "SET" in rows[("knn", "scale")]["params"]["representation"]
+    opened = FeatureStore.open(store)
+    group = f"aggregates/{scale_run.name}/{VIEW}"
+    assert opened.has_rows(group) and opened.rows(group).done().all()      # computed on the fly
+    # SCALE_kNN really ran on the stored SET tokens: recompute its top-1 from them.
+    from vssl.probe.knn import KnnConfig, knn_scores, l2_normalize
+
+    tokens = opened.rows(group).read("set_token", np.arange(N_TRAIN + N_TEST))
+    y = opened.labels()
+    s = knn_scores(l2_normalize(tokens[:N_TRAIN]), y[:N_TRAIN], l2_normalize(tokens[N_TRAIN:]), C,
+                   KnnConfig(device="cpu"))
+    assert rows[("knn", "scale")]["top1"] == pytest.approx((s.argmax(1) == y[N_TRAIN:]).mean() * 100)
+
+
+def _one_line_error(code, err, *words):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_error_split_without_labels(tmp_path, capsys):
+    x, y, splits = _data(n_train=20, n_test=10)
+    y[20:] = -1                                                    # the test split is unlabelled
+    make_synthetic_store(tmp_path / "s", x, y, splits, view=VIEW, classes=["a", "b", "c"])
+    code, _, err = _run(capsys, "probe", tmp_path / "s", "--view", VIEW, "--knn")
+    _one_line_error(code, err, "--test-split", "test", "no labelled videos")
+
+
+def test_error_missing_view_and_not_a_store(store, tmp_path, capsys):
+    code, _, err = _run(capsys, "probe", store, "--view", "random16", "--knn")
+    _one_line_error(code, err, "random16", VIEW)
+    code, _, err = _run(capsys, "probe", tmp_path, "--knn")
+    _one_line_error(code, err, "not a vssl feature store")
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--low-shot", "1.5")
+    _one_line_error(code, err, "--low-shot")
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--finetune")
+    _one_line_error(code, err, "--scale")
+
+
+def test_error_scale_run_of_another_backbone(scale_run, tmp_path, capsys):
+    x, y, splits = _data()
+    spec = BackboneSpec(name="videomae-b", embed_dim=D, frames=16, stride=4, size=224, mean=(0.5,) * 3,
+                        std=(0.5,) * 3)
+    other = FeatureStore.create(tmp_path / "other", spec, [VideoEntry(f"v{i}.mp4", int(y[i]), splits[i])
+                                                            for i in range(len(y))], ["jump", "run", "swim"])
+    other.create_view(VIEW, num_clips=K, spec={"sampler": "synthetic"})
+    for a, b in other.chunk_ranges():
+        other.write_videos(np.arange(a, b), {VIEW: (x[a:b], uniform_boxes(b - a, K))}, num_frames=[64] * (b - a),
+                           fps=[25.0] * (b - a), errors=[None] * (b - a))
+    code, _, err = _run(capsys, "probe", tmp_path / "other", "--view", VIEW, "--knn", "--scale", scale_run)
+    _one_line_error(code, err, "synthetic", "videomae-b")
+    assert not FeatureStore.open(tmp_path / "other").has_rows(f"aggregates/{scale_run.name}/{VIEW}")
