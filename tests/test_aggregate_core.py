@@ -15,6 +15,15 @@ from vssl.aggregate.train import lr_at, param_groups
 from vssl.errors import VsslError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a shared CI machine does not oversubscribe."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_cfg(**kw) -> ScaleConfig:
     base = dict(width=16, layers=2, heads=2, mlp_ratio=2.0, dropout=0.0, proj_dim=8, pred_hidden=24,
                 target_hidden=20, epochs=1, batch_size=4)

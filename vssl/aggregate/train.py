@@ -198,7 +198,11 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
 
+    last_saved = start_epoch if state is not None else None
+
     def checkpoint(epoch: int) -> None:
+        nonlocal last_saved
+        last_saved = epoch
         save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                   "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                                   "config": cfg.to_dict(), "meta": meta})
@@ -252,8 +256,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                         if bool(metrics.bad):
                             raise TrainingDiverged(
                                 f"loss became NaN/inf at epoch {epoch + 1}, step {step}; "
-                                + (f"the last good checkpoint (epoch {start_epoch}) is kept in "
-                                   f"{checkpoint_path(run_dir)}" if checkpoint_path(run_dir).is_file()
+                                + (f"the last good checkpoint (epoch {last_saved}) is kept in "
+                                   f"{checkpoint_path(run_dir)}" if last_saved is not None
                                    else "no checkpoint was written yet")
                                 + "; lower --lr or use --precision fp32, then --resume")
                         m = metrics.means()
