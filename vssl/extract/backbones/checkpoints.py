@@ -319,5 +319,6 @@ def _short(obj: dict) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (library messages run on for lines)."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return text.splitlines()[0].split(". ")[0]
