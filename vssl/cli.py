@@ -150,6 +150,27 @@ def extract_cmd(
 # ---------------------------------------------------------------- backbones
 # (`vssl backbones` goes here)
 
+
+@app.command("backbones")
+def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Built-in and plugin backbones: family, input spec (frames x stride, size, mean/std), checkpoint need."""
+    from vssl.extract.backbones.listing import backbone_rows, describe_norm
+
+    rows = backbone_rows()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    for header in ("family", "frames", "size", "norm", "dim", "checkpoint"):
+        table.add_column(header)
+    for r in rows:
+        s = r["spec"]
+        table.add_row(r["name"], r["family"], f"{s['frames']}×{s['stride']}", str(s["size"]),
+                      describe_norm(s["mean"], s["std"]), str(r["embed_dim"] or "ckpt"),
+                      "needed" if r["needs_checkpoint"] else "built in")
+    out.print(table)
+
 # ---------------------------------------------------------------- aggregate
 # (commands of the aggregation stage go here)
 

@@ -1,0 +1,37 @@
+"""What `vssl backbones` shows: one row per registered or plugin backbone.
+
+The embedding width of checkpoint-defined families depends on the file (ViT-S/B/L...), so
+it is reported for the built-in widths only and left ``None`` where the checkpoint decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
+from .registry import list_backbones
+
+# Widths fixed by the architecture, independent of the checkpoint.
+FIXED_DIMS = {"tiny": 128, "efficientnet-lite0": 1280, "slowonly-r50": 2048, "slowonly-r50-16x4": 2048}
+
+
+def backbone_rows() -> list[dict[str, Any]]:
+    """Name, family, input spec, embedding width (or None) and whether a checkpoint is needed."""
+    rows = []
+    for entry in list_backbones():
+        dim = FIXED_DIMS.get(entry.name)
+        if entry.name == "efficientnet-lite0-frames":
+            dim = 1280 * entry.spec.frames
+        rows.append({"name": entry.name, "family": entry.family, "spec": entry.spec.to_dict(), "embed_dim": dim,
+                     "needs_checkpoint": entry.needs_checkpoint, "description": entry.description})
+    return rows
+
+
+def describe_norm(mean: list[float], std: list[float]) -> str:
+    """"imagenet"/"kinetics" for the usual statistics, else the numbers (short, for the table)."""
+    pair = (tuple(round(m, 3) for m in mean), tuple(round(v, 3) for v in std))
+    for label, (m, v) in (("imagenet", (IMAGENET_MEAN, IMAGENET_STD)), ("kinetics", (KINETICS_MEAN, KINETICS_STD))):
+        if pair == (tuple(round(x, 3) for x in m), tuple(round(x, 3) for x in v)):
+            return label
+    text = [f"{x:.3g}" for x in (*mean, *std)]
+    return f"{text[0]}/{text[3]}" if len(set(text[:3])) == 1 and len(set(text[3:])) == 1 else ",".join(text)
