@@ -139,6 +139,7 @@ def efficientnet_lite0(checkpoint: Path | None = None, spec: InputSpec = LITE_SP
     model = EfficientNetLite(spec, num_classes=sd["_fc.weight"].shape[0] if "_fc.weight" in sd else 1000,
                              pool_frames=pool_frames)
     load_strict(model, sd, str(path), "efficientnet_lite")
+    model.checkpoint_path = Path(path)  # the packaged file when none was given, for the store's record
     return model
 
 
