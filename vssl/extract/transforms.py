@@ -19,15 +19,17 @@ def crop_resize(frames: Sequence[np.ndarray] | np.ndarray, crop: tuple[int, int,
                 flip: bool = False) -> torch.Tensor:
     """Cut ``crop`` = (y0, x0, h, w) from each ``H x W x 3`` uint8 frame, resize to ``size`` x ``size``.
 
-    Bilinear with antialiasing (so downscaling 720p to 224 does not alias), rounded back to
+    Bilinear with antialiasing (so downscaling 720p to 224 does not alias), computed on
     uint8; mirrored left-right when ``flip``. Returns uint8 ``(3, T, size, size)``.
     """
     y0, x0, h, w = crop
     patch = torch.from_numpy(np.stack([np.asarray(f)[y0:y0 + h, x0:x0 + w] for f in frames]))  # T,h,w,3
     x = patch.permute(0, 3, 1, 2)  # T,3,h,w
     if (h, w) != (size, size):
-        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
+        # uint8 in, uint8 out: torch's native uint8 antialiased path on channels-last data is
+        # ~40x faster on CPU than a float round trip (measured: 8x720x720 -> 64, 3.5 ms vs 143 ms)
+        # and within 1 level of it.
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     if flip:
         x = x.flip(-1)
     return x.permute(1, 0, 2, 3).contiguous()
