@@ -24,6 +24,13 @@ from vssl.aggregate.losses import info_nce, symmetric_info_nce
 BOX_DIM = 7  # (t0, y0, x0, t1, y1, x1, flip) as stored in the feature store
 
 
+def _compute_dtype(weight: Tensor, device: torch.device) -> torch.dtype:
+    """The dtype a linear layer computes in: the autocast dtype when autocast is on, else the weights'."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return weight.dtype
+
+
 def make_head(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
     """MLP head of eq. 1 as released: bias-free linears with GELU between, no batch norm."""
     dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
@@ -109,7 +116,7 @@ class ScaleModel(nn.Module):
         ``mask`` (bool ``[B, S]`` or ``[S]``, True = masked) replaces those clips' projected
         embeddings by the MSK token; ``None`` masks nothing (evaluation / export).
         """
-        proj = self.input_proj(features.to(self.input_proj.weight.dtype))
+        proj = self.input_proj(features.to(_compute_dtype(self.input_proj.weight, features.device)))
         if mask is not None and bool(mask.any()):
             if self.msk_token is None:
                 raise ValueError("this model was trained without MCM and has no MSK token; pass mask=None")
@@ -134,7 +141,7 @@ class ScaleModel(nn.Module):
         idx = sets.reshape(b, 2 * s)
         clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(2 * b, s, d)   # C, both sets
         box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(2 * b, s, -1)
-        clips = clips.to(self.input_proj.weight.dtype)  # float16 storage -> parameter dtype (autocast recasts)
+        clips = clips.to(_compute_dtype(self.input_proj.weight, clips.device))  # one cast of the float16 batch
         # Masked clips' projections would be thrown away: project only the visible ones.
         visible = self.input_proj(clips[:, m:])
         tokens = torch.cat((self.msk_token.expand(2 * b, m, -1).to(visible.dtype), visible), dim=1) if m else visible
