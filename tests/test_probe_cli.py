@@ -110,6 +110,11 @@ def test_per_class_accuracy_matches_the_predictions(store, tmp_path, capsys):
     counts = np.bincount(y_test, minlength=C)
     overall = sum(r["per_class"][c] * n for c, n in zip(["jump", "run", "swim"], counts)) / counts.sum()
     assert overall == pytest.approx(r["top1"])
+    # A k-NN-only run reduces clips while reading; with a trained probe it keeps them: same row.
+    both = tmp_path / "both.json"
+    _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", *FAST, "--report", both)
+    r_both = json.loads(both.read_text())["results"][0]
+    assert (r_both["top1"], r_both["top5"], r_both["per_class"]) == (r["top1"], r["top5"], r["per_class"])
 
 
 def test_low_shot_subsets_are_class_balanced_and_seeded():

@@ -4,7 +4,7 @@ One evaluation per module: :mod:`.knn` (training-free, DINO's weighted vote), :m
 and :mod:`.mlp` (per-clip heads ensembled over a video's clips), :mod:`.transformer`
 (SCALE's architecture from random init, and SCALE_ft), :mod:`.scale` (SCALE's aggregated
 features), :mod:`.lowshot`, :mod:`.metrics`, :mod:`.report`; :mod:`.run` ties them together
-for ``vssl probe``. Importing this package is cheap; the heavy modules load on use.
+for ``vssl probe``.
 """
 
 from .knn import KnnConfig

@@ -39,7 +39,7 @@ class ClipInputs:
         flat = self.features.reshape(-1, self.features.shape[-1])
         order = torch.randperm(len(positions) * k, generator=gen).numpy()
         rows = positions[order // k] * k + order % k
-        for s in range(0, len(rows), batch_size):
+        for s in _starts(len(rows), batch_size):
             r = np.sort(rows[s:s + batch_size])      # sorted gathers are faster; order inside a batch is irrelevant
             yield (_to(flat[r], device),), _to_labels(self.labels[r // k], device)
 
@@ -69,7 +69,7 @@ class SetInputs:
 
     def batches(self, positions, batch_size, gen, device):
         order = positions[torch.randperm(len(positions), generator=gen).numpy()]
-        for s in range(0, len(order), batch_size):
+        for s in _starts(len(order), batch_size):
             r = np.sort(order[s:s + batch_size])
             yield (_to(self.features[r], device), _to(self.boxes[r], device)), _to_labels(self.labels[r], device)
 
@@ -84,6 +84,12 @@ class SetInputs:
             out.append(logits.float().softmax(-1).cpu().numpy())
         model.train()
         return np.concatenate(out)
+
+
+def _starts(n: int, batch_size: int) -> range:
+    """Batch starts; a last batch of a single sample is dropped (batch norm cannot train on it)."""
+    stop = n - 1 if n > batch_size and n % batch_size == 1 else n
+    return range(0, stop, batch_size)
 
 
 def _to_labels(y: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -34,7 +34,7 @@ class KnnConfig:
     backend: str = "auto"       # faiss | torch | auto (faiss on CPU, GPU faiss or torch on CUDA)
     precision: str = "fp32"     # fp32 | bf16 (torch backend: bf16 shortlist, exact fp32 re-rank)
     device: str = "auto"
-    query_block: int = 2048     # test videos per search block (bounds memory: block x N_train scores)
+    query_block: int = 1024     # test videos per search block (bounds memory: block x N_train fp32 scores)
 
     def params(self) -> dict:
         return asdict(self)

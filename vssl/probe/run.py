@@ -63,8 +63,9 @@ def run_probes(req: ProbeRequest) -> Report:
     store = FeatureStore.open(req.store)
     store.view(req.view)                                    # a clear error when the view is missing
     need_boxes = req.transformer is not None or req.finetune is not None
-    train = load_split(store, req.view, req.train_split, "--train-split", boxes=need_boxes)
-    test = load_split(store, req.view, req.test_split, "--test-split", boxes=need_boxes)
+    knn_only = all(c is None for c in (req.linear, req.mlp, req.transformer, req.finetune))
+    train = load_split(store, req.view, req.train_split, "--train-split", need_boxes, knn_only)
+    test = load_split(store, req.view, req.test_split, "--test-split", need_boxes, knn_only)
     if req.low_shot is not None:
         train = train.subset(balanced_fraction(train.labels, req.low_shot, req.seed))
     scale = None

@@ -77,10 +77,9 @@ class GridHeads(nn.Module):
         self.heads = nn.ModuleList(heads)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        x = self.pre(inputs[0]) if len(inputs) == 1 else inputs
-        if len(inputs) == 1:
-            return torch.stack([h(x) for h in self.heads], dim=1)
-        return torch.stack([h(*x) for h in self.heads], dim=1)
+        if len(inputs) == 1:                      # clip-level heads: one feature tensor
+            inputs = (self.pre(inputs[0]),)
+        return torch.stack([h(*inputs) for h in self.heads], dim=1)
 
 
 @dataclass
