@@ -4,9 +4,11 @@ For each video, 16-frame clips at stride 4 from 8 random starts (the frames one 
 view needs); each reader gets the same sorted frame list, one decoding thread (one core).
 Accuracy: every frame is compared bit-for-bit with sequential PyAV decoding.
 
-    python benchmarks/bench_decode.py [VIDEO ...]      # default: ../shared/data/videos/*
+    python benchmarks/bench_decode.py [VIDEO ...] [--no-memory]   # default: ../shared/data/videos/*
 
-Prints a table: frames/s per reader and the ratio to PyAV seek, measured in one run.
+Prints a table: frames/s per reader and the ratio to PyAV seek, measured in one run; then
+the peak memory of cutting `random:16,uniform:5x3` clips (16x4 @224) from synthetic 720p
+videos of 10 s and 60 s (memory must not grow with the video's length).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from vssl.extract.decode import DecordReader, PyAVReader, probe  # noqa: E402
 
-FRAMES, STRIDE, CLIPS, REPEATS = 16, 4, 8, 3
+FRAMES, STRIDE, CLIPS, REPEATS = 16, 4, 8, 5
 
 
 def wanted(n: int, seed: int) -> list[int]:
@@ -68,18 +70,19 @@ def main(paths: list[Path]) -> None:
             s = c.streams.video[0]
             reference = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
             desc = f"{s.codec_context.name} {s.codec_context.width}x{s.codec_context.height}"
-        results = {}
-        for name, make in readers(path):
-            best, exact, total = float("inf"), True, 0
-            for r in range(REPEATS):
-                idx = wanted(len(reference), seed=r)
+        makers = list(readers(path))
+        best = {name: float("inf") for name, _ in makers}
+        exact = {name: True for name, _ in makers}
+        for r in range(REPEATS):  # readers interleaved, best of REPEATS: the machine is shared
+            idx = wanted(len(reference), seed=r)
+            for name, make in makers:
                 t = time.perf_counter()
                 with make() as reader:
                     got = list(reader.frames(idx))
-                best = min(best, (time.perf_counter() - t) / len(idx))
-                exact &= all(np.array_equal(f, reference[i]) for i, f in got)
-                total = len(idx)
-            results[name] = (1 / best, exact, total)
+                best[name] = min(best[name], (time.perf_counter() - t) / len(idx))
+                exact[name] &= all(np.array_equal(f, reference[i]) for i, f in got)
+        total = len(wanted(len(reference), seed=0))
+        results = {name: (1 / best[name], exact[name], total) for name, _ in makers}
         base = results["pyav seek"][0]
         for name, (fps, exact, total) in results.items():
             rows.append((path.name, desc, len(reference), total, name, fps, fps / base, exact))
@@ -88,15 +91,66 @@ def main(paths: list[Path]) -> None:
         print(f"{v:24} {d:20} {n:6d} {k:5d} {name:18} {fps:9.1f} {ratio:8.2f} {'yes' if exact else 'NO'}")
 
 
+VIEWS = "random:16,uniform:5x3"
+
+
+def measure_one(path: Path) -> None:
+    """(In a fresh process.) Cut one video's clips; print seconds, peak RSS before and after."""
+    import torch  # noqa: F401 - imported before the baseline so its libraries are not counted
+
+    from vssl.extract.clips import cut_video
+    from vssl.extract.samplers import parse_views
+
+    views = parse_views(VIEWS, frames=FRAMES, stride=STRIDE, size=224)
+    def status(key: str) -> int:  # kB
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
+        return int(line.split()[1])
+
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (Linux)
+    base = status("VmRSS:")
+    t = time.perf_counter()
+    vc = cut_video(path, views, path.name)
+    sec = time.perf_counter() - t
+    peak = status("VmHWM:")
+    print(sec, base, peak, sum(c.shape[0] for c in vc.clips.values()))
+
+
+def memory_table(tmp: Path, lengths=(250, 1500)) -> None:
+    """Peak resident memory of cutting one video's clips, for 720p videos of different lengths:
+    it must be set by the clips (here 31 clips of 16x224x224 = 75 MB of uint8), not the length."""
+    import subprocess
+
+    from tests.videos import write_video
+
+    print()
+    print(f"{VIEWS} (16x4 @224) from one synthetic 720p H.264 video, fresh process each")
+    print(f"{'video':14} {'frames':>6} {'file MB':>8} {'all frames MB':>13} {'RSS growth MB':>13} {'clips':>5} "
+          f"{'seconds':>8}")
+    for n in lengths:
+        path = write_video(tmp / f"long{n}.mp4", n, width=1280, height=720, pattern="ramp", gop=250,
+                           options={"preset": "ultrafast", "crf": "30"})
+        out = subprocess.run([sys.executable, __file__, "--measure-one", str(path)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        sec, base, peak, clips = float(out[0]), int(out[1]), int(out[2]), int(out[3])
+        print(f"{path.name:14} {n:6d} {path.stat().st_size / 2**20:8.1f} {n * 1280 * 720 * 3 / 2**20:13.0f} "
+              f"{(peak - base) / 2**10:13.0f} {clips:5d} {sec:8.1f}")
+
+
 if __name__ == "__main__":
     import tempfile
+
+    if sys.argv[1:2] == ["--measure-one"]:
+        measure_one(Path(sys.argv[2]))
+        sys.exit(0)
 
     from tests.videos import write_video
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = [Path(a) for a in sys.argv[1:]]
+        args = [Path(a) for a in sys.argv[1:] if not a.startswith("--")]
         if not args:  # the sample videos, plus the AVI layout decord's random access gets wrong
             args = sorted((REPO.parent / "shared" / "data" / "videos").iterdir())
             args.append(write_video(Path(tmp) / "xvid_bframes.avi", 150, width=320, height=240, codec="mpeg4",
                                     b_frames=2))
         main(args)
+        if "--no-memory" not in sys.argv:
+            memory_table(Path(tmp))
