@@ -128,6 +128,8 @@ def extract_cmd(
     seed: int = typer.Option(0, "--seed", help="random clips are a function of (seed, video)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only the i-th of n chunk ranges"),
     dtype: str = typer.Option("float16", "--dtype", help="stored feature dtype: float16|float32"),
+    chunk_videos: Optional[int] = typer.Option(None, "--chunk-videos",
+                                               help="videos per store chunk, when creating (default: by size)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
 ) -> None:
@@ -136,11 +138,13 @@ def extract_cmd(
 
     s = extract(videos, store, backbone=backbone, checkpoint=checkpoint, views=views, frames=frames, stride=stride,
                 size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
-                precision=precision, seed=seed, shard=shard, dtype=dtype, progress=not quiet)
+                precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
+                progress=not quiet)
     if as_json:
         _print_json(s.to_dict())
         return
-    out.print(f"{s.store}: {s.done} done, {s.failed} failed, {s.skipped_done} already done, "
+    part = f" (shard {shard}: {s.assigned} of {s.num_videos} videos)" if shard else ""
+    out.print(f"{s.store}{part}: {s.done} done, {s.failed} failed, {s.skipped_done} already done, "
               f"{s.skipped_failed} failed before · {s.clips} clips in {s.seconds:.1f} s "
               f"({s.videos_per_s:.2f} videos/s, {s.clips_per_s:.1f} clips/s) · views {', '.join(s.views)}",
               highlight=False, soft_wrap=True)
@@ -292,7 +296,33 @@ def probe(
         out.print(render_table(result))
 
 # ---------------------------------------------------------------- demo
-# (`vssl demo` goes here)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("vssl-demo"), "--out", help="where the videos, store, run and report go"),
+    videos: Optional[int] = typer.Option(None, "--videos", help="number of generated videos (default 120; 24 with --quick)"),
+    quick: bool = typer.Option(False, "--quick", help="a smoke-sized run in seconds (numbers not meaningful)"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="backbone (default efficientnet-lite0; tiny with --quick)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="SCALE training epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """The whole pipeline on a generated dataset, offline: extract → aggregate → export → probe."""
+    from vssl.demo.run import DemoConfig, run_demo
+    from vssl.probe.report import render_table
+
+    overrides = {k: v for k, v in dict(videos=videos, backbone=backbone, epochs=epochs, seed=seed).items()
+                 if v is not None}
+    cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
+    result = run_demo(out_dir, cfg, quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
+    out.print(render_table(result.report))
+    for line in result.findings:
+        out.print(f"• {line}", highlight=False)
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    out.print(f"time: {timing}", highlight=False)
+    for name, path in result.files.items():
+        out.print(f"{name:>17}: {path}", highlight=False)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
