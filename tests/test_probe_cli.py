@@ -160,6 +160,7 @@ def test_scale_rows_use_the_exported_aggregates(store, scale_run, tmp_path, caps
     assert set(rows) == {("knn", "backbone"), ("linear", "backbone"), ("knn", "scale"), ("scale_linear", "scale"),
                          ("scale_ft", "scale")}
     assert "SET" in rows[("knn", "scale")]["params"]["representation"]
+    assert all(r["top1"] >= 95.0 for r in rows.values()), {key: r["top1"] for key, r in rows.items()}
     opened = FeatureStore.open(store)
     group = f"aggregates/{scale_run.name}/{VIEW}"
     assert opened.has_rows(group) and opened.rows(group).done().all()      # computed on the fly
