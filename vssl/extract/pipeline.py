@@ -46,11 +46,15 @@ DEFAULT_SEED = 0
 
 @dataclass
 class ExtractSummary:
-    """What one ``extract`` call did (``processed`` = ``done`` + ``failed`` of this call)."""
+    """What one ``extract`` call did (``processed`` = ``done`` + ``failed`` of this call).
+
+    ``assigned``: videos in the chunk ranges this call owned (all, or its ``--shard``).
+    """
 
     store: str
     num_videos: int
     views: list[str]
+    assigned: int = 0
     processed: int = 0
     done: int = 0
     failed: int = 0
@@ -323,7 +327,8 @@ def extract(
     if ranges is None:
         ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
 
-    summary = ExtractSummary(str(store.path), store.num_videos, list(specs))
+    summary = ExtractSummary(str(store.path), store.num_videos, list(specs),
+                             assigned=sum(stop - start for start, stop in ranges))
     status = store.video_status()
     done = {name: store.view(name).done() for name in specs}
     jobs: list[_Job] = []
