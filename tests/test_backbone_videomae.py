@@ -177,3 +177,16 @@ def test_bf16_autocast_runs_on_cpu(tmp_path, finetuned, clips):
         full = model(clips)
     assert torch.isfinite(low.float()).all()
     assert torch.nn.functional.cosine_similarity(low.float(), full).min() > 0.98
+
+
+def test_head_count_override_for_non_standard_widths(tmp_path, clips):
+    # .pth files do not record the head count; 64-d heads are assumed unless told otherwise
+    ref = randomize_(transformers.VideoMAEForVideoClassification(_config(layer_norm_eps=1e-6, num_attention_heads=4)),
+                     seed=9)
+    ref.fc_norm.eps = 1e-6
+    torch.save({"model": hf_videomae_to_mcg(ref.state_dict(), DEPTH)}, tmp_path / "h4.pth")
+    expected = _pooled_classification(ref, clips)
+    _, right = _ours(tmp_path / "h4.pth", clips, num_heads=4)
+    _, assumed = _ours(tmp_path / "h4.pth", clips)
+    assert (right - expected).abs().max() <= TOL
+    assert (assumed - expected).abs().max() > TOL

@@ -78,8 +78,12 @@ def load_mae_st(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int 
     sd = adapt_mae_st(ckpt, key_map)
     shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
     proj = sd["patch_embed.proj.weight"]
+    t_grid = sd["pos_embed_temporal"].shape[1]
+    if spec.frames // proj.shape[2] != t_grid:
+        raise CheckpointError(f"{checkpoint} was trained on {t_grid * proj.shape[2]}-frame clips (temporal positions"
+                              f" are learned, not interpolated); use --frames {t_grid * proj.shape[2]}")
     model = MaeSTViT(shape, spec, patch=proj.shape[-1], t_patch=proj.shape[2], in_chans=proj.shape[1],
-                     grid=grid_side(sd["pos_embed_spatial"].shape[1]), t_grid=sd["pos_embed_temporal"].shape[1],
+                     grid=grid_side(sd["pos_embed_spatial"].shape[1]), t_grid=t_grid,
                      cls_embed="cls_token" in sd)
     load_strict(model, sd, str(checkpoint), "mae_st")
     return model

@@ -9,7 +9,7 @@ is called as ``factory(checkpoint=Path | None, spec=InputSpec)`` and returns a
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable
@@ -111,7 +111,9 @@ def create_backbone(
 
     ``key_map`` is a list of (regex, replacement) renames applied to checkpoint keys before
     loading (``--key-map``), for files whose names match no known layout. ``spec_overrides``
-    (frames, stride, size, mean, std; ``None`` = family default) replace the family's spec.
+    (frames, stride, size, mean, std; ``None`` = family default) replace the family's spec;
+    other keyword arguments (e.g. ``num_heads`` for a ViT whose head count is not the usual
+    one) go to the family's factory.
     """
     entry = get_backbone_entry(name)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -119,9 +121,17 @@ def create_backbone(
         raise VsslError(f"backbone '{name}' needs --checkpoint PATH (a downloaded file or directory)")
     if path is not None and not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
-    spec = entry.spec.with_overrides(**spec_overrides)
-    kwargs = {"key_map": key_map} if key_map else {}
-    model = entry.factory(checkpoint=path, spec=spec, **kwargs)
+    spec_fields = {f.name for f in fields(InputSpec)}
+    kwargs = {k: v for k, v in spec_overrides.items() if k not in spec_fields and v is not None}
+    spec = entry.spec.with_overrides(**{k: v for k, v in spec_overrides.items() if k in spec_fields})
+    if key_map:
+        kwargs["key_map"] = key_map
+    try:
+        model = entry.factory(checkpoint=path, spec=spec, **kwargs)
+    except TypeError as exc:
+        if kwargs and "unexpected keyword argument" in str(exc):
+            raise VsslError(f"backbone '{name}' does not take {exc}".rstrip()) from None
+        raise
     if not isinstance(model, Backbone):
         raise VsslError(f"backbone '{name}': factory returned {type(model).__name__}, not a vssl Backbone")
     return model.freeze()

@@ -127,6 +127,12 @@ def load_video_vit(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: i
     sd, options = adapt_video_vit(ckpt, key_map)
     shape = infer_vit_shape(sd, num_heads=num_heads or options["num_heads"], eps=options["eps"])
     proj = sd["patch_embed.proj.weight"]
+    if "pos_embed" in sd:
+        tokens = (spec.frames // proj.shape[2]) * (spec.size // proj.shape[-1]) ** 2
+        if tokens != sd["pos_embed"].shape[1]:
+            raise CheckpointError(f"{checkpoint} has a learned position table for {sd['pos_embed'].shape[1]} tokens,"
+                                  f" {spec.frames} frames at {spec.size} px give {tokens}: use the clip size it was"
+                                  " trained with (--frames/--size)")
     model = VideoViT(shape, spec, patch=proj.shape[-1], tubelet=proj.shape[2], in_chans=proj.shape[1],
                      final_norm="norm.weight" in sd, fc_norm="fc_norm.weight" in sd,
                      fc_norm_eps=options["fc_norm_eps"],

@@ -19,6 +19,10 @@ from torch import nn
 from .checkpoints import StateDict
 
 
+# Published head counts of the standard ViT widths (Dosovitskiy et al.; Zhai et al. for ViT-g 1408).
+STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
+
+
 @dataclass(frozen=True)
 class ViTShape:
     """Architecture hyper-parameters a checkpoint implies."""
@@ -99,8 +103,9 @@ def infer_vit_shape(sd: StateDict, prefix: str = "blocks.", num_heads: int | Non
                     eps: float = 1e-6, head_dim: int = 64) -> ViTShape:
     """Read depth, width, MLP width and bias layout from the (already renamed) state dict.
 
-    The head count is not visible in the shapes; every released ViT-S/B/L/H/g uses 64-d
-    heads, so ``embed_dim // 64`` unless a config says otherwise.
+    The head count is not visible in the shapes: the standard widths get their published
+    head counts (ViT-S 6, B 12, L 16, H 16, g 16 — H and g do not use 64-d heads), any other
+    width ``embed_dim // 64``, unless a config or ``num_heads`` says otherwise.
     """
     depth = len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
     w = sd[f"{prefix}0.attn.qkv.weight"]
@@ -111,7 +116,7 @@ def infer_vit_shape(sd: StateDict, prefix: str = "blocks.", num_heads: int | Non
         bias = "full"
     else:
         bias = "none"
-    heads = num_heads or max(1, dim // head_dim)
+    heads = num_heads or STANDARD_HEADS.get(dim) or max(1, dim // head_dim)
     return ViTShape(embed_dim=dim, depth=depth, num_heads=heads, mlp_hidden=sd[f"{prefix}0.mlp.fc1.weight"].shape[0],
                     qkv_bias=bias, layer_scale=f"{prefix}0.gamma_1" in sd, eps=eps)
 
