@@ -143,6 +143,12 @@ def test_bad_videos_are_marked_failed_and_the_run_goes_on(tmp_path):
     assert verify_store(st) == []
     again = extract(root, tmp_path / "s", model=Recorder(), backbone="recorder", views="uniform:2x1", progress=False)
     assert (again.processed, again.skipped_done, again.skipped_failed) == (0, 2, 3)
+    write_video(root / "text.mp4", 12)  # the user fixes one file
+    fixed = extract(root, tmp_path / "s", model=Recorder(), backbone="recorder", views="uniform:2x1",
+                    retry_failed=True, progress=False)
+    assert (fixed.done, fixed.failed, fixed.skipped_done) == (1, 2, 2)
+    st = FeatureStore.open(tmp_path / "s")
+    assert st.video_status()[by_name["text.mp4"]] == STATUS_DONE and st.errors()[by_name["text.mp4"]] == ""
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, dataset):
@@ -255,7 +261,7 @@ def test_clips_from_real_videos_hold_sequentially_decoded_frames(tmp_path, share
                 assert torch.equal(next(seen), ref), (rel, clip)
 
 
-def test_cli_extract_on_a_folder(tmp_path, capsys):
+def test_cli_extract_on_a_folder(tmp_path, capsys, vssl_cli):
     dataset = tmp_path / "videos"
     write_video(dataset / "a" / "x.mp4", 20)
     write_video(dataset / "b" / "y.mp4", 12)
@@ -266,9 +272,7 @@ def test_cli_extract_on_a_folder(tmp_path, capsys):
     assert "2 done" in capsys.readouterr().out
     st = FeatureStore.open(tmp_path / "s")
     assert st.view("uniform5x3").read_features([0]).shape == (1, 15, 128) and st.view("uniform5x3").done().all()
-    with pytest.raises(SystemExit) as e:
-        cli_main(["extract", str(dataset), "--out", str(tmp_path / "s"), "--views", "uniform:5x3", "--size", "32",
-                  "--quiet"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "another backbone" in err and len(err.strip().splitlines()) == 1
+    # the real console entry point, as a user runs it: one line on stderr, exit code 2
+    proc = vssl_cli("extract", dataset, "--out", tmp_path / "s", "--views", "uniform:5x3", "--size", "32", "--quiet")
+    assert proc.returncode == 2
+    assert "another backbone" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

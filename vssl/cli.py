@@ -130,6 +130,7 @@ def extract_cmd(
     dtype: str = typer.Option("float16", "--dtype", help="stored feature dtype: float16|float32"),
     chunk_videos: Optional[int] = typer.Option(None, "--chunk-videos",
                                                help="videos per store chunk, when creating (default: by size)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="decode videos that failed before again"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
 ) -> None:
@@ -139,7 +140,7 @@ def extract_cmd(
     s = extract(videos, store, backbone=backbone, checkpoint=checkpoint, views=views, frames=frames, stride=stride,
                 size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
                 precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
-                progress=not quiet)
+                retry_failed=retry_failed, progress=not quiet)
     if as_json:
         _print_json(s.to_dict())
         return

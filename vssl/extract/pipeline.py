@@ -296,6 +296,7 @@ def extract(
     chunk_videos: int | None = None,
     progress: bool = True,
     root: str | Path | None = None,
+    retry_failed: bool = False,
 ) -> ExtractSummary:
     """Extract clip features of ``videos`` into the store ``out`` (created or resumed).
 
@@ -303,6 +304,7 @@ def extract(
     objects whose relative paths resolve against ``root`` (default: the current folder).
     ``model`` bypasses the registry (a ready :class:`Backbone`, recorded under ``backbone``).
     ``ranges`` (chunk-aligned video ranges) or ``shard`` choose the part to process.
+    Videos that failed before are skipped unless ``retry_failed`` (e.g. after fixing the files).
     """
     t_start = time.perf_counter()
     if precision not in PRECISIONS:
@@ -335,7 +337,7 @@ def extract(
     for start, stop in ranges:
         for i in range(start, stop):
             need = tuple(name for name in specs if not done[name][i])
-            if status[i] == STATUS_FAILED:
+            if status[i] == STATUS_FAILED and not retry_failed:
                 summary.skipped_failed += 1
             elif not need:
                 summary.skipped_done += 1
