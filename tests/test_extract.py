@@ -276,3 +276,40 @@ def test_cli_extract_on_a_folder(tmp_path, capsys, vssl_cli):
     proc = vssl_cli("extract", dataset, "--out", tmp_path / "s", "--views", "uniform:5x3", "--size", "32", "--quiet")
     assert proc.returncode == 2
     assert "another backbone" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_awkward_videos_extract_with_exact_frames(tmp_path):
+    root = tmp_path / "v"
+    vfr = [0, 10, 80, 90, 100, 200, 210, 215, 300, 310, 400, 405, 500, 560, 600, 610]
+    write_video(root / "a_vfr.mp4", len(vfr), pts=vfr)
+    write_video(root / "b_odd.mp4", 23, width=37, height=91, pix_fmt="yuv444p")
+    write_video(root / "c_one.mp4", 1)
+    write_video(root / "d_gray.mkv", 20, codec="ffv1", pix_fmt="gray", pattern="gray")
+    model = Recorder()
+    s = extract(root, tmp_path / "s", model=model, backbone="recorder", views="uniform:2x2", progress=False)
+    assert (s.done, s.failed) == (4, 0)
+    st = FeatureStore.open(tmp_path / "s")
+    assert st.num_frames().tolist() == [16, 23, 1, 20]
+    _, boxes = st.view("uniform2x2").read(np.arange(4))
+    pix = model.pixels().reshape(4, 4, 3, 4, 16, 16)
+    for v, n in enumerate([16, 23, 1, 20]):
+        for k in range(4):
+            first = round(boxes[v, k, 0] * n)
+            seen = [frame_number(pix[v, k][:, t]) for t in range(4)]
+            expected = [min(first + 3 * j, n - 1) for j in range(4)]
+            if v == 3:  # grayscale carries n % 8 as its grey level
+                assert [x % 8 for x in seen] == [e % 8 for e in expected]
+            else:
+                assert seen == expected
+    np.testing.assert_allclose(boxes[1, :2, [1, 2, 4, 5]].T, [[0, 0, 37 / 91, 1], [54 / 91, 0, 1, 1]])
+
+
+def test_input_errors_are_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.csv").write_text("a.mp4,1,train,extra\n")
+    (tmp_path / "v.mp4").write_bytes(b"")
+    for source, match in [(tmp_path / "nope", "no such"), (tmp_path / "empty", "no video files"),
+                          (tmp_path / "bad.csv", "row 1"), (tmp_path / "v.mp4", "is a video")]:
+        with pytest.raises(VsslError, match=match) as e:
+            collect_inputs(source)
+        assert "\n" not in str(e.value)
