@@ -179,6 +179,8 @@ def test_seed_views_and_shards(tmp_path, dataset):
     counts = [extract(dataset, tmp_path / "sharded", views="random:3,uniform:2x2", seed=5, shard=f"{i}/3", **kw)
               .processed for i in range(3)]
     assert sum(counts) == 7 and all(counts)
+    with pytest.raises(VsslError, match="chunk-aligned"):
+        extract(dataset, tmp_path / "sharded", views="uniform:2x2", ranges=[(1, 3)], **kw)
     assert_same_store(tmp_path / "both", tmp_path / "sharded")
     # another seed gives other random clips, the same uniform ones
     extract(dataset, tmp_path / "seed6", views="random:3,uniform:2x2", seed=6, **kw)

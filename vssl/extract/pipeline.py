@@ -328,6 +328,7 @@ def extract(
     prepare_views(store, specs, dtype)
     if ranges is None:
         ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
+    _check_ranges(ranges, store.chunk_videos, store.num_videos)
 
     summary = ExtractSummary(str(store.path), store.num_videos, list(specs),
                              assigned=sum(stop - start for start, stop in ranges))
@@ -386,6 +387,14 @@ def extract(
             finish(finished)
     summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _check_ranges(ranges: Sequence[tuple[int, int]], chunk: int, n: int) -> None:
+    """Writers own whole chunks (DESIGN.md): refuse ranges that would share one with another writer."""
+    for start, stop in ranges:
+        if not (0 <= start < stop <= n and start % chunk == 0 and (stop % chunk == 0 or stop == n)):
+            raise VsslError(f"video range {start}:{stop} is not chunk-aligned (chunks of {chunk} videos, "
+                            f"{n} videos); use store.chunk_ranges()")
 
 
 def _write_chunk(store: FeatureStore, videos: list[_Pending]) -> None:
