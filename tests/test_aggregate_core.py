@@ -270,3 +270,26 @@ def test_no_weight_decay_on_biases_norms_tokens():
     assert {"cls_token", "msk_token", "norm.weight", "norm.bias", "input_proj.bias"} <= nd
     assert all(names[id(p)].endswith("weight") and p.ndim == 2 for p in decay["params"])
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+
+
+# ---------------------------------------------------------------- dropout
+
+
+def test_fast_dropout_statistics_gradient_and_repeatability():
+    from vssl.aggregate.dropout import dropout
+
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(7)
+    y = dropout(x, 0.1, training=True)
+    kept = y.detach() != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.004  # binomial sd ~0.0007
+    assert torch.allclose(y.detach()[kept], torch.full((int(kept.sum()),), 1 / 0.9), rtol=1e-4)
+    assert abs(y.detach().mean().item() - 1.0) < 0.005  # expectation preserved
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(out)/dx = mask / (1 - p)
+    # neighbouring elements are independent (they come from different 16-bit lanes of one word)
+    pairs = kept[:-1:2].float() * kept[1::2].float()
+    assert abs(pairs.mean().item() - 0.81) < 0.006
+    torch.manual_seed(7)
+    assert torch.equal(dropout(x, 0.1, training=True), y)  # seeded -> repeatable
+    assert dropout(x, 0.1, training=False) is x

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vssl.aggregate.config import ScaleConfig
+from vssl.aggregate.dropout import Dropout
 from vssl.aggregate.losses import info_nce, symmetric_info_nce
 
 BOX_DIM = 7  # (t0, y0, x0, t1, y1, x1, flip) as stored in the feature store
@@ -51,7 +52,7 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.proj_drop = nn.Dropout(dropout)
+        self.proj_drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
@@ -69,8 +70,8 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads, dropout)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), Dropout(dropout),
+                                 nn.Linear(hidden, width), Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))

@@ -238,6 +238,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                 torch.manual_seed(_epoch_seed(cfg.seed, epoch, 0))  # dropout (CPU and CUDA)
                 order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
                     _epoch_seed(cfg.seed, epoch, 1)))
+                if source.resident:
+                    order = order.to(device)  # batches are then gathered without host round trips
                 set_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
                 metrics = _Metrics(device)
                 t0 = time.perf_counter()
