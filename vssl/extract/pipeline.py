@@ -374,6 +374,9 @@ def extract(
             _write_chunk(store, waiting.pop(c))
 
     with _Progress(progress, len(jobs)) as ui:
+        ui.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
+               f"{summary.skipped_failed} failed before) · views {', '.join(specs)} · {backbone} on {dev} "
+               f"{precision} · decoder {decoder} · {workers} workers")
         for item in loader:
             job = jobs[item["slot"]]
             video = _Pending(job, item, specs, model.embed_dim)
@@ -429,6 +432,11 @@ class _Progress:
             self.task = self.bar.add_task("extract", total=self.total, rates="", failed=0)
             self.start = time.perf_counter()
         return self
+
+    def say(self, text: str) -> None:
+        """One log line above the bar (stderr)."""
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False, soft_wrap=True)
 
     def advance(self, clips: int, failed: int) -> None:
         if self.bar is None:
