@@ -14,6 +14,7 @@ in fp32 and bf16, and the fraction of it each step reaches.
 
     python benchmarks/bench_aggregate.py                   # default model, D=768, B=512, 8+8 clips
     python benchmarks/bench_aggregate.py --videos 2000 --rounds 3 --batch-size 128   # quicker
+    python benchmarks/bench_aggregate.py --losses 8        # fp32 vs bf16 losses after 8 epochs
 """
 
 from __future__ import annotations
@@ -132,6 +133,25 @@ def count_flops(stepper: Stepper) -> float:
     return float(counter.get_total_flops())
 
 
+def compare_losses(epochs: int, videos: int, batch: int) -> None:
+    """Train the default model on structured synthetic features in fp32 and in bf16 (same seed) and
+    print the final metrics side by side: does the fast precision hurt the losses?"""
+    from vssl.aggregate import train
+    from vssl.aggregate.synthetic import structured_clip_features
+
+    with tempfile.TemporaryDirectory() as tmp:
+        feats, boxes = structured_clip_features(videos, 16, 768, seed=0, noise=0.5)
+        make_synthetic_store(Path(tmp) / "s", feats, np.zeros(videos, int), ["train"] * videos, boxes=boxes)
+        print(f"\nlosses after {epochs} epochs, default model, {videos} structured videos (D=768), batch {batch}:")
+        print(f"{'precision':<10}{'loss':>9}{'L_MCM':>9}{'L_SET':>9}{'MCM top-1':>11}{'SET top-1':>11}{'videos/s':>10}")
+        for precision in ("fp32", "bf16"):
+            cfg = ScaleConfig(epochs=epochs, batch_size=batch, precision=precision, device="cpu")
+            r = train(Path(tmp) / "s", "random16", Path(tmp) / precision, cfg, quiet=True)
+            f = r.final
+            print(f"{precision:<10}{f['loss']:>9.4f}{f['mcm_loss']:>9.4f}{f['set_loss']:>9.4f}"
+                  f"{100 * f['mcm_top1']:>10.1f}%{100 * f['set_top1']:>10.1f}%{r.videos_per_s:>10.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=10_000)
@@ -140,9 +160,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=5, help="timed steps per variant (interleaved)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    ap.add_argument("--losses", type=int, default=0, metavar="EPOCHS",
+                    help="instead: train EPOCHS epochs in fp32 and bf16 and compare the losses")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.losses:
+        compare_losses(args.losses, videos=1024, batch=128)
+        return
     cfg = ScaleConfig(batch_size=args.batch_size)
     set_size, num_masked = cfg.resolve_set_size(args.clips), cfg.num_masked(cfg.resolve_set_size(args.clips))
 

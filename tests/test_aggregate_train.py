@@ -11,6 +11,7 @@ import torch
 
 from vssl.aggregate import ScaleConfig, ScaleModel, TrainingDiverged, export, load_run, train
 from vssl.aggregate.checkpoint import checkpoint_path, file_sha256
+from vssl.aggregate.synthetic import structured_clip_features
 from vssl.cli import main
 from vssl.errors import StoreError, VsslError
 from vssl.features_store import BackboneSpec, FeatureStore, VideoEntry
@@ -29,15 +30,7 @@ def one_thread():
 
 
 def structured_features(n=N, k=K, d=D, seed=0):
-    """Per video a start point a and direction b; a clip at time-centre t is a + 3(t - 1/2) b plus a
-    little noise. A masked clip is thus predictable from the other clips and its own box."""
-    rng = np.random.default_rng(seed)
-    t0 = rng.uniform(0, 0.8, size=(n, k)).astype(np.float32)
-    y0, x0 = rng.uniform(0, 0.3, size=(2, n, k)).astype(np.float32)
-    boxes = np.stack([t0, y0, x0, t0 + 0.2, y0 + 0.7, x0 + 0.7, np.zeros_like(t0)], -1).astype(np.float32)
-    a, b = rng.normal(size=(2, n, 1, d))
-    feats = a + 3 * (t0 + 0.1 - 0.5)[..., None] * b + 0.05 * rng.normal(size=(n, k, d))
-    return feats.astype(np.float32), boxes
+    return structured_clip_features(n, k, d, seed)
 
 
 @pytest.fixture(scope="module")
