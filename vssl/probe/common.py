@@ -9,20 +9,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from vssl.errors import VsslError
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; an explicit device must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise VsslError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VsslError(f"--device {device}: CUDA is not available here; use --device cpu (or auto)")
-    return dev
+# One device rule for the whole toolkit (``auto`` = CUDA when present); stage two owns it.
+from vssl.aggregate.device import resolve_device  # noqa: F401  (re-exported for the probes)
 
 
 def seed_everything(seed: int) -> torch.Generator:

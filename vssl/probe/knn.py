@@ -3,8 +3,10 @@
 A video is represented by the mean of its l2-normalized clip embeddings, re-normalized so
 the inner product is the cosine similarity. Each test video takes its ``k`` nearest training
 videos; neighbour ``j`` votes for its class with weight ``exp(s_j / T)`` (T = 0.07, k = 20).
-The search is exact: faiss ``IndexFlatIP`` (GPU faiss when present and the device is CUDA),
-or a blocked matrix product + top-k in torch. ``precision="bf16"`` (torch backend) ranks a
+The search is exact: a blocked float32 matrix product + top-k in torch (``auto`` on CPU:
+measured within a few percent of the bare product, faiss's CPU search ~1.4-2x of it, see
+docs/PERFORMANCE.md), or faiss ``IndexFlatIP`` (``auto`` with a CUDA device when GPU faiss is
+installed; selectable everywhere). ``precision="bf16"`` (torch backend) ranks a
 shortlist of 128 in bfloat16 and re-ranks it in float32; a query whose result the bf16 error bound
 cannot certify is searched again in float32, so neighbours stay exact.
 """
@@ -31,7 +33,7 @@ class KnnConfig:
     k: int = 20
     temperature: float = 0.07
     center: bool = False        # subtract the *training* mean before normalizing (never a split's own)
-    backend: str = "auto"       # faiss | torch | auto (faiss on CPU, GPU faiss or torch on CUDA)
+    backend: str = "auto"       # faiss | torch | auto (GPU faiss on CUDA when installed, else torch)
     precision: str = "fp32"     # fp32 | bf16 (torch backend: bf16 shortlist, exact fp32 re-rank)
     device: str = "auto"
     query_block: int = 1024     # test videos per search block (bounds memory: block x N_train fp32 scores)
@@ -90,14 +92,21 @@ def search(train: np.ndarray, test: np.ndarray, cfg: KnnConfig,
     if k < 1:
         raise VsslError("k-NN needs at least one labelled training video")
     device = resolve_device(cfg.device)
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "torch" if (device.type == "cuda" and not _faiss_has_gpu()) or cfg.precision == "bf16" else "faiss"
+    backend = resolve_backend(cfg, device)
+    if backend == "faiss" and cfg.precision == "bf16":
+        raise VsslError("--knn-precision bf16 runs on the torch backend; use --knn-backend torch (or auto)")
     train = np.ascontiguousarray(train, dtype=np.float32)
     test = np.ascontiguousarray(test, dtype=np.float32)
     if backend == "faiss":
         return _search_faiss(train, test, k, device, cfg.query_block, advance)
     return _search_torch(train, test, k, device, cfg.query_block, cfg.precision, advance)
+
+
+def resolve_backend(cfg: KnnConfig, device: torch.device) -> str:
+    """The backend ``auto`` stands for: GPU faiss on a CUDA device when installed, else torch."""
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "faiss" if device.type == "cuda" and cfg.precision == "fp32" and _faiss_has_gpu() else "torch"
 
 
 def _faiss_has_gpu() -> bool:

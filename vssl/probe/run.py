@@ -17,7 +17,7 @@ from vssl.errors import VsslError
 from .common import progress, resolve_device
 from .data import SplitData, load_split
 from .inputs import ClipInputs, SetInputs
-from .knn import KnnConfig, knn_scores, prepare
+from .knn import KnnConfig, knn_scores, prepare, resolve_backend
 from .linear import LinearConfig, train_linear
 from .lowshot import balanced_fraction
 from .mlp import MlpConfig, train_mlp
@@ -103,7 +103,8 @@ class _Runner:
         tr, te = prepare(train_x, test_x, cfg.center)
         with progress(f"k-NN ({features})", len(te), self.req.quiet) as advance:
             scores = knn_scores(tr, self.train.labels, te, self.c, cfg, advance)
-        self._add("knn", features, scores, {**cfg.params(), "representation": representation})
+        backend = resolve_backend(cfg, resolve_device(cfg.device))
+        self._add("knn", features, scores, {**cfg.params(), "backend": backend, "representation": representation})
 
     def _heads(self, probe: str, features: str, train_fn, cfg: TrainConfig, train_x: np.ndarray,
                test_x: np.ndarray, **extra) -> None:

@@ -10,7 +10,6 @@ in any choice (unlike the official SCALE eval.py, which reports the best test ep
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator, Protocol, Sequence
@@ -99,10 +98,11 @@ class FitResult:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op on CPU (fp32 heads are cheap there and exact)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast on a CUDA GPU that has it; fp32 otherwise (CPU heads are small; fp16 would need loss scaling)."""
+    from vssl.aggregate.device import autocast as precision_autocast
+
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision_autocast(device, "bf16" if bf16 else "fp32")
 
 
 def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float, float]]], GridHeads],
@@ -147,7 +147,7 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
     base = [g["lr"] for g in opt.param_groups]
     steps_per_epoch = max(1, math.ceil(_num_samples(inputs, train_pos) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch          # the schedule always spans cfg.epochs, so a refit
-    step, history = 0, []                          # stopped at epoch e replays the selected run
+    step, history = 0, []                          # stopped at epoch e sees the selected run's rates
     for _ in range(stop_epoch):
         model.train()
         for xs, y in inputs.batches(train_pos, cfg.batch_size, gen, device):
