@@ -203,7 +203,13 @@ def aggregate_cmd(
     heads: Optional[int] = typer.Option(None, "--heads"),
     mlp_ratio: Optional[float] = typer.Option(None, "--mlp-ratio"),
     dropout: Optional[float] = typer.Option(None, "--dropout"),
-    proj_dim: Optional[int] = typer.Option(None, "--proj-dim"),
+    proj_dim: Optional[int] = typer.Option(None, "--proj-dim", help="contrastive projection dim"),
+    pred_hidden: Optional[int] = typer.Option(None, "--pred-hidden", help="hidden width of prediction/SET heads"),
+    pred_layers: Optional[int] = typer.Option(None, "--pred-layers"),
+    target_hidden: Optional[int] = typer.Option(None, "--target-hidden", help="hidden width of the target head"),
+    target_layers: Optional[int] = typer.Option(None, "--target-layers"),
+    max_memory_bytes: Optional[int] = typer.Option(None, "--max-memory-bytes",
+                                                   help="most bytes the view may take in memory (0: auto)"),
     mcm_temperature: Optional[float] = typer.Option(None, "--mcm-temperature"),
     set_temperature: Optional[float] = typer.Option(None, "--set-temperature"),
     use_mcm: Optional[bool] = typer.Option(None, "--mcm/--no-mcm", help="masked clip modelling loss"),
@@ -221,7 +227,8 @@ def aggregate_cmd(
     if do_export:
         if from_run is None:
             raise VsslError("--export needs --from RUN_DIR (a trained run)")
-        result = export(store, from_run, view, name=name, device=device or "auto", quiet=quiet)
+        result = export(store, from_run, view, name=name, batch_size=batch_size or 256, device=device or "auto",
+                        precision=precision or "fp32", quiet=quiet)
         _print_json(result) if as_json else out.print(
             f"{result['group']}: wrote {result['written']} videos, {result['done']} done")
         return
@@ -229,7 +236,9 @@ def aggregate_cmd(
         raise VsslError("training needs --out RUN_DIR (or --export --from RUN_DIR to export)")
     flags = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
                  set_size=set_size, mask_ratio=mask_ratio, layers=layers, width=width, heads=heads,
-                 mlp_ratio=mlp_ratio, dropout=dropout, proj_dim=proj_dim, mcm_temperature=mcm_temperature,
+                 mlp_ratio=mlp_ratio, dropout=dropout, proj_dim=proj_dim, pred_hidden=pred_hidden,
+                 pred_layers=pred_layers, target_hidden=target_hidden, target_layers=target_layers,
+                 max_memory_bytes=max_memory_bytes, mcm_temperature=mcm_temperature,
                  set_temperature=set_temperature, use_mcm=use_mcm, use_set=use_set,
                  checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed)
     cfg = ScaleConfig.from_toml(config, flags) if config else ScaleConfig().replace(**flags)
