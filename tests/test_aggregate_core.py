@@ -247,6 +247,9 @@ def test_config_roundtrip_toml_and_errors(tmp_path):
         ScaleConfig.from_toml(tmp_path / "b.toml")
     with pytest.raises(VsslError, match="heads"):
         ScaleConfig(width=30, heads=8)
+    (tmp_path / "c.toml").write_text("width = '256'\n")
+    with pytest.raises(VsslError, match="width='256' must be an integer"):
+        ScaleConfig.from_toml(tmp_path / "c.toml")
     with pytest.raises(VsslError, match="set_size"):
         ScaleConfig(set_size=9).resolve_set_size(16)
     with pytest.raises(VsslError, match="does not exist"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,7 +58,6 @@ class ScaleConfig:
     checkpoint_every: int = 10
     # 0 = decide from free RAM / GPU memory; otherwise the most bytes the view may take in memory
     max_memory_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -70,10 +69,23 @@ class ScaleConfig:
         def bad(key: str, why: str) -> None:
             raise VsslError(f"aggregate config: {key}={getattr(self, key)!r} {why}")
 
+        for f in fields(self):  # types first: a TOML typo must not surface as a traceback later
+            value, kind = getattr(self, f.name), f.type
+            if "int" in kind and "float" not in kind and value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int)):
+                bad(f.name, "must be an integer")
+            if "float" in kind and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                bad(f.name, "must be a number")
+            if kind == "bool" and not isinstance(value, bool):
+                bad(f.name, "must be true or false")
+            if kind == "str" and not isinstance(value, str):
+                bad(f.name, "must be a string")
         for key in ("width", "layers", "heads", "proj_dim", "pred_hidden", "pred_layers", "target_hidden",
                     "target_layers", "epochs", "batch_size", "checkpoint_every"):
-            if int(getattr(self, key)) < 1:
+            if getattr(self, key) < 1:
                 bad(key, "must be a positive integer")
+        if self.max_memory_bytes < 0:
+            bad("max_memory_bytes", "must be >= 0 (0: decide from free memory)")
         if self.width % self.heads:
             bad("heads", f"must divide the width {self.width}")
         if not 0.0 <= self.dropout < 1.0:
@@ -121,8 +133,8 @@ class ScaleConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise VsslError(f"aggregate config: unknown key(s) {', '.join(unknown)}; "
-                            f"known keys: {', '.join(sorted(names - {'extra'}))}")
-        return cls(**{k: (dict(v) if k == "extra" else v) for k, v in data.items()})
+                            f"known keys: {', '.join(sorted(names))}")
+        return cls(**dict(data))
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "ScaleConfig":
