@@ -171,14 +171,18 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         start_epoch, step = int(state["epoch"]), int(state["step"])
     elif resume:
         log(f"no checkpoint in {run_dir} yet; starting a new run")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)
     rows = training_rows(store, view, split)
-    if state is not None and state["meta"].get("num_videos") != int(rows.size):
-        raise VsslError(f"the view now has {rows.size} training videos but the run in {run_dir} was started "
-                        f"with {state['meta'].get('num_videos')}; start a new --out")
+    if state is not None:
+        was = state["meta"]
+        now = {"view": view, "num_videos": int(rows.size), "in_dim": the_view.dim}
+        changed = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in now.items() if was.get(k) != v]
+        if changed:
+            raise VsslError(f"the run in {run_dir} was trained on other data ({'; '.join(changed)}); "
+                            "resume it on the same store and view, or start a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
     set_size = cfg.resolve_set_size(the_view.num_clips)
     num_masked = cfg.num_masked(set_size)
     device = resolve_device(cfg.device)
