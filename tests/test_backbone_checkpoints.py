@@ -88,6 +88,18 @@ def test_hf_dir_sharded_safetensors(tmp_path):
     assert set(loaded.tensors) == {"a", "b"}
 
 
+def test_hf_dir_with_pytorch_model_bin(tmp_path):
+    d = tmp_path / "hf_bin"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"num_attention_heads": 2}))
+    torch.save({"embeddings.x": torch.ones(2)}, d / "pytorch_model.bin")
+    loaded = read_checkpoint(d)
+    assert loaded.format == "huggingface" and set(loaded.tensors) == {"embeddings.x"}
+    (d / "pytorch_model.bin").unlink()
+    with pytest.raises(CheckpointError, match="no model.safetensors or pytorch_model.bin"):
+        read_checkpoint(d)
+
+
 def test_parse_key_map():
     km = parse_key_map([r"encoder\.(.*)=\1", r"head\..*="])
     assert km == [(r"encoder\.(.*)", r"\1"), (r"head\..*", "")]
