@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import textwrap
 
 import pytest
@@ -37,7 +38,7 @@ def test_module_factory_plugin():
     assert model.spec.frames == 3 and model(torch.ones(2, 3, 3, 16, 16)).shape == (2, 3)
 
 
-def test_backbones_json_lists_families_and_entry_point_plugins(tmp_path, vssl_cli):
+def test_backbones_json_lists_families_and_entry_point_plugins(tmp_path, vssl_cli, monkeypatch):
     (tmp_path / "myplug.py").write_text(textwrap.dedent('''
         from vssl.extract.backbones import Backbone, InputSpec
         def factory(checkpoint=None, spec=InputSpec(frames=5, stride=3, size=96)):
@@ -50,13 +51,8 @@ def test_backbones_json_lists_families_and_entry_point_plugins(tmp_path, vssl_cl
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[vssl.backbones]\nmylab-net = myplug:factory\n")
-    import os
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env_path}"
-    try:
-        result = vssl_cli("backbones", "--json")
-    finally:
-        os.environ["PYTHONPATH"] = env_path
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    result = vssl_cli("backbones", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     for name in ("videomae", "image-vit", "mae-st", "svt", "slowonly-r50", "efficientnet-lite0", "tiny"):

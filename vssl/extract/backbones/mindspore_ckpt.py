@@ -20,6 +20,7 @@ several ``Value`` entries with the same tag whose contents concatenate; scalars 
 
 from __future__ import annotations
 
+import mmap
 import re
 from pathlib import Path
 
@@ -112,7 +113,19 @@ def _parse_tensor(buf: memoryview, start: int, end: int) -> tuple[list[int], str
 def read_mindspore_checkpoint(path: str | Path) -> StateDict:
     """All tensors of a MindSpore ``.ckpt`` by tag, as torch tensors (names unchanged)."""
     path = Path(path)
-    data = memoryview(path.read_bytes())
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read {path}: the file is empty; download it again")
+    with open(path, "rb") as fh:  # memory-mapped: only the tensors themselves are copied
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    try:
+        return _read(path, view)
+    finally:
+        view.release()
+        mapped.close()
+
+
+def _read(path: Path, data: memoryview) -> StateDict:
     parts: dict[str, list[bytes]] = {}
     meta: dict[str, tuple[list[int], str]] = {}
     pos, end = 0, len(data)
