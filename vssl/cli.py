@@ -115,6 +115,8 @@ def extract_cmd(
     store: Path = typer.Option(..., "--out", help="feature store directory (created, or resumed)"),
     backbone: str = typer.Option("tiny", "--backbone", help="registry name or package.module:factory"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint file or directory"),
+    key_map: Optional[list[str]] = typer.Option(None, "--key-map",
+                                                help="PATTERN=REPLACEMENT regex rename of checkpoint keys (repeatable)"),
     views: str = typer.Option("uniform:5x3", "--views", help="comma-separated [NAME=]random:K[:opts] / uniform:TxS"),
     frames: Optional[int] = typer.Option(None, "--frames", help="frames per clip (default: the backbone's, 16)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="frame stride in a clip (default: the backbone's, 4)"),
@@ -135,9 +137,11 @@ def extract_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
 ) -> None:
     """Decode each video once, cut clips for every view, embed them with a frozen backbone."""
+    from vssl.extract.backbones import parse_key_map
     from vssl.extract.pipeline import extract
 
-    s = extract(videos, store, backbone=backbone, checkpoint=checkpoint, views=views, frames=frames, stride=stride,
+    s = extract(videos, store, backbone=backbone, checkpoint=checkpoint,
+                key_map=parse_key_map(key_map) if key_map else None, views=views, frames=frames, stride=stride,
                 size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
                 precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
                 retry_failed=retry_failed, progress=not quiet)

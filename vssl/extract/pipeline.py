@@ -95,8 +95,13 @@ def checkpoint_sha256(path: str | Path | None) -> str | None:
 
 
 def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None) -> BackboneSpec:
-    """What the store records about the network and how its clips are cut."""
+    """What the store records about the network and how its clips are cut.
+
+    A backbone that ships its own weights (``checkpoint_path`` set by its factory, e.g. the
+    packaged EfficientNet-Lite0 file) is recorded with that file when no --checkpoint is given.
+    """
     s = model.spec
+    checkpoint = checkpoint or getattr(model, "checkpoint_path", None)
     return BackboneSpec(name=name, embed_dim=int(model.embed_dim), frames=s.frames, stride=s.stride, size=s.size,
                         mean=tuple(s.mean), std=tuple(s.std),
                         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .base import Backbone, InputSpec
+from .checkpoints import apply_key_map, load_strict, read_checkpoint
 from .registry import register_backbone
 
 TINY_SPEC = InputSpec(frames=8, stride=2, size=64)
@@ -44,8 +45,9 @@ class TinyVideoNet(Backbone):
 @register_backbone("tiny", spec=TINY_SPEC, family="tiny",
                    description="small 3D conv net with fixed random weights (demo, tests)",
                    needs_checkpoint=False)
-def tiny(checkpoint: Path | None = None, spec: InputSpec = TINY_SPEC) -> TinyVideoNet:
+def tiny(checkpoint: Path | None = None, spec: InputSpec = TINY_SPEC, key_map=None) -> TinyVideoNet:
     model = TinyVideoNet(spec=spec)
-    if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    if checkpoint is not None:  # through the shared loader: containers, --key-map, strict errors
+        ckpt = read_checkpoint(checkpoint)
+        load_strict(model, apply_key_map(ckpt.tensors, key_map), str(checkpoint), "tiny")
     return model

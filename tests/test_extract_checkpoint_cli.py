@@ -1,0 +1,36 @@
+"""`vssl extract --checkpoint ... --key-map ...`: the flag reaches the loader; bad files are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vssl.extract.backbones import create_backbone
+from vssl.features_store import FeatureStore
+
+from videos import write_video
+
+
+def _one_video(tmp_path):
+    folder = tmp_path / "videos" / "cls"
+    folder.mkdir(parents=True)
+    write_video(folder / "a.mp4", 24, height=48, width=64)
+    return tmp_path / "videos"
+
+
+def test_key_map_renames_checkpoint_keys_end_to_end(tmp_path, vssl_cli):
+    weights = {f"encoder.{k}": v * 2 for k, v in create_backbone("tiny").state_dict().items()}
+    torch.save({"model": weights}, tmp_path / "prefixed.pth")
+    videos = _one_video(tmp_path)
+    r = vssl_cli("extract", videos, "--out", tmp_path / "plain", "--backbone", "tiny",
+                 "--checkpoint", tmp_path / "prefixed.pth", "--quiet")
+    assert r.returncode == 2 and "--key-map" in r.stderr and "Traceback" not in r.stderr
+    r = vssl_cli("extract", videos, "--out", tmp_path / "s", "--backbone", "tiny", "--checkpoint",
+                 tmp_path / "prefixed.pth", "--key-map", r"encoder\.(.*)=\1", "--quiet", "--views", "uniform:1x1")
+    assert r.returncode == 0, r.stderr
+    store = FeatureStore.open(tmp_path / "s")
+    assert store.backbone.checkpoint_sha256 and store.backbone.checkpoint.endswith("prefixed.pth")
+    doubled = np.asarray(store.view("uniform1x1").read_features([0]), np.float32)
+    r = vssl_cli("extract", videos, "--out", tmp_path / "d", "--backbone", "tiny", "--quiet", "--views", "uniform:1x1")
+    default = np.asarray(FeatureStore.open(tmp_path / "d").view("uniform1x1").read_features([0]), np.float32)
+    assert not np.allclose(doubled, default)  # the renamed (doubled) weights were really loaded
