@@ -22,7 +22,7 @@ from collections import deque
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -296,7 +296,8 @@ def extract(
     precision: str = "fp32",
     seed: int = DEFAULT_SEED,
     shard: tuple[int, int] | str | None = None,
-    ranges: Sequence[tuple[int, int]] | None = None,
+    ranges: Sequence[tuple[int, int]] | Callable[[FeatureStore, list[str], list[str]], Sequence[tuple[int, int]]]
+    | None = None,
     dtype: str = "float16",
     chunk_videos: int | None = None,
     progress: bool = True,
@@ -308,7 +309,9 @@ def extract(
     ``videos``: a directory (class-per-subfolder), a CSV/TSV manifest, or ``VideoEntry``
     objects whose relative paths resolve against ``root`` (default: the current folder).
     ``model`` bypasses the registry (a ready :class:`Backbone`, recorded under ``backbone``).
-    ``ranges`` (chunk-aligned video ranges) or ``shard`` choose the part to process.
+    ``ranges`` (chunk-aligned video ranges) or ``shard`` choose the part to process; ``ranges`` may
+    also be a function ``(store, view names, resolved video paths) -> ranges``, called once the store
+    and views exist (how :mod:`vssl.extract.distributed` plans balanced shares).
     Videos that failed before are skipped unless ``retry_failed`` (e.g. after fixing the files).
     """
     t_start = time.perf_counter()
@@ -331,7 +334,9 @@ def extract(
     specs = parse_views(views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size, seed=seed)
     store = open_or_create_store(out, backbone_spec(model, backbone, checkpoint), inputs, chunk_videos)
     prepare_views(store, specs, dtype)
-    if ranges is None:
+    if callable(ranges):
+        ranges = ranges(store, list(specs), [str(inputs.resolve(v)) for v in inputs.videos])
+    elif ranges is None:
         ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
     _check_ranges(ranges, store.chunk_videos, store.num_videos)
 
