@@ -23,6 +23,7 @@ from vssl import __version__
 from vssl.aggregate.checkpoint import METRICS, checkpoint_path, read_checkpoint, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.data import open_source
+from vssl.aggregate.distributed import DataParallel
 from vssl.aggregate.device import autocast, resolve_device, resolve_precision
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.progress import make_progress
@@ -156,7 +157,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     and ``metrics.csv`` (one row per epoch). ``resume=True`` continues from the checkpoint there.
     """
     cfg = cfg or ScaleConfig()
-    log = log or (lambda msg: None)
+    par = DataParallel()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
+    log = (log or (lambda msg: None)) if par.is_main else (lambda msg: None)
     run_dir = Path(out_dir)
     start_epoch, step, state = 0, 0, None
     if checkpoint_path(run_dir).is_file():
@@ -179,24 +181,28 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         was = state["meta"]
         now = {"view": view, "num_videos": int(rows.size), "in_dim": the_view.dim}
         changed = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in now.items() if was.get(k) != v]
+        if was.get("world_size", 1) != par.world:  # another global batch: another trajectory
+            changed.append(f"ranks {was.get('world_size', 1)} -> {par.world}")
         if changed:
             raise VsslError(f"the run in {run_dir} was trained on other data ({'; '.join(changed)}); "
                             "resume it on the same store and view, or start a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     set_size = cfg.resolve_set_size(the_view.num_clips)
     num_masked = cfg.num_masked(set_size)
-    device = resolve_device(cfg.device)
+    device = par.device(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
-    batch = min(cfg.batch_size, int(rows.size))
-    steps_per_epoch = int(rows.size) // batch  # drop_last, as the released code
+    batch = min(cfg.batch_size, int(rows.size) // par.world)  # per rank
+    global_batch = batch * par.world
+    steps_per_epoch = int(rows.size) // global_batch  # drop_last, as the released code
     total_steps = steps_per_epoch * cfg.epochs
     meta = {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
             "num_clips": the_view.num_clips, "set_size": set_size, "num_masked": num_masked,
-            "num_videos": int(rows.size), "split": split, "batch_size": batch, "epochs_total": cfg.epochs,
-            "vssl_version": __version__}
+            "num_videos": int(rows.size), "split": split, "batch_size": batch, "world_size": par.world,
+            "epochs_total": cfg.epochs, "vssl_version": __version__}
     log(f"training on {rows.size} videos of view '{view}' (K={the_view.num_clips}, D={the_view.dim}), "
-        f"sets of {set_size} with {num_masked} masked, batch {batch}, {device} {precision}")
+        f"sets of {set_size} with {num_masked} masked, batch {batch}{f' x {par.world} ranks' if par.world > 1 else ''}, "
+        f"{device} {precision}")
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -212,13 +218,15 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
             scaler.load_state_dict(state["scaler"])
 
     last_saved = start_epoch if state is not None else None
+    objective = par.objective(model)  # DDP across ranks
 
     def checkpoint(epoch: int) -> None:
         nonlocal last_saved
         last_saved = epoch
-        save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                  "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                                  "config": cfg.to_dict(), "meta": meta})
+        if par.is_main:  # one writer under torchrun
+            save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                                      "config": cfg.to_dict(), "meta": meta})
 
     summary = RunSummary(str(run_dir), start_epoch, step, int(rows.size), batch, device=str(device),
                          precision=precision)
@@ -226,7 +234,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         log(f"{run_dir} already trained {start_epoch} epochs; nothing to do")
         return summary
 
-    with make_progress(quiet) as progress:
+    with make_progress(quiet or not par.is_main) as progress:
         load_task = progress.add_task("loading features", total=int(rows.size), info="")
         source = open_source(the_view, rows, device, cfg.max_memory_bytes,
                              progress=lambda n: progress.advance(load_task, n))
@@ -239,7 +247,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         try:
             for epoch in range(start_epoch, cfg.epochs):
                 model.train()
-                torch.manual_seed(_epoch_seed(cfg.seed, epoch, 0))  # dropout (CPU and CUDA)
+                torch.manual_seed(par.seed(_epoch_seed(cfg.seed, epoch, 0)))  # dropout (CPU and CUDA)
                 order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
                     _epoch_seed(cfg.seed, epoch, 1)))
                 if source.resident:
@@ -247,19 +255,19 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                 set_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
                 metrics = _Metrics(device)
                 t0 = time.perf_counter()
-                batches = [order[i * batch:(i + 1) * batch] for i in range(steps_per_epoch)]
+                batches = [par.local(order[i * global_batch:(i + 1) * global_batch]) for i in range(steps_per_epoch)]
                 source.prefetch(batches[0])
                 for i, positions in enumerate(batches):
                     feats, boxes = source.get(positions)
                     if i + 1 < len(batches):
                         source.prefetch(batches[i + 1])
-                    sets = sample_sets(len(positions), the_view.num_clips, set_size, generator=set_gen,
-                                       device=device)
+                    sets = par.local(sample_sets(len(positions) * par.world, the_view.num_clips, set_size,
+                                                 generator=set_gen, device=device))
                     lr = lr_at(step, total_steps, cfg.lr, cfg.warmup)
                     for group in opt.param_groups:
                         group["lr"] = lr
                     with autocast(device, precision):
-                        out = model.pretrain_losses(feats, boxes, sets, num_masked)
+                        out = objective(feats, boxes, sets, num_masked)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(out["loss"]).backward()
                     scaler.step(opt)
@@ -268,7 +276,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                     metrics.add(out)
                     # One host sync per step on CPU (the step dwarfs it); every 20 steps on CUDA.
                     if device.type != "cuda" or i % 20 == 19 or i + 1 == len(batches):
-                        if bool(metrics.bad):
+                        if par.any(metrics.bad):
                             raise TrainingDiverged(
                                 f"loss became NaN/inf at epoch {epoch + 1}, step {step}; "
                                 + (f"the last good checkpoint (epoch {last_saved}) is kept in "
@@ -279,14 +287,16 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                         progress.update(task, completed=step, info=f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.3f} "
                                         f"mcm {m['mcm_loss']:.3f} set {m['set_loss']:.3f}")
                 seconds = time.perf_counter() - t0
+                par.mean(metrics.sums)  # every rank's share of the global batch
                 m = metrics.means()
                 row = {"epoch": epoch + 1, "step": step, **{k: f"{v:.6g}" for k, v in m.items()},
-                       "lr": f"{lr:.6g}", "videos_per_s": f"{steps_per_epoch * batch / seconds:.1f}",
+                       "lr": f"{lr:.6g}", "videos_per_s": f"{steps_per_epoch * global_batch / seconds:.1f}",
                        "seconds": f"{seconds:.2f}"}
-                _write_metrics(run_dir, [row], keep)
+                if par.is_main:
+                    _write_metrics(run_dir, [row], keep)
                 keep = None
                 summary.final, summary.epochs, summary.steps = m, epoch + 1, step
-                summary.videos_per_s = steps_per_epoch * batch / seconds
+                summary.videos_per_s = steps_per_epoch * global_batch / seconds
                 if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
                     checkpoint(epoch + 1)
         finally:

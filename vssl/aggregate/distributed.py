@@ -1,0 +1,82 @@
+"""Stage two across ranks: DistributedDataParallel over the single-process training design.
+
+Every rank holds the whole view (resident or streamed, :mod:`vssl.aggregate.data`) and draws
+the same global permutation, global batches and clip sets from the run's seed; rank r trains
+on rows ``[r*b, (r+1)*b)`` of each global batch of ``b * world`` videos (``--batch-size`` is
+per rank). InfoNCE keys are gathered from every rank with gradient
+(:func:`vssl.distributed.gather_keys`), so each rank's loss is its share of the single-process
+loss on the global batch and DDP's averaged gradients are that loss's gradient: one process
+with ``--batch-size b*world`` and ``world`` processes with ``b`` follow the same trajectory
+(up to float summation order, and dropout masks, which are drawn per rank).
+Only rank 0 writes checkpoints and metrics and shows progress.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vssl.distributed import RankEnv, active_world, negatives_across_ranks
+
+
+class _PretrainObjective(nn.Module):
+    """``model.pretrain_losses`` as a ``forward``, so DDP sees (and syncs) the training call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args) -> dict[str, Tensor]:
+        with negatives_across_ranks():
+            return self.model.pretrain_losses(*args)
+
+
+class DataParallel:
+    """What the training loop asks about the ranks; every method is the identity for one process."""
+
+    def __init__(self, world: RankEnv | None = None) -> None:
+        self.env = world or active_world()
+        self.rank, self.world = self.env.rank, self.env.world_size
+        self.is_main = self.env.is_main
+
+    def device(self, device: torch.device) -> torch.device:
+        """This rank's GPU (``LOCAL_RANK``) when training on CUDA under torchrun."""
+        if self.world > 1 and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", self.env.local_rank)
+        return device
+
+    def local(self, x: Tensor) -> Tensor:
+        """This rank's equal slice of a global-batch tensor (dim 0)."""
+        if self.world == 1:
+            return x
+        n = x.shape[0] // self.world
+        return x[self.rank * n:(self.rank + 1) * n]
+
+    def seed(self, seed: int) -> int:
+        """A per-rank variant of ``seed`` (dropout masks differ across ranks, as across videos)."""
+        return seed + self.rank
+
+    def objective(self, model: nn.Module):
+        """The callable computing the losses: ``model.pretrain_losses``, DDP-wrapped across ranks."""
+        if self.world == 1:
+            return model.pretrain_losses
+        device = next(model.parameters()).device
+        return DistributedDataParallel(_PretrainObjective(model), device_ids=[device.index]
+                                       if device.type == "cuda" else None, broadcast_buffers=False)
+
+    def mean(self, sums: Tensor) -> Tensor:
+        """Element-wise mean over ranks (metrics of equal-sized shares)."""
+        if self.world > 1:
+            dist.all_reduce(sums)
+            sums /= self.world
+        return sums
+
+    def any(self, flag: Tensor) -> bool:
+        """True when ``flag`` is set on any rank (every rank stops together on a NaN loss)."""
+        if self.world == 1:
+            return bool(flag)
+        f = flag.detach().to(torch.int32).reshape(1).clone()
+        dist.all_reduce(f, op=dist.ReduceOp.MAX)
+        return bool(f.item())
