@@ -138,23 +138,38 @@ def extract_cmd(
 ) -> None:
     """Decode each video once, cut clips for every view, embed them with a frozen backbone."""
     from vssl.extract.backbones import parse_key_map
-    from vssl.extract.pipeline import extract
+    from vssl.distributed import rank_env
+    from vssl.extract.distributed import extract_shared
 
-    s = extract(videos, store, backbone=backbone, checkpoint=checkpoint,
+    # torchrun ranks and --shard tasks split the store's chunks by video size (vssl.extract.distributed)
+    s, problems = extract_shared(videos, store, backbone=backbone, checkpoint=checkpoint,
                 key_map=parse_key_map(key_map) if key_map else None, views=views, frames=frames, stride=stride,
                 size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
                 precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
                 retry_failed=retry_failed, progress=not quiet)
+    ranks = rank_env()
+    if not ranks.is_main:
+        return  # rank 0 reports for every rank
     if as_json:
-        _print_json(s.to_dict())
+        _print_json({**s.to_dict(), **({"ranks": ranks.world_size, "problems": problems} if problems is not None
+                                       else {})})
+        if problems:
+            raise typer.Exit(1)
         return
     part = f" (shard {shard}: {s.assigned} of {s.num_videos} videos)" if shard else ""
+    part = f" ({ranks.world_size} ranks)" if ranks.distributed else part
     out.print(f"{s.store}{part}: {s.done} done, {s.failed} failed, {s.skipped_done} already done, "
               f"{s.skipped_failed} failed before · {s.clips} clips in {s.seconds:.1f} s "
               f"({s.videos_per_s:.2f} videos/s, {s.clips_per_s:.1f} clips/s) · views {', '.join(s.views)}",
               highlight=False, soft_wrap=True)
     for _, error in s.failures:
         err.print(f"failed: {error}", highlight=False, soft_wrap=True)
+    for problem in problems or []:
+        err.print(f"verify: {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    if problems is not None:
+        err.print(f"verified {s.store}: consistent", highlight=False)
 
 # ---------------------------------------------------------------- backbones
 # (`vssl backbones` goes here)
@@ -229,6 +244,10 @@ def aggregate_cmd(
     from vssl.aggregate import ScaleConfig, export, train
 
     if do_export:
+        from vssl.distributed import rank_env
+
+        if rank_env().distributed:
+            raise VsslError("--export writes the store from one process; run it without torchrun")
         if from_run is None:
             raise VsslError("--export needs --from RUN_DIR (a trained run)")
         result = export(store, from_run, view, name=name, batch_size=batch_size or 256, device=device or "auto",
@@ -246,8 +265,13 @@ def aggregate_cmd(
                  set_temperature=set_temperature, use_mcm=use_mcm, use_set=use_set,
                  checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed)
     cfg = ScaleConfig.from_toml(config, flags) if config else ScaleConfig().replace(**flags)
-    summary = train(store, view, out_dir, cfg, resume=resume, split=None if split == "all" else split,
-                    quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
+    from vssl.distributed import process_group
+
+    with process_group() as ranks:  # torchrun: DDP, rank 0 writes (vssl.aggregate.distributed)
+        summary = train(store, view, out_dir, cfg, resume=resume, split=None if split == "all" else split,
+                        quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
+    if not ranks.is_main:
+        return
     if as_json:
         _print_json(summary.to_dict())
     else:

@@ -18,7 +18,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vssl.distributed import RankEnv, active_world, negatives_across_ranks
+from vssl.distributed import RankEnv, active_world, gather_objects, negatives_across_ranks
+from vssl.errors import VsslError
 
 
 class _PretrainObjective(nn.Module):
@@ -63,8 +64,9 @@ class DataParallel:
         if self.world == 1:
             return model.pretrain_losses
         device = next(model.parameters()).device
+        # the model has no buffers; rank 0's parameters are broadcast once, at wrapping
         return DistributedDataParallel(_PretrainObjective(model), device_ids=[device.index]
-                                       if device.type == "cuda" else None, broadcast_buffers=False)
+                                       if device.type == "cuda" else None)
 
     def mean(self, sums: Tensor) -> Tensor:
         """Element-wise mean over ranks (metrics of equal-sized shares)."""
@@ -72,6 +74,19 @@ class DataParallel:
             dist.all_reduce(sums)
             sums /= self.world
         return sums
+
+    def check_same_start(self, run_dir, epoch: int) -> None:
+        """Refuse to start when ranks read different checkpoints (e.g. --out not on a shared file system)."""
+        if self.world == 1:
+            return
+        seen = gather_objects(epoch)
+        if len(set(seen)) > 1:
+            raise VsslError(f"ranks see different checkpoints in {run_dir} (epochs {seen} by rank); put --out on "
+                            "a file system every rank sees, or start a new --out")
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
 
     def any(self, flag: Tensor) -> bool:
         """True when ``flag`` is set on any rank (every rank stops together on a NaN loss)."""

@@ -187,6 +187,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
             raise VsslError(f"the run in {run_dir} was trained on other data ({'; '.join(changed)}); "
                             "resume it on the same store and view, or start a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
+    par.check_same_start(run_dir, start_epoch)
     set_size = cfg.resolve_set_size(the_view.num_clips)
     num_masked = cfg.num_masked(set_size)
     device = par.device(resolve_device(cfg.device))
@@ -227,6 +228,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
             save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                                       "config": cfg.to_dict(), "meta": meta})
+        par.barrier()  # no rank runs ahead of the checkpoint it would resume from
 
     summary = RunSummary(str(run_dir), start_epoch, step, int(rows.size), batch, device=str(device),
                          precision=precision)
@@ -301,4 +303,5 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                     checkpoint(epoch + 1)
         finally:
             source.close()
+    par.barrier()  # when any rank returns, rank 0's checkpoint and metrics are on disk
     return summary

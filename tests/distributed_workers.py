@@ -1,0 +1,122 @@
+"""Process bodies for tests/test_distributed.py: each runs as one rank of a 2-process gloo group.
+
+They set the environment torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and
+then call the library exactly as the CLI does, so the code under test discovers its rank itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def as_rank(rank: int, world: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), VSSL_DIST_TIMEOUT_S="60")
+    torch.set_num_threads(1)
+
+
+def small_cfg(**kw):
+    from vssl.aggregate import ScaleConfig
+
+    base = dict(width=32, layers=1, heads=2, mlp_ratio=2.0, dropout=0.0, proj_dim=16, pred_hidden=32,
+                target_hidden=32, epochs=2, batch_size=8, lr=1e-3, warmup=0.0, seed=3, device="cpu",
+                precision="fp32", checkpoint_every=1)
+    base.update(kw)
+    return ScaleConfig(**base)
+
+
+def reference_symmetric_loss(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 3 on the whole batch, written out independently of vssl.aggregate.losses."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    logits = a @ b.T / tau
+    target = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> None:
+    """Gradient check of the gathered loss, then a 2-epoch DDP run, then 1 epoch + --resume to 2."""
+    as_rank(rank, world, port)
+    train_mod = importlib.import_module("vssl.aggregate.train")  # the module (the package exports the function)
+    from vssl.aggregate.losses import symmetric_info_nce
+    from vssl.distributed import negatives_across_ranks, process_group
+
+    original = train_mod.save_checkpoint
+
+    def spy(run_dir, state):  # who writes checkpoints
+        with open(Path(runs) / f"saved-by-rank{rank}", "a") as fh:
+            fh.write(f"{run_dir}\n")
+        return original(run_dir, state)
+
+    train_mod.save_checkpoint = spy
+    with process_group() as env:
+        assert env.world_size == world and env.rank == rank
+        # gathered symmetric InfoNCE: grads of this rank's rows = world x grads of the full-batch loss
+        g = torch.Generator().manual_seed(0)
+        full_a, full_b = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+        rows = slice(rank * 4, rank * 4 + 4)
+        a, b = full_a[rows].clone().requires_grad_(), full_b[rows].clone().requires_grad_()
+        with negatives_across_ranks():
+            loss, _ = symmetric_info_nce(a, b, 0.2)
+        loss.backward()
+        ref_a, ref_b = full_a.clone().requires_grad_(), full_b.clone().requires_grad_()
+        ref = reference_symmetric_loss(ref_a, ref_b, 0.2)
+        ref.backward()
+        losses = [torch.zeros(()) for _ in range(world)]
+        torch.distributed.all_gather(losses, loss.detach())
+        check = {"mean_loss": float(torch.stack(losses).mean()), "ref_loss": float(ref.detach()),
+                 "grad_err": float(max((a.grad - world * ref_a.grad[rows]).abs().max(),
+                                       (b.grad - world * ref_b.grad[rows]).abs().max()))}
+        with open(Path(runs) / f"gradcheck-rank{rank}.json", "w") as fh:
+            json.dump(check, fh)
+
+        train_mod.train(store, "v", Path(runs) / "ddp", small_cfg(), quiet=True)
+        # both ranks stop at the start of epoch 2 (a crash after the epoch-1 checkpoint), then --resume
+        lr_at = train_mod.lr_at
+
+        def stop_at_step_2(step, *args):
+            if step == 2:
+                raise Stopped
+            return lr_at(step, *args)
+
+        train_mod.lr_at = stop_at_step_2
+        try:
+            train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), quiet=True)
+        except Stopped:
+            pass
+        train_mod.lr_at = lr_at
+        train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), resume=True, quiet=True)
+
+
+class Stopped(Exception):
+    """Stands in for a crash."""
+
+
+def extract_worker(rank: int, world: int, port: int, videos: str, out: str, result: str, kill_rank: int) -> None:
+    """One rank of a distributed extraction; ``kill_rank`` SIGKILLs itself after its first chunk write."""
+    as_rank(rank, world, port)
+    from vssl.extract.distributed import extract_shared
+    from vssl.features_store import FeatureStore
+
+    if rank == kill_rank:
+        original = FeatureStore.write_videos
+
+        def write_then_die(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        FeatureStore.write_videos = write_then_die
+    summary, problems = extract_shared(videos, out, **extract_kwargs())
+    with open(f"{result}.rank{rank}.json", "w") as fh:
+        json.dump({"summary": summary.to_dict(), "problems": problems}, fh)
+
+
+def extract_kwargs() -> dict:
+    return dict(views="random:3,uniform:2x2", chunk_videos=2, batch_size=5, frames=4, size=32, seed=5,
+                progress=False)

@@ -1,0 +1,215 @@
+"""Scale-out: torchrun ranks and --shard tasks (2 processes, gloo backend, CPU).
+
+Distributed extraction must write the store a single process writes; distributed training must
+follow single-process training with the same global batch; rank 0 alone writes; killed runs resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests import distributed_workers as workers
+from tests.videos import write_video
+from vssl.aggregate.synthetic import structured_clip_features
+from vssl.distributed import balance_chunks, rank_env, video_weights
+from vssl.errors import VsslError
+from vssl.extract.distributed import extract_shared, plan_shares
+from vssl.extract.pipeline import extract
+from vssl.features_store import STATUS_DONE, FeatureStore
+from vssl.features_store.synthetic import make_synthetic_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, *args, world: int = 2) -> None:
+    mp.start_processes(fn, args=(world, free_port(), *args), nprocs=world, start_method="spawn", join=True)
+
+
+def store_arrays(path: Path) -> dict[str, np.ndarray]:
+    st = FeatureStore.open(path)
+    out = {"status": st.video_status(), "num_frames": st.num_frames(), "paths": st.paths()}
+    for v in st.view_names():
+        f, b = st.view(v).read(np.arange(st.num_videos))
+        out[f"{v}/features"], out[f"{v}/boxes"], out[f"{v}/done"] = f, b, st.view(v).done()
+    return out
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Same videos, status, frames and boxes; features equal up to one float16 rounding step, since
+    the backbone's float32 sums depend on how clips of other videos share a batch (as with --batch-size)."""
+    x, y = store_arrays(a), store_arrays(b)
+    assert x.keys() == y.keys()
+    for k in x:
+        if k.endswith("/features"):
+            np.testing.assert_allclose(x[k].astype(np.float32), y[k].astype(np.float32), rtol=2 ** -10,
+                                       atol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """9 videos, the long ones (55..70 frames) first: equal chunk counts would give one rank most work."""
+    root = tmp_path_factory.mktemp("dist_videos")
+    for i, n in enumerate([70, 65, 60, 55, 9, 10, 9, 11, 10]):
+        write_video(root / ("a" if i < 4 else "b") / f"v{i}.mp4", n)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_store(videos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "store"
+    extract(videos, out, **workers.extract_kwargs())
+    return out
+
+
+# ---------------------------------------------------------------- planning (no processes)
+
+
+def test_rank_env_reads_torchrun_variables_and_rejects_nonsense():
+    assert rank_env({}) == rank_env({"WORLD_SIZE": "1"})
+    e = rank_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (e.rank, e.world_size, e.local_rank, e.distributed, e.is_main) == (3, 4, 1, True, False)
+    for bad in ({"RANK": "4", "WORLD_SIZE": "4"}, {"WORLD_SIZE": "two"}):
+        with pytest.raises(VsslError, match="RANK"):
+            rank_env(bad)
+
+
+def test_balance_chunks_by_weight_not_count():
+    chunks = [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    weights = np.array([10, 10, 1, 1, 1, 1, 1, 1, 5], float)  # chunk costs 20, 2, 2, 2, 5
+    shares = balance_chunks(chunks, weights, 2)
+    # hand LPT: 20 -> rank 0; 5 -> rank 1; 2, 2, 2 -> rank 1 (7, 9, 11 < 20)
+    assert shares == [[(0, 2)], [(2, 9)]]
+    covered = sorted(r for s in balance_chunks(chunks, np.ones(9), 3) for r in s)
+    assert _cover(covered) == list(range(9))  # every video exactly once, whatever the weights
+    assert balance_chunks(chunks, weights, 7)[5:] == [[], []]  # more ranks than chunks: idle ranks
+
+
+def _cover(ranges):
+    return [i for a, b in ranges for i in range(a, b)]
+
+
+def test_video_weights_follow_file_size(tmp_path):
+    (tmp_path / "small").write_bytes(b"x" * 100)
+    (tmp_path / "big").write_bytes(b"x" * 300)
+    w = video_weights([str(tmp_path / "small"), str(tmp_path / "big"), str(tmp_path / "missing")])
+    np.testing.assert_allclose(w, [1 + 100 / 200, 1 + 300 / 200, 1.0])  # fixed part + size / mean size
+
+
+def test_shards_plan_alone_and_together_equal_one_run(videos, reference_store, tmp_path):
+    out = tmp_path / "sharded"
+    summaries = [extract_shared(videos, out, shard=f"{i}/2", **workers.extract_kwargs())[0] for i in range(2)]
+    assert sum(s.processed for s in summaries) == 9 and all(s.processed for s in summaries)
+    assert_same_store(out, reference_store)
+    # the plan depends on the files only: a late shard computes the same split as an early one
+    st = FeatureStore.open(out)
+    paths = [str(videos / p) for p in st.paths()]
+    assert plan_shares(st, paths, 2) == plan_shares(FeatureStore.open(reference_store), paths, 2)
+    # balanced by length: the busiest shard decodes fewer frames than with equal chunk counts
+    frames = st.num_frames()
+    by_size = max(frames[_cover(share)].sum() for share in plan_shares(st, paths, 2))
+    by_count = max(frames[_cover(st.chunk_ranges((i, 2)))].sum() for i in range(2))
+    assert by_size < by_count, (by_size, by_count)
+    with pytest.raises(VsslError, match="i/n"):
+        extract_shared(videos, out, shard="2", **workers.extract_kwargs())
+
+
+# ---------------------------------------------------------------- 2 processes
+
+
+def test_torchrun_extract_writes_the_single_process_store(videos, reference_store, tmp_path):
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun not on PATH")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "vssl", "extract", str(videos),
+           "--out", str(tmp_path / "s"), "--views", "random:3,uniform:2x2", "--chunk-videos", "2",
+           "--batch-size", "5", "--frames", "4", "--size", "32", "--seed", "5", "--quiet", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)  # one JSON document: only rank 0 prints
+    assert report["ranks"] == 2 and report["problems"] == []
+    assert report["processed"] == report["done"] == 9 and report["assigned"] == 9
+    assert_same_store(tmp_path / "s", reference_store)
+
+
+def test_killed_rank_then_rerun_resumes_to_the_same_store(videos, reference_store, tmp_path):
+    out, result = tmp_path / "s", str(tmp_path / "result")
+    with pytest.raises(mp.ProcessExitedException):
+        spawn(workers.extract_worker, str(videos), str(out), result, 1)  # rank 1 dies after one chunk
+    partial = FeatureStore.open(out).video_status()
+    assert 0 < (partial == STATUS_DONE).sum() < 9
+    spawn(workers.extract_worker, str(videos), str(out), result, -1)
+    report = json.loads(Path(f"{result}.rank0.json").read_text())
+    assert report["problems"] == []
+    s = report["summary"]
+    assert s["skipped_done"] == (partial == STATUS_DONE).sum() and s["processed"] == 9 - s["skipped_done"]
+    assert_same_store(out, reference_store)
+
+
+def _metrics(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path):
+    feats, boxes = structured_clip_features(32, 8, 12, seed=1)
+    store = tmp_path / "store"
+    make_synthetic_store(store, feats, np.zeros(32, int), ["train"] * 32, view="v", boxes=boxes, chunk_videos=8)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    from vssl.aggregate import train
+
+    torch.manual_seed(0)
+    single = train(store, "v", runs / "single", workers.small_cfg(batch_size=16), quiet=True)  # global 16
+    spawn(workers.train_worker, str(store), str(runs))  # 2 ranks x 8
+
+    for rank in range(2):  # the gathered loss and its gradient against a hand-written full-batch loss
+        check = json.loads((runs / f"gradcheck-rank{rank}.json").read_text())
+        assert check["mean_loss"] == pytest.approx(check["ref_loss"], rel=1e-5)
+        assert check["grad_err"] < 1e-5
+    a, b = _metrics(runs / "single"), _metrics(runs / "ddp")
+    assert len(a) == len(b) == 2 and single.steps == 4  # 2 steps of 16 per epoch; one writer of metrics
+    for ra, rb in zip(a, b):  # step-1 epoch and the next: same losses and accuracies
+        for key in ("loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1"):
+            assert float(rb[key]) == pytest.approx(float(ra[key]), rel=1e-4, abs=1e-5), key
+        assert rb["step"] == ra["step"]
+    sa = torch.load(runs / "single" / "checkpoint.pt", weights_only=True)
+    sb = torch.load(runs / "ddp" / "checkpoint.pt", weights_only=True)
+    for name, p in sa["model"].items():
+        q = sb["model"][name]
+        if name.endswith("qkv.bias"):  # softmax ignores the key bias: its gradient is rounding noise,
+            keep = torch.ones_like(p, dtype=torch.bool)  # which Adam scales up to lr-sized steps
+            keep[32:64] = False
+            p, q = p[keep], q[keep]
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    assert sb["meta"]["world_size"] == 2 and sb["meta"]["batch_size"] == 8
+    # only rank 0 wrote checkpoints: ddp (2 epochs) + resumed (1 before the crash, 1 after)
+    assert not (runs / "saved-by-rank1").exists()
+    assert len((runs / "saved-by-rank0").read_text().split()) == 4
+    # stopped after epoch 1 and resumed: the same run as the uninterrupted one
+    sc = torch.load(runs / "resumed" / "checkpoint.pt", weights_only=True)
+    for name, p in sb["model"].items():
+        torch.testing.assert_close(sc["model"][name], p, rtol=0, atol=0, msg=name)
+    assert [r["loss"] for r in _metrics(runs / "resumed")] == [r["loss"] for r in b]
+    # a 2-rank run does not silently resume as a 1-process run (another global batch)
+    with pytest.raises(VsslError, match="ranks 2 -> 1"):
+        train(store, "v", runs / "ddp", workers.small_cfg(epochs=3), resume=True, quiet=True)
