@@ -17,6 +17,7 @@ in fp32 and bf16, and the fraction of it each step reaches.
     python benchmarks/bench_aggregate.py                   # default model, D=768, B=512, 8+8 clips
     python benchmarks/bench_aggregate.py --videos 2000 --rounds 3 --batch-size 128   # quicker
     python benchmarks/bench_aggregate.py --losses 8        # fp32 vs bf16 losses after 8 epochs
+    python benchmarks/bench_aggregate.py --train-epoch auto  # one epoch of the real loop, 10k videos
 """
 
 from __future__ import annotations
@@ -154,6 +155,21 @@ def compare_losses(epochs: int, videos: int, batch: int) -> None:
                   f"{100 * f['mcm_top1']:>10.1f}%{100 * f['set_top1']:>10.1f}%{r.videos_per_s:>10.1f}")
 
 
+def train_epoch(videos: int, clips: int, dim: int, batch: int, precision: str) -> None:
+    """One epoch of the real `train()` (loop, metrics, checkpoint) at the default model settings."""
+    from vssl.aggregate import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        feats = rng.standard_normal((videos, clips, dim), dtype=np.float32).astype(np.float16)
+        make_synthetic_store(Path(tmp) / "s", feats, np.zeros(videos, int), ["train"] * videos)
+        del feats
+        cfg = ScaleConfig(epochs=1, batch_size=batch, precision=precision, device="cpu")
+        r = train(Path(tmp) / "s", "random16", Path(tmp) / "run", cfg, quiet=True)
+        print(f"train(): 1 epoch, {videos} videos, batch {batch}, {r.precision}: {r.videos_per_s:.1f} videos/s "
+              f"({r.steps} steps, loss {r.final['loss']:.3f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=10_000)
@@ -164,11 +180,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--losses", type=int, default=0, metavar="EPOCHS",
                     help="instead: train EPOCHS epochs in fp32 and bf16 and compare the losses")
+    ap.add_argument("--train-epoch", metavar="PRECISION", default="",
+                    help="instead: time one epoch of the real train() loop at PRECISION (auto, bf16, fp32)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.losses:
         compare_losses(args.losses, videos=1024, batch=128)
+        return
+    if args.train_epoch:
+        train_epoch(args.videos, args.clips, args.dim, args.batch_size, args.train_epoch)
         return
     cfg = ScaleConfig(batch_size=args.batch_size)
     set_size, num_masked = cfg.resolve_set_size(args.clips), cfg.num_masked(cfg.resolve_set_size(args.clips))
