@@ -57,6 +57,8 @@ def test_losses_fall_and_mcm_top1_rises_well_above_chance(store_path, tmp_path):
     summary = train(store_path, "random16", tmp_path / "run", small_cfg(epochs=8, dropout=0.0), quiet=True)
     rows = read_metrics(tmp_path / "run")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    assert set(rows[0]) == {"epoch", "step", "loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1", "lr",
+                            "videos_per_s", "seconds"}
     first, last = rows[0], rows[-1]
     assert float(last["mcm_loss"]) < float(first["mcm_loss"]) - 1.0
     assert float(last["set_loss"]) < float(first["set_loss"])
@@ -160,7 +162,8 @@ def _store_with_failed_and_pending(path):
 def test_export_fills_every_done_video_resumably(tmp_path):
     store = _store_with_failed_and_pending(tmp_path / "store")
     run = tmp_path / "myrun"
-    train(tmp_path / "store", "random16", run, small_cfg(epochs=1, batch_size=8), quiet=True)
+    summary = train(tmp_path / "store", "random16", run, small_cfg(epochs=1, batch_size=8), quiet=True)
+    assert summary.num_videos == 19  # trains on done videos only: not the failed one, not the pending ones
     result = export(tmp_path / "store", run, "uniform5x3", device="cpu", quiet=True)
     assert result["group"] == "aggregates/myrun/uniform5x3" and result["written"] == 19
     rows = FeatureStore.open(tmp_path / "store").rows("aggregates/myrun/uniform5x3")
