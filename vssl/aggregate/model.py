@@ -103,9 +103,14 @@ class ScaleModel(nn.Module):
     # ------------------------------------------------------------------ encoder
 
     def _transform(self, tokens: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Add box embeddings, prepend CLS, run the blocks and the final LayerNorm."""
-        h = tokens + self.box_mlp(boxes.to(self.input_proj.weight.dtype))
-        h = torch.cat((self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype), h), dim=1)
+        """Add box embeddings, prepend CLS, run the blocks and the final LayerNorm.
+
+        The residual stream stays in the parameters' dtype (fp32) under autocast; only the
+        linear layers run in bf16/fp16, as in the released code.
+        """
+        dtype = self.cls_token.dtype
+        h = (tokens + self.box_mlp(boxes.to(dtype))).to(dtype)
+        h = torch.cat((self.cls_token.expand(h.shape[0], -1, -1), h), dim=1)
         for block in self.blocks:
             h = block(h)
         h = self.norm(h)
