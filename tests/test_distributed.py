@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -129,8 +130,25 @@ def test_shards_plan_alone_and_together_equal_one_run(videos, reference_store, t
     by_size = max(frames[_cover(share)].sum() for share in plan_shares(st, paths, 2))
     by_count = max(frames[_cover(st.chunk_ranges((i, 2)))].sum() for i in range(2))
     assert by_size < by_count, (by_size, by_count)
+    assert not (tmp_path / "sharded.creating").exists()
     with pytest.raises(VsslError, match="i/n"):
         extract_shared(videos, out, shard="2", **workers.extract_kwargs())
+
+
+def test_a_shard_waits_while_another_creates_the_store(videos, tmp_path, monkeypatch):
+    lock = tmp_path / "s.creating"
+    lock.mkdir()  # another task is creating the store
+    released = []
+
+    def release():
+        released.append(True)
+        lock.rmdir()
+
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    monkeypatch.setattr("vssl.extract.distributed.time.sleep", lambda s: timer.join())
+    summary, _ = extract_shared(videos, tmp_path / "s", shard="1/2", **workers.extract_kwargs())
+    assert released and summary.processed > 0  # it started only after the creator was done
 
 
 # ---------------------------------------------------------------- 2 processes

@@ -14,6 +14,7 @@ every task computes the same split without talking to the others, whenever it st
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,6 +47,31 @@ def plan_shares(store: FeatureStore, paths: Sequence[str], parts: int, views: Se
     return balance_chunks(store.chunk_ranges(), weights, parts)
 
 
+def _claim_creation(out: Path, poll_s: float = 2.0) -> Path | None:
+    """Serialize store creation between independent shards (job-array tasks start together).
+
+    The first shard to make the directory ``OUT.creating`` (``mkdir`` is atomic) creates the
+    store and removes it once the store and views exist; the others wait for that, so no shard
+    opens a store whose video table is half written. Returns the claimed directory, or None.
+    """
+    if (out / "zarr.json").exists() and not _lock_path(out).exists():
+        return None
+    lock = _lock_path(out)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.mkdir()
+        return lock
+    except FileExistsError:
+        log.warning("waiting for %s to be created by another shard (remove %s if none is running)", out, lock)
+        while lock.exists():
+            time.sleep(poll_s)
+        return None
+
+
+def _lock_path(out: Path) -> Path:
+    return out.with_name(out.name + ".creating")
+
+
 def combine(summaries: Sequence[ExtractSummary]) -> ExtractSummary:
     """One summary for the whole store from every rank's (wall time: the slowest rank)."""
     first = summaries[0]
@@ -73,11 +99,18 @@ def extract_shared(videos: Any, out: str | Path, *, shard: tuple[int, int] | str
         if shard is None:
             return extract(videos, out, progress=progress, **kwargs), None
         i, n = parse_shard(shard) if isinstance(shard, str) else shard
+        creating = _claim_creation(Path(out))
 
         def shard_plan(store: FeatureStore, views: list[str], paths: list[str]) -> list[tuple[int, int]]:
+            if creating:
+                creating.rmdir()  # store and views exist: waiting shards may open them
             return plan_shares(store, paths, n)[i]
 
-        return extract(videos, out, ranges=shard_plan, progress=progress, **kwargs), None
+        try:
+            return extract(videos, out, ranges=shard_plan, progress=progress, **kwargs), None
+        finally:
+            if creating and creating.exists():
+                creating.rmdir()
 
     with process_group("gloo") as env:
         def rank_plan(store: FeatureStore, views: list[str], paths: list[str]) -> list[tuple[int, int]]:
