@@ -231,3 +231,18 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
     # a 2-rank run does not silently resume as a 1-process run (another global batch)
     with pytest.raises(VsslError, match="ranks 2 -> 1"):
         train(store, "v", runs / "ddp", workers.small_cfg(epochs=3), resume=True, quiet=True)
+
+
+def test_torchrun_ranks_never_redo_the_whole_job(videos, tmp_path, monkeypatch):
+    """A rank that would process everything (a library call outside the rank machinery) refuses."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(VsslError, match="rank 1 of 2"):
+        extract(videos, tmp_path / "s", **workers.extract_kwargs())
+    with pytest.raises(VsslError, match="use one of them"):
+        extract_shared(videos, tmp_path / "s", shard="0/2", **workers.extract_kwargs())
+    from vssl.aggregate import train
+
+    with pytest.raises(VsslError, match="outside a process group"):
+        train(tmp_path / "no-store", "v", tmp_path / "run", workers.small_cfg())
+    assert not (tmp_path / "s").exists() and not (tmp_path / "run").exists()

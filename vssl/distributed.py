@@ -93,8 +93,8 @@ def process_group(backend: str = "auto") -> Iterator[RankEnv]:
         raise VsslError(f"WORLD_SIZE={env.world_size} but {' and '.join(missing)} not set; launch with torchrun")
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(env.local_rank)
+    if torch.cuda.is_available():  # "cuda" (device auto) then means this rank's GPU, whatever the backend
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, timeout=_timeout())
     try:
         yield env
@@ -107,6 +107,15 @@ def active_world() -> RankEnv:
     if dist.is_available() and dist.is_initialized():
         return RankEnv(dist.get_rank(), dist.get_world_size(), rank_env().local_rank)
     return RankEnv()
+
+
+def refuse_unjoined_rank(what: str) -> None:
+    """Raise when torchrun started this process but it has not joined the process group: it would
+    redo (and overwrite) every other rank's work instead of its share."""
+    env = rank_env()
+    if env.distributed and not (dist.is_available() and dist.is_initialized()):
+        raise VsslError(f"{what} was started by torchrun (WORLD_SIZE={env.world_size}) outside a process group; "
+                        "use the `vssl` command, or call it inside `with vssl.distributed.process_group():`")
 
 
 def barrier() -> None:
@@ -131,6 +140,13 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def refuse_undivided_work(what: str, fix: str) -> None:
+    """Raise under torchrun when a call would do every rank's work on each rank (and rewrite it)."""
+    env = rank_env()
+    if env.distributed:
+        raise VsslError(f"{what} on rank {env.rank} of {env.world_size} without a share of the work; {fix}")
 
 
 # ---------------------------------------------------------------- dividing stage one's work

@@ -18,7 +18,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vssl.distributed import RankEnv, active_world, gather_objects, negatives_across_ranks
+from vssl.distributed import (RankEnv, active_world, gather_objects, negatives_across_ranks,
+                              refuse_unjoined_rank)
 from vssl.errors import VsslError
 
 
@@ -38,6 +39,8 @@ class DataParallel:
     """What the training loop asks about the ranks; every method is the identity for one process."""
 
     def __init__(self, world: RankEnv | None = None) -> None:
+        if world is None:
+            refuse_unjoined_rank("training")
         self.env = world or active_world()
         self.rank, self.world = self.env.rank, self.env.world_size
         self.is_main = self.env.is_main
@@ -45,7 +48,7 @@ class DataParallel:
     def device(self, device: torch.device) -> torch.device:
         """This rank's GPU (``LOCAL_RANK``) when training on CUDA under torchrun."""
         if self.world > 1 and device.type == "cuda" and device.index is None:
-            return torch.device("cuda", self.env.local_rank)
+            return torch.device("cuda", torch.cuda.current_device())  # set from LOCAL_RANK by process_group
         return device
 
     def local(self, x: Tensor) -> Tensor:

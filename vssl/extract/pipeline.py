@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vssl.distributed import refuse_undivided_work
 from vssl.errors import StoreError, VsslError
 from vssl.features_store import STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
 
@@ -319,6 +320,8 @@ def extract(
         raise VsslError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
     if batch_size < 1 or workers < 0:
         raise VsslError("--batch-size must be >= 1 and --workers >= 0")
+    if ranges is None and shard is None:  # under torchrun every rank would write every chunk
+        refuse_undivided_work("extract()", "use `vssl extract` or vssl.extract.distributed.extract_shared")
     dev = resolve_device(device)
     if precision == "fp16" and dev.type != "cuda":
         raise VsslError("--precision fp16 needs CUDA; use bf16 or fp32 on CPU")
