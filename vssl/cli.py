@@ -371,7 +371,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        err.print("interrupted; finished work is kept in the store, re-run the same command to resume")
+        err.print("interrupted; finished work is kept: re-run the same command to resume "
+                  "(`vssl aggregate` training: add --resume)")
         raise SystemExit(130) from None
 
 
