@@ -77,15 +77,15 @@ def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> Non
             json.dump(check, fh)
 
         train_mod.train(store, "v", Path(runs) / "ddp", small_cfg(), quiet=True)
-        # both ranks stop at the start of epoch 2 (a crash after the epoch-1 checkpoint), then --resume
+        # both ranks stop in epoch 2 (a crash after the epoch-1 checkpoint), then --resume
         lr_at = train_mod.lr_at
 
-        def stop_at_step_2(step, *args):
-            if step == 2:
+        def stop_in_epoch_2(step, *args):  # one step per epoch: step 1 opens epoch 2
+            if step == 1:
                 raise Stopped
             return lr_at(step, *args)
 
-        train_mod.lr_at = stop_at_step_2
+        train_mod.lr_at = stop_in_epoch_2
         try:
             train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), quiet=True)
         except Stopped:

@@ -202,7 +202,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
             "num_videos": int(rows.size), "split": split, "batch_size": batch, "world_size": par.world,
             "epochs_total": cfg.epochs, "vssl_version": __version__}
     log(f"training on {rows.size} videos of view '{view}' (K={the_view.num_clips}, D={the_view.dim}), "
-        f"sets of {set_size} with {num_masked} masked, batch {batch}{f' x {par.world} ranks' if par.world > 1 else ''}, "
+        f"sets of {set_size} with {num_masked} masked, batch {batch}"
+        f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{device} {precision}")
 
     if device.type == "cuda":
@@ -257,7 +258,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                 set_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
                 metrics = _Metrics(device)
                 t0 = time.perf_counter()
-                batches = [par.local(order[i * global_batch:(i + 1) * global_batch]) for i in range(steps_per_epoch)]
+                batches = [par.local(order[i * global_batch:(i + 1) * global_batch])  # this rank's share
+                           for i in range(steps_per_epoch)]
                 source.prefetch(batches[0])
                 for i, positions in enumerate(batches):
                     feats, boxes = source.get(positions)

@@ -85,7 +85,8 @@ def combine(summaries: Sequence[ExtractSummary]) -> ExtractSummary:
 
 
 def extract_shared(videos: Any, out: str | Path, *, shard: tuple[int, int] | str | None = None,
-                   progress: bool = True, verify: bool = True, **kwargs: Any) -> tuple[ExtractSummary, list[str] | None]:
+                   progress: bool = True, verify: bool = True,
+                   **kwargs: Any) -> tuple[ExtractSummary, list[str] | None]:
     """:func:`~vssl.extract.pipeline.extract` as one rank of torchrun, one ``shard``, or alone.
 
     Returns ``(summary, problems)``: under torchrun, rank 0 gets the summary of all ranks and
