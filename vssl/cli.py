@@ -142,11 +142,12 @@ def extract_cmd(
     from vssl.extract.distributed import extract_shared
 
     # torchrun ranks and --shard tasks split the store's chunks by video size (vssl.extract.distributed)
-    s, problems = extract_shared(videos, store, backbone=backbone, checkpoint=checkpoint,
-                key_map=parse_key_map(key_map) if key_map else None, views=views, frames=frames, stride=stride,
-                size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
-                precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
-                retry_failed=retry_failed, progress=not quiet)
+    s, problems = extract_shared(
+        videos, store, backbone=backbone, checkpoint=checkpoint,
+        key_map=parse_key_map(key_map) if key_map else None, views=views, frames=frames, stride=stride,
+        size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
+        precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
+        retry_failed=retry_failed, progress=not quiet)
     ranks = rank_env()
     if not ranks.is_main:
         return  # rank 0 reports for every rank
