@@ -199,6 +199,8 @@ def test_error_missing_view_and_not_a_store(store, tmp_path, capsys):
     _one_line_error(code, err, "--low-shot")
     code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--finetune")
     _one_line_error(code, err, "--scale")
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--linear", "--precision", "fp16")
+    _one_line_error(code, err, "--precision")
 
 
 def test_error_scale_run_of_another_backbone(scale_run, tmp_path, capsys):

@@ -315,6 +315,7 @@ def probe(
     batchnorm: bool = typer.Option(False, "--batchnorm", help="batch norm without affine before linear/MLP heads"),
     seed: int = typer.Option(0, help="seed of low-shot subsets, splits and training"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    precision: str = typer.Option("auto", help="trained probes: auto (bf16 where fast), bf16 or fp32"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
 ) -> None:

@@ -27,7 +27,7 @@ def request_from_flags(f: dict[str, Any]) -> ProbeRequest:
         chosen.update(knn=True, linear=True)
     train = {"lrs": f["lr"] or None, "weight_decays": f["weight_decay"] or None, "epochs": f["epochs"],
              "batch_size": f["batch_size"], "optimizer": f["optimizer"], "holdout": f["holdout"],
-             "seed": f["seed"], "device": f["device"]}
+             "seed": f["seed"], "device": f["device"], "precision": f["precision"]}
     if f["k"] < 1 or f["temperature"] <= 0:
         raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
 

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 # One device rule for the whole toolkit (``auto`` = CUDA when present); stage two owns it.
-from vssl.aggregate.device import resolve_device  # noqa: F401  (re-exported for the probes)
+from vssl.aggregate.device import resolve_device
+
+__all__ = ["resolve_device", "seed_everything", "progress"]
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -44,13 +44,14 @@ class ClipInputs:
             yield (_to(flat[r], device),), _to_labels(self.labels[r // k], device)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device) -> np.ndarray:
+    def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
+                precision: str = "fp32") -> np.ndarray:
         model.eval()
         out = []
         for s in range(0, len(positions), self.eval_block):
             x = self.features[positions[s:s + self.eval_block]]
             b, k, d = x.shape
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(_to(x.reshape(b * k, d), device))
             probs = logits.float().softmax(-1)
             out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
@@ -74,12 +75,12 @@ class SetInputs:
             yield (_to(self.features[r], device), _to(self.boxes[r], device)), _to_labels(self.labels[r], device)
 
     @torch.no_grad()
-    def predict(self, model, positions, device):
+    def predict(self, model, positions, device, precision: str = "fp32"):
         model.eval()
         out = []
         for s in range(0, len(positions), self.eval_block):
             r = positions[s:s + self.eval_block]
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(_to(self.features[r], device), _to(self.boxes[r], device))
             out.append(logits.float().softmax(-1).cpu().numpy())
         model.train()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
 from vssl.errors import VsslError
 
 from .common import progress, resolve_device
@@ -114,7 +115,8 @@ class _Runner:
         self._score_fit(probe, features, result, ClipInputs(test_x, self.test.labels), cfg, extra)
 
     def _score_fit(self, probe, features, result: FitResult, test_inputs, cfg: TrainConfig, extra):
-        scores = test_inputs.predict(result.model, np.arange(len(self.test.labels)), resolve_device(cfg.device))
+        scores = test_inputs.predict(result.model, np.arange(len(self.test.labels)), resolve_device(cfg.device),
+                                     result.precision)
         self._add(probe, features, scores[:, 0], {**cfg.params(), "selected": result.params(), **extra})
 
     def backbone_rows(self) -> None:
