@@ -3,6 +3,7 @@
 Rows, measured side by side in one run on the same float16 features:
   grid, one pass   vssl's default: the 3 x 2 (lr x weight decay) grid trained side by side on
                    the same minibatches, epochs + grid point selected on 10% held out, refit
+  ..., fp32        the same in float32 (``auto`` is bf16 on CPUs with native bf16 GEMMs)
   grid, one by one the same grid as six separate fits (what a plain loop over the grid costs)
   single head      one fixed (lr, wd), no selection (--holdout 0): the floor for one head
 Accuracy is on a synthetic test split (features = class centre + noise), only to show the
@@ -47,6 +48,7 @@ def main() -> None:
     train_pos, test_pos = np.arange(args.videos), np.arange(args.videos, args.videos + n_test)
     base = LinearConfig(epochs=args.epochs, device="cpu")
     runs = {"grid, one pass (vssl default)": [base],
+            "grid, one pass, --precision fp32": [replace(base, precision="fp32")],
             "grid, one by one": [replace(base, lrs=(lr,), weight_decays=(wd,)) for lr, wd in base.grid()],
             "single head, no selection": [replace(base, lrs=base.lrs[-1:], weight_decays=base.weight_decays[:1],
                                                   holdout=0.0)]}
@@ -56,7 +58,7 @@ def main() -> None:
         for cfg in cfgs:
             result, _ = train_linear(x, y, train_pos, args.classes, cfg)
         times[name] = time.perf_counter() - t
-        probs = ClipInputs(x, y).predict(result.model, test_pos, torch.device("cpu"))[:, 0]
+        probs = ClipInputs(x, y).predict(result.model, test_pos, torch.device("cpu"), result.precision)[:, 0]
         acc = (probs.argmax(1) == y[test_pos]).mean() * 100
         print(f"# {name}: {times[name]:.1f} s, test top-1 {acc:.1f}% ({result.params()})", flush=True)
         rows.append([name, len(cfgs[0].grid()) * len(cfgs), times[name], 0.0, acc])
