@@ -18,9 +18,12 @@ import csv
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
+
+from vssl.errors import VsslError
 
 CLASSES = ("bouncing_ball", "sliding_square", "spinning_bar", "pulsing_ring", "red_then_blue", "blue_then_red")
 LONG_RANGE_CLASSES = ("red_then_blue", "blue_then_red")
@@ -124,10 +127,13 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
 
 
 def sample_specs(num_videos: int, seed: int = 0, frames: tuple[int, int] = (48, 96),
-                 sizes: tuple[int, int] = (64, 112)) -> list[VideoSpec]:
-    """Balanced labels, each video with its own length, even-sized frame and frame rate."""
+                 sizes: tuple[int, int] = (64, 112), classes: Sequence[str] = CLASSES) -> list[VideoSpec]:
+    """Balanced labels over ``classes``, each video with its own length, even frame size and rate."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(num_videos) % len(CLASSES)
+    unknown = set(classes) - set(CLASSES)
+    if unknown:
+        raise VsslError(f"unknown demo classes {sorted(unknown)}; choose from {', '.join(CLASSES)}")
+    labels = np.array([CLASSES.index(c) for c in classes])[np.arange(num_videos) % len(classes)]
     rng.shuffle(labels)
     specs = []
     for i, label in enumerate(labels):
@@ -148,13 +154,14 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.
 
 
 def generate_dataset(out_dir: str | Path, num_videos: int = 120, seed: int = 0, test_fraction: float = 0.3,
-                     frames: tuple[int, int] = (48, 96), sizes: tuple[int, int] = (64, 112)) -> Path:
+                     frames: tuple[int, int] = (48, 96), sizes: tuple[int, int] = (64, 112),
+                     classes: Sequence[str] = CLASSES) -> Path:
     """Write ``num_videos`` videos in class sub-folders plus ``manifest.csv`` (path,label,split).
 
     Returns the manifest's path. Files already present are kept (re-running is cheap).
     """
     out_dir = Path(out_dir)
-    specs = sample_specs(num_videos, seed, frames, sizes)
+    specs = sample_specs(num_videos, seed, frames, sizes, classes)
     splits = stratified_split(np.array([s.label for s in specs]), test_fraction, seed)
     rows = []
     for i, (spec, split) in enumerate(zip(specs, splits)):
