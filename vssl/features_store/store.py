@@ -9,7 +9,10 @@ owns a chunk-aligned range of videos owns every file those rows live in.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import uuid
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -93,22 +96,33 @@ class FeatureStore:
         chunk = chunk_videos or default_chunk_videos(backbone.embed_dim)
         if chunk < 1:
             raise StoreError(f"chunk_videos must be >= 1, got {chunk}")
-        root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes={
-            "vssl_format": FORMAT_VERSION, "vssl_version": __version__,
-            "backbone": backbone.to_dict(), "classes": list(classes), "chunk_videos": chunk,
-        })
-        n = len(videos)
-        table = root.create_group("videos")
-        for name, dtype in VIDEO_COLUMNS.items():
-            table.create_array(name, shape=(n,), chunks=(chunk,), dtype=dtype, compressors=None,
-                               fill_value="" if dtype is str else 0)
-        # The table's initial columns are written whole, chunk by chunk, by this one creator.
-        table["path"][:] = np.array([v.path for v in videos], dtype=str)
-        table["label"][:] = np.array([v.label for v in videos], dtype=np.int64)
-        table["split"][:] = np.array([v.split for v in videos], dtype=str)
-        root.create_group("views")
-        root.create_group("aggregates")
-        return cls(path, root)
+        # Built in a hidden sibling directory and renamed into place, so no other process
+        # (a shard, a torchrun rank) can open a half-written video table.
+        staging = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
+        try:
+            root = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
+                "vssl_format": FORMAT_VERSION, "vssl_version": __version__,
+                "backbone": backbone.to_dict(), "classes": list(classes), "chunk_videos": chunk,
+            })
+            n = len(videos)
+            table = root.create_group("videos")
+            for name, dtype in VIDEO_COLUMNS.items():
+                table.create_array(name, shape=(n,), chunks=(chunk,), dtype=dtype, compressors=None,
+                                   fill_value="" if dtype is str else 0)
+            table["path"][:] = np.array([v.path for v in videos], dtype=str)
+            table["label"][:] = np.array([v.label for v in videos], dtype=np.int64)
+            table["split"][:] = np.array([v.split for v in videos], dtype=str)
+            root.create_group("views")
+            root.create_group("aggregates")
+            os.rename(staging, path)  # replaces an empty directory; fails if another creator won
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError(f"cannot create the store {path} ({exc.strerror or exc}); "
+                             "is another process creating it?") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls.open(path, mode="r+")
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
