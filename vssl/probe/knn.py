@@ -3,11 +3,11 @@
 A video is represented by the mean of its l2-normalized clip embeddings, re-normalized so
 the inner product is the cosine similarity. Each test video takes its ``k`` nearest training
 videos; neighbour ``j`` votes for its class with weight ``exp(s_j / T)`` (T = 0.07, k = 20).
-The search is exact: a blocked float32 matrix product + top-k in torch (``auto`` on CPU:
-measured within a few percent of the bare product, faiss's CPU search ~1.4-2x of it, see
-docs/PERFORMANCE.md), or faiss ``IndexFlatIP`` (``auto`` with a CUDA device when GPU faiss is
-installed; selectable everywhere). ``precision="bf16"`` (torch backend) ranks a
-shortlist of 128 in bfloat16 and re-ranks it in float32; a query whose result the bf16 error bound
+The search is exact: faiss ``IndexFlatIP`` (``auto`` on CPU, and on CUDA when GPU faiss is
+installed; 0.77x the time of torch's bare fp32 product at Kinetics scale on an idle machine), or a
+blocked float32 matrix product + top-k in torch (``auto`` on CUDA without GPU faiss; 0.89x; it
+held up better than faiss on an oversubscribed machine, see docs/PERFORMANCE.md).
+``precision="bf16"`` (torch backend) ranks a shortlist of 128 in bfloat16 and re-ranks it in float32; a query whose result the bf16 error bound
 cannot certify is searched again in float32, so neighbours stay exact.
 """
 
@@ -33,7 +33,7 @@ class KnnConfig:
     k: int = 20
     temperature: float = 0.07
     center: bool = False        # subtract the *training* mean before normalizing (never a split's own)
-    backend: str = "auto"       # faiss | torch | auto (GPU faiss on CUDA when installed, else torch)
+    backend: str = "auto"       # faiss | torch | auto (faiss; torch on CUDA without GPU faiss or for bf16)
     precision: str = "fp32"     # fp32 | bf16 (torch backend: bf16 shortlist, exact fp32 re-rank)
     device: str = "auto"
     query_block: int = 1024     # test videos per search block (bounds memory: block x N_train fp32 scores)
@@ -103,10 +103,13 @@ def search(train: np.ndarray, test: np.ndarray, cfg: KnnConfig,
 
 
 def resolve_backend(cfg: KnnConfig, device: torch.device) -> str:
-    """The backend ``auto`` stands for: GPU faiss on a CUDA device when installed, else torch."""
+    """The backend ``auto`` stands for: faiss (GPU faiss on CUDA when installed); torch for a
+    CUDA device without GPU faiss, and for the bf16 shortlist, which only torch implements."""
     if cfg.backend != "auto":
         return cfg.backend
-    return "faiss" if device.type == "cuda" and cfg.precision == "fp32" and _faiss_has_gpu() else "torch"
+    if cfg.precision == "bf16" or (device.type == "cuda" and not _faiss_has_gpu()):
+        return "torch"
+    return "faiss"
 
 
 def _faiss_has_gpu() -> bool:
