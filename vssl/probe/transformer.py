@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from .inputs import SetInputs
@@ -32,6 +33,7 @@ class TransformerConfig(TrainConfig):
     width: int = 256
     layers: int = 2
     dropout: float = 0.1
+    standardize: bool = True   # inputs scaled by the training clips' per-dim mean/std
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,40 @@ class FinetuneConfig(TrainConfig):
 
 
 class SetClassifier(nn.Module):
-    """SCALE encoder -> CLS output [B, H] -> linear head -> logits [B, C]."""
+    """SCALE encoder -> CLS output [B, H] -> linear head -> logits [B, C].
 
-    def __init__(self, encoder: nn.Module, width: int, num_classes: int):
+    ``standardize`` (mean, std per feature dim, from the training clips) is applied to the
+    input inside the model, so the statistics travel with it to evaluation. A randomly
+    initialised transformer needs it: frozen clip embeddings often differ from each other by
+    ~1% of their norm, which its input projection otherwise barely sees (the multi-clip test
+    on the demo's event-order classes stays at chance without it).
+    """
+
+    def __init__(self, encoder: nn.Module, width: int, num_classes: int,
+                 standardize: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         for name in _PRETRAIN_HEADS:
             if getattr(encoder, name, None) is not None:
                 setattr(encoder, name, None)
         self.encoder = encoder
         self.head = nn.Linear(width, num_classes)
+        self.standardize = standardize is not None
+        if standardize is not None:
+            self.register_buffer("in_mean", standardize[0].float())
+            self.register_buffer("in_std", standardize[1].float())
 
     def forward(self, features, boxes):
+        if self.standardize:
+            features = (features.float() - self.in_mean) / self.in_std
         _, cls = self.encoder.encode(features, boxes)
         return self.head(cls.float())
+
+
+def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every clip of the videos at ``positions`` (float64 sums)."""
+    x = np.asarray(features[positions], dtype=np.float64).reshape(-1, features.shape[-1])
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    return torch.from_numpy(mean), torch.from_numpy(np.maximum(std, 1e-6 * max(std.max(), 1e-12)))
 
 
 def train_transformer(features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, train_pos: np.ndarray,
@@ -70,8 +93,10 @@ def train_transformer(features: np.ndarray, boxes: np.ndarray, labels: np.ndarra
     arch = ScaleConfig(width=cfg.width, layers=cfg.layers, heads=heads, dropout=cfg.dropout, seed=cfg.seed)
     d = features.shape[-1]
 
+    stats = clip_statistics(features, train_pos) if cfg.standardize else None
+
     def build(grid):
-        return GridHeads([SetClassifier(ScaleModel(arch, d), cfg.width, num_classes) for _ in grid])
+        return GridHeads([SetClassifier(ScaleModel(arch, d), cfg.width, num_classes, stats) for _ in grid])
 
     inputs = SetInputs(features, boxes, labels)
     return fit(inputs, train_pos, build, cfg, advance), inputs
