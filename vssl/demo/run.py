@@ -37,12 +37,13 @@ class DemoConfig:
     size: int = 64
     train_views: str = "random:16"
     eval_views: str = "uniform:5x3"
-    epochs: int = 60
-    batch_size: int = 32
+    epochs: int = 300
+    batch_size: int = 16
     width: int = 128
     pred_hidden: int = 512
     target_hidden: int = 512
     probe_epochs: int = 60
+    probe_batch_size: int = 16  # small batches: enough steps on ~80 training videos
     workers: int = 0
 
     @classmethod
@@ -158,7 +159,8 @@ def run_demo(out: str | Path = "vssl-demo", cfg: DemoConfig | None = None, quiet
     t = time.perf_counter()
     log("[5/5] probing backbone and SCALE features (k-NN, linear, transformer)")
     request = ProbeRequest(store=store, view=eval_view, knn=KnnConfig(), linear=LinearConfig(epochs=cfg.probe_epochs),
-                           transformer=TransformerConfig(epochs=cfg.probe_epochs), scale_run=run_dir,
+                           transformer=TransformerConfig(epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size),
+                           scale_run=run_dir,
                            seed=cfg.seed, quiet=quiet)
     report = run_probes(request)
     seconds["probe"] = time.perf_counter() - t
