@@ -20,13 +20,7 @@ from vssl.features_store.synthetic import make_synthetic_store
 N, K, D = 128, 16, 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CI machine does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def structured_features(n=N, k=K, d=D, seed=0):

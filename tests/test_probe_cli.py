@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from vssl.cli import main
 from vssl.features_store import BackboneSpec, FeatureStore, VideoEntry
@@ -39,12 +38,7 @@ REPORT_SCHEMA = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(seed=0, n_train=N_TRAIN, n_test=N_TEST):

@@ -11,13 +11,7 @@ from vssl.probe.transformer import TransformerConfig, train_transformer
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny heads on a shared 2-core machine: one thread avoids thread-sync overhead (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 N_TRAIN, N, K = 240, 360, 4
 
 
