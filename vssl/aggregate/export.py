@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vssl.aggregate.checkpoint import load_run
-from vssl.aggregate.device import autocast, resolve_device, resolve_precision
+from vssl.device import autocast, resolve_device, resolve_precision
 from vssl.aggregate.progress import make_progress
 from vssl.errors import StoreError
 from vssl.features_store import STATUS_FAILED, FeatureStore

@@ -24,7 +24,7 @@ from vssl.aggregate.checkpoint import METRICS, checkpoint_path, read_checkpoint,
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.data import open_source
 from vssl.aggregate.distributed import DataParallel
-from vssl.aggregate.device import autocast, resolve_device, resolve_precision
+from vssl.device import autocast, resolve_device, resolve_precision
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.progress import make_progress
 from vssl.aggregate.sampling import sample_sets

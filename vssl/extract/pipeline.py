@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vssl.distributed import refuse_undivided_work
+from vssl.device import resolve_device
 from vssl.errors import StoreError, VsslError
 from vssl.features_store import STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
 
@@ -107,18 +108,6 @@ def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None) -> 
                         mean=tuple(s.mean), std=tuple(s.std),
                         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                         checkpoint_sha256=checkpoint_sha256(checkpoint), family=getattr(model, "family", ""))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VsslError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise VsslError(f"--device {device!r}: use auto, cpu or cuda[:N]") from None
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

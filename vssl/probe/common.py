@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # One device rule for the whole toolkit (``auto`` = CUDA when present); stage two owns it.
-from vssl.aggregate.device import resolve_device
+from vssl.device import resolve_device
 
 __all__ = ["resolve_device", "seed_everything", "progress"]
 

@@ -110,7 +110,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     faster for linear heads, 1.8x for the transformer probe on AVX512-BF16), else fp32."""
     if precision != "auto":
         return precision
-    from vssl.aggregate.device import cpu_has_fast_bf16
+    from vssl.device import cpu_has_fast_bf16
 
     fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
     return "bf16" if fast else "fp32"
@@ -118,7 +118,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str):
     """Mixed-precision context for a resolved ``precision`` (weights and the loss stay fp32)."""
-    from vssl.aggregate.device import autocast as precision_autocast
+    from vssl.device import autocast as precision_autocast
 
     return precision_autocast(device, precision)
 

@@ -1,4 +1,4 @@
-"""Device and precision choice for stage two: ``auto`` takes what the hardware does best.
+"""Device and precision choice shared by every stage: ``auto`` takes what the hardware does best.
 
 CUDA: bf16 autocast where the GPU supports it (Ampere and later), else fp16 with loss
 scaling. CPU: bf16 autocast when the CPU has native bf16 matmul (AVX512-BF16 / AMX, where
