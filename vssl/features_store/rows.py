@@ -185,9 +185,6 @@ class RowGroup:
             raise IndexError(f"video index out of range [0, {self.num_videos})")
         return read_rows(self._arrays[name], idx, self._reader(name))
 
-    def read_all(self, name: str) -> np.ndarray:
-        return np.asarray(self._arrays[name][:])
-
     def done(self) -> np.ndarray:
         """Boolean [N]: rows whose data is complete."""
         return np.asarray(self._arrays["status"][:]) == STATUS_DONE

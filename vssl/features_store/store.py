@@ -314,8 +314,3 @@ class FeatureStore:
                 block = block.astype(object)
             block[local] = values
             table[column][start:stop] = _to_unicode(block) if block.dtype == object else block
-
-    def summary(self) -> dict:
-        from .info import store_summary
-
-        return store_summary(self)
