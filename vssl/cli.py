@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vssl.aggregate.config import ScaleConfig
 from vssl.errors import VsslError
+from vssl.settings import settings_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Frozen-feature video representation learning: extract, aggregate (SCALE), probe.")
@@ -201,6 +203,7 @@ def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-re
 
 
 @app.command("aggregate")
+@settings_options(ScaleConfig)
 def aggregate_cmd(
     store: Path = typer.Argument(..., help="feature store directory"),
     view: str = typer.Option("random16", "--view", help="view to train on / to export"),
@@ -211,38 +214,12 @@ def aggregate_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
     split: str = typer.Option("auto", "--split", help="videos to train on: a split name, 'all', or 'auto'"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="videos per step"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    warmup: Optional[float] = typer.Option(None, "--warmup", help="fraction of steps of linear warmup"),
-    set_size: Optional[int] = typer.Option(None, "--set-size", help="clips per set (default: half of K)"),
-    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio"),
-    layers: Optional[int] = typer.Option(None, "--layers"),
-    width: Optional[int] = typer.Option(None, "--width"),
-    heads: Optional[int] = typer.Option(None, "--heads"),
-    mlp_ratio: Optional[float] = typer.Option(None, "--mlp-ratio"),
-    dropout: Optional[float] = typer.Option(None, "--dropout"),
-    proj_dim: Optional[int] = typer.Option(None, "--proj-dim", help="contrastive projection dim"),
-    pred_hidden: Optional[int] = typer.Option(None, "--pred-hidden", help="hidden width of prediction/SET heads"),
-    pred_layers: Optional[int] = typer.Option(None, "--pred-layers"),
-    target_hidden: Optional[int] = typer.Option(None, "--target-hidden", help="hidden width of the target head"),
-    target_layers: Optional[int] = typer.Option(None, "--target-layers"),
-    max_memory_bytes: Optional[int] = typer.Option(None, "--max-memory-bytes",
-                                                   help="most bytes the view may take in memory (0: auto)"),
-    mcm_temperature: Optional[float] = typer.Option(None, "--mcm-temperature"),
-    set_temperature: Optional[float] = typer.Option(None, "--set-temperature"),
-    use_mcm: Optional[bool] = typer.Option(None, "--mcm/--no-mcm", help="masked clip modelling loss"),
-    use_set: Optional[bool] = typer.Option(None, "--set/--no-set", help="set contrastive loss"),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="epochs between checkpoints"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16, fp16, fp32"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
+    overrides: dict = None,
 ) -> None:
     """Train the SCALE predictor (MCM + SET) on a view, or --export its outputs into the store."""
-    from vssl.aggregate import ScaleConfig, export, train
+    from vssl.aggregate import export, train
 
     if do_export:
         from vssl.distributed import rank_env
@@ -251,21 +228,15 @@ def aggregate_cmd(
             raise VsslError("--export writes the store from one process; run it without torchrun")
         if from_run is None:
             raise VsslError("--export needs --from RUN_DIR (a trained run)")
-        result = export(store, from_run, view, name=name, batch_size=batch_size or 256, device=device or "auto",
-                        precision=precision or "fp32", quiet=quiet)
+        result = export(store, from_run, view, name=name, batch_size=overrides.get("batch_size", 256),
+                        device=overrides.get("device", "auto"), precision=overrides.get("precision", "fp32"),
+                        quiet=quiet)
         _print_json(result) if as_json else out.print(
             f"{result['group']}: wrote {result['written']} videos, {result['done']} done")
         return
     if out_dir is None:
         raise VsslError("training needs --out RUN_DIR (or --export --from RUN_DIR to export)")
-    flags = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                 set_size=set_size, mask_ratio=mask_ratio, layers=layers, width=width, heads=heads,
-                 mlp_ratio=mlp_ratio, dropout=dropout, proj_dim=proj_dim, pred_hidden=pred_hidden,
-                 pred_layers=pred_layers, target_hidden=target_hidden, target_layers=target_layers,
-                 max_memory_bytes=max_memory_bytes, mcm_temperature=mcm_temperature,
-                 set_temperature=set_temperature, use_mcm=use_mcm, use_set=use_set,
-                 checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed)
-    cfg = ScaleConfig.from_toml(config, flags) if config else ScaleConfig().replace(**flags)
+    cfg = ScaleConfig.load(config, overrides)
     from vssl.distributed import process_group
 
     with process_group() as ranks:  # torchrun: DDP, rank 0 writes (vssl.aggregate.distributed)

@@ -15,6 +15,13 @@ import torch
 from vssl.errors import VsslError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+#: what every ``--precision`` flag accepts: ``auto`` or a concrete precision (see resolve_precision)
+PRECISION_CHOICES = ("auto", *_DTYPES)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (None for fp32)."""
+    return _DTYPES[precision]
 
 
 def resolve_device(device: str) -> torch.device:

@@ -8,91 +8,83 @@ without the original command line.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass
 
+from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
-    import tomli as tomllib
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from vssl.settings import Settings, setting
 
 
 @dataclass
-class ScaleConfig:
+class ScaleConfig(Settings):
     """Model, loss, sampling and optimisation settings of the SCALE predictor."""
 
+    SECTION = "aggregate"
+
     # -- model (official defaults: hidden 256, 2 layers, heads = width // 32, MLP ratio 2, dropout 0.1)
-    width: int = 256
-    layers: int = 2
-    heads: int = 8
-    mlp_ratio: float = 2.0
-    dropout: float = 0.1
+    width: int = setting(256, "transformer width")
+    layers: int = setting(2, "transformer layers")
+    heads: int | None = setting(None, "attention heads (default: width / 32, as released)")
+    mlp_ratio: float = setting(2.0, "transformer MLP ratio")
+    dropout: float = setting(0.1, "dropout")
     # -- contrastive heads (eq. 1; no batch norm). Prediction/SET heads: 2 layers of 4096,
     #    target head: 3 layers of 2048, GELU, no bias, projection dim 128.
-    proj_dim: int = 128
-    pred_hidden: int = 4096
-    pred_layers: int = 2
-    target_hidden: int = 2048
-    target_layers: int = 3
+    proj_dim: int = setting(128, "contrastive projection dim")
+    pred_hidden: int = setting(4096, "hidden width of prediction/SET heads")
+    pred_layers: int = setting(2, "layers of prediction/SET heads")
+    target_hidden: int = setting(2048, "hidden width of the target head")
+    target_layers: int = setting(3, "layers of the target head")
     # -- losses (eq. 2–8): tau 0.2 for both, L = L_MCM + L_SET
-    mcm_temperature: float = 0.2
-    set_temperature: float = 0.2
-    use_mcm: bool = True
-    use_set: bool = True
+    mcm_temperature: float = setting(0.2, "MCM InfoNCE temperature")
+    set_temperature: float = setting(0.2, "SET InfoNCE temperature")
+    use_mcm: bool = setting(True, "masked clip modelling loss", flag="--mcm/--no-mcm")
+    use_set: bool = setting(True, "set contrastive loss", flag="--set/--no-set")
     # -- set sampling (§3.2): two disjoint sets per video; None = half of the stored clips
-    set_size: int | None = None
-    mask_ratio: float = 0.25
+    set_size: int | None = setting(None, "clips per set (default: half of K)")
+    mask_ratio: float = setting(0.25, "fraction of each set's clips replaced by the MSK token")
     # -- optimisation: AdamW 3e-4, wd 1e-4 (none on biases/norms/tokens), 5% warmup, per-step cosine
-    epochs: int = 500
-    batch_size: int = 512
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup: float = 0.05
+    epochs: int = setting(500, "training epochs")
+    batch_size: int = setting(512, "videos per step")
+    lr: float = setting(3e-4, "peak learning rate")
+    weight_decay: float = setting(1e-4, "AdamW weight decay (not on biases, norms, tokens)")
+    warmup: float = setting(0.05, "fraction of steps of linear warmup")
     # -- run
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"
-    checkpoint_every: int = 10
+    seed: int = setting(42, "seed of initialisation and set sampling")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    precision: str = setting("auto", "auto, bf16, fp16, fp32")
+    checkpoint_every: int = setting(10, "epochs between checkpoints")
     # 0 = decide from free RAM / GPU memory; otherwise the most bytes the view may take in memory
-    max_memory_bytes: int = 0
+    max_memory_bytes: int = setting(0, "most bytes the view may take in memory (0: auto)")
 
-    def __post_init__(self) -> None:
-        self.validate()
+    def derive(self) -> None:
+        # heads = width / 32 as in the released model (``scale.py``), unless set; to_dict()
+        # keeps it unset so that a copy with another width derives its own.
+        self._heads_derived = self.heads is None
+        if self.heads is None:
+            self.heads = max(1, self.width // 32)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self._heads_derived:
+            d["heads"] = None
+        return d
 
     # ------------------------------------------------------------------ checks
 
     def validate(self) -> None:
         """Reject settings that cannot train, naming the key and what it should be."""
-        def bad(key: str, why: str) -> None:
-            raise VsslError(f"aggregate config: {key}={getattr(self, key)!r} {why}")
-
-        for f in fields(self):  # types first: a TOML typo must not surface as a traceback later
-            value, kind = getattr(self, f.name), f.type
-            if "int" in kind and "float" not in kind and value is not None and (
-                    isinstance(value, bool) or not isinstance(value, int)):
-                bad(f.name, "must be an integer")
-            if "float" in kind and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                bad(f.name, "must be a number")
-            if kind == "bool" and not isinstance(value, bool):
-                bad(f.name, "must be true or false")
-            if kind == "str" and not isinstance(value, str):
-                bad(f.name, "must be a string")
-        for key in ("width", "layers", "heads", "proj_dim", "pred_hidden", "pred_layers", "target_hidden",
+        bad = self.bad
+        for key in ("width", "layers", "proj_dim", "pred_hidden", "pred_layers", "target_hidden",
                     "target_layers", "epochs", "batch_size", "checkpoint_every"):
             if getattr(self, key) < 1:
                 bad(key, "must be a positive integer")
+        if self.heads < 1:
+            bad("heads", "must be a positive integer")
         if self.max_memory_bytes < 0:
             bad("max_memory_bytes", "must be >= 0 (0: decide from free memory)")
         if self.width % self.heads:
-            bad("heads", f"must divide the width {self.width}")
+            bad("heads", f"must divide the width {self.width} (default: width / 32)")
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", "must be in [0, 1)")
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -106,8 +98,8 @@ class ScaleConfig:
             bad("warmup" if self.weight_decay >= 0 else "weight_decay", "is out of range")
         if not (self.use_mcm or self.use_set):
             bad("use_set", "and use_mcm are both off: nothing to train")
-        if self.precision not in PRECISIONS:
-            bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in PRECISION_CHOICES:
+            bad("precision", f"must be one of {', '.join(PRECISION_CHOICES)}")
 
     # ------------------------------------------------------------------ derived values
 
@@ -124,42 +116,3 @@ class ScaleConfig:
         if not self.use_mcm:
             return 0
         return min(max(1, int(round(self.mask_ratio * set_size))), set_size - 1)
-
-    # ------------------------------------------------------------------ (de)serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (JSON/TOML friendly) of every setting."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ScaleConfig":
-        """Build from a dict; unknown keys are an error naming them (typos must not pass silently)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise VsslError(f"aggregate config: unknown key(s) {', '.join(unknown)}; "
-                            f"known keys: {', '.join(sorted(names))}")
-        return cls(**dict(data))
-
-    @classmethod
-    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "ScaleConfig":
-        """Load a TOML file (top-level keys or an ``[aggregate]`` table) then apply ``overrides``.
-
-        Dashes are accepted in keys (``set-size``) to match the CLI flags.
-        """
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise VsslError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise VsslError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
-        if isinstance(data.get("aggregate"), dict):
-            data = data["aggregate"]
-        merged = {k.replace("-", "_"): v for k, v in data.items()}
-        merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(merged)
-
-    def replace(self, **changes: Any) -> "ScaleConfig":
-        """Copy with some settings changed (ignores ``None`` values, as left-out CLI flags)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
