@@ -18,6 +18,7 @@ from rich.table import Table
 
 from vssl.aggregate.config import ScaleConfig
 from vssl.errors import VsslError
+from vssl.extract.config import ExtractConfig
 from vssl.settings import settings_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -55,7 +56,8 @@ def store_info(store: Path = typer.Argument(..., help="feature store directory")
     out.print(f"videos: {v['done']} done, {v['failed']} failed, {v['pending']} pending")
     table = Table("view / rows", "K", "D", "dtype", "done", "pending", "on disk", "ratio")
     for name, s in summary["groups"].items():
-        table.add_row(name, str(s.get("num_clips", "")), str(s.get("dim", "")), s.get("dtype", ""),
+        clips = "ragged" if s.get("layout") == "ragged" else str(s.get("num_clips", ""))
+        table.add_row(name, clips, str(s.get("dim", "")), s.get("dtype", ""),
                       str(s["done"]), str(s["pending"]), _human_bytes(s["bytes_on_disk"]),
                       f"{s['compression_ratio']:.2f}")
     out.print(table)
@@ -108,48 +110,32 @@ def store_import(source: Path = typer.Argument(..., help="HDF5 file written by `
 
 
 # ---------------------------------------------------------------- extract
-# (commands of the extraction stage go here)
 
 
 @app.command("extract")
+@settings_options(ExtractConfig)
 def extract_cmd(
     videos: Path = typer.Argument(..., help="folder (class-per-subfolder) or CSV/TSV manifest path,label[,split]"),
     store: Path = typer.Option(..., "--out", help="feature store directory (created, or resumed)"),
-    backbone: str = typer.Option("tiny", "--backbone", help="registry name or package.module:factory"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint file or directory"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="named settings of a protocol (flags override it)"),
     key_map: Optional[list[str]] = typer.Option(None, "--key-map",
                                                 help="PATTERN=REPLACEMENT regex rename of checkpoint keys (repeatable)"),
-    views: str = typer.Option("uniform:5x3", "--views", help="comma-separated [NAME=]random:K[:opts] / uniform:TxS"),
-    frames: Optional[int] = typer.Option(None, "--frames", help="frames per clip (default: the backbone's, 16)"),
-    stride: Optional[int] = typer.Option(None, "--stride", help="frame stride in a clip (default: the backbone's, 4)"),
-    size: Optional[int] = typer.Option(None, "--size", help="clip side in pixels (default: the backbone's)"),
-    split: str = typer.Option("", "--split", help="split name given to every video of a folder"),
-    decoder: str = typer.Option("auto", "--decoder", help="auto|pyav|decord"),
-    workers: int = typer.Option(0, "--workers", help="decoding processes (0: in the main process)"),
-    batch_size: int = typer.Option(32, "--batch-size", help="clips per backbone batch"),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32|bf16|fp16 (autocast)"),
-    seed: int = typer.Option(0, "--seed", help="random clips are a function of (seed, video)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only the i-th of n chunk ranges"),
-    dtype: str = typer.Option("float16", "--dtype", help="stored feature dtype: float16|float32"),
-    chunk_videos: Optional[int] = typer.Option(None, "--chunk-videos",
-                                               help="videos per store chunk, when creating (default: by size)"),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="decode videos that failed before again"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
+    overrides: dict = None,
 ) -> None:
     """Decode each video once, cut clips for every view, embed them with a frozen backbone."""
-    from vssl.extract.backbones import parse_key_map
     from vssl.distributed import rank_env
+    from vssl.extract.config import recipe as named_recipe
     from vssl.extract.distributed import extract_shared
 
+    if key_map:
+        overrides["key_map"] = tuple(key_map)
+    cfg = ExtractConfig.load(config, overrides, base=named_recipe(recipe) if recipe else None)
     # torchrun ranks and --shard tasks split the store's chunks by video size (vssl.extract.distributed)
-    s, problems = extract_shared(
-        videos, store, backbone=backbone, checkpoint=checkpoint,
-        key_map=parse_key_map(key_map) if key_map else None, views=views, frames=frames, stride=stride,
-        size=size, split=split, decoder=decoder, workers=workers, batch_size=batch_size, device=device,
-        precision=precision, seed=seed, shard=shard, dtype=dtype, chunk_videos=chunk_videos,
-        retry_failed=retry_failed, progress=not quiet)
+    s, problems = extract_shared(videos, store, config=cfg, shard=shard, progress=not quiet)
     ranks = rank_env()
     if not ranks.is_main:
         return  # rank 0 reports for every rank
@@ -175,7 +161,6 @@ def extract_cmd(
         err.print(f"verified {s.store}: consistent", highlight=False)
 
 # ---------------------------------------------------------------- backbones
-# (`vssl backbones` goes here)
 
 
 @app.command("backbones")
@@ -199,7 +184,6 @@ def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-re
     out.print(table)
 
 # ---------------------------------------------------------------- aggregate
-# (commands of the aggregation stage go here)
 
 
 @app.command("aggregate")
@@ -254,7 +238,6 @@ def aggregate_cmd(
                   f"{summary.videos_per_s:.0f} videos/s")
 
 # ---------------------------------------------------------------- probe
-# (commands of the probe stage go here)
 
 
 @app.command("probe")

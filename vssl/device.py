@@ -8,24 +8,32 @@ oneDNN runs bf16 GEMMs several times faster than fp32), else fp32.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
-
-import torch
+from typing import TYPE_CHECKING, ContextManager
 
 from vssl.errors import VsslError
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions: configs read PRECISION_CHOICES, and `vssl --help`
+# must not pay for importing torch.
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": None}
 #: what every ``--precision`` flag accepts: ``auto`` or a concrete precision (see resolve_precision)
 PRECISION_CHOICES = ("auto", *_DTYPES)
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
+def autocast_dtype(precision: str) -> "torch.dtype | None":
     """The autocast dtype of a resolved precision (None for fp32)."""
-    return _DTYPES[precision]
+    import torch
+
+    name = _DTYPES[precision]
+    return None if name is None else getattr(torch, name)
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> "torch.device":
     """``auto`` -> CUDA when present, else CPU; anything else must name an available device."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -39,14 +47,18 @@ def resolve_device(device: str) -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """True when oneDNN reports native bf16 support on this CPU."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: "torch.device") -> str:
     """Map ``auto`` to bf16/fp16/fp32 for ``device``; reject fp16 on CPU (no fast kernels there)."""
+    import torch
+
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -54,13 +66,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in _DTYPES:
         raise VsslError(f"unknown precision '{precision}'; use auto, bf16, fp16 or fp32")
     if precision == "fp16" and device.type != "cuda":
-        raise VsslError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        raise VsslError("--precision fp16 needs CUDA; use bf16 or fp32 on CPU")
     return precision
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager:
+def autocast(device: "torch.device", precision: str) -> ContextManager:
     """Autocast context for the resolved ``precision`` (a no-op for fp32)."""
-    dtype = _DTYPES[precision]
+    import torch
+
+    dtype = autocast_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -66,9 +66,13 @@ class Settings:
     SECTION: ClassVar[str] = "settings"
 
     def __post_init__(self) -> None:
+        self.coerce()
         self.check_types()
         self.derive()
         self.validate()
+
+    def coerce(self) -> None:
+        """Turn values the Python API accepts into the declared types (before the type check)."""
 
     def derive(self) -> None:
         """Fill settings whose default depends on others (after the type check)."""
@@ -175,7 +179,7 @@ def cli_parameters(cls: type[Settings]) -> list[inspect.Parameter]:
         dashed = f.name.replace("_", "-")
         flag = f.metadata.get(_FLAG) or (f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}")
         default = f.default if f.default is not dataclasses.MISSING else None
-        shown = "" if default is None or kind is bool else f" (default {default})"
+        shown = "" if default in (None, "") or kind is bool else f" (default {default})"
         option = typer.Option(None, *flag.split(" "), help=(f.metadata.get(_HELP) or "") + shown,
                               show_default=False)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,

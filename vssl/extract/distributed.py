@@ -25,6 +25,7 @@ from vssl.distributed import (balance_chunks, barrier, broadcast_object, gather_
 from vssl.errors import VsslError
 from vssl.features_store import STATUS_FAILED, FeatureStore, verify_store
 
+from .config import ExtractConfig
 from .pipeline import ExtractSummary, extract, parse_shard
 
 log = logging.getLogger("vssl.extract")
@@ -54,7 +55,7 @@ def _claim_creation(out: Path, poll_s: float = 2.0) -> Path | None:
     store and removes it once the store and views exist; the others wait for that, so no shard
     opens a store whose video table is half written. Returns the claimed directory, or None.
     """
-    if (out / "zarr.json").exists() and not _lock_path(out).exists():
+    if FeatureStore.exists(out) and not _lock_path(out).exists():
         return None
     lock = _lock_path(out)
     try:
@@ -94,6 +95,7 @@ def extract_shared(videos: Any, out: str | Path, *, shard: tuple[int, int] | str
     ``None``. A shard or a single process gets its own summary and ``None``.
     """
     env = rank_env()
+    retry_failed = kwargs.get("retry_failed", (kwargs.get("config") or ExtractConfig()).retry_failed)
     if shard is not None and env.distributed:
         raise VsslError("--shard and torchrun both divide the work; use one of them")
     if not env.distributed:
@@ -118,7 +120,7 @@ def extract_shared(videos: Any, out: str | Path, *, shard: tuple[int, int] | str
             shares = None
             if env.is_main:
                 barrier()  # the store and its views exist: the other ranks may open them
-                shares = plan_shares(store, paths, env.world_size, views, kwargs.get("retry_failed", False))
+                shares = plan_shares(store, paths, env.world_size, views, retry_failed)
             shares = broadcast_object(shares)
             return shares[env.rank]
 

@@ -15,11 +15,9 @@ so multi-process launchers only have to choose ranges.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import deque
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -28,22 +26,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vssl.device import autocast, resolve_device, resolve_precision
 from vssl.distributed import refuse_undivided_work
-from vssl.device import resolve_device
 from vssl.errors import StoreError, VsslError
-from vssl.features_store import STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
+from vssl.features_store import BOX_DIM, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
+from vssl.hashing import sha256_of
+from vssl.progress import ProgressBar
 
 from .backbones import Backbone, create_backbone
 from .clips import cut_video
+from .config import ExtractConfig
 from .inputs import VideoInputs, collect_inputs
 from .samplers import SamplerSpec, parse_views
 from .transforms import normalize
 
 log = logging.getLogger("vssl.extract")
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_VIEWS = ("uniform:5x3",)
-DEFAULT_SEED = 0
+#: what ``ranges`` may be: chunk-aligned (start, stop) pairs, or a planner called once the store exists
+Ranges = Sequence[tuple[int, int]] | Callable[[FeatureStore, list[str], list[str]], Sequence[tuple[int, int]]]
 
 
 @dataclass
@@ -81,19 +81,8 @@ class ExtractSummary:
 
 
 def checkpoint_sha256(path: str | Path | None) -> str | None:
-    """sha256 of a checkpoint file, or of a directory's files (relative names and contents, sorted)."""
-    if path is None:
-        return None
-    p = Path(path)
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    for f in files:
-        if p.is_dir():
-            h.update(f.relative_to(p).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    """sha256 of a checkpoint file or directory (:func:`vssl.hashing.sha256_of`), None without one."""
+    return None if path is None else sha256_of(path)
 
 
 def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None) -> BackboneSpec:
@@ -130,11 +119,11 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
                          chunk_videos: int | None) -> FeatureStore:
     """Create ``out`` for ``inputs``, or reopen it after checking backbone and video list match."""
     out = Path(out)
-    if not (out / "zarr.json").exists():
+    if not FeatureStore.exists(out):
         try:
             return FeatureStore.create(out, spec, inputs.videos, inputs.classes, chunk_videos)
         except Exception:
-            if not (out / "zarr.json").exists():  # not a concurrent shard's creation: a real error
+            if not FeatureStore.exists(out):  # not a concurrent shard's creation: a real error
                 raise
     store = FeatureStore.open(out, "r+")
     store.check_backbone(spec)
@@ -146,15 +135,21 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
     return store
 
 
-def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str) -> None:
-    """Create each view (or check the existing one has the same sampler spec)."""
+def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str,
+                  record: dict[str, Any] | None = None) -> None:
+    """Create each view (or check the existing one has the same sampler spec).
+
+    A kind with a variable clip count gets the ragged row layout; ``record`` (the extraction
+    settings) is kept in the view's attributes when it is created.
+    """
     for name, spec in views.items():
+        args = (name, spec.num_clips if spec.fixed_count else None, spec.to_dict(), dtype)
         try:
-            store.create_view(name, spec.num_clips, spec.to_dict(), dtype)
+            store.create_view(*args, record=record)
         except StoreError:
             raise
         except Exception:  # a concurrent shard created it between our check and create
-            FeatureStore.open(store.path, "r+").create_view(name, spec.num_clips, spec.to_dict(), dtype)
+            FeatureStore.open(store.path, "r+").create_view(*args, record=record)
 
 
 # ---------------------------------------------------------------- workers
@@ -208,10 +203,13 @@ class _Pending:
         self.error = item["error"]
         self.num_frames = item.get("num_frames", 0)
         self.fps = item.get("fps", 0.0)
-        self.boxes = {v: item["boxes"][v].numpy() if not self.error else np.zeros((views[v].num_clips, 7), np.float32)
+        # clips of each view: what the sampler cut, or (failed video) the fixed K as zeros / none
+        count = {v: (views[v].num_clips or 0) if self.error else len(item["boxes"][v]) for v in job.views}
+        self.boxes = {v: np.zeros((count[v], BOX_DIM), np.float32) if self.error else item["boxes"][v].numpy()
                       for v in job.views}
-        self.features = {v: np.zeros((views[v].num_clips, dim), np.float32) for v in job.views}
-        self.left = 0 if self.error else sum(views[v].num_clips for v in job.views)
+        self.features = {v: np.zeros((count[v], dim), np.float32) for v in job.views}
+        self.left = 0 if self.error else sum(count.values())
+        self.clips = self.left
 
 
 class _Batcher:
@@ -219,7 +217,7 @@ class _Batcher:
 
     def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int) -> None:
         self.model, self.device, self.batch_size = model, device, batch_size
-        self.amp = PRECISIONS[precision]
+        self.precision = precision
         self.queue: deque[tuple[_Pending, str, int, torch.Tensor]] = deque()  # (video, view, first k, clips)
         self.queued = 0
         self.mean, self.std = model.spec.mean, model.spec.std
@@ -259,45 +257,34 @@ class _Batcher:
     def forward(self, clips: torch.Tensor) -> np.ndarray:
         x = clips.to(self.device, non_blocking=True)
         x = normalize(x, self.mean, self.std)
-        amp = (torch.autocast(device_type=self.device.type, dtype=self.amp) if self.amp is not None
-               else nullcontext())
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), autocast(self.device, self.precision):
             y = self.model(x)
         return y.float().cpu().numpy()
 
 
-def extract(
-    videos: str | Path | VideoInputs | Sequence[VideoEntry],
-    out: str | Path,
-    *,
-    backbone: str = "tiny",
-    checkpoint: str | Path | None = None,
-    key_map: list[tuple[str, str]] | None = None,
-    model: Backbone | None = None,
-    views: str | Sequence[str] = DEFAULT_VIEWS,
-    frames: int | None = None,
-    stride: int | None = None,
-    size: int | None = None,
-    split: str = "",
-    decoder: str = "auto",
-    batch_size: int = 32,
-    workers: int = 0,
-    device: str = "auto",
-    precision: str = "fp32",
-    seed: int = DEFAULT_SEED,
-    shard: tuple[int, int] | str | None = None,
-    ranges: Sequence[tuple[int, int]] | Callable[[FeatureStore, list[str], list[str]], Sequence[tuple[int, int]]]
-    | None = None,
-    dtype: str = "float16",
-    chunk_videos: int | None = None,
-    progress: bool = True,
-    root: str | Path | None = None,
-    retry_failed: bool = False,
-) -> ExtractSummary:
+@dataclass
+class _Run:
+    """What the steps of one ``extract`` call share once the store is open."""
+
+    cfg: ExtractConfig
+    inputs: VideoInputs
+    model: Backbone
+    device: torch.device
+    precision: str
+    specs: dict[str, SamplerSpec]
+    store: FeatureStore
+
+
+def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | Path, *,
+            config: ExtractConfig | None = None, model: Backbone | None = None,
+            shard: tuple[int, int] | str | None = None, ranges: Ranges | None = None, progress: bool = True,
+            root: str | Path | None = None, **settings: Any) -> ExtractSummary:
     """Extract clip features of ``videos`` into the store ``out`` (created or resumed).
 
     ``videos``: a directory (class-per-subfolder), a CSV/TSV manifest, or ``VideoEntry``
     objects whose relative paths resolve against ``root`` (default: the current folder).
+    ``config`` holds the settings (default :class:`ExtractConfig`); keyword ``settings``
+    (``views=``, ``batch_size=``, ...) override single ones.
     ``model`` bypasses the registry (a ready :class:`Backbone`, recorded under ``backbone``).
     ``ranges`` (chunk-aligned video ranges) or ``shard`` choose the part to process; ``ranges`` may
     also be a function ``(store, view names, resolved video paths) -> ranges``, called once the store
@@ -305,83 +292,102 @@ def extract(
     Videos that failed before are skipped unless ``retry_failed`` (e.g. after fixing the files).
     """
     t_start = time.perf_counter()
-    if precision not in PRECISIONS:
-        raise VsslError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
-    if batch_size < 1 or workers < 0:
-        raise VsslError("--batch-size must be >= 1 and --workers >= 0")
+    cfg = (config or ExtractConfig()).replace(**settings)
     if ranges is None and shard is None:  # under torchrun every rank would write every chunk
         refuse_undivided_work("extract()", "use `vssl extract` or vssl.extract.distributed.extract_shared")
-    dev = resolve_device(device)
-    if precision == "fp16" and dev.type != "cuda":
-        raise VsslError("--precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+    run = _open_run(videos, out, cfg, model, root)
+    chosen = _choose_ranges(run, ranges, shard)
+    summary = ExtractSummary(str(run.store.path), run.store.num_videos, list(run.specs),
+                             assigned=sum(stop - start for start, stop in chosen))
+    jobs = _pending_jobs(run, chosen, summary)
+    _embed_and_write(run, jobs, summary, progress)
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone | None,
+              root: str | Path | None) -> _Run:
+    """Step 1: inputs, device and precision, the backbone, then the store and its views."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     if isinstance(videos, VideoInputs):
         inputs = videos
     elif isinstance(videos, (str, Path)):
-        inputs = collect_inputs(videos, split)
+        inputs = collect_inputs(videos, cfg.split)
     else:
         inputs = VideoInputs(Path(root or "."), list(videos), [])
     if model is None:
-        model = create_backbone(backbone, checkpoint, key_map, frames=frames, stride=stride, size=size)
-    model = model.freeze().to(dev)
-    specs = parse_views(views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size, seed=seed)
-    store = open_or_create_store(out, backbone_spec(model, backbone, checkpoint), inputs, chunk_videos)
-    prepare_views(store, specs, dtype)
+        model = create_backbone(cfg.backbone, cfg.checkpoint, cfg.key_map_pairs(), frames=cfg.frames,
+                                stride=cfg.stride, size=cfg.size)
+    model = model.freeze().to(device)
+    specs = parse_views(cfg.views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size,
+                        seed=cfg.seed)
+    store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint), inputs, cfg.chunk_videos)
+    prepare_views(store, specs, cfg.dtype, record=cfg.record())
+    return _Run(cfg, inputs, model, device, precision, specs, store)
+
+
+def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | str | None) -> list[tuple[int, int]]:
+    """Step 2: the chunk-aligned video ranges this call owns (all, a shard, or a planner's choice)."""
+    store = run.store
     if callable(ranges):
-        ranges = ranges(store, list(specs), [str(inputs.resolve(v)) for v in inputs.videos])
+        ranges = ranges(store, list(run.specs), [str(run.inputs.resolve(v)) for v in run.inputs.videos])
     elif ranges is None:
         ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
     _check_ranges(ranges, store.chunk_videos, store.num_videos)
+    return list(ranges)
 
-    summary = ExtractSummary(str(store.path), store.num_videos, list(specs),
-                             assigned=sum(stop - start for start, stop in ranges))
-    status = store.video_status()
-    done = {name: store.view(name).done() for name in specs}
+
+def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: ExtractSummary) -> list[_Job]:
+    """Step 3: the videos of ``ranges`` that still miss a view (failed ones only with ``retry_failed``)."""
+    status = run.store.video_status()
+    done = {name: run.store.view(name).done() for name in run.specs}
     jobs: list[_Job] = []
     for start, stop in ranges:
         for i in range(start, stop):
-            need = tuple(name for name in specs if not done[name][i])
-            if status[i] == STATUS_FAILED and not retry_failed:
+            need = tuple(name for name in run.specs if not done[name][i])
+            if status[i] == STATUS_FAILED and not run.cfg.retry_failed:
                 summary.skipped_failed += 1
             elif not need:
                 summary.skipped_done += 1
             else:
-                entry = inputs.videos[i]
-                jobs.append(_Job(i, str(inputs.resolve(entry)), entry.path, need))
+                entry = run.inputs.videos[i]
+                jobs.append(_Job(i, str(run.inputs.resolve(entry)), entry.path, need))
+    return jobs
 
-    loader = DataLoader(_VideoDataset(jobs, specs, decoder, threads=1 if workers else 0),
+
+def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progress: bool) -> None:
+    """Step 4: decode in workers, embed in batches, write each chunk once all its videos are finished."""
+    cfg, store = run.cfg, run.store
+    workers = cfg.workers
+    loader = DataLoader(_VideoDataset(jobs, run.specs, cfg.decoder, threads=1 if workers else 0),
                         batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-                        pin_memory=dev.type == "cuda", worker_init_fn=_worker_init if workers else None,
+                        pin_memory=run.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
-    batcher = _Batcher(model, dev, precision, batch_size)
-    chunk_of = {j.index: (j.index // store.chunk_videos) for j in jobs}
-    waiting: dict[int, list[_Pending]] = {}  # chunk -> finished videos
-    left_in_chunk: dict[int, int] = {}
-    for j in jobs:
-        left_in_chunk[chunk_of[j.index]] = left_in_chunk.get(chunk_of[j.index], 0) + 1
+    batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size)
+    chunks = _ChunkAssembler(store, jobs)
 
-    def finish(video: _Pending) -> None:
-        c = chunk_of[video.job.index]
-        waiting.setdefault(c, []).append(video)
-        left_in_chunk[c] -= 1
-        summary.processed += 1
-        if video.error:
-            summary.failed += 1
-            summary.failures.append((inputs.videos[video.job.index].path, video.error))
-            log.info("failed: %s", video.error)
-        else:
-            summary.done += 1
-            summary.clips += sum(specs[v].num_clips for v in video.job.views)
-        ui.advance(summary.clips, summary.failed)
-        if left_in_chunk[c] == 0:
-            _write_chunk(store, waiting.pop(c))
+    with ProgressBar("extract", len(jobs), quiet=not progress) as bar:
+        bar.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
+                f"{summary.skipped_failed} failed before) · views {', '.join(run.specs)} · {cfg.backbone} on "
+                f"{run.device} {run.precision} · decoder {cfg.decoder} · {workers} workers")
 
-    with _Progress(progress, len(jobs)) as ui:
-        ui.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
-               f"{summary.skipped_failed} failed before) · views {', '.join(specs)} · {backbone} on {dev} "
-               f"{precision} · decoder {decoder} · {workers} workers")
+        def finish(video: _Pending) -> None:
+            summary.processed += 1
+            if video.error:
+                summary.failed += 1
+                summary.failures.append((run.inputs.videos[video.job.index].path, video.error))
+                log.info("failed: %s", video.error)
+            else:
+                summary.done += 1
+                summary.clips += video.clips
+            bar.advance(1, info=f"{bar.done / bar.elapsed:.2f} videos/s · {summary.clips / bar.elapsed:.1f} "
+                                f"clips/s · {summary.failed} failed")
+            chunks.finish(video)
+
         for item in loader:
             job = jobs[item["slot"]]
-            video = _Pending(job, item, specs, model.embed_dim)
+            video = _Pending(job, item, run.specs, run.model.embed_dim)
             if video.left == 0:
                 finish(video)
                 continue
@@ -390,8 +396,28 @@ def extract(
                     finish(finished)
         for finished in batcher.flush():
             finish(finished)
-    summary.seconds = time.perf_counter() - t_start
-    return summary
+
+
+class _ChunkAssembler:
+    """Holds finished videos until every pending video of their chunk is finished, then writes the chunk.
+
+    The store takes whole chunks only (DESIGN.md): one write per chunk, by this writer.
+    """
+
+    def __init__(self, store: FeatureStore, jobs: Sequence[_Job]) -> None:
+        self.store = store
+        self.waiting: dict[int, list[_Pending]] = {}
+        self.left: dict[int, int] = {}
+        for j in jobs:
+            c = j.index // store.chunk_videos
+            self.left[c] = self.left.get(c, 0) + 1
+
+    def finish(self, video: _Pending) -> None:
+        c = video.job.index // self.store.chunk_videos
+        self.waiting.setdefault(c, []).append(video)
+        self.left[c] -= 1
+        if self.left[c] == 0:
+            _write_chunk(self.store, self.waiting.pop(c))
 
 
 def _check_ranges(ranges: Sequence[tuple[int, int]], chunk: int, n: int) -> None:
@@ -410,44 +436,7 @@ def _write_chunk(store: FeatureStore, videos: list[_Pending]) -> None:
     for view_names, group in groups.items():
         store.write_videos(
             [v.job.index for v in group],
-            views={name: (np.stack([v.features[name] for v in group]), np.stack([v.boxes[name] for v in group]))
+            views={name: ([v.features[name] for v in group], [v.boxes[name] for v in group])
                    for name in view_names},
             num_frames=[v.num_frames for v in group], fps=[v.fps for v in group],
             errors=[v.error for v in group])
-
-
-class _Progress:
-    """A rich progress bar on stderr (videos/s, clips/s, failures, ETA); a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total, self.bar = enabled and total > 0, total, None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rates]}"), TextColumn("{task.fields[failed]} failed"),
-                                TimeRemainingColumn(), console=Console(stderr=True))
-            self.bar.start()
-            self.task = self.bar.add_task("extract", total=self.total, rates="", failed=0)
-            self.start = time.perf_counter()
-        return self
-
-    def say(self, text: str) -> None:
-        """One log line above the bar (stderr)."""
-        if self.bar is not None:
-            self.bar.console.print(text, highlight=False, soft_wrap=True)
-
-    def advance(self, clips: int, failed: int) -> None:
-        if self.bar is None:
-            return
-        done = self.bar.tasks[0].completed + 1
-        dt = max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, completed=done, failed=failed,
-                        rates=f"{done / dt:.2f} videos/s · {clips / dt:.1f} clips/s")
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()

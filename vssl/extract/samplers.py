@@ -1,6 +1,9 @@
-"""Clip samplers: where each clip of a video lies in time and space, and its stored box.
+"""View kinds: where each clip of a video lies in time and space, and its stored box.
 
-Two kinds (DESIGN.md, SCALE §3.3 and §4):
+A view kind is one registered class (:func:`view_kind`): it parses its ``--views`` text,
+places the clips of one video from the decoded geometry and time base, and says whether
+every video gets the same number of clips (the store's fixed-K layout) or not (ragged).
+Adding a kind is one class here. Built in (DESIGN.md, SCALE §3.3 and §4):
 
 - ``random:K`` — training views: K clips, each at a random temporal start and a
   RandomResizedCrop-style spatial crop (area fraction drawn from ``scale``, log-uniform
@@ -32,7 +35,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -45,46 +48,6 @@ DEFAULT_FLIP = 0.5
 
 
 @dataclass(frozen=True)
-class SamplerSpec:
-    """One view's sampler, complete enough to be recorded in the store and compared."""
-
-    kind: str  # "random" | "uniform"
-    temporal: int  # K for random, T for uniform
-    spatial: int = 1  # S for uniform, 1 for random
-    frames: int = 16
-    stride: int = 4
-    size: int = 224
-    scale: tuple[float, float] = DEFAULT_SCALE
-    ratio: tuple[float, float] = DEFAULT_RATIO
-    flip: float = DEFAULT_FLIP
-    seed: int = 0
-
-    @property
-    def num_clips(self) -> int:
-        return self.temporal * self.spatial
-
-    @property
-    def span(self) -> int:
-        """Frames from a clip's first to its last frame, inclusive."""
-        return (self.frames - 1) * self.stride + 1
-
-    @property
-    def default_name(self) -> str:
-        """``random16`` / ``uniform5x3``: the spec without the colon and options."""
-        return f"random{self.temporal}" if self.kind == "random" else f"uniform{self.temporal}x{self.spatial}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """What the store records (``views/<name>`` attrs); only the fields that matter to the kind."""
-        d: dict[str, Any] = {"sampler": self.kind, "frames": self.frames, "stride": self.stride, "size": self.size}
-        if self.kind == "random":
-            d.update(clips=self.temporal, scale=list(self.scale), ratio=list(self.ratio), flip=self.flip,
-                     seed=self.seed)
-        else:
-            d.update(temporal=self.temporal, spatial=self.spatial)
-        return d
-
-
-@dataclass(frozen=True)
 class Clip:
     """One clip: its frame indices, crop rectangle in decoded pixels, mirror flag and box."""
 
@@ -94,7 +57,83 @@ class Clip:
     box: tuple[float, ...] = field(default=())  # t0, y0, x0, t1, y1, x1, flip
 
 
-_SPEC_RE = re.compile(r"^(random|uniform):(\d+)(?:x(\d+))?((?::[a-z_]+=[^:]+)*)$")
+@dataclass(frozen=True)
+class VideoGeometry:
+    """What a view kind may use to place clips: the decoded frame count, size and time base."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float = 0.0
+
+
+# ---------------------------------------------------------------------- the view-kind protocol
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One view's sampler, complete enough to be recorded in the store and compared.
+
+    The base of every view kind: how one clip is cut (``frames`` frames ``stride`` apart,
+    resized to ``size``) and the seed of random choices. A kind subclasses it with its own
+    fields and registers with :func:`view_kind`; it then
+
+    - parses its text form (:meth:`parse`, from ``KIND:ARGS[:key=value...]``),
+    - places the clips of one video (:meth:`place`, from the decoded geometry and time base),
+    - says whether every video gets the same number of clips (``fixed_count``; the store
+      then uses the fixed-K row layout, else the ragged one),
+    - names itself (``default_name``) and records itself (:meth:`to_dict`, what the store keeps).
+    """
+
+    frames: int = 16
+    stride: int = 4
+    size: int = 224
+    seed: int = 0
+
+    kind: ClassVar[str] = ""
+    #: the text form after ``KIND:`` (for help and error messages)
+    syntax: ClassVar[str] = ""
+    #: options accepted after the count, ``:key=value``
+    options: ClassVar[tuple[str, ...]] = ()
+    fixed_count: ClassVar[bool] = True
+
+    @property
+    def num_clips(self) -> int | None:
+        """Clips per video, or None when it depends on the video (ragged layout)."""
+        raise NotImplementedError
+
+    @property
+    def span(self) -> int:
+        """Frames from a clip's first to its last frame, inclusive."""
+        return (self.frames - 1) * self.stride + 1
+
+    @property
+    def default_name(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the store records (``views/<name>`` attrs): the kind and the fields that matter to it."""
+        return {"sampler": self.kind, "frames": self.frames, "stride": self.stride, "size": self.size}
+
+    @classmethod
+    def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "SamplerSpec":
+        """Build from the text after ``KIND:`` (``args``) and the ``key=value`` options."""
+        raise NotImplementedError
+
+    def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
+        """The clips of one video, in storage order."""
+        raise NotImplementedError
+
+
+VIEW_KINDS: dict[str, type[SamplerSpec]] = {}
+
+
+def view_kind(cls: type[SamplerSpec]) -> type[SamplerSpec]:
+    """Register a view kind (class decorator): ``KIND:...`` in ``--views`` then builds it."""
+    if not cls.kind or cls.kind in VIEW_KINDS:
+        raise ValueError(f"view kind {cls.kind!r} has no name or is registered twice")
+    VIEW_KINDS[cls.kind] = cls
+    return cls
 
 
 def _range(text: str, key: str, view: str) -> tuple[float, float]:
@@ -107,8 +146,145 @@ def _range(text: str, key: str, view: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _probability(text: str, key: str, view: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise VsslError(f"view spec {view!r}: {key} must be a probability") from None
+    if not 0 <= p <= 1:
+        raise VsslError(f"view spec {view!r}: {key} must be in [0, 1]")
+    return p
+
+
+def _count(text: str, view: str, what: str) -> int:
+    if not re.fullmatch(r"\d+", text) or int(text) < 1:
+        raise VsslError(f"view spec {view!r}: {what} must be a whole number >= 1")
+    return int(text)
+
+
+def _box(frames: Sequence[int], crop: tuple[int, int, int, int], flip: bool,
+         count: int, height: int, width: int) -> tuple[float, ...]:
+    """DESIGN.md's box: ``t0 = first / count``, ``t1 = (last + 1) / count``, y/x as fractions of the frame."""
+    y0, x0, h, w = crop
+    return (frames[0] / count, y0 / height, x0 / width, (frames[-1] + 1) / count,
+            (y0 + h) / height, (x0 + w) / width, 1.0 if flip else 0.0)
+
+
+def clip_frames(start: int, spec: SamplerSpec, count: int) -> tuple[int, ...]:
+    """``frames`` indices from ``start``, ``stride`` apart, past-the-end ones repeating the last frame."""
+    return tuple(min(start + j * spec.stride, count - 1) for j in range(spec.frames))
+
+
+def _clip(spec: SamplerSpec, start: int, crop: tuple[int, int, int, int], flip: bool,
+          video: VideoGeometry) -> Clip:
+    frames = clip_frames(start, spec, video.num_frames)
+    return Clip(frames, crop, flip, _box(frames, crop, flip, video.num_frames, video.height, video.width))
+
+
+def video_rng(spec: SamplerSpec, video_key: str) -> np.random.Generator:
+    """The generator of one (seed, view, video): independent of every other video and run."""
+    text = json.dumps(spec.to_dict(), sort_keys=True) + "\0" + video_key
+    words = np.frombuffer(hashlib.blake2b(text.encode(), digest_size=16).digest(), dtype=np.uint32)
+    return np.random.default_rng([spec.seed & 0xFFFFFFFF, *words.tolist()])
+
+
+@view_kind
+@dataclass(frozen=True)
+class RandomClips(SamplerSpec):
+    """``random:K`` — K clips at random starts with RandomResizedCrop-style crops (SCALE §3.3)."""
+
+    temporal: int = 1  # K
+    scale: tuple[float, float] = DEFAULT_SCALE
+    ratio: tuple[float, float] = DEFAULT_RATIO
+    flip: float = DEFAULT_FLIP
+
+    kind: ClassVar[str] = "random"
+    syntax: ClassVar[str] = "random:K[:scale=A-B:ratio=A-B:flip=P]"
+    options: ClassVar[tuple[str, ...]] = ("scale", "ratio", "flip")
+
+    @property
+    def num_clips(self) -> int:
+        return self.temporal
+
+    @property
+    def default_name(self) -> str:
+        return f"random{self.temporal}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "clips": self.temporal, "scale": list(self.scale),
+                "ratio": list(self.ratio), "flip": self.flip, "seed": self.seed}
+
+    @classmethod
+    def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "RandomClips":
+        if "x" in args:
+            raise VsslError(f"view spec {view!r}: random takes one count (random:K)")
+        kw: dict[str, Any] = {}
+        for key, value in options.items():
+            kw[key] = _probability(value, key, view) if key == "flip" else _range(value, key, view)
+        if kw.get("scale", (0, 0))[1] > 1:
+            raise VsslError(f"view spec {view!r}: scale is an area fraction, at most 1")
+        return cls(temporal=_count(args, view, "the clip count"), **clip, **kw)
+
+    def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
+        rng = video_rng(self, video_key)
+        last_start = max(video.num_frames - self.span, 0)
+        clips = []
+        for _ in range(self.temporal):
+            start = int(rng.integers(0, last_start + 1))
+            crop = random_resized_crop(rng, video.height, video.width, self.scale, self.ratio)
+            flip = bool(self.flip > 0 and rng.random() < self.flip)
+            clips.append(_clip(self, start, crop, flip, video))
+        return clips
+
+
+@view_kind
+@dataclass(frozen=True)
+class UniformClips(SamplerSpec):
+    """``uniform:TxS`` — T evenly spaced starts x S square crops along the long side (evaluation)."""
+
+    temporal: int = 1  # T
+    spatial: int = 1  # S
+
+    kind: ClassVar[str] = "uniform"
+    syntax: ClassVar[str] = "uniform:TxS"
+
+    @property
+    def num_clips(self) -> int:
+        return self.temporal * self.spatial
+
+    @property
+    def default_name(self) -> str:
+        return f"uniform{self.temporal}x{self.spatial}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+
+    @classmethod
+    def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "UniformClips":
+        t, cross, s = args.partition("x")
+        clip = {**clip, "seed": 0}  # deterministic: the seed changes neither its clips nor its record
+        return cls(temporal=_count(t, view, "T"), spatial=_count(s, view, "S") if cross else 1, **clip)
+
+    def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
+        """Time-major: clip ``t * S + s`` is temporal position t, spatial crop s."""
+        height, width = video.height, video.width
+        side = min(height, width)
+        if width >= height:  # crops slide along the long side, centred on the short one
+            crops = [((height - side) // 2, x, side, side) for x in _even(self.spatial, width - side)]
+        else:
+            crops = [(y, (width - side) // 2, side, side) for y in _even(self.spatial, height - side)]
+        return [_clip(self, start, crop, False, video)
+                for start in _even(self.temporal, max(video.num_frames - self.span, 0)) for crop in crops]
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+_SPEC_RE = re.compile(r"^([a-z_]+):([^:]*)((?::[a-z_]+=[^:]+)*)$")
+
+
 def parse_view(text: str, *, frames: int, stride: int, size: int, seed: int = 0) -> tuple[str, SamplerSpec]:
-    """Parse ``[NAME=]random:K[:opt=val...]`` or ``[NAME=]uniform:TxS`` into (name, spec)."""
+    """Parse ``[NAME=]KIND:ARGS[:opt=val...]`` (e.g. ``random:16:flip=0``, ``eval=uniform:5x3``)."""
     text = text.strip()
     name = None
     head, sep, rest = text.partition("=")
@@ -117,35 +293,19 @@ def parse_view(text: str, *, frames: int, stride: int, size: int, seed: int = 0)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise VsslError(f"view name {name!r}: use letters, digits, '_', '.', '-'")
     m = _SPEC_RE.match(text)
-    if not m:
-        raise VsslError(f"view spec {text!r}: expected random:K[:scale=A-B:ratio=A-B:flip=P] or uniform:TxS")
-    kind, a, b, opts = m.group(1), int(m.group(2)), m.group(3), m.group(4)
-    if a < 1 or (b is not None and int(b) < 1):
-        raise VsslError(f"view spec {text!r}: clip counts must be >= 1")
-    if kind == "random" and b is not None:
-        raise VsslError(f"view spec {text!r}: random takes one count (random:K)")
-    kw: dict[str, Any] = {}
-    for opt in filter(None, opts.split(":")):
+    kind = VIEW_KINDS.get(m.group(1)) if m else None
+    if m is None or kind is None or not m.group(2):
+        raise VsslError(f"view spec {text!r}: expected {' or '.join(k.syntax for k in VIEW_KINDS.values())}")
+    options: dict[str, str] = {}
+    for opt in filter(None, m.group(3).split(":")):
         key, _, value = opt.partition("=")
-        if kind != "random" or key not in ("scale", "ratio", "flip"):
-            raise VsslError(f"view spec {text!r}: unknown option {key!r} (random takes scale, ratio, flip)")
-        if key == "flip":
-            try:
-                kw["flip"] = float(value)
-            except ValueError:
-                raise VsslError(f"view spec {text!r}: flip must be a probability") from None
-            if not 0 <= kw["flip"] <= 1:
-                raise VsslError(f"view spec {text!r}: flip must be in [0, 1]")
-        else:
-            kw[key] = _range(value, key, text)
-    if kw.get("scale", (0, 0))[1] > 1:
-        raise VsslError(f"view spec {text!r}: scale is an area fraction, at most 1")
+        if key not in kind.options:
+            takes = ", ".join(kind.options) or "no options"
+            raise VsslError(f"view spec {text!r}: unknown option {key!r} ({kind.kind} takes {takes})")
+        options[key] = value
     if frames < 1 or stride < 1 or size < 1:
         raise VsslError("--frames, --stride and --size must be >= 1")
-    if kind == "random":
-        spec = SamplerSpec("random", a, 1, frames, stride, size, seed=seed, **kw)
-    else:
-        spec = SamplerSpec("uniform", a, int(b or 1), frames, stride, size, flip=0.0, seed=0)
+    spec = kind.parse(m.group(2), options, text, frames=frames, stride=stride, size=size, seed=seed)
     return name or spec.default_name, spec
 
 
@@ -161,25 +321,6 @@ def parse_views(views: str | Sequence[str], **kw: Any) -> dict[str, SamplerSpec]
             raise VsslError(f"two views are named {name!r}; name one of them: --views other={item.strip()}")
         out[name] = spec
     return out
-
-
-def video_rng(spec: SamplerSpec, video_key: str) -> np.random.Generator:
-    """The generator of one (seed, view, video): independent of every other video and run."""
-    text = json.dumps(spec.to_dict(), sort_keys=True) + "\0" + video_key
-    words = np.frombuffer(hashlib.blake2b(text.encode(), digest_size=16).digest(), dtype=np.uint32)
-    return np.random.default_rng([spec.seed & 0xFFFFFFFF, *words.tolist()])
-
-
-def clip_frames(start: int, spec: SamplerSpec, count: int) -> tuple[int, ...]:
-    """``frames`` indices from ``start``, ``stride`` apart, past-the-end ones repeating the last frame."""
-    return tuple(min(start + j * spec.stride, count - 1) for j in range(spec.frames))
-
-
-def _box(frames: Sequence[int], crop: tuple[int, int, int, int], flip: bool,
-         count: int, height: int, width: int) -> tuple[float, ...]:
-    y0, x0, h, w = crop
-    return (frames[0] / count, y0 / height, x0 / width, (frames[-1] + 1) / count,
-            (y0 + h) / height, (x0 + w) / width, 1.0 if flip else 0.0)
 
 
 def random_resized_crop(rng: np.random.Generator, height: int, width: int,
@@ -216,31 +357,9 @@ def _even(n: int, hi: int) -> list[int]:
     return [int(round(i * hi / (n - 1))) for i in range(n)]
 
 
-def sample_clips(spec: SamplerSpec, num_frames: int, height: int, width: int, video_key: str) -> list[Clip]:
-    """The clips of one video for one view, in storage order.
-
-    ``uniform``: time-major (clip ``t * S + s`` is temporal position t, spatial crop s).
-    """
+def sample_clips(spec: SamplerSpec, num_frames: int, height: int, width: int, video_key: str,
+                 fps: float = 0.0) -> list[Clip]:
+    """The clips of one video for one view, in storage order (the view kind places them)."""
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError("a video needs at least one frame of at least one pixel")
-    last_start = max(num_frames - spec.span, 0)
-    clips: list[Clip] = []
-    if spec.kind == "random":
-        rng = video_rng(spec, video_key)
-        for _ in range(spec.temporal):
-            start = int(rng.integers(0, last_start + 1))
-            crop = random_resized_crop(rng, height, width, spec.scale, spec.ratio)
-            flip = bool(spec.flip > 0 and rng.random() < spec.flip)
-            frames = clip_frames(start, spec, num_frames)
-            clips.append(Clip(frames, crop, flip, _box(frames, crop, flip, num_frames, height, width)))
-        return clips
-    side = min(height, width)
-    if width >= height:  # crops slide along the long side, centred on the short one
-        crops = [((height - side) // 2, x, side, side) for x in _even(spec.spatial, width - side)]
-    else:
-        crops = [(y, (width - side) // 2, side, side) for y in _even(spec.spatial, height - side)]
-    for start in _even(spec.temporal, last_start):
-        frames = clip_frames(start, spec, num_frames)
-        for crop in crops:
-            clips.append(Clip(frames, crop, False, _box(frames, crop, False, num_frames, height, width)))
-    return clips
+    return spec.place(VideoGeometry(num_frames, height, width, fps), video_key)

@@ -7,11 +7,12 @@ from .info import store_summary
 from .rows import COMPRESSIONS, RowGroup
 from .schema import (BOX_DIM, BOX_FIELDS, FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, STATUS_PENDING,
                      BackboneSpec, VideoEntry, default_chunk_videos)
-from .store import FeatureStore, View
+from .store import FeatureStore
+from .views import LAYOUTS, RaggedView, View, ViewRows
 from .verify import verify_store
 
 __all__ = [
-    "FeatureStore", "View", "RowGroup", "BackboneSpec", "VideoEntry", "StoreError",
+    "FeatureStore", "View", "RaggedView", "ViewRows", "LAYOUTS", "RowGroup", "BackboneSpec", "VideoEntry", "StoreError",
     "STATUS_PENDING", "STATUS_DONE", "STATUS_FAILED", "BOX_DIM", "BOX_FIELDS", "FORMAT_VERSION",
     "COMPRESSIONS", "default_chunk_videos", "export_hdf5", "import_hdf5", "store_summary", "verify_store",
 ]

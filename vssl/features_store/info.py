@@ -61,6 +61,9 @@ def store_summary(store) -> dict:
                  "compression_ratio": (logical / chunk_bytes) if chunk_bytes and logical else 1.0}
         if gpath.startswith("views/"):
             view = store.view(gpath.split("/", 1)[1])
-            entry.update(num_clips=view.num_clips, dim=view.dim, dtype=str(view.dtype), spec=view.spec)
+            entry.update(num_clips=view.num_clips, dim=view.dim, dtype=str(view.dtype), spec=view.spec,
+                         layout=view.layout, clips=int(view.counts()[done].sum()))
+            if view.layout == "ragged":  # rows are stored exactly, uncompressed
+                entry["compression_ratio"] = 1.0
         summary["groups"][gpath] = entry
     return summary

@@ -2,7 +2,8 @@
 
 Layout (DESIGN.md): root attrs ``vssl_format``, ``vssl_version``, ``backbone``, ``classes``,
 ``chunk_videos``; ``videos/`` (path, label, split, num_frames, fps, status, error);
-``views/<name>/`` (features [N,K,D], boxes [N,K,7], status [N]); ``aggregates/<run>/<view>/``.
+``views/<name>/`` (features [N,K,D], boxes [N,K,7], status [N], or the ragged layout of
+:mod:`.views`); ``aggregates/<run>/<view>/``.
 Every per-video array is chunked by the same ``chunk_videos`` rows along N, so a writer that
 owns a chunk-aligned range of videos owns every file those rows live in.
 """
@@ -23,8 +24,8 @@ from vssl import __version__
 from vssl.errors import StoreError
 
 from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent
-from .schema import (BOX_DIM, FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry,
-                     default_chunk_videos)
+from .schema import FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry, default_chunk_videos
+from .views import View, open_view
 
 VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
     "path": str, "label": "int64", "split": str, "num_frames": "int64",
@@ -41,29 +42,6 @@ def _to_unicode(values: np.ndarray) -> np.ndarray:
 def _check_name(kind: str, name: str) -> None:
     if not _NAME.match(name):
         raise StoreError(f"invalid {kind} name '{name}': use letters, digits, '_', '-', '.'")
-
-
-class View(RowGroup):
-    """``views/<name>``: K clip embeddings and boxes per video, as one sampler produced them."""
-
-    def __init__(self, name: str, group: zarr.Group, root: Path, chunk_videos: int) -> None:
-        super().__init__(group, root, chunk_videos)
-        self.name = name
-        feats = group["features"]
-        self.num_clips = int(feats.shape[1])
-        self.dim = int(feats.shape[2])
-        self.dtype = np.dtype(feats.dtype)
-        self.spec = dict(group.attrs.get("spec", {}))
-
-    def read(self, indices) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
-        """(features [n,K,D] in the stored dtype, boxes [n,K,7] float32) for ``indices``."""
-        return super().read("features", indices), super().read("boxes", indices)
-
-    def read_features(self, indices) -> np.ndarray:
-        return super().read("features", indices)
-
-    def read_boxes(self, indices) -> np.ndarray:
-        return super().read("boxes", indices)
 
 
 class FeatureStore:
@@ -124,13 +102,18 @@ class FeatureStore:
             raise
         return cls.open(path, mode="r+")
 
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """True when ``path`` holds a store (created whole: creation renames it into place)."""
+        return (Path(path) / "zarr.json").is_file()
+
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
         """Open an existing store; ``mode`` 'r' (read) or 'r+' (write rows, add views)."""
         path = Path(path)
         if not path.exists():
             raise StoreError(f"feature store not found: {path}")
-        if not (path / "zarr.json").is_file():
+        if not cls.exists(path):
             raise StoreError(f"{path} is not a vssl feature store (no zarr.json); create one with `vssl extract`")
         try:
             root = zarr.open_group(str(path), mode=mode)
@@ -193,6 +176,13 @@ class FeatureStore:
             chunks = range(i * n_chunks // n, (i + 1) * n_chunks // n)
         return [(c * self.chunk_videos, min(self.num_videos, (c + 1) * self.chunk_videos)) for c in chunks]
 
+    def usable(self, view: str) -> np.ndarray:
+        """Boolean [N]: videos whose rows in ``view`` are done and whose video is not failed.
+
+        The one rule every stage uses to choose the rows it may read.
+        """
+        return self.view(view).done() & (self.video_status() != STATUS_FAILED)
+
     def check_backbone(self, backbone: BackboneSpec) -> None:
         """Refuse features of another backbone (or other clip settings) in this store."""
         diffs = self.backbone.differences(backbone)
@@ -205,9 +195,13 @@ class FeatureStore:
     def view_names(self) -> list[str]:
         return sorted(self.root["views"].group_keys())
 
-    def create_view(self, name: str, num_clips: int, spec: Mapping, dtype: str = "float16",
-                    compression: str = "none") -> View:
-        """Add ``views/<name>`` (or return it if it exists with the same K, dim, dtype and spec)."""
+    def create_view(self, name: str, num_clips: int | None, spec: Mapping, dtype: str = "float16",
+                    compression: str = "none", record: Mapping | None = None) -> View:
+        """Add ``views/<name>`` (or return it if it exists with the same K, dim, dtype and spec).
+
+        ``num_clips`` None: a ragged view (a variable number of clips per video, never compressed).
+        ``record``: the settings of the run that creates it (kept as the ``extract`` attribute).
+        """
         _check_name("view", name)
         if np.dtype(dtype) not in (np.float16, np.float32):
             raise StoreError(f"view dtype must be float16 or float32, got {dtype}")
@@ -219,14 +213,13 @@ class FeatureStore:
             wanted = (num_clips, self.backbone.embed_dim, np.dtype(dtype), spec)
             have = (view.num_clips, view.dim, view.dtype, view.spec)
             if wanted != have:
-                raise StoreError(f"view '{name}' exists with K={view.num_clips}, D={view.dim}, {view.dtype}, "
-                                 f"spec {view.spec}; requested K={num_clips}, {np.dtype(dtype)}, spec {spec}; "
+                k = lambda n: "variable" if n is None else n  # noqa: E731
+                raise StoreError(f"view '{name}' exists with K={k(view.num_clips)}, D={view.dim}, {view.dtype}, "
+                                 f"spec {view.spec}; requested K={k(num_clips)}, {np.dtype(dtype)}, spec {spec}; "
                                  "name the new view differently (NAME=SPEC)")
             return view
-        D = self.backbone.embed_dim
-        RowGroup.create(self.root["views"], name, self.num_videos, self.chunk_videos,
-                        {"features": ((num_clips, D), str(np.dtype(dtype))), "boxes": ((num_clips, BOX_DIM), "float32")},
-                        {"spec": spec}, compression)
+        View.create(self.root["views"], name, self.num_videos, self.chunk_videos, num_clips,
+                    self.backbone.embed_dim, dtype, spec, compression, record)
         return self.view(name)
 
     def view(self, name: str) -> View:
@@ -234,7 +227,7 @@ class FeatureStore:
             if name not in self.view_names():
                 known = ", ".join(self.view_names()) or "none yet"
                 raise StoreError(f"{self.path} has no view '{name}' (views: {known})")
-            self._views[name] = View(name, self.root[f"views/{name}"], self.path, self.chunk_videos)
+            self._views[name] = open_view(name, self.root[f"views/{name}"], self.path, self.chunk_videos)
         return self._views[name]
 
     def create_rows(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
@@ -281,10 +274,14 @@ class FeatureStore:
 
     # ----------------------------------------------------------------- writing extracted videos
 
-    def write_videos(self, indices: Sequence[int], views: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    def write_videos(self, indices: Sequence[int],
+                     views: Mapping[str, tuple[np.ndarray | Sequence[np.ndarray], np.ndarray | Sequence[np.ndarray]]],
                      num_frames: Sequence[int], fps: Sequence[float],
                      errors: Sequence[str | None]) -> None:
         """Record a block of extracted videos, all inside one chunk of rows.
+
+        ``views`` maps a view to (features, boxes): stacked arrays, or one ``[k, D]`` / ``[k, 7]``
+        array per video (any k for a ragged view).
 
         A video with an error is marked failed (status 2, its error text kept) and stays pending
         in every view; the others become done. View data and flags are written before the video
@@ -298,7 +295,7 @@ class FeatureStore:
         chunk_bounds(idx, self.chunk_videos, self.num_videos)  # refuse a block spanning chunks up front
         ok = np.array([e is None for e in errors])
         for name, (features, boxes) in views.items():
-            self.view(name).write(idx, {"features": features, "boxes": boxes}, done=ok)
+            self.view(name).write_clips(idx, features, boxes, done=ok)
         table = self._table
         start, stop = chunk_bounds(idx, self.chunk_videos, self.num_videos)
         local = idx - start

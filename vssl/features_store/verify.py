@@ -56,7 +56,7 @@ def verify_store(store) -> list[str]:
             view = store.view(gpath.split("/", 1)[1])
             if view.dim != store.backbone.embed_dim:
                 problems.append(f"{gpath}: features dim {view.dim} != backbone embed_dim {store.backbone.embed_dim}")
-            if rows.array("boxes").shape[1:] != (view.num_clips, BOX_DIM):
+            if view.layout == "fixed" and rows.array("boxes").shape[1:] != (view.num_clips, BOX_DIM):
                 problems.append(f"{gpath}/boxes: shape {rows.array('boxes').shape}, expected (N, {view.num_clips}, {BOX_DIM})")
             stray = np.flatnonzero(done & failed)
             if stray.size:
@@ -65,8 +65,33 @@ def verify_store(store) -> list[str]:
     return problems
 
 
+def _check_ragged_view(store, view, done: np.ndarray) -> list[str]:
+    """A ragged view, chunk by chunk: counts agree with the stored rows, values finite, boxes valid."""
+    problems = []
+    gpath = f"views/{view.name}"
+    for start, stop in store.chunk_ranges():
+        local_done = np.flatnonzero(done[start:stop]) + start
+        if local_done.size == 0:
+            continue
+        found = view.check_chunk(start, stop, local_done)
+        problems += found
+        if found:
+            continue
+        rows = view.read(local_done)
+        mask = rows.mask
+        if not np.isfinite(rows.features[mask].astype(np.float32)).all():
+            bad = local_done[~np.isfinite(np.where(mask[..., None], rows.features, 0).astype(np.float32)).all(axis=(1, 2))]
+            problems.append(f"{gpath}/features: NaN/inf in done rows {bad[:5].tolist()}")
+        flat_boxes = rows.boxes[mask][:, None, :]
+        video_of = np.repeat(local_done, rows.counts)
+        problems += _check_boxes(f"{gpath}/boxes", flat_boxes, video_of)
+    return problems
+
+
 def _check_done_rows(store, gpath: str, rows, done: np.ndarray) -> list[str]:
     """Read done rows chunk by chunk (bounded memory): present on disk and finite."""
+    if gpath.startswith("views/") and store.view(gpath.split("/", 1)[1]).layout == "ragged":
+        return _check_ragged_view(store, store.view(gpath.split("/", 1)[1]), done)
     problems = []
     for start, stop in store.chunk_ranges():
         local_done = np.flatnonzero(done[start:stop]) + start

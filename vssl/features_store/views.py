@@ -1,0 +1,304 @@
+"""Views: clip embeddings and boxes per video, behind one reader/writer whatever the row layout.
+
+Two row layouts (the view kind decides which, by whether its clip count is fixed):
+
+- **fixed** — ``features [N, K, D]`` and ``boxes [N, K, 7]``, chunked by whole videos along N
+  (every view written before layouts existed is one of these);
+- **ragged** — a variable number of clips per video (``dense:S`` views of long videos). Each
+  chunk of videos ``c`` is a group ``chunks/<c>`` whose attributes hold the clip count of
+  each of its videos and the name of the generation that holds their rows,
+  ``chunks/<c>/<gen>/{features [R, D], boxes [R, 7]}`` (R = the chunk's total clips, rows in
+  video order). A chunk is written whole, in one go, as a new generation; then the
+  ``chunks/<c>`` attributes are replaced in one atomic file write; then the done flags; the
+  old generation is deleted last. A killed writer therefore leaves the old chunk or the new
+  one, never counts that disagree with their rows, and never a done flag without data.
+
+Stages read either layout through :meth:`View.read`, which returns a :class:`ViewRows`: the
+features and boxes padded to the most clips among the rows read, each video's clip count, and
+the mask of real clips. For a fixed view nothing is padded and ``f, b = view.read(idx)``
+unpacks as it always did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from vssl.errors import StoreError
+
+from .rows import ChunkMemmapReader, RowGroup, chunk_bounds, compressors_for, persistent
+from .schema import BOX_DIM
+
+LAYOUTS = ("fixed", "ragged")
+
+
+@dataclass(frozen=True)
+class ViewRows:
+    """Rows of a view: ``features [n, K, D]``, ``boxes [n, K, 7]`` padded with zeros past
+    ``counts [n]`` (K = the most clips among these rows, or ``pad_to``)."""
+
+    features: np.ndarray
+    boxes: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean ``[n, K]``: True where a clip is real, False on padding."""
+        return np.arange(self.features.shape[1])[None, :] < self.counts[:, None]
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features [R, D], boxes [R, 7], offsets [n + 1]): the real clips, video after video."""
+        m = self.mask
+        return self.features[m], self.boxes[m], np.concatenate(([0], np.cumsum(self.counts)))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """``features, boxes = view.read(idx)``."""
+        yield self.features
+        yield self.boxes
+
+
+def _as_clip_list(values: np.ndarray | Sequence[np.ndarray], n: int) -> list[np.ndarray]:
+    if len(values) != n:
+        raise ValueError(f"expected {n} per-video arrays, got {len(values)}")
+    return [np.asarray(v) for v in values]
+
+
+class View(RowGroup):
+    """``views/<name>``: what one sampler produced for every video. This class: the fixed layout."""
+
+    layout = "fixed"
+
+    def __init__(self, name: str, group: zarr.Group, root: Path, chunk_videos: int) -> None:
+        super().__init__(group, root, chunk_videos)
+        self.name = name
+        self.spec = dict(group.attrs.get("spec", {}))
+        self._init_shape()
+
+    def _init_shape(self) -> None:
+        feats = self.group["features"]
+        self.num_clips: int | None = int(feats.shape[1])
+        self.dim = int(feats.shape[2])
+        self.dtype = np.dtype(feats.dtype)
+
+    # ------------------------------------------------------------- creation
+
+    @classmethod
+    def create(cls, parent: zarr.Group, name: str, num_videos: int, chunk_videos: int, num_clips: int | None,
+               dim: int, dtype: str, spec: Mapping, compression: str, record: Mapping | None = None) -> None:
+        """Create the group of a view; ``num_clips=None`` gives the ragged layout."""
+        attrs: dict = {"spec": dict(spec), **({"extract": dict(record)} if record else {})}
+        if num_clips is None:
+            attrs.update(layout="ragged", dim=dim, dtype=str(np.dtype(dtype)))
+            group = RowGroup.create(parent, name, num_videos, chunk_videos, {}, attrs)
+            group.create_group("chunks")
+            return
+        RowGroup.create(parent, name, num_videos, chunk_videos,
+                        {"features": ((num_clips, dim), str(np.dtype(dtype))),
+                         "boxes": ((num_clips, BOX_DIM), "float32")}, attrs, compression)
+
+    # ------------------------------------------------------------- reading
+
+    def read(self, indices, pad_to: int | None = None) -> ViewRows:  # type: ignore[override]
+        """Features (stored dtype), boxes (float32) and clip counts of videos ``indices``."""
+        features = super().read("features", indices)
+        counts = np.full(len(features), self.num_clips, dtype=np.int64)
+        return ViewRows(features, super().read("boxes", indices), counts)
+
+    def read_features(self, indices) -> np.ndarray:
+        return self.read(indices).features
+
+    def read_boxes(self, indices) -> np.ndarray:
+        return self.read(indices).boxes
+
+    def counts(self, indices=None) -> np.ndarray:
+        """Clips of each video (of ``indices``, default all); 0 where nothing is stored."""
+        n = self.num_videos if indices is None else len(np.asarray(indices).reshape(-1))
+        return np.full(n, self.num_clips, dtype=np.int64)
+
+    # ------------------------------------------------------------- writing
+
+    def write_clips(self, indices: Sequence[int], features: np.ndarray | Sequence[np.ndarray],
+                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None) -> None:
+        """Write videos ``indices`` (inside one chunk): per video ``[k, D]`` features and ``[k, 7]`` boxes."""
+        super().write(np.asarray(indices, dtype=np.int64), {"features": features, "boxes": boxes}, done=done)
+
+    # ------------------------------------------------------------- checking
+
+    def check_chunk(self, start: int, stop: int, done_rows: np.ndarray) -> list[str]:
+        """Problems of the done rows of one chunk (none for the fixed layout: checked array by array)."""
+        return []
+
+
+class RaggedView(View):
+    """A view with a variable number of clips per video (see the module docstring)."""
+
+    layout = "ragged"
+
+    def _init_shape(self) -> None:
+        self.num_clips = None
+        self.dim = int(self.group.attrs["dim"])
+        self.dtype = np.dtype(self.group.attrs["dtype"])
+        self._chunks_dir = self.root / self.group.path / "chunks"
+        self._pointers: dict[int, tuple[tuple[int, int], dict]] = {}
+        self._row_readers: dict[tuple[int, str, str], ChunkMemmapReader | None] = {}
+
+    # ------------------------------------------------------------- the chunk pointers
+
+    def _pointer(self, c: int) -> dict:
+        """``{"data": generation or None, "counts": [...]}`` of chunk ``c`` (re-read when replaced)."""
+        path = self._chunks_dir / str(c) / "zarr.json"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {"data": None, "counts": None}
+        stamp = (st.st_mtime_ns, st.st_ino)
+        cached = self._pointers.get(c)
+        if cached is None or cached[0] != stamp:
+            with open(path) as f:
+                attrs = json.load(f).get("attributes", {})
+            cached = (stamp, {"data": attrs.get("data"), "counts": attrs.get("counts")})
+            self._pointers[c] = cached
+        return cached[1]
+
+    def _chunk_counts(self, c: int) -> np.ndarray:
+        start, stop = c * self.chunk_videos, min(self.num_videos, (c + 1) * self.chunk_videos)
+        counts = self._pointer(c)["counts"]
+        return np.zeros(stop - start, np.int64) if counts is None else np.asarray(counts, np.int64)
+
+    def _rows_reader(self, c: int, gen: str, name: str) -> ChunkMemmapReader | None:
+        key = (c, gen, name)
+        if key not in self._row_readers:
+            arr = zarr.open_array(str(self._chunks_dir / str(c) / gen / name), mode="r")
+            self._row_readers[key] = ChunkMemmapReader(arr, self.root) if ChunkMemmapReader.supports(arr) else None
+        return self._row_readers[key]
+
+    def _chunk_rows(self, c: int, name: str, rows: np.ndarray) -> np.ndarray:
+        gen = self._pointer(c)["data"]
+        reader = self._rows_reader(c, gen, name)
+        if reader is not None:
+            return reader.read(rows)
+        arr = zarr.open_array(str(self._chunks_dir / str(c) / gen / name), mode="r")
+        return np.asarray(arr.oindex[rows])
+
+    # ------------------------------------------------------------- reading
+
+    def counts(self, indices=None) -> np.ndarray:
+        idx = np.arange(self.num_videos) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+        out = np.zeros(len(idx), np.int64)
+        chunk_of = idx // self.chunk_videos
+        for c in np.unique(chunk_of).tolist():
+            sel = chunk_of == c
+            out[sel] = self._chunk_counts(c)[idx[sel] - c * self.chunk_videos]
+        return out
+
+    def read(self, indices, pad_to: int | None = None) -> ViewRows:  # type: ignore[override]
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_videos):
+            raise IndexError(f"video index out of range [0, {self.num_videos})")
+        counts = self.counts(idx)
+        width = int(counts.max(initial=0)) if pad_to is None else int(pad_to)
+        if counts.size and counts.max() > width:
+            raise ValueError(f"pad_to={pad_to} is less than the {int(counts.max())} clips of a video read")
+        features = np.zeros((len(idx), width, self.dim), self.dtype)
+        boxes = np.zeros((len(idx), width, BOX_DIM), np.float32)
+        chunk_of = idx // self.chunk_videos
+        for c in np.unique(chunk_of).tolist():
+            positions = np.flatnonzero((chunk_of == c) & (counts > 0))
+            if positions.size == 0:
+                continue
+            offsets = np.concatenate(([0], np.cumsum(self._chunk_counts(c))))
+            local = idx[positions] - c * self.chunk_videos
+            rows = np.concatenate([np.arange(offsets[v], offsets[v + 1]) for v in local.tolist()])
+            slot = np.concatenate([np.full(counts[p], p) for p in positions.tolist()])
+            clip = np.concatenate([np.arange(counts[p]) for p in positions.tolist()])
+            features[slot, clip] = self._chunk_rows(c, "features", rows)
+            boxes[slot, clip] = self._chunk_rows(c, "boxes", rows)
+        return ViewRows(features, boxes, counts)
+
+    # ------------------------------------------------------------- writing
+
+    def write_clips(self, indices: Sequence[int], features: np.ndarray | Sequence[np.ndarray],
+                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None) -> None:
+        """Replace videos ``indices`` (inside one chunk) and write the chunk whole as a new generation.
+
+        Videos of the chunk not in ``indices`` keep their stored clips; a video written with
+        ``done`` False (a failure) stores no clips.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return
+        start, stop = chunk_bounds(idx, self.chunk_videos, self.num_videos)
+        c = start // self.chunk_videos
+        ok = np.ones(idx.size, bool) if done is None else np.asarray(done, bool)
+        feats, bxs = _as_clip_list(features, idx.size), _as_clip_list(boxes, idx.size)
+        old = self.read(np.arange(start, stop))
+        per_video_f = [old.features[v, :n] for v, n in enumerate(old.counts.tolist())]
+        per_video_b = [old.boxes[v, :n] for v, n in enumerate(old.counts.tolist())]
+        for j, v in enumerate((idx - start).tolist()):
+            f, b = (feats[j], bxs[j]) if ok[j] else (np.zeros((0, self.dim)), np.zeros((0, BOX_DIM)))
+            if f.ndim != 2 or f.shape[1] != self.dim or b.shape != (len(f), BOX_DIM):
+                raise ValueError(f"video {start + v}: features {f.shape} / boxes {b.shape} do not match "
+                                 f"[k, {self.dim}] / [k, {BOX_DIM}]")
+            per_video_f[v], per_video_b[v] = f, b
+        counts = [len(f) for f in per_video_f]
+        chunk = self._chunk_group(c)
+        previous = self._pointer(c)["data"]
+        gen = None
+        if sum(counts):
+            gen = f"g{uuid.uuid4().hex[:12]}"
+            data = chunk.create_group(gen)
+            for name, values, dtype in (("features", per_video_f, self.dtype), ("boxes", per_video_b, np.float32)):
+                flat = np.concatenate(values).astype(dtype, copy=False)
+                arr = data.create_array(name, shape=flat.shape, chunks=flat.shape, dtype=dtype, fill_value=0,
+                                        compressors=compressors_for("none"))
+                persistent(arr)[...] = flat
+        chunk.attrs.update({"data": gen, "counts": counts})  # the switch: one atomic file write
+        RowGroup.write(self, idx, {}, done=ok)
+        if previous and previous != gen:
+            shutil.rmtree(self._chunks_dir / str(c) / previous, ignore_errors=True)
+        for key in [k for k in self._row_readers if k[0] == c]:
+            del self._row_readers[key]
+
+    def _chunk_group(self, c: int) -> zarr.Group:
+        chunks = self.group["chunks"]
+        return chunks[str(c)] if str(c) in chunks.group_keys() else chunks.create_group(str(c))
+
+    # ------------------------------------------------------------- checking
+
+    def check_chunk(self, start: int, stop: int, done_rows: np.ndarray) -> list[str]:
+        """Done videos of one chunk have clips, and the chunk's rows are on disk in the stated number."""
+        where = f"views/{self.name}"
+        c = start // self.chunk_videos
+        pointer = self._pointer(c)
+        counts = self._chunk_counts(c)
+        if len(counts) != stop - start:
+            return [f"{where}: chunk {c} records {len(counts)} videos, expected {stop - start}"]
+        empty = done_rows[counts[done_rows - start] < 1]
+        problems = [f"{where}: done videos without clips {empty[:5].tolist()}"] if empty.size else []
+        if counts.sum():
+            base = self._chunks_dir / str(c) / str(pointer["data"])
+            for name in ("features", "boxes"):
+                try:
+                    arr = zarr.open_array(str(base / name), mode="r")
+                except Exception:
+                    problems.append(f"{where}: rows of videos {start}-{stop - 1} marked done but never written")
+                    return problems
+                if arr.shape[0] != counts.sum():
+                    problems.append(f"{where}/{name}: chunk {c} holds {arr.shape[0]} rows, counts say {counts.sum()}")
+        return problems
+
+
+def open_view(name: str, group: zarr.Group, root: Path, chunk_videos: int) -> View:
+    """The view object for a stored group, by its layout (no ``layout`` attribute: fixed)."""
+    layout = group.attrs.get("layout", "fixed")
+    if layout not in LAYOUTS:
+        raise StoreError(f"view '{name}' has layout {layout!r}; this vssl reads {', '.join(LAYOUTS)} (upgrade vssl)")
+    return (RaggedView if layout == "ragged" else View)(name, group, root, chunk_videos)
