@@ -176,17 +176,20 @@ class RaggedView(View):
     def _rows_reader(self, c: int, gen: str, name: str) -> ChunkMemmapReader | None:
         key = (c, gen, name)
         if key not in self._row_readers:
-            arr = zarr.open_array(str(self._chunks_dir / str(c) / gen / name), mode="r")
+            arr = self._rows_array(c, gen, name)
+            # the memmap reader finds chunk files from the store root and the array's path in it
             self._row_readers[key] = ChunkMemmapReader(arr, self.root) if ChunkMemmapReader.supports(arr) else None
         return self._row_readers[key]
+
+    def _rows_array(self, c: int, gen: str, name: str) -> zarr.Array:
+        return self.group[f"chunks/{c}/{gen}/{name}"]
 
     def _chunk_rows(self, c: int, name: str, rows: np.ndarray) -> np.ndarray:
         gen = self._pointer(c)["data"]
         reader = self._rows_reader(c, gen, name)
         if reader is not None:
             return reader.read(rows)
-        arr = zarr.open_array(str(self._chunks_dir / str(c) / gen / name), mode="r")
-        return np.asarray(arr.oindex[rows])
+        return np.asarray(self._rows_array(c, gen, name).oindex[rows])
 
     # ------------------------------------------------------------- reading
 
@@ -250,7 +253,6 @@ class RaggedView(View):
             per_video_f[v], per_video_b[v] = f, b
         counts = [len(f) for f in per_video_f]
         chunk = self._chunk_group(c)
-        previous = self._pointer(c)["data"]
         gen = None
         if sum(counts):
             gen = f"g{uuid.uuid4().hex[:12]}"
@@ -262,8 +264,9 @@ class RaggedView(View):
                 persistent(arr)[...] = flat
         chunk.attrs.update({"data": gen, "counts": counts})  # the switch: one atomic file write
         RowGroup.write(self, idx, {}, done=ok)
-        if previous and previous != gen:
-            shutil.rmtree(self._chunks_dir / str(c) / previous, ignore_errors=True)
+        # the old generation, and any left by a writer killed before its switch
+        for stale in (p for p in (self._chunks_dir / str(c)).iterdir() if p.is_dir() and p.name != gen):
+            shutil.rmtree(stale, ignore_errors=True)
         for key in [k for k in self._row_readers if k[0] == c]:
             del self._row_readers[key]
 
@@ -284,11 +287,10 @@ class RaggedView(View):
         empty = done_rows[counts[done_rows - start] < 1]
         problems = [f"{where}: done videos without clips {empty[:5].tolist()}"] if empty.size else []
         if counts.sum():
-            base = self._chunks_dir / str(c) / str(pointer["data"])
             for name in ("features", "boxes"):
                 try:
-                    arr = zarr.open_array(str(base / name), mode="r")
-                except Exception:
+                    arr = self._rows_array(c, str(pointer["data"]), name)
+                except KeyError:
                     problems.append(f"{where}: rows of videos {start}-{stop - 1} marked done but never written")
                     return problems
                 if arr.shape[0] != counts.sum():

@@ -1,0 +1,102 @@
+"""The view-kind seam: a new kind is one registered class, and extraction stores it whatever its count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from tests.videos import write_video
+from vssl.errors import VsslError
+from vssl.extract.pipeline import extract
+from vssl.extract.samplers import (VIEW_KINDS, Clip, SamplerSpec, VideoGeometry, clip_frames, parse_view,
+                                   parse_views, view_kind)
+from vssl.features_store import FeatureStore, store_summary, verify_store
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@dataclass(frozen=True)
+class EveryClips(SamplerSpec):
+    """``every:N`` — one full-frame clip starting every N frames: as many clips as the video allows."""
+
+    step: int = 1
+
+    kind: ClassVar[str] = "every"
+    syntax: ClassVar[str] = "every:N"
+    fixed_count: ClassVar[bool] = False
+
+    @property
+    def num_clips(self) -> None:
+        return None
+
+    @property
+    def default_name(self) -> str:
+        return f"every{self.step}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "step": self.step}
+
+    @classmethod
+    def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "EveryClips":
+        return cls(step=int(args), **clip)
+
+    def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
+        crop = (0, 0, video.height, video.width)
+        out = []
+        for start in range(0, max(video.num_frames - self.span, 0) + 1, self.step):
+            frames = clip_frames(start, self, video.num_frames)
+            out.append(Clip(frames, crop, False, (frames[0] / video.num_frames, 0.0, 0.0,
+                                                  (frames[-1] + 1) / video.num_frames, 1.0, 1.0, 0.0)))
+        return out
+
+
+@pytest.fixture
+def every_kind():
+    view_kind(EveryClips)
+    yield EveryClips
+    VIEW_KINDS.pop("every")
+
+
+def expected_starts(num_frames: int, span: int, step: int) -> list[int]:
+    return list(range(0, max(num_frames - span, 0) + 1, step))
+
+
+def test_builtin_kinds_are_registry_entries():
+    assert {"random", "uniform"} <= set(VIEW_KINDS)
+    assert VIEW_KINDS["random"].fixed_count and VIEW_KINDS["uniform"].fixed_count
+    with pytest.raises(VsslError, match="expected random:K.* or uniform:TxS"):  # the error lists the kinds
+        parse_views("nosuch:3", frames=4, stride=2, size=16)
+    with pytest.raises(ValueError, match="registered twice"):
+        view_kind(VIEW_KINDS["random"])
+
+
+def test_a_new_kind_is_one_entry_and_extracts_into_a_ragged_view(tmp_path, every_kind):
+    name, spec = parse_view("every:6", frames=4, stride=2, size=16)
+    assert name == "every6" and spec.num_clips is None
+    with pytest.raises(VsslError, match="every:N"):
+        parse_view("every", frames=4, stride=2, size=16)
+    lengths = (5, 23, 40)
+    for i, n in enumerate(lengths):
+        write_video(tmp_path / "v" / "a" / f"{i}.mp4", n)
+    summary = extract(tmp_path / "v", tmp_path / "s", views="every:6,uniform:2x1", chunk_videos=2, progress=False)
+    store = FeatureStore.open(tmp_path / "s")
+    view = store.view("every6")
+    assert view.layout == "ragged" and store.view("uniform2x1").layout == "fixed"
+    span = (store.backbone.frames - 1) * store.backbone.stride + 1
+    starts = [expected_starts(n, span, 6) for n in store.num_frames().tolist()]
+    assert view.counts().tolist() == [len(s) for s in starts]
+    assert summary.clips == sum(len(s) for s in starts) + 2 * len(lengths)
+    rows = view.read(np.arange(3))
+    for v, (s, n) in enumerate(zip(starts, store.num_frames().tolist())):
+        np.testing.assert_allclose(rows.boxes[v, :len(s), 0], np.array(s) / n)
+        assert np.isfinite(rows.features[v, :len(s)].astype(np.float32)).all()
+        assert np.abs(rows.features[v, :len(s)].astype(np.float32)).sum(axis=1).min() > 0
+    assert view.spec == {"sampler": "every", "frames": store.backbone.frames, "stride": store.backbone.stride,
+                         "size": store.backbone.size, "step": 6}
+    assert verify_store(store) == []
+    assert store_summary(store)["groups"]["views/every6"]["clips"] == sum(len(s) for s in starts)
+    again = extract(tmp_path / "v", tmp_path / "s", views="every:6,uniform:2x1", progress=False)
+    assert again.processed == 0 and again.skipped_done == 3  # resume: nothing left to do
