@@ -5,16 +5,13 @@ Public API (the probes build on it): :class:`ScaleConfig`, :class:`ScaleModel`
 :func:`load_run` and :func:`export`.
 """
 
-import importlib
+from vssl.aggregate.checkpoint import load_run
+from vssl.aggregate.config import ScaleConfig
+from vssl.aggregate.export import aggregate_group, export
+from vssl.aggregate.losses import info_nce, symmetric_info_nce
+from vssl.aggregate.model import ScaleModel
+from vssl.aggregate.sampling import sample_sets
+from vssl.aggregate.train import RunSummary, TrainingDiverged, train
 
-# Lazy (PEP 562): `vssl --help` reads ScaleConfig without importing torch.
-_HOMES = {"load_run": "checkpoint", "ScaleConfig": "config", "aggregate_group": "export", "export": "export",
-          "info_nce": "losses", "symmetric_info_nce": "losses", "ScaleModel": "model", "sample_sets": "sampling",
-          "RunSummary": "train", "TrainingDiverged": "train", "train": "train"}
-__all__ = list(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"vssl.aggregate.{_HOMES[name]}"), name)
-    raise AttributeError(name)
+__all__ = ["ScaleConfig", "ScaleModel", "train", "load_run", "export", "aggregate_group", "RunSummary",
+           "TrainingDiverged", "info_nce", "symmetric_info_nce", "sample_sets"]

@@ -1,10 +1,11 @@
 """Stage one, ``vssl extract``: decode each video once, cut clips, embed them with a frozen backbone.
 
 Modules, one job each: :mod:`.inputs` (folder / manifest → videos, labels, classes),
-:mod:`.decode` (frame-accurate readers), :mod:`.samplers` (``random:K`` / ``uniform:TxS``
-clips and their boxes), :mod:`.transforms` (crop/resize, normalize), :mod:`.clips` (one
-video → all views' clips), :mod:`.pipeline` (batched inference into the feature store),
-:mod:`.backbones` (the frozen networks).
+:mod:`.decode` (frame-accurate readers), :mod:`.samplers` (the view-kind registry:
+``random:K``, ``uniform:TxS``, ... and their clips' boxes), :mod:`.transforms` (crop/resize,
+normalize), :mod:`.clips` (one video → all views' clips), :mod:`.config` (every setting,
+``ExtractConfig``, and named recipes), :mod:`.pipeline` (batched inference into the feature
+store, in named steps), :mod:`.backbones` (the frozen networks).
 
 Python use mirrors the CLI::
 

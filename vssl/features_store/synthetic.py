@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .schema import BackboneSpec, VideoEntry
+from .schema import BOX_DIM, BackboneSpec, VideoEntry
 from .store import FeatureStore
 
 
@@ -16,7 +16,7 @@ def uniform_boxes(num_videos: int, num_clips: int) -> np.ndarray:
     """Boxes of K clips tiling each video in time, full frame, not flipped: [N, K, 7]."""
     t = np.arange(num_clips, dtype=np.float32)
     box = np.stack([t / num_clips, 0 * t, 0 * t, (t + 1) / num_clips, 0 * t + 1, 0 * t + 1, 0 * t], axis=-1)
-    return np.broadcast_to(box, (num_videos, num_clips, 7)).copy()
+    return np.broadcast_to(box, (num_videos, num_clips, BOX_DIM)).copy()
 
 
 def make_synthetic_store(path: str | Path, features: np.ndarray, labels: Sequence[int],
