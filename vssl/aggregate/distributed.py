@@ -64,7 +64,8 @@ class DataParallel:
         return seed + self.rank
 
     def objective(self, model: nn.Module):
-        """The callable computing the losses: ``model.pretrain_losses``, DDP-wrapped across ranks."""
+        """The callable computing the losses: ``model.pretrain_losses`` alone, or across ranks DDP-wrapped
+        with :attr:`gather` passed in, so every rank's keys are negatives (and no ambient switch is set)."""
         if self.world == 1:
             return model.pretrain_losses
         device = next(model.parameters()).device
