@@ -4,10 +4,11 @@ Every rank holds the whole view (resident or streamed, :mod:`vssl.aggregate.data
 the same global permutation, global batches and clip sets from the run's seed; rank r trains
 on rows ``[r*b, (r+1)*b)`` of each global batch of ``b * world`` videos (``--batch-size`` is
 per rank). InfoNCE keys are gathered from every rank with gradient
-(:func:`vssl.distributed.gather_keys`), so each rank's loss is its share of the single-process
-loss on the global batch and DDP's averaged gradients are that loss's gradient: one process
-with ``--batch-size b*world`` and ``world`` processes with ``b`` follow the same trajectory
-(up to float summation order, and dropout masks, which are drawn per rank).
+(:func:`vssl.distributed.all_gather_keys`, handed to the losses by :meth:`DataParallel.objective`),
+so each rank's loss is its share of the single-process loss on the global batch and DDP's
+averaged gradients are that loss's gradient: one process with ``--batch-size b*world`` and
+``world`` processes with ``b`` follow the same trajectory (up to float summation order, and
+dropout masks, which are drawn per rank).
 Only rank 0 writes checkpoints and metrics and shows progress.
 """
 
@@ -18,21 +19,20 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vssl.distributed import (RankEnv, active_world, gather_objects, negatives_across_ranks,
-                              refuse_unjoined_rank)
+from vssl.distributed import Gather, RankEnv, active_world, gather_objects, key_gather, refuse_unjoined_rank
 from vssl.errors import VsslError
 
 
 class _PretrainObjective(nn.Module):
-    """``model.pretrain_losses`` as a ``forward``, so DDP sees (and syncs) the training call."""
+    """``model.pretrain_losses`` with the ranks' key gather, as a ``forward`` so DDP sees (and syncs) it."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, gather: Gather | None) -> None:
         super().__init__()
         self.model = model
+        self.gather = gather
 
     def forward(self, *args) -> dict[str, Tensor]:
-        with negatives_across_ranks():
-            return self.model.pretrain_losses(*args)
+        return self.model.pretrain_losses(*args, gather=self.gather)
 
 
 class DataParallel:
@@ -44,6 +44,7 @@ class DataParallel:
         self.env = world or active_world()
         self.rank, self.world = self.env.rank, self.env.world_size
         self.is_main = self.env.is_main
+        self.gather = key_gather(self.env)  # every rank's InfoNCE keys are negatives (None: one process)
 
     def device(self, device: torch.device) -> torch.device:
         """This rank's GPU (``LOCAL_RANK``) when training on CUDA under torchrun."""
@@ -63,12 +64,13 @@ class DataParallel:
         return seed + self.rank
 
     def objective(self, model: nn.Module):
-        """The callable computing the losses: ``model.pretrain_losses``, DDP-wrapped across ranks."""
+        """The callable computing the losses: ``model.pretrain_losses`` alone, or across ranks DDP-wrapped
+        with :attr:`gather` passed in, so every rank's keys are negatives (and no ambient switch is set)."""
         if self.world == 1:
             return model.pretrain_losses
         device = next(model.parameters()).device
         # the model has no buffers; rank 0's parameters are broadcast once, at wrapping
-        return DistributedDataParallel(_PretrainObjective(model), device_ids=[device.index]
+        return DistributedDataParallel(_PretrainObjective(model, self.gather), device_ids=[device.index]
                                        if device.type == "cuda" else None)
 
     def mean(self, sums: Tensor) -> Tensor:

@@ -3,6 +3,11 @@
 Only the rows the loss uses are ever formed: the MCM loss takes the predictions of the
 masked clips (queries) against the targets of *all* clips of the minibatch (keys), so
 its logit matrix is (masked clips) x (all clips), not (all clips) x (all clips).
+
+Under DDP the keys of every rank are negatives too: the caller passes a ``gather``
+(:func:`vssl.distributed.all_gather_keys`) and the losses score against the gathered keys: the
+training loop decides who gathers, and a loss given a gather depends on its arguments alone
+(a call given none still honours the deprecated ``negatives_across_ranks()`` block).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vssl.distributed import gather_keys, gathering
+from vssl.distributed.ambient import block_gather
+from vssl.distributed.negatives import Gather
 
 
 def _scaled_logits(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
@@ -21,14 +27,22 @@ def _scaled_logits(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
     return q @ k.transpose(0, 1)
 
 
-def info_nce(queries: Tensor, keys: Tensor, temperature: float,
-             positives: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _given_or_block(gather: Gather | None) -> Gather | None:
+    """``gather``, or for a call that passes none, that of a (deprecated) ``negatives_across_ranks()`` block."""
+    return gather if gather is not None else block_gather()
+
+
+def info_nce(queries: Tensor, keys: Tensor, temperature: float, positives: Tensor | None = None, *,
+             gather: Gather | None = None) -> tuple[Tensor, Tensor]:
     """One-directional InfoNCE (eq. 2): row i of ``queries`` must pick key ``positives[i]``.
 
-    Returns the mean loss and the top-1 accuracy (fraction, no grad) as 0-dim tensors, so a
-    training loop can accumulate them on the device without a host sync per step.
+    ``gather``: how to collect the keys of every rank (under DDP every rank's keys are
+    negatives); ``None``: this process's keys only. Returns the mean loss and the top-1
+    accuracy (fraction, no grad) as 0-dim tensors, so a training loop can accumulate them on
+    the device without a host sync per step.
     """
-    keys, offset = gather_keys(keys)  # under DDP: every rank's keys are negatives (vssl.distributed)
+    gather = _given_or_block(gather)
+    keys, offset = (keys, 0) if gather is None else gather(keys)
     logits = _scaled_logits(queries, keys, temperature)
     if positives is None:
         positives = torch.arange(logits.shape[0], device=logits.device)
@@ -40,13 +54,16 @@ def info_nce(queries: Tensor, keys: Tensor, temperature: float,
     return loss, top1
 
 
-def symmetric_info_nce(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+def symmetric_info_nce(a: Tensor, b: Tensor, temperature: float, *,
+                       gather: Gather | None = None) -> tuple[Tensor, Tensor]:
     """L_ctr(a, b) of eq. 3: mean of a->b and b->a InfoNCE, row i of a paired with row i of b.
 
-    One logit matrix serves both directions (its transpose is the b->a problem).
+    One logit matrix serves both directions (its transpose is the b->a problem). ``gather``:
+    as in :func:`info_nce`; with one, each direction scores against every rank's rows.
     """
-    if gathering():
-        return _symmetric_across_ranks(a, b, temperature)
+    gather = _given_or_block(gather)
+    if gather is not None:
+        return _symmetric_across_ranks(a, b, temperature, gather)
     logits = _scaled_logits(a, b, temperature).float()
     target = torch.arange(logits.shape[0], device=logits.device)
     loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
@@ -56,13 +73,13 @@ def symmetric_info_nce(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor
     return loss, top1
 
 
-def _symmetric_across_ranks(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+def _symmetric_across_ranks(a: Tensor, b: Tensor, temperature: float, gather: Gather) -> tuple[Tensor, Tensor]:
     """Eq. 3 for this rank's rows of a global batch: local a vs every rank's b, local b vs every a.
 
     The mean of the ranks' losses is the single-process loss on the concatenated batch.
     """
-    b_all, offset = gather_keys(b)
-    a_all, _ = gather_keys(a)
+    b_all, offset = gather(b)
+    a_all, _ = gather(a)
     target = torch.arange(a.shape[0], device=a.device) + offset
     ab = _scaled_logits(a, b_all, temperature).float()
     ba = _scaled_logits(b, a_all, temperature).float()

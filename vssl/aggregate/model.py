@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.dropout import Dropout
 from vssl.aggregate.losses import info_nce, symmetric_info_nce
+from vssl.distributed.negatives import Gather
 
 BOX_DIM = 7  # (t0, y0, x0, t1, y1, x1, flip) as stored in the feature store
 
@@ -132,13 +133,16 @@ class ScaleModel(nn.Module):
 
     # ------------------------------------------------------------------ pre-training objective
 
-    def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int) -> dict[str, Tensor]:
+    def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int, *,
+                        gather: Gather | None = None) -> dict[str, Tensor]:
         """L = L_MCM + L_SET (eq. 8) for one minibatch.
 
         ``features [B, K, D]`` and ``boxes [B, K, 7]`` are the stored clips of B videos; ``sets
         [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`),
         whose first ``num_masked`` positions are masked. Returns 0-dim tensors: ``loss``,
         ``mcm_loss``, ``set_loss``, ``mcm_top1``, ``set_top1`` (disabled losses are 0).
+        ``gather`` collects the keys of every rank under DDP (:mod:`vssl.distributed.negatives`);
+        ``None``: the negatives are this minibatch's alone.
         """
         cfg = self.cfg
         b, _, d = features.shape
@@ -162,10 +166,11 @@ class ScaleModel(nn.Module):
             preds = self.pred_head(c_hat[:, :m].reshape(2 * b * m, -1))
             own = (torch.arange(2 * b, device=idx.device).unsqueeze(1) * s
                    + torch.arange(m, device=idx.device).unsqueeze(0)).reshape(-1)
-            out["mcm_loss"], out["mcm_top1"] = info_nce(preds, targets, cfg.mcm_temperature, own)
+            out["mcm_loss"], out["mcm_top1"] = info_nce(preds, targets, cfg.mcm_temperature, own, gather=gather)
         if cfg.use_set:
             # eq. 7: CLS of set one vs CLS of set two across the videos of the minibatch (eq. 3, symmetric).
             z = self.set_head(cls).view(b, 2, -1)
-            out["set_loss"], out["set_top1"] = symmetric_info_nce(z[:, 0], z[:, 1], cfg.set_temperature)
+            out["set_loss"], out["set_top1"] = symmetric_info_nce(z[:, 0], z[:, 1], cfg.set_temperature,
+                                                                   gather=gather)
         out["loss"] = out["mcm_loss"] + out["set_loss"]
         return out

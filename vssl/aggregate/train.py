@@ -5,12 +5,16 @@ dropout) from ``(seed, epoch)``, and checkpoints are taken at epoch boundaries, 
 resumed from a checkpoint continues exactly as the uninterrupted run would have (bit for bit
 on CPU). The loss is watched for NaN/inf; on divergence the run stops with a clear message
 and the last good checkpoint stays on disk.
+
+:func:`train` reads as its steps: resolve the run (new, or resumed from its checkpoint:
+:mod:`vssl.aggregate.resume`), load the data (:func:`training_rows`), plan the batches
+(:mod:`vssl.aggregate.plan`), build the model and optimiser (:func:`_build`), then per epoch
+:meth:`_Trainer.train_epoch` and :meth:`_Trainer.end_epoch` (metrics row, checkpoint), and
+return the summary.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,22 +23,25 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vssl import __version__
-from vssl.aggregate.checkpoint import METRICS, checkpoint_path, read_checkpoint, save_checkpoint
+from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.data import open_source
+from vssl.aggregate.data import BatchSource, open_source
 from vssl.aggregate.distributed import DataParallel
-from vssl.device import autocast, resolve_device, resolve_precision
+from vssl.aggregate.metrics import METRIC_FIELDS, EpochMetrics, write_metrics
 from vssl.aggregate.model import ScaleModel
+from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
+from vssl.aggregate.plan import Plan, plan_run, run_meta
 from vssl.aggregate.progress import make_progress
+from vssl.aggregate.resume import RESUMABLE_CHANGES, Resume, check_same_data, resume_point
 from vssl.aggregate.sampling import sample_sets
+from vssl.device import autocast
 from vssl.errors import VsslError
 from vssl.features_store import STATUS_FAILED, FeatureStore
 
-METRIC_FIELDS = ["epoch", "step", "loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1", "lr",
-                 "videos_per_s", "seconds"]
-# Settings that may change on --resume without changing the trajectory's definition.
-RESUMABLE_CHANGES = {"epochs", "device", "precision", "checkpoint_every", "max_memory_bytes"}
+# lr_at and save_checkpoint are looked up in this module at every step and checkpoint (tests
+# replace them here); lr_at, param_groups, make_optimizer and METRIC_FIELDS stay importable from it.
+__all__ = ["train", "RunSummary", "TrainingDiverged", "training_rows", "lr_at", "param_groups", "make_optimizer",
+           "METRIC_FIELDS", "RESUMABLE_CHANGES"]
 
 
 class TrainingDiverged(VsslError):
@@ -60,36 +67,6 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def lr_at(step: int, total_steps: int, base_lr: float, warmup: float) -> float:
-    """Learning rate at optimiser step ``step``: linear warmup over ``warmup`` of all steps, then a
-    half-cosine to 0 (as the released training script, per step)."""
-    warm = warmup * total_steps
-    if warm > 0 and step <= warm:
-        return base_lr * step / warm
-    span = max(total_steps - warm, 1e-12)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on weight matrices only, none on biases, norms and tokens."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith("bias") or name.endswith("_token") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, cfg: ScaleConfig) -> torch.optim.AdamW:
-    """AdamW with the fused single-pass kernel (CPU and CUDA) where this torch has it: the update of
-    10M parameters is memory-bound, and one pass instead of a dozen matters at small widths."""
-    groups = param_groups(model, cfg.weight_decay)
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-
-
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """Independent 63-bit seed per (run seed, epoch, stream) so epochs never share random numbers."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -112,40 +89,129 @@ def training_rows(store: FeatureStore, view_name: str, split: str | None) -> np.
     return rows
 
 
-class _Metrics:
-    """Per-epoch sums kept on the device (no host sync per step)."""
-
-    keys = ("loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1")
-
-    def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(len(self.keys), dtype=torch.float64, device=device)
-        self.bad = torch.zeros((), dtype=torch.bool, device=device)
-        self.count = 0
-
-    def add(self, out: dict[str, torch.Tensor]) -> None:
-        vals = torch.stack([out[k].detach().double() for k in self.keys])
-        self.sums += vals
-        self.bad |= ~torch.isfinite(out["loss"].detach())
-        self.count += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.count, 1) for k, v in zip(self.keys, self.sums.tolist())}
+# ---------------------------------------------------------------- before the first step
 
 
-def _write_metrics(run_dir: Path, rows: list[dict], keep_until_epoch: int | None) -> None:
-    """Append ``rows`` to metrics.csv; on resume first drop rows past the resumed epoch."""
-    path = run_dir / METRICS
-    old: list[dict] = []
-    if keep_until_epoch is not None and path.is_file():
-        with open(path, newline="") as fh:
-            old = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= keep_until_epoch]
-    if keep_until_epoch is not None or not path.is_file():
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(old)
-    with open(path, "a", newline="") as fh:
-        csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerows(rows)
+def _build(cfg: ScaleConfig, in_dim: int, plan: Plan, state: dict[str, Any] | None
+           ) -> tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler]:
+    """The model (initialised from ``cfg.seed``), its optimiser and loss scaler, restored from ``state``."""
+    device = plan.device
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+    model = ScaleModel(cfg, in_dim).to(device)
+    opt = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=plan.precision == "fp16")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    return model, opt, scaler
+
+
+# ---------------------------------------------------------------- epochs
+
+
+class _Trainer:
+    """A run's state across epochs (optimiser step, last checkpoint) and what one epoch does."""
+
+    def __init__(self, cfg: ScaleConfig, par: DataParallel, plan: Plan, run_dir: Path, meta: dict[str, Any],
+                 built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume) -> None:
+        self.cfg, self.par, self.plan, self.run_dir, self.meta = cfg, par, plan, run_dir, meta
+        self.model, self.opt, self.scaler = built
+        self.objective = par.objective(self.model)  # DDP across ranks
+        self.step = resumed.step
+        self.last_saved = resumed.epoch if resumed.state is not None else None
+        self.keep = resumed.epoch if resumed.state is not None else None  # metrics rows a resume keeps
+
+    def _epoch_streams(self, epoch: int, num_videos: int, resident: bool) -> tuple[torch.Tensor, torch.Generator]:
+        """Reseed the epoch's random streams from (seed, epoch): dropout, video order, set sampling."""
+        device = self.plan.device
+        torch.manual_seed(self.par.seed(_epoch_seed(self.cfg.seed, epoch, 0)))  # dropout (CPU and CUDA)
+        order = torch.randperm(num_videos, generator=torch.Generator().manual_seed(
+            _epoch_seed(self.cfg.seed, epoch, 1)))
+        if resident:
+            order = order.to(device)  # batches are then gathered without host round trips
+        return order, torch.Generator(device=device).manual_seed(_epoch_seed(self.cfg.seed, epoch, 2))
+
+    def train_epoch(self, epoch: int, source: BatchSource, num_clips: int, progress: Any, task: Any
+                    ) -> tuple[EpochMetrics, float, float]:
+        """One pass over the videos in global batches, this rank training on its share of each.
+
+        Returns the epoch's metrics (this rank's sums), the last learning rate and the seconds taken.
+        """
+        cfg, par, plan = self.cfg, self.par, self.plan
+        self.model.train()
+        order, set_gen = self._epoch_streams(epoch, len(source), source.resident)
+        metrics = EpochMetrics(plan.device)
+        t0 = time.perf_counter()
+        batches = [par.local(order[i * plan.global_batch:(i + 1) * plan.global_batch])  # this rank's share
+                   for i in range(plan.steps_per_epoch)]
+        source.prefetch(batches[0])
+        for i, positions in enumerate(batches):
+            feats, boxes = source.get(positions)
+            if i + 1 < len(batches):
+                source.prefetch(batches[i + 1])
+            sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
+                                         generator=set_gen, device=plan.device))
+            lr = lr_at(self.step, plan.total_steps, cfg.lr, cfg.warmup)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            with autocast(plan.device, plan.precision):
+                out = self.objective(feats, boxes, sets, plan.num_masked)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.step += 1
+            metrics.add(out)
+            # One host sync per step on CPU (the step dwarfs it); every 20 steps on CUDA.
+            if plan.device.type != "cuda" or i % 20 == 19 or i + 1 == len(batches):
+                self._stop_if_diverged(metrics, epoch)
+                m = metrics.means()
+                progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.3f} "
+                                f"mcm {m['mcm_loss']:.3f} set {m['set_loss']:.3f}")
+        return metrics, lr, time.perf_counter() - t0
+
+    def _stop_if_diverged(self, metrics: EpochMetrics, epoch: int) -> None:
+        """Every rank stops together when any rank's loss became NaN/inf; the last good checkpoint stays."""
+        if self.par.any(metrics.bad):
+            raise TrainingDiverged(
+                f"loss became NaN/inf at epoch {epoch + 1}, step {self.step}; "
+                + (f"the last good checkpoint (epoch {self.last_saved}) is kept in "
+                   f"{checkpoint_path(self.run_dir)}" if self.last_saved is not None
+                   else "no checkpoint was written yet")
+                + "; lower --lr or use --precision fp32, then --resume")
+
+    def end_epoch(self, epoch: int, metrics: EpochMetrics, lr: float, seconds: float, summary: RunSummary) -> None:
+        """The epoch's metrics row (means over ranks; rank 0 writes), the summary, and a checkpoint when due."""
+        plan = self.plan
+        self.par.mean(metrics.sums)  # every rank's share of the global batch
+        m = metrics.means()
+        row = {"epoch": epoch + 1, "step": self.step, **{k: f"{v:.6g}" for k, v in m.items()},
+               "lr": f"{lr:.6g}", "videos_per_s": f"{plan.steps_per_epoch * plan.global_batch / seconds:.1f}",
+               "seconds": f"{seconds:.2f}"}
+        if self.par.is_main:
+            write_metrics(self.run_dir, [row], self.keep)
+        self.keep = None
+        summary.final, summary.epochs, summary.steps = m, epoch + 1, self.step
+        summary.videos_per_s = plan.steps_per_epoch * plan.global_batch / seconds
+        if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch + 1 == self.cfg.epochs:
+            self.checkpoint(epoch + 1)
+
+    def checkpoint(self, epoch: int) -> None:
+        """Save model, optimiser, scaler, position, config and meta (rank 0), then wait for every rank."""
+        self.last_saved = epoch
+        if self.par.is_main:  # one writer under torchrun
+            save_checkpoint(self.run_dir, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                                           "scaler": self.scaler.state_dict(), "epoch": epoch, "step": self.step,
+                                           "config": self.cfg.to_dict(), "meta": self.meta})
+        self.par.barrier()  # no rank runs ahead of the checkpoint it would resume from
+
+
+# ---------------------------------------------------------------- the run
 
 
 def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConfig | None = None,
@@ -160,149 +226,44 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     par = DataParallel()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
     log = (log or (lambda msg: None)) if par.is_main else (lambda msg: None)
     run_dir = Path(out_dir)
-    start_epoch, step, state = 0, 0, None
-    if checkpoint_path(run_dir).is_file():
-        if not resume:
-            raise VsslError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        state = read_checkpoint(run_dir)
-        saved = ScaleConfig.from_dict(state["config"]).to_dict()
-        diff = sorted(k for k, v in cfg.to_dict().items() if saved[k] != v and k not in RESUMABLE_CHANGES)
-        if diff:
-            raise VsslError(f"--resume with settings that differ from the run in {run_dir}: {', '.join(diff)}; "
-                            "resume with the original settings or start a new --out")
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-    elif resume:
-        log(f"no checkpoint in {run_dir} yet; starting a new run")
+    resumed = resume_point(run_dir, cfg, resume, log)
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)
     rows = training_rows(store, view, split)
-    if state is not None:
-        was = state["meta"]
-        now = {"view": view, "num_videos": int(rows.size), "in_dim": the_view.dim}
-        changed = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in now.items() if was.get(k) != v]
-        if was.get("world_size", 1) != par.world:  # another global batch: another trajectory
-            changed.append(f"ranks {was.get('world_size', 1)} -> {par.world}")
-        if changed:
-            raise VsslError(f"the run in {run_dir} was trained on other data ({'; '.join(changed)}); "
-                            "resume it on the same store and view, or start a new --out")
+    num_videos = int(rows.size)
+    if resumed.state is not None:
+        check_same_data(resumed.state, run_dir, view, the_view, num_videos, par.world)
     run_dir.mkdir(parents=True, exist_ok=True)
-    par.check_same_start(run_dir, start_epoch)
-    set_size = cfg.resolve_set_size(the_view.num_clips)
-    num_masked = cfg.num_masked(set_size)
-    device = par.device(resolve_device(cfg.device))
-    precision = resolve_precision(cfg.precision, device)
-    batch = min(cfg.batch_size, int(rows.size) // par.world)  # per rank
-    global_batch = batch * par.world
-    steps_per_epoch = int(rows.size) // global_batch  # drop_last, as the released code
-    total_steps = steps_per_epoch * cfg.epochs
-    meta = {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
-            "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
-            "num_clips": the_view.num_clips, "set_size": set_size, "num_masked": num_masked,
-            "num_videos": int(rows.size), "split": split, "batch_size": batch, "world_size": par.world,
-            "epochs_total": cfg.epochs, "vssl_version": __version__}
+    par.check_same_start(run_dir, resumed.epoch)
+
+    plan = plan_run(cfg, the_view.num_clips, num_videos, par)
+    meta = run_meta(store_path, store, view, the_view, plan, num_videos, split, par.world, cfg)
     log(f"training on {rows.size} videos of view '{view}' (K={the_view.num_clips}, D={the_view.dim}), "
-        f"sets of {set_size} with {num_masked} masked, batch {batch}"
+        f"sets of {plan.set_size} with {plan.num_masked} masked, batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
-        f"{device} {precision}")
+        f"{plan.device} {plan.precision}")
+    trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed)
 
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(cfg.seed)
-    model = ScaleModel(cfg, the_view.dim).to(device)
-    opt = make_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-
-    last_saved = start_epoch if state is not None else None
-    objective = par.objective(model)  # DDP across ranks
-
-    def checkpoint(epoch: int) -> None:
-        nonlocal last_saved
-        last_saved = epoch
-        if par.is_main:  # one writer under torchrun
-            save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                                      "config": cfg.to_dict(), "meta": meta})
-        par.barrier()  # no rank runs ahead of the checkpoint it would resume from
-
-    summary = RunSummary(str(run_dir), start_epoch, step, int(rows.size), batch, device=str(device),
-                         precision=precision)
-    if start_epoch >= cfg.epochs:
-        log(f"{run_dir} already trained {start_epoch} epochs; nothing to do")
+    summary = RunSummary(str(run_dir), resumed.epoch, resumed.step, num_videos, plan.batch, device=str(plan.device),
+                         precision=plan.precision)
+    if resumed.epoch >= cfg.epochs:
+        log(f"{run_dir} already trained {resumed.epoch} epochs; nothing to do")
         return summary
 
     with make_progress(quiet or not par.is_main) as progress:
-        load_task = progress.add_task("loading features", total=int(rows.size), info="")
-        source = open_source(the_view, rows, device, cfg.max_memory_bytes,
+        load_task = progress.add_task("loading features", total=num_videos, info="")
+        source = open_source(the_view, rows, plan.device, cfg.max_memory_bytes,
                              progress=lambda n: progress.advance(load_task, n))
         progress.remove_task(load_task)
         summary.resident = source.resident
         if not source.resident:
             log("view does not fit in memory: reading batches from the store")
-        task = progress.add_task("training", total=total_steps, completed=step, info="")
-        keep = start_epoch if state is not None else None
+        task = progress.add_task("training", total=plan.total_steps, completed=trainer.step, info="")
         try:
-            for epoch in range(start_epoch, cfg.epochs):
-                model.train()
-                torch.manual_seed(par.seed(_epoch_seed(cfg.seed, epoch, 0)))  # dropout (CPU and CUDA)
-                order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
-                    _epoch_seed(cfg.seed, epoch, 1)))
-                if source.resident:
-                    order = order.to(device)  # batches are then gathered without host round trips
-                set_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
-                metrics = _Metrics(device)
-                t0 = time.perf_counter()
-                batches = [par.local(order[i * global_batch:(i + 1) * global_batch])  # this rank's share
-                           for i in range(steps_per_epoch)]
-                source.prefetch(batches[0])
-                for i, positions in enumerate(batches):
-                    feats, boxes = source.get(positions)
-                    if i + 1 < len(batches):
-                        source.prefetch(batches[i + 1])
-                    sets = par.local(sample_sets(len(positions) * par.world, the_view.num_clips, set_size,
-                                                 generator=set_gen, device=device))
-                    lr = lr_at(step, total_steps, cfg.lr, cfg.warmup)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    with autocast(device, precision):
-                        out = objective(feats, boxes, sets, num_masked)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(out["loss"]).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    step += 1
-                    metrics.add(out)
-                    # One host sync per step on CPU (the step dwarfs it); every 20 steps on CUDA.
-                    if device.type != "cuda" or i % 20 == 19 or i + 1 == len(batches):
-                        if par.any(metrics.bad):
-                            raise TrainingDiverged(
-                                f"loss became NaN/inf at epoch {epoch + 1}, step {step}; "
-                                + (f"the last good checkpoint (epoch {last_saved}) is kept in "
-                                   f"{checkpoint_path(run_dir)}" if last_saved is not None
-                                   else "no checkpoint was written yet")
-                                + "; lower --lr or use --precision fp32, then --resume")
-                        m = metrics.means()
-                        progress.update(task, completed=step, info=f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.3f} "
-                                        f"mcm {m['mcm_loss']:.3f} set {m['set_loss']:.3f}")
-                seconds = time.perf_counter() - t0
-                par.mean(metrics.sums)  # every rank's share of the global batch
-                m = metrics.means()
-                row = {"epoch": epoch + 1, "step": step, **{k: f"{v:.6g}" for k, v in m.items()},
-                       "lr": f"{lr:.6g}", "videos_per_s": f"{steps_per_epoch * global_batch / seconds:.1f}",
-                       "seconds": f"{seconds:.2f}"}
-                if par.is_main:
-                    _write_metrics(run_dir, [row], keep)
-                keep = None
-                summary.final, summary.epochs, summary.steps = m, epoch + 1, step
-                summary.videos_per_s = steps_per_epoch * global_batch / seconds
-                if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                    checkpoint(epoch + 1)
+            for epoch in range(resumed.epoch, cfg.epochs):
+                metrics, lr, seconds = trainer.train_epoch(epoch, source, the_view.num_clips, progress, task)
+                trainer.end_epoch(epoch, metrics, lr, seconds, summary)
         finally:
             source.close()
     par.barrier()  # when any rank returns, rank 0's checkpoint and metrics are on disk

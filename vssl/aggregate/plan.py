@@ -1,0 +1,52 @@
+"""The shape of a stage-two run, fixed before the first step: sets, device, batches, and its record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vssl import __version__
+from vssl.aggregate.config import ScaleConfig
+from vssl.aggregate.distributed import DataParallel
+from vssl.device import resolve_device, resolve_precision
+from vssl.features_store import FeatureStore, View
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's shape: clip sets, device and precision, and the batches of every epoch."""
+
+    set_size: int
+    num_masked: int
+    device: torch.device
+    precision: str
+    batch: int  # per rank
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_run(cfg: ScaleConfig, num_clips: int, num_videos: int, par: DataParallel) -> Plan:
+    """Set sizes (SCALE §3.2), this rank's device, and drop-last global batches of ``batch x ranks``."""
+    set_size = cfg.resolve_set_size(num_clips)
+    num_masked = cfg.num_masked(set_size)
+    device = par.device(resolve_device(cfg.device))
+    precision = resolve_precision(cfg.precision, device)
+    batch = min(cfg.batch_size, num_videos // par.world)  # per rank
+    global_batch = batch * par.world
+    steps_per_epoch = num_videos // global_batch  # drop_last, as the released code
+    return Plan(set_size, num_masked, device, precision, batch, global_batch, steps_per_epoch,
+                 steps_per_epoch * cfg.epochs)
+
+
+def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: View, plan: Plan,
+              num_videos: int, split: str | None, world: int, cfg: ScaleConfig) -> dict[str, Any]:
+    """What the checkpoint records about the data and the run (read by ``load_run``, the probes and --resume)."""
+    return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
+            "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
+            "num_clips": the_view.num_clips, "set_size": plan.set_size, "num_masked": plan.num_masked,
+            "num_videos": num_videos, "split": split, "batch_size": plan.batch, "world_size": world,
+            "epochs_total": cfg.epochs, "vssl_version": __version__}
