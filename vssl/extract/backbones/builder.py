@@ -31,7 +31,7 @@ class Adapted:
     notes: tuple[str, ...] = ()
 
 
-Adapter = Callable[[LoadedCheckpoint, "KeyMap | None"], Adapted]
+Adapter = Callable[[LoadedCheckpoint, KeyMap | None], Adapted]
 
 
 def adapt_as_is(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
