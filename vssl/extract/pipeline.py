@@ -90,13 +90,15 @@ def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None) -> 
 
     A backbone that ships its own weights (``checkpoint_path`` set by its factory, e.g. the
     packaged EfficientNet-Lite0 file) is recorded with that file when no --checkpoint is given.
+    Its pooling joins its identity (empty for a plugin that does not name one).
     """
     s = model.spec
     checkpoint = checkpoint or getattr(model, "checkpoint_path", None)
     return BackboneSpec(name=name, embed_dim=int(model.embed_dim), frames=s.frames, stride=s.stride, size=s.size,
                         mean=tuple(s.mean), std=tuple(s.std),
                         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                        checkpoint_sha256=checkpoint_sha256(checkpoint), family=getattr(model, "family", ""))
+                        checkpoint_sha256=checkpoint_sha256(checkpoint), family=getattr(model, "family", ""),
+                        pooling=getattr(model, "pooling", ""))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

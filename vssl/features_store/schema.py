@@ -47,9 +47,15 @@ class BackboneSpec:
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     family: str = ""
+    # How the backbone pools its features into one embedding ("mean_tokens", "cls", "avgpool").
+    # "" = not recorded (stores written before pooling was): the backbone's default, so it
+    # matches any pooling of the same named backbone and checkpoint.
+    pooling: str = ""
 
     # Fields that change what the features mean; a store refuses features that differ here.
-    IDENTITY_FIELDS = ("name", "checkpoint_sha256", "embed_dim", "frames", "stride", "size", "mean", "std")
+    IDENTITY_FIELDS = ("name", "checkpoint_sha256", "embed_dim", "frames", "stride", "size", "mean", "std",
+                       "pooling")
+    UNRECORDED_MATCHES = ("pooling",)  # identity fields an older store may lack: "" compares equal
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,6 +76,8 @@ class BackboneSpec:
             a, b = getattr(self, key), getattr(other, key)
             if isinstance(a, tuple):
                 same = len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b))
+            elif key in self.UNRECORDED_MATCHES and (a == "" or b == ""):
+                same = True
             else:
                 same = a == b
             if not same:

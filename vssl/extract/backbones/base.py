@@ -7,6 +7,11 @@ Face's ``(B, T, C, H, W)``, per-frame image models) permute inside ``forward``, 
 extraction pipeline never needs to know. The :class:`InputSpec` travels with the model
 (as timm's ``pretrained_cfg`` does) so a clip is always sampled and normalized the way
 the backbone was trained.
+
+Built-in families split ``forward`` into three steps so that pooling lives in one place
+(:mod:`.pooling`) and is recorded with the features: ``forward_features`` (everything before
+pooling), the pooling named by ``pooling``, and ``forward_head`` (a norm some checkpoints apply
+after pooling). Plugins may simply override ``forward``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
 from torch import nn
+
+from .pooling import pool
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,21 +57,42 @@ class InputSpec:
 
 
 class Backbone(nn.Module):
-    """Base class for frozen clip encoders; subclasses implement ``forward``.
+    """Base class for frozen clip encoders.
 
     Attributes set by every subclass before use:
     ``embed_dim`` (output width), ``spec`` (:class:`InputSpec`), ``family`` (registry family name).
+    ``pooling`` names how ``forward_features`` becomes one embedding (a key of
+    :data:`.pooling.POOLINGS`); a plugin that overrides ``forward`` may leave it empty.
     """
 
     embed_dim: int
     spec: InputSpec
     family: str
+    pooling: str = ""
 
     def __init__(self, embed_dim: int, spec: InputSpec, family: str) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.spec = spec
         self.family = family
+
+    @classmethod
+    def arch_from_state_dict(cls, sd: dict[str, torch.Tensor], spec: InputSpec, source: str,
+                             **hints: Any) -> dict[str, Any]:
+        """Constructor arguments a (converted) checkpoint implies; ``hints`` come from the file's
+        config or the user (e.g. ``num_heads``). Default: nothing to infer, hints pass through."""
+        return dict(hints)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features before pooling (tokens ``(B, N, D)`` or a map ``(B, C, ...)``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_features or forward")
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """What follows pooling (a checkpoint's ``fc_norm``); identity by default."""
+        return pooled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(pool(self.forward_features(x), self.pooling))
 
     def freeze(self) -> "Backbone":
         """Eval mode, no gradients: backbones are never trained by vssl."""

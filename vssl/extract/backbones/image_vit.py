@@ -5,28 +5,32 @@ Checkpoints use timm's names: ``patch_embed.proj`` (Conv2d), ``cls_token``, ``po
 pooling has ``fc_norm`` instead). Each frame is embedded as its authors pool it — the mean
 of the normed patch tokens (MAE's global pooling, ViC-MAE's frame representation) — and the
 clip embedding is the average over frames. The position grid is interpolated (bicubic, as
-timm does) when the input size differs from the training size.
+timm does) when the input size differs from the training size. :class:`ImageViT` embeds frames;
+the registry wraps it in :class:`~.per_frame.PerFrame` for clips.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
-from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
-                          register_recogniser, select_prefix, wrong_layout)
-from .registry import register_backbone
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, infer_vit_shape, resize_pos_grid
+from .builder import Adapted
+from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
+                          select_prefix, wrong_layout)
+from .registry import register_family
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, resize_pos_grid, vit_arch
 
 IMAGE_VIT_SPEC = InputSpec(frames=8, stride=8, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 LAYOUTS = "timm/MAE/ViC-MAE .pth (cls_token, pos_embed, blocks.N.attn.qkv, norm)"
 
 
 class ImageViT(Backbone):
-    """A ViT over single frames; forward pools per frame, then averages over the clip's frames."""
+    """A ViT over single frames ``(N, C, H, W)``; its embedding is the mean of the normed patch tokens."""
+
+    pooling = "mean_tokens"
 
     def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, in_chans: int = 3, grid: int = 14,
                  final_norm: bool = True, fc_norm: bool = False, family: str = "image_vit") -> None:
@@ -41,8 +45,14 @@ class ImageViT(Backbone):
         self.fc_norm = nn.LayerNorm(dim, eps=shape.eps) if fc_norm else None
         self.grid = grid
 
-    def frame_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, D): mean of the normed patch tokens of each frame."""
+    @classmethod
+    def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *,
+                             num_heads: int | None = None) -> dict[str, Any]:
+        return {**vit_arch(sd, num_heads, eps=1e-6), "grid": grid_side(sd["pos_embed"].shape[1] - 1),
+                "final_norm": "norm.weight" in sd, "fc_norm": "fc_norm.weight" in sd}
+
+    def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, P, D) patch tokens (normed if the file has ``norm``), the CLS token dropped."""
         x = self.patch_embed.proj(frames)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
@@ -53,49 +63,32 @@ class ImageViT(Backbone):
             x = block(x)
         if self.norm is not None:
             x = self.norm(x)
-        x = x[:, 1:].mean(dim=1)
-        return self.fc_norm(x) if self.fc_norm is not None else x
+        return x[:, 1:]
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        B, C, T, H, W = clips.shape
-        frames = clips.transpose(1, 2).reshape(B * T, C, H, W)
-        return self.frame_embeddings(frames).reshape(B, T, -1).mean(dim=1)
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
 
 _TRAINING_ONLY = (r"decoder", r"mask_token$", r"head\.", r"fc_norm_head", r"projector\.", r"predictor\.")
 
 
-def adapt_image_vit(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+def adapt_image_vit(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
     """timm-layout ViT state dict: drop MAE's decoder and any classifier/projection heads."""
     sd = apply_key_map(ckpt.tensors, key_map)
+    notes = ()
     if "cls_token" not in sd:  # wrapped by a training model (ViC-MAE and others)
         prefix = next((p for p in ("backbone.", "encoder.", "visual.") if f"{p}cls_token" in sd), None)
         sd = select_prefix(sd, prefix) if prefix else sd
+        notes = (f"under {prefix}",) if prefix else ()
     sd = fuse_separate_qkv(drop_keys(sd, _TRAINING_ONLY))
     proj = sd.get("patch_embed.proj.weight")
     if proj is None or proj.dim() != 4 or "cls_token" not in sd or "pos_embed" not in sd:
         raise wrong_layout(ckpt, "image_vit", LAYOUTS, sd)
-    return sd
-
-
-def load_image_vit(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None) -> ImageViT:
-    ckpt = read_checkpoint(checkpoint)
-    sd = adapt_image_vit(ckpt, key_map)
-    shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
-    proj = sd["patch_embed.proj.weight"]
-    model = ImageViT(shape, spec, patch=proj.shape[-1], in_chans=proj.shape[1],
-                     grid=grid_side(sd["pos_embed"].shape[1] - 1),
-                     final_norm="norm.weight" in sd, fc_norm="fc_norm.weight" in sd)
-    load_strict(model, sd, str(checkpoint), "image_vit")
-    return model
+    return Adapted(sd, notes=notes)
 
 
 register_recogniser("image_vit", "image-vit", lambda keys: "cls_token" in keys and "pos_embed" in keys and
                     "blocks.0.attn.qkv.weight" in keys and not any("temporal" in k or "time_embed" in k for k in keys))
-
-
-@register_backbone("image-vit", spec=IMAGE_VIT_SPEC, family="image_vit",
-                   description="image ViT per frame, mean of normed patch tokens, averaged over frames (MAE, ViC-MAE)")
-def image_vit(checkpoint: Path | None = None, spec: InputSpec = IMAGE_VIT_SPEC, key_map=None,
-              num_heads: int | None = None) -> ImageViT:
-    return load_image_vit(checkpoint, spec, key_map, num_heads)
+register_family("image-vit", model_cls=ImageViT, adapter=adapt_image_vit, spec=IMAGE_VIT_SPEC, family="image_vit",
+                per_frame=True,
+                description="image ViT per frame, mean of normed patch tokens, averaged over frames (MAE, ViC-MAE)")

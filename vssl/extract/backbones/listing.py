@@ -1,7 +1,7 @@
 """What `vssl backbones` shows: one row per registered or plugin backbone.
 
-The embedding width of checkpoint-defined families depends on the file (ViT-S/B/L...), so
-it is reported for the built-in widths only and left ``None`` where the checkpoint decides.
+The embedding width comes from each registry entry: the published width of fixed
+architectures, ``None`` where the checkpoint decides (ViT-S/B/L...) or a plugin does not say.
 """
 
 from __future__ import annotations
@@ -11,18 +11,13 @@ from typing import Any
 from .base import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
 from .registry import list_backbones
 
-# Widths fixed by the architecture, independent of the checkpoint.
-FIXED_DIMS = {"tiny": 128, "efficientnet-lite0": 1280, "slowonly-r50": 2048, "slowonly-r50-16x4": 2048}
-
 
 def backbone_rows() -> list[dict[str, Any]]:
     """Name, family, input spec, embedding width (or None) and whether a checkpoint is needed."""
     rows = []
     for entry in list_backbones():
-        dim = FIXED_DIMS.get(entry.name)
-        if entry.name == "efficientnet-lite0-frames":
-            dim = 1280 * entry.spec.frames
-        rows.append({"name": entry.name, "family": entry.family, "spec": entry.spec.to_dict(), "embed_dim": dim,
+        rows.append({"name": entry.name, "family": entry.family, "spec": entry.spec.to_dict(),
+                     "embed_dim": entry.clip_dim(),
                      "needs_checkpoint": entry.needs_checkpoint, "description": entry.description})
     return rows
 

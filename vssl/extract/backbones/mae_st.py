@@ -11,7 +11,7 @@ The separate q/k/v are fused into our ``attn.qkv`` on load, so the block is the 
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,10 +19,10 @@ from torch import nn
 from vssl.errors import CheckpointError
 
 from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
-from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
-                          register_recogniser, wrong_layout)
-from .registry import register_backbone
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, infer_vit_shape, resize_pos_grid
+from .builder import Adapted
+from .checkpoints import KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser, wrong_layout
+from .registry import register_family
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, resize_pos_grid, vit_arch
 
 MAE_ST_SPEC = InputSpec(frames=16, stride=4, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
 LAYOUTS = "mae_st / CrossVideoMAE .pth (model or model_state; pos_embed_spatial/temporal/class, attn.q/k/v)"
@@ -30,6 +30,8 @@ LAYOUTS = "mae_st / CrossVideoMAE .pth (model or model_state; pos_embed_spatial/
 
 class MaeSTViT(Backbone):
     """mae_st encoder; forward returns ``norm(mean(patch tokens))``."""
+
+    pooling = "mean_tokens"
 
     def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, t_patch: int = 2, in_chans: int = 3,
                  grid: int = 14, t_grid: int = 8, cls_embed: bool = True) -> None:
@@ -45,7 +47,21 @@ class MaeSTViT(Backbone):
         self.norm = nn.LayerNorm(dim, eps=shape.eps)
         self.grid = grid
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *,
+                             num_heads: int | None = None) -> dict[str, Any]:
+        """Shape and position grids; the temporal table is learned, so the clip must match it."""
+        arch = vit_arch(sd, num_heads, eps=1e-6)
+        t_patch = sd["patch_embed.proj.weight"].shape[2]
+        t_grid = sd["pos_embed_temporal"].shape[1]
+        if spec.frames // t_patch != t_grid:
+            raise CheckpointError(f"{source} was trained on {t_grid * t_patch}-frame clips (temporal positions"
+                                  f" are learned, not interpolated); use --frames {t_grid * t_patch}")
+        return {**arch, "t_patch": t_patch, "grid": grid_side(sd["pos_embed_spatial"].shape[1]), "t_grid": t_grid,
+                "cls_embed": "cls_token" in sd}
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, N, D) final patch tokens in (t, h, w) order (the CLS token dropped)."""
         x = self.patch_embed.proj(clips)  # (B, D, T', H', W')
         B, D, t, h, w = x.shape
         if t != self.pos_embed_temporal.shape[1]:
@@ -59,42 +75,23 @@ class MaeSTViT(Backbone):
             x = torch.cat([(self.cls_token + self.pos_embed_class).expand(B, -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)
-        if self.cls_token is not None:
-            x = x[:, 1:]
-        return self.norm(x.mean(dim=1))
+        return x[:, 1:] if self.cls_token is not None else x
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.norm(pooled)
 
 
-def adapt_mae_st(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+def adapt_mae_st(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
+    """mae_st names are ours but for the separate q/k/v (fused here) and the decoder (dropped)."""
     sd = apply_key_map(ckpt.tensors, key_map)
     sd = drop_keys(sd, (r"decoder", r"mask_token$", r"head\."))
     sd = fuse_separate_qkv(sd)
     if "pos_embed_spatial" not in sd or "blocks.0.attn.qkv.weight" not in sd:
         raise wrong_layout(ckpt, "mae_st", LAYOUTS, sd)
-    return sd
-
-
-def load_mae_st(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None) -> MaeSTViT:
-    ckpt = read_checkpoint(checkpoint)
-    sd = adapt_mae_st(ckpt, key_map)
-    shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
-    proj = sd["patch_embed.proj.weight"]
-    t_grid = sd["pos_embed_temporal"].shape[1]
-    if spec.frames // proj.shape[2] != t_grid:
-        raise CheckpointError(f"{checkpoint} was trained on {t_grid * proj.shape[2]}-frame clips (temporal positions"
-                              f" are learned, not interpolated); use --frames {t_grid * proj.shape[2]}")
-    model = MaeSTViT(shape, spec, patch=proj.shape[-1], t_patch=proj.shape[2], in_chans=proj.shape[1],
-                     grid=grid_side(sd["pos_embed_spatial"].shape[1]), t_grid=t_grid,
-                     cls_embed="cls_token" in sd)
-    load_strict(model, sd, str(checkpoint), "mae_st")
-    return model
+    return Adapted(sd)
 
 
 register_recogniser("mae_st", "mae-st", lambda keys: "pos_embed_spatial" in keys or
                     any(k.endswith(".pos_embed_spatial") for k in keys))
-
-
-@register_backbone("mae-st", spec=MAE_ST_SPEC, family="mae_st",
-                   description="ST-MAE / CrossVideoMAE video ViT (mae_st layout), norm(mean(patch tokens))")
-def mae_st(checkpoint: Path | None = None, spec: InputSpec = MAE_ST_SPEC, key_map=None,
-           num_heads: int | None = None) -> MaeSTViT:
-    return load_mae_st(checkpoint, spec, key_map, num_heads)
+register_family("mae-st", model_cls=MaeSTViT, adapter=adapt_mae_st, spec=MAE_ST_SPEC, family="mae_st",
+                description="ST-MAE / CrossVideoMAE video ViT (mae_st layout), norm(mean(patch tokens))")

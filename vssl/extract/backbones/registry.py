@@ -1,15 +1,18 @@
 """Registry of backbone factories, by name, plus third-party plugins.
 
-A name resolves, in order, to: a built-in registered with :func:`register_backbone`;
+A name resolves, in order, to: a built-in registered with :func:`register_family`;
 an entry point in the ``vssl.backbones`` group; or ``package.module:factory``. A factory
 is called as ``factory(checkpoint=Path | None, spec=InputSpec)`` and returns a
-:class:`~vssl.extract.backbones.base.Backbone`.
+:class:`~vssl.extract.backbones.base.Backbone`. A built-in's factory is the shared
+:func:`~.builder.build_model_with_cfg` bound to its family's model class and adapter, and its
+entry says what the listing and the store need without building it: width, pooling, per-frame.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, fields
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable
@@ -17,18 +20,39 @@ from typing import Callable
 from vssl.errors import CheckpointError, VsslError
 
 from .base import Backbone, InputSpec
+from .builder import Adapter, build_model_with_cfg
 
 BackboneFactory = Callable[..., Backbone]
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
+    """A registered backbone: how to build it and what it produces.
+
+    ``embed_dim`` is the published width of one embedding (per frame when ``per_frame``), or
+    ``None`` where the checkpoint decides (ViT-S/B/L...); ``pooling`` names how the features are
+    pooled (:mod:`.pooling`); ``per_frame`` marks an image encoder run on every frame, whose frame
+    embeddings are averaged, or concatenated when ``keep_frames``. ``adapter`` is the family's
+    checkpoint adapter (``None`` for plugins, whose factory does its own loading).
+    """
+
     name: str
     factory: BackboneFactory
     spec: InputSpec
     family: str
     description: str
     needs_checkpoint: bool
+    embed_dim: int | None = None
+    pooling: str = ""
+    per_frame: bool = False
+    keep_frames: bool = False
+    adapter: Adapter | None = None
+
+    def clip_dim(self, spec: InputSpec | None = None) -> int | None:
+        """Width of one clip embedding under ``spec`` (default: the entry's), if known without a file."""
+        if self.embed_dim is None or not self.keep_frames:
+            return self.embed_dim
+        return self.embed_dim * (spec or self.spec).frames
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -42,7 +66,7 @@ def register_backbone(
     description: str,
     needs_checkpoint: bool = True,
 ) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator registering ``factory`` under ``name`` with its default input spec."""
+    """Decorator registering a hand-written ``factory`` under ``name`` with its default input spec."""
 
     def decorate(factory: BackboneFactory) -> BackboneFactory:
         _REGISTRY[name] = BackboneEntry(name, factory, spec, family, description, needs_checkpoint)
@@ -51,8 +75,34 @@ def register_backbone(
     return decorate
 
 
+def register_family(
+    name: str,
+    *,
+    model_cls: type[Backbone],
+    adapter: Adapter,
+    spec: InputSpec,
+    family: str,
+    description: str,
+    embed_dim: int | None = None,
+    per_frame: bool = False,
+    keep_frames: bool = False,
+    needs_checkpoint: bool = True,
+    default_checkpoint: Callable[[], Path] | None = None,
+) -> BackboneEntry:
+    """Register a built-in built by :func:`build_model_with_cfg` from ``model_cls`` and ``adapter``.
+
+    The entry's pooling is the model class's, so the listing, the store and ``forward`` agree.
+    """
+    factory = partial(build_model_with_cfg, model_cls=model_cls, adapter=adapter, family=family,
+                      per_frame=per_frame, keep_frames=keep_frames, default_checkpoint=default_checkpoint)
+    entry = BackboneEntry(name, factory, spec, family, description, needs_checkpoint, embed_dim=embed_dim,
+                          pooling=model_cls.pooling, per_frame=per_frame, keep_frames=keep_frames, adapter=adapter)
+    _REGISTRY[name] = entry
+    return entry
+
+
 def _load_builtins() -> None:
-    # Importing the family modules runs their @register_backbone decorators.
+    # Importing the family modules runs their register_family calls.
     from . import families  # noqa: F401
 
 

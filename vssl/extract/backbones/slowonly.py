@@ -15,15 +15,16 @@ Module names are pySlowFast's (``s2.pathway0_res0.branch2.a``, ``窶ｦa_bn``, ``窶
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
-from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
-                          register_recogniser, rename_keys, select_prefix, wrong_layout)
-from .registry import register_backbone
+from .builder import Adapted
+from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
+                          rename_keys, select_prefix, wrong_layout)
+from .registry import register_family
 
 SLOWONLY_8X8 = InputSpec(frames=8, stride=8, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
 SLOWONLY_16X4 = InputSpec(frames=16, stride=4, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
@@ -66,6 +67,8 @@ class Bottleneck(nn.Module):
 class SlowOnlyR50(Backbone):
     """SlowOnly R50 trunk; forward returns the global average of res5 (B, 2048)."""
 
+    pooling = "avgpool"
+
     def __init__(self, spec: InputSpec = SLOWONLY_8X8, width: int = 64, depths: tuple[int, ...] = DEPTHS) -> None:
         super().__init__(embed_dim=width * 32, spec=spec, family="slowonly")
         self.s1 = nn.Module()
@@ -87,7 +90,12 @@ class SlowOnlyR50(Backbone):
         self.depths = depths
         self.relu = nn.ReLU(inplace=True)
 
-    def features(self, clips: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str) -> dict[str, Any]:
+        """Only the stem width varies between files (the depths are the R50's)."""
+        return {"width": sd["s1.pathway0_stem.conv.weight"].shape[0]}
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> res5 feature map (B, 2048, T, H/32, W/32)."""
         stem = self.s1.pathway0_stem
         x = self.pool(self.relu(stem.bn(stem.conv(clips))))
@@ -97,8 +105,7 @@ class SlowOnlyR50(Backbone):
                 x = getattr(module, f"pathway0_res{i}")(x)
         return x
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.features(clips).mean(dim=(2, 3, 4))
+    features = forward_features  # the name callers used before forward_features
 
 
 # pytorchvideo create_resnet / slow_r50 names -> pySlowFast names.
@@ -117,42 +124,30 @@ _TRAINING_ONLY = (r"(.*\.)?head\.", r"head_hist\.", r"predictor", r"queue_x", r"
                   r"blocks\.5\.", r"iter$", r"ptr$")
 
 
-def adapt_slowonly(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+def adapt_slowonly(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
     """pySlowFast (plain or ﾏ。YOL's ``backbone.``/``backbone_hist.``) or pytorchvideo -> our names."""
     sd = apply_key_map(ckpt.tensors, key_map)
+    notes = []
     for prefix in ("backbone.", "backbone_hist."):  # the online network first, the momentum one if alone
         if f"{prefix}s1.pathway0_stem.conv.weight" in sd:
             sd = select_prefix(sd, prefix)
+            notes.append(f"under {prefix}")
             break
     sd = drop_keys(sd, _TRAINING_ONLY)
     if "blocks.0.conv.weight" in sd:
         sd = rename_keys(sd, _PTV_RENAMES)
+        notes.append("pytorchvideo names")
     if "s1.pathway0_stem.conv.weight" not in sd:
         raise wrong_layout(ckpt, "slowonly", LAYOUTS, sd)
-    return sd
-
-
-def load_slowonly(checkpoint: Path, spec: InputSpec, key_map=None) -> SlowOnlyR50:
-    ckpt = read_checkpoint(checkpoint)
-    sd = adapt_slowonly(ckpt, key_map)
-    width = sd["s1.pathway0_stem.conv.weight"].shape[0]
-    model = SlowOnlyR50(spec, width=width)
-    load_strict(model, sd, str(checkpoint), "slowonly")
-    return model
+    return Adapted(sd, notes=tuple(notes))
 
 
 register_recogniser("slowonly", "slowonly-r50", lambda keys: any(
     k.endswith("pathway0_stem.conv.weight") for k in keys) or ("blocks.0.conv.weight" in keys and any(
         "res_blocks" in k for k in keys)))
-
-
-@register_backbone("slowonly-r50", spec=SLOWONLY_8X8, family="slowonly",
-                   description="ﾏ。YOL SlowOnly ResNet-50 8x8 (pySlowFast .pyth, pytorchvideo slow_r50), res5 avg 2048-d")
-def slowonly_r50(checkpoint: Path | None = None, spec: InputSpec = SLOWONLY_8X8, key_map=None) -> SlowOnlyR50:
-    return load_slowonly(checkpoint, spec, key_map)
-
-
-@register_backbone("slowonly-r50-16x4", spec=SLOWONLY_16X4, family="slowonly",
-                   description="ﾏ。YOL SlowOnly ResNet-50 16x4 (same weights' shapes, 16 frames stride 4)")
-def slowonly_r50_16x4(checkpoint: Path | None = None, spec: InputSpec = SLOWONLY_16X4, key_map=None) -> SlowOnlyR50:
-    return load_slowonly(checkpoint, spec, key_map)
+register_family("slowonly-r50", model_cls=SlowOnlyR50, adapter=adapt_slowonly, spec=SLOWONLY_8X8, family="slowonly",
+                embed_dim=2048, description="ﾏ。YOL SlowOnly ResNet-50 8x8 (pySlowFast .pyth, pytorchvideo slow_r50),"
+                " res5 avg 2048-d")
+register_family("slowonly-r50-16x4", model_cls=SlowOnlyR50, adapter=adapt_slowonly, spec=SLOWONLY_16X4,
+                family="slowonly", embed_dim=2048,
+                description="ﾏ。YOL SlowOnly ResNet-50 16x4 (same weights' shapes, 16 frames stride 4)")

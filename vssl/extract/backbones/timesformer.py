@@ -13,17 +13,18 @@ flat or under ``teacher`` (the network SVT evaluates).
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
-from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
-                          register_recogniser, select_prefix, wrong_layout)
-from .registry import register_backbone
-from .vit_layers import Attention, Mlp, ViTShape, grid_side, infer_vit_shape, resize_pos_grid
+from .builder import Adapted
+from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
+                          select_prefix, wrong_layout)
+from .registry import register_family
+from .vit_layers import Attention, Mlp, ViTShape, grid_side, resize_pos_grid, vit_arch
 
 # SVT evaluates TimeSformer_divST_8x32_224: 8 frames, sampling rate 32, 224 px, Kinetics mean/std.
 SVT_SPEC = InputSpec(frames=8, stride=32, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
@@ -64,6 +65,8 @@ class DividedBlock(nn.Module):
 class TimeSformer(Backbone):
     """Divided space-time ViT; forward returns the final-norm CLS token."""
 
+    pooling = "cls"
+
     def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, in_chans: int = 3, grid: int = 14,
                  num_frames: int = 8) -> None:
         super().__init__(embed_dim=shape.embed_dim, spec=spec, family="timesformer")
@@ -77,7 +80,14 @@ class TimeSformer(Backbone):
         self.norm = nn.LayerNorm(dim, eps=shape.eps)
         self.grid = grid
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *,
+                             num_heads: int | None = None) -> dict[str, Any]:
+        return {**vit_arch(sd, num_heads, eps=1e-6), "grid": grid_side(sd["pos_embed"].shape[1] - 1),
+                "num_frames": sd["time_embed"].shape[1]}
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, 1 + S*T, D) final tokens, CLS first, before the final norm."""
         B, C, T, H, W = clips.shape
         x = self.patch_embed.proj(clips.transpose(1, 2).reshape(B * T, C, H, W))
         h, w = x.shape[-2:]
@@ -94,38 +104,27 @@ class TimeSformer(Backbone):
         x = torch.cat([cls.expand(B, -1, -1), x.transpose(1, 2).reshape(B, S * T, D)], dim=1)
         for block in self.blocks:
             x = block(x, T)
-        return self.norm(x[:, 0])
+        return x
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.norm(pooled)
 
 
-def adapt_timesformer(ckpt: LoadedCheckpoint, key_map=None) -> StateDict:
+def adapt_timesformer(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
+    """SVT (``backbone.``) or TimeSformer (``model.``) wrappers removed, the DINO/classifier head dropped."""
     sd = apply_key_map(ckpt.tensors, key_map)
+    notes = ()
     if "backbone.cls_token" in sd:
-        sd = select_prefix(sd, "backbone.")
+        sd, notes = select_prefix(sd, "backbone."), ("SVT backbone.",)
     elif "model.cls_token" in sd:  # TimeSformer's own .pyth wraps the ViT as `model`
-        sd = select_prefix(sd, "model.")
+        sd, notes = select_prefix(sd, "model."), ("TimeSformer model.",)
     sd = drop_keys(sd, (r"head\.",))
     if "time_embed" not in sd or "blocks.0.temporal_attn.qkv.weight" not in sd:
         raise wrong_layout(ckpt, "timesformer", LAYOUTS, sd)
-    return sd
-
-
-def load_timesformer(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None) -> TimeSformer:
-    ckpt = read_checkpoint(checkpoint)
-    sd = adapt_timesformer(ckpt, key_map)
-    shape = infer_vit_shape(sd, num_heads=num_heads, eps=1e-6)
-    proj = sd["patch_embed.proj.weight"]
-    model = TimeSformer(shape, spec, patch=proj.shape[-1], in_chans=proj.shape[1],
-                        grid=grid_side(sd["pos_embed"].shape[1] - 1), num_frames=sd["time_embed"].shape[1])
-    load_strict(model, sd, str(checkpoint), "timesformer")
-    return model
+    return Adapted(sd, notes=notes)
 
 
 register_recogniser("timesformer", "svt", lambda keys: any(k.endswith("time_embed") for k in keys) and
                     any("temporal_attn" in k for k in keys))
-
-
-@register_backbone("svt", spec=SVT_SPEC, family="timesformer",
-                   description="SVT: TimeSformer ViT-B/16 divided space-time, 8 frames, final-norm CLS 768-d")
-def svt(checkpoint: Path | None = None, spec: InputSpec = SVT_SPEC, key_map=None,
-        num_heads: int | None = None) -> TimeSformer:
-    return load_timesformer(checkpoint, spec, key_map, num_heads)
+register_family("svt", model_cls=TimeSformer, adapter=adapt_timesformer, spec=SVT_SPEC, family="timesformer",
+                description="SVT: TimeSformer ViT-B/16 divided space-time, 8 frames, final-norm CLS 768-d")

@@ -7,20 +7,20 @@ of local spatio-temporal structure, not learned ones.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from .base import Backbone, InputSpec
-from .checkpoints import apply_key_map, load_strict, read_checkpoint
-from .registry import register_backbone
+from .builder import adapt_as_is
+from .registry import register_family
 
 TINY_SPEC = InputSpec(frames=8, stride=2, size=64)
 
 
 class TinyVideoNet(Backbone):
     """Three strided 3D convolutions, global average pooling, 128-d output."""
+
+    pooling = "avgpool"
 
     def __init__(self, spec: InputSpec = TINY_SPEC, width: int = 32, embed_dim: int = 128, seed: int = 0):
         super().__init__(embed_dim=embed_dim, spec=spec, family="tiny")
@@ -33,21 +33,14 @@ class TinyVideoNet(Backbone):
             nn.GELU(),
             nn.Conv3d(width * 2, embed_dim, kernel_size=3, stride=(2, 2, 2), padding=1),
             nn.GELU(),
-            nn.AdaptiveAvgPool3d(1),
-            nn.Flatten(),
         )
         torch.random.set_rng_state(gen_state)
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 128, T/4, H/8, W/8) feature map."""
         return self.net(clips)
 
 
-@register_backbone("tiny", spec=TINY_SPEC, family="tiny",
-                   description="small 3D conv net with fixed random weights (demo, tests)",
-                   needs_checkpoint=False)
-def tiny(checkpoint: Path | None = None, spec: InputSpec = TINY_SPEC, key_map=None) -> TinyVideoNet:
-    model = TinyVideoNet(spec=spec)
-    if checkpoint is not None:  # through the shared loader: containers, --key-map, strict errors
-        ckpt = read_checkpoint(checkpoint)
-        load_strict(model, apply_key_map(ckpt.tensors, key_map), str(checkpoint), "tiny")
-    return model
+# A checkpoint, if given, goes through the shared builder: containers, --key-map, strict errors.
+register_family("tiny", model_cls=TinyVideoNet, adapter=adapt_as_is, spec=TINY_SPEC, family="tiny", embed_dim=128,
+                needs_checkpoint=False, description="small 3D conv net with fixed random weights (demo, tests)")

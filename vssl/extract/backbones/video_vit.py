@@ -18,7 +18,7 @@ and converts them to this module's names.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,11 +26,12 @@ from torch import nn
 from vssl.errors import CheckpointError
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
-from .checkpoints import (LoadedCheckpoint, StateDict, apply_key_map, drop_keys, load_strict, read_checkpoint,
-                          register_recogniser, rename_keys, select_prefix, wrong_layout)
+from .builder import Adapted
+from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
+                          rename_keys, select_prefix, wrong_layout)
 from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
-from .registry import register_backbone
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, infer_vit_shape, sinusoid_table
+from .registry import register_family
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, sinusoid_table, vit_arch
 
 VIDEOMAE_SPEC = InputSpec(frames=16, stride=4, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 LAYOUTS = "MCG-NJU finetuned/pretrain .pth, Hugging Face VideoMAE dir (v4/v5 names), MindSpore .ckpt"
@@ -39,6 +40,8 @@ HF_FC_NORM_EPS = 1e-5  # transformers' VideoMAEForVideoClassification builds fc_
 
 class VideoViT(Backbone):
     """Tubelet-embedding ViT over a whole clip; output = pooled token embedding."""
+
+    pooling = "mean_tokens"
 
     def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, tubelet: int = 2, in_chans: int = 3,
                  final_norm: bool = True, fc_norm: bool = False, fc_norm_eps: float | None = None,
@@ -54,8 +57,25 @@ class VideoViT(Backbone):
         self.norm = nn.LayerNorm(dim, eps=shape.eps) if final_norm else None
         self.fc_norm = nn.LayerNorm(dim, eps=fc_norm_eps or shape.eps) if fc_norm else None
 
-    def tokens(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, N, D) final tokens in (t, h, w) order, before pooling."""
+    @classmethod
+    def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *, num_heads: int | None = None,
+                             eps: float = 1e-6, fc_norm_eps: float | None = None) -> dict[str, Any]:
+        """Shape, tubelet, which norms the file has, and a learned position table's size (checked
+        against the clip now: it cannot be interpolated)."""
+        arch = vit_arch(sd, num_heads, eps)
+        proj = sd["patch_embed.proj.weight"]
+        if "pos_embed" in sd:
+            tokens = (spec.frames // proj.shape[2]) * (spec.size // proj.shape[-1]) ** 2
+            if tokens != sd["pos_embed"].shape[1]:
+                raise CheckpointError(f"{source} has a learned position table for {sd['pos_embed'].shape[1]} tokens,"
+                                      f" {spec.frames} frames at {spec.size} px give {tokens}: use the clip size it"
+                                      " was trained with (--frames/--size)")
+        return {**arch, "tubelet": proj.shape[2], "final_norm": "norm.weight" in sd,
+                "fc_norm": "fc_norm.weight" in sd, "fc_norm_eps": fc_norm_eps,
+                "learned_pos": sd["pos_embed"].shape[1] if "pos_embed" in sd else 0}
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, N, D) final (normed, if the file has ``norm``) tokens in (t, h, w) order."""
         x = self.patch_embed.proj(clips).flatten(2).transpose(1, 2)
         if self.pos_embed is not None:
             if self.pos_embed.shape[1] != x.shape[1]:
@@ -66,14 +86,10 @@ class VideoViT(Backbone):
             x = x + sinusoid_table(x.shape[1], x.shape[2], x)
         for block in self.blocks:
             x = block(x)
-        return x
+        return self.norm(x) if self.norm is not None else x
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        x = self.tokens(clips)
-        if self.norm is not None:
-            x = self.norm(x)
-        x = x.mean(dim=1)
-        return self.fc_norm(x) if self.fc_norm is not None else x
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
 
 # --------------------------------------------------------------------- checkpoint adapter
@@ -95,15 +111,18 @@ _TRAINING_ONLY = (r"decoder\.", r"encoder_to_decoder\.", r"mask_token$", r"head\
                   r"embeddings\.position_embeddings$")
 
 
-def adapt_video_vit(ckpt: LoadedCheckpoint, key_map=None) -> tuple[StateDict, dict]:
+def adapt_video_vit(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Adapted:
     """Convert any known VideoMAE-family layout to :class:`VideoViT` names.
 
-    Returns the state dict and build options (``eps``, ``fc_norm_eps``, ``num_heads``).
+    ``arch_kwargs`` carry what only the container says: LayerNorm eps and head count from a
+    Hugging Face config, and the ``fc_norm`` eps transformers builds.
     """
     sd = apply_key_map(ckpt.tensors, key_map)
     options: dict = {"eps": 1e-6, "fc_norm_eps": None, "num_heads": None}
+    notes = []
     if is_mindspore_layout(set(sd)):
         sd = mindspore_to_torch_names(sd)
+        notes.append("MindSpore names")
     # HF ForPreTraining/ForVideoClassification wrap the base model as `videomae.` next to extras.
     sd = {k.removeprefix("videomae."): v for k, v in sd.items()}
     if "embeddings.patch_embeddings.projection.weight" in sd:  # Hugging Face
@@ -111,34 +130,15 @@ def adapt_video_vit(ckpt: LoadedCheckpoint, key_map=None) -> tuple[StateDict, di
         cfg = ckpt.config
         options.update(eps=float(cfg.get("layer_norm_eps", 1e-12)) if cfg else 1e-12,
                        fc_norm_eps=HF_FC_NORM_EPS, num_heads=cfg.get("num_attention_heads"))
+        notes.append("Hugging Face names")
     elif "encoder.patch_embed.proj.weight" in sd:  # MCG-NJU pretrain: encoder + decoder
         sd = select_prefix(sd, "encoder.")
+        notes.append("MCG-NJU pretrain")
     sd = fuse_separate_qkv(drop_keys(sd, _TRAINING_ONLY))
     proj = sd.get("patch_embed.proj.weight")
     if proj is None or proj.dim() != 5 or "blocks.0.attn.qkv.weight" not in sd:
         raise wrong_layout(ckpt, "videomae", LAYOUTS, sd)
-    return sd, options
-
-
-def load_video_vit(checkpoint: Path, spec: InputSpec, key_map=None, num_heads: int | None = None,
-                   family: str = "videomae") -> VideoViT:
-    """Build the video ViT a checkpoint implies and load it strictly."""
-    ckpt = read_checkpoint(checkpoint)
-    sd, options = adapt_video_vit(ckpt, key_map)
-    shape = infer_vit_shape(sd, num_heads=num_heads or options["num_heads"], eps=options["eps"])
-    proj = sd["patch_embed.proj.weight"]
-    if "pos_embed" in sd:
-        tokens = (spec.frames // proj.shape[2]) * (spec.size // proj.shape[-1]) ** 2
-        if tokens != sd["pos_embed"].shape[1]:
-            raise CheckpointError(f"{checkpoint} has a learned position table for {sd['pos_embed'].shape[1]} tokens,"
-                                  f" {spec.frames} frames at {spec.size} px give {tokens}: use the clip size it was"
-                                  " trained with (--frames/--size)")
-    model = VideoViT(shape, spec, patch=proj.shape[-1], tubelet=proj.shape[2], in_chans=proj.shape[1],
-                     final_norm="norm.weight" in sd, fc_norm="fc_norm.weight" in sd,
-                     fc_norm_eps=options["fc_norm_eps"],
-                     learned_pos=sd["pos_embed"].shape[1] if "pos_embed" in sd else 0, family=family)
-    load_strict(model, sd, str(checkpoint), family)
-    return model
+    return Adapted(sd, options, tuple(notes))
 
 
 def _recognise(keys: set[str]) -> bool:
@@ -150,10 +150,5 @@ def _recognise(keys: set[str]) -> bool:
 
 
 register_recogniser("videomae", "videomae", _recognise)
-
-
-@register_backbone("videomae", spec=VIDEOMAE_SPEC, family="videomae",
-                   description="VideoMAE / VideoMAE v2 / SCMA / CMAE-V video ViT (MCG-NJU .pth, HF dir, MindSpore .ckpt)")
-def videomae(checkpoint: Path | None = None, spec: InputSpec = VIDEOMAE_SPEC, key_map=None,
-             num_heads: int | None = None) -> VideoViT:
-    return load_video_vit(checkpoint, spec, key_map, num_heads)
+register_family("videomae", model_cls=VideoViT, adapter=adapt_video_vit, spec=VIDEOMAE_SPEC, family="videomae",
+                description="VideoMAE / VideoMAE v2 / SCMA / CMAE-V video ViT (MCG-NJU .pth, HF dir, MindSpore .ckpt)")

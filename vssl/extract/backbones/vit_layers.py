@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,13 @@ def infer_vit_shape(sd: StateDict, prefix: str = "blocks.", num_heads: int | Non
     heads = num_heads or STANDARD_HEADS.get(dim) or max(1, dim // head_dim)
     return ViTShape(embed_dim=dim, depth=depth, num_heads=heads, mlp_hidden=sd[f"{prefix}0.mlp.fc1.weight"].shape[0],
                     qkv_bias=bias, layer_scale=f"{prefix}0.gamma_1" in sd, eps=eps)
+
+
+def vit_arch(sd: StateDict, num_heads: int | None = None, eps: float = 1e-6) -> dict[str, Any]:
+    """Constructor arguments every ViT family reads alike: the block shape and the patch embedding."""
+    proj = sd["patch_embed.proj.weight"]
+    return {"shape": infer_vit_shape(sd, num_heads=num_heads, eps=eps), "patch": proj.shape[-1],
+            "in_chans": proj.shape[1]}
 
 
 def fuse_separate_qkv(sd: StateDict, attn_prefix_regex: str = r"(.*\.attn)\.") -> StateDict:
