@@ -12,7 +12,7 @@ import numpy as np
 
 from vssl.errors import VsslError
 
-from .metrics import confusion_matrix, per_class_accuracy, topk_accuracy
+from .metrics import row_metrics
 
 PROBES = ("knn", "linear", "mlp", "transformer", "scale_linear", "scale_ft")
 FEATURES = ("backbone", "scale")
@@ -41,12 +41,7 @@ class ProbeResult:
 def make_result(probe: str, features: str, scores: np.ndarray, labels: np.ndarray, classes: list[str],
                 n_train: int, params: dict[str, Any]) -> ProbeResult:
     """Score a probe from its ``[n_test, C]`` class scores (ranked with ties to the lower class)."""
-    pred = np.argsort(-scores, axis=1, kind="stable")[:, 0]
-    c = len(classes)
-    acc = per_class_accuracy(pred, labels, c)
-    return ProbeResult(probe, features, topk_accuracy(scores, labels, 1), topk_accuracy(scores, labels, 5),
-                       int(n_train), int(len(labels)), params, dict(zip(classes, acc)),
-                       confusion_matrix(pred, labels, c))
+    return ProbeResult(probe, features, n_train=int(n_train), params=params, **row_metrics(scores, labels, classes))
 
 
 @dataclass
