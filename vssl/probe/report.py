@@ -62,7 +62,7 @@ class Report:
         return max(self.results, key=lambda r: (r.top1, r.top5))
 
     def write_json(self, path: str | Path) -> None:
-        _writable(path, "--report")
+        check_writable(path, "--report")
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
@@ -81,7 +81,8 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _writable(path: str | Path, flag: str) -> None:
+def check_writable(path: str | Path, flag: str) -> None:
+    """Refuse an output path whose directory is missing (checked before probing, and on writing)."""
     parent = Path(path).expanduser().resolve().parent
     if not parent.is_dir():
         raise VsslError(f"{flag} {path}: directory {parent} does not exist; create it or choose another path")
@@ -101,7 +102,7 @@ def render_table(report: Report):
 
 def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Path) -> None:
     """Draw ``result``'s row-normalized confusion matrix (true rows, predicted columns)."""
-    _writable(path, "--confusion")
+    check_writable(path, "--confusion")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -144,3 +144,14 @@ def run_row(row: Row, source, data: ProbeData, common: dict[str, Any], quiet: bo
                          len(data.train.labels), {**out.params, **source.params, **common})
     log.info("%s (%s): top-1 %.2f top-5 %.2f", result.probe, result.features, result.top1, result.top5)
     return result
+
+
+def log_to_stderr(quiet: bool) -> None:
+    """Probe logs (one line per result, warnings) go to stderr; ``--quiet`` keeps only warnings."""
+    if not log.handlers:
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        log.addHandler(RichHandler(console=Console(stderr=True), show_time=False, show_path=False))
+        log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -1,0 +1,121 @@
+"""The settings of `vssl probe`, declared once: each field is a config key and a CLI flag.
+
+:class:`ProbeConfig` is what a user sets; :meth:`ProbeConfig.request` turns it into the
+:class:`~vssl.probe.run.ProbeRequest` the runner takes (one config per enabled probe
+option, the shared training flags fixing that value in every trained probe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, get_args, get_type_hints
+
+from vssl.errors import VsslError
+from vssl.settings import Settings, setting, settings_options
+
+from .knn import KnnConfig
+from .linear import LinearConfig
+from .mlp import MlpConfig
+from .registry import OPTIONS
+from .run import ProbeRequest
+from .train import TrainConfig, with_defaults
+from .transformer import FinetuneConfig, TransformerConfig
+
+#: the config each probe option starts from (its defaults), before the flags fix values
+_BASE = {"linear": LinearConfig(), "mlp": MlpConfig(), "transformer": TransformerConfig(),
+         "finetune": FinetuneConfig()}
+
+
+@dataclass
+class ProbeConfig(Settings):
+    """What `vssl probe` runs and how; no probe flag = k-NN + linear.
+
+    The training settings left unset (``None``) keep each trained probe's own default.
+    """
+
+    SECTION = "probe"
+
+    view: str = setting("uniform5x3", "view of the store to probe")
+    train_split: str = setting("train", "split the probes are trained on")
+    test_split: str = setting("test", "split the accuracies are measured on")
+    # -- probe options (each enables the registry's probes of that option)
+    knn: bool = setting(False, "weighted k-NN (DINO), training-free", flag="--knn")
+    linear: bool = setting(False, "linear head per clip, averaged over clips", flag="--linear")
+    mlp: bool = setting(False, "MLP head per clip, averaged over clips", flag="--mlp")
+    transformer: bool = setting(False, "SCALE architecture from random init, supervised", flag="--transformer")
+    finetune: bool = setting(False, "SCALE_ft: fine-tune the --scale run with a linear head", flag="--finetune")
+    scale: str | None = setting(None, "SCALE run directory: add rows on its features")
+    low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
+    # -- k-NN
+    k: int = setting(20, "k-NN neighbours", flag="--k")
+    temperature: float = setting(0.07, "k-NN vote temperature")
+    center: bool = setting(False, "k-NN: subtract the training mean first", flag="--center")
+    knn_backend: str = setting("auto", "k-NN search: auto, faiss or torch")
+    knn_precision: str = setting("fp32", "k-NN: fp32, or bf16 shortlist + exact re-rank (torch)")
+    # -- trained probes
+    lr: tuple[float, ...] | None = setting(None, "learning rate(s) of the grid (repeatable)", flag="--lr")
+    weight_decay: tuple[float, ...] | None = setting(None, "weight decay(s) (repeatable)")
+    epochs: int | None = setting(None, "training epochs (the most; the best is selected)")
+    batch_size: int | None = setting(None, "minibatch size of trained probes")
+    optimizer: str | None = setting(None, "adamw or sgd")
+    holdout: float | None = setting(None, "fraction of the train split used for selection")
+    batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
+    # -- run
+    seed: int = setting(0, "seed of low-shot subsets, splits and training")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = setting("auto", "trained probes: auto (bf16 where fast), bf16 or fp32")
+    quiet: bool = setting(False, "no progress bars", flag="--quiet")
+
+    def validate(self) -> None:
+        if self.k < 1 or self.temperature <= 0:
+            raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
+
+    def enabled(self) -> tuple[str, ...]:
+        """The probe options to run: those given, else k-NN and linear."""
+        chosen = tuple(o for o in OPTIONS if getattr(self, o))
+        return chosen or ("knn", "linear")
+
+    def knn_config(self) -> KnnConfig:
+        return KnnConfig(k=self.k, temperature=self.temperature, center=self.center, backend=self.knn_backend,
+                         precision=self.knn_precision, device=self.device)
+
+    def train_config(self, option: str) -> TrainConfig:
+        """Option ``option``'s config: its defaults under the training settings that are set."""
+        shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
+                  "batch_size": self.batch_size, "optimizer": self.optimizer, "holdout": self.holdout,
+                  "seed": self.seed, "device": self.device, "precision": self.precision}
+        if option in ("linear", "mlp"):
+            shared["batchnorm"] = self.batchnorm or None
+        return with_defaults(_BASE[option], **shared)
+
+    def request(self, store: Path) -> ProbeRequest:
+        """The runner's request for ``store``: one config per enabled probe option."""
+        configs = {o: self.knn_config() if o == "knn" else self.train_config(o) for o in self.enabled()}
+        return ProbeRequest(store=Path(store), view=self.view, train_split=self.train_split,
+                            test_split=self.test_split, scale_run=None if self.scale is None else Path(self.scale),
+                            low_shot=self.low_shot, seed=self.seed, quiet=self.quiet, **configs)
+
+
+def probe_options(command: Callable) -> Callable:
+    """:func:`~vssl.settings.settings_options` for :class:`ProbeConfig`, with its tuple settings
+    as repeatable flags (``--lr 1e-3 --lr 1e-2``): the shared helper gives every flag one value."""
+    wrapped = settings_options(ProbeConfig)(command)
+    hints = get_type_hints(ProbeConfig)
+    repeatable = {f.name: _element_type(hints[f.name]) for f in dataclasses.fields(ProbeConfig)
+                  if _element_type(hints[f.name]) is not None}
+    signature = wrapped.__signature__
+    wrapped.__signature__ = signature.replace(parameters=[
+        p.replace(annotation=Optional[list[repeatable[p.name]]]) if p.name in repeatable else p
+        for p in signature.parameters.values()])
+    return wrapped
+
+
+def _element_type(hint: Any) -> type | None:
+    """``tuple[float, ...] | None`` -> float; None for a setting that is not a variable-length tuple."""
+    for arg in (hint, *get_args(hint)):
+        inner = get_args(arg)
+        if getattr(arg, "__origin__", None) is tuple and len(inner) == 2 and inner[1] is Ellipsis:
+            return inner[0]
+    return None
