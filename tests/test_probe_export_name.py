@@ -30,7 +30,11 @@ def store_and_run(tmp_path_factory):
 
 
 def _vssl(capsys, *args) -> str:
-    main([str(a) for a in args])
+    """Run `vssl` in-process; its stdout (a failing command fails the test)."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert exc.code == 0, capsys.readouterr().err
     return capsys.readouterr().out
 
 
