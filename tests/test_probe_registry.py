@@ -9,7 +9,6 @@ import torch
 
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
-from vssl.features_store.synthetic import make_synthetic_store
 from vssl.probe import (PROBES, FinetuneConfig, KnnConfig, LinearConfig, MlpConfig, Probe, ProbeRequest,
                         TransformerConfig, get_probe, run_probes)
 from vssl.probe.config import ProbeConfig
@@ -23,8 +22,8 @@ from vssl.probe.scale import ScaleFeatures
 from vssl.probe.train import TrainConfig, probe_precision
 from vssl.probe.transformer import train_finetune, train_transformer
 
-VIEW = "uniform5x3"
-CLASSES = ["a", "b", "c"]
+from tests.probe_helpers import CLASSES, VIEW, tiny_store_and_run
+
 CPU = torch.device("cpu")
 FIT = dict(epochs=2, batch_size=16, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,))
 
@@ -33,19 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A 3-class store (36 train, 12 test videos of 4 clips) and a SCALE run trained on it."""
-    from vssl.aggregate import ScaleConfig, train
-
-    rng = np.random.default_rng(1)
-    y = np.arange(48) % 3
-    x = (3 * rng.normal(size=(3, 8))[y][:, None] + rng.normal(size=(48, 4, 8))).astype(np.float32)
-    root = tmp_path_factory.mktemp("registry")
-    make_synthetic_store(root / "store", x, y, ["train"] * 36 + ["test"] * 12, view=VIEW, classes=CLASSES,
-                         chunk_videos=16)
-    cfg = ScaleConfig(width=16, layers=1, heads=2, pred_hidden=32, target_hidden=32, proj_dim=8, epochs=1,
-                      batch_size=16, device="cpu", precision="fp32", seed=0)
-    train(root / "store", VIEW, root / "run", cfg, quiet=True)
-    return root / "store", root / "run"
+    return tiny_store_and_run(tmp_path_factory.mktemp("registry"), seed=1)
 
 
 @pytest.fixture(scope="module")

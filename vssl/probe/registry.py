@@ -65,7 +65,6 @@ class Probe:
     config: type                        # its config dataclass
     run: Callable[[ProbeCall], ProbeScores] = field(repr=False)
     needs: frozenset[str] = frozenset()
-    help: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - set(NEEDS)
@@ -137,19 +136,22 @@ def _finetune(call: ProbeCall) -> Callable:
 # ---------------------------------------------------------------------- the registry
 
 PROBES: tuple[Probe, ...] = (
-    Probe("knn", "knn", ("backbone", "scale"), KnnConfig, run_knn, frozenset(),
-          "weighted k-NN (DINO), training-free: mean clip embedding / SCALE_kNN on the SET token"),
-    Probe("linear", "linear", ("backbone",), LinearConfig, clip_head(train_linear), frozenset({"clips"}),
-          "linear head per clip, averaged over clips"),
-    Probe("scale_linear", "linear", ("scale",), LinearConfig, clip_head(train_linear),
-          frozenset({"clips", "set_token"}), "SCALE_linear: linear head per clip on [C_i, Ĉ_i, SET]"),
-    Probe("mlp", "mlp", ("backbone", "scale"), MlpConfig, clip_head(train_mlp), frozenset({"clips"}),
-          "MLP head per clip, averaged over clips"),
-    Probe("transformer", "transformer", ("backbone",), TransformerConfig, set_probe(lambda call: train_transformer),
-          frozenset({"clips", "boxes"}), "SCALE architecture from random init, supervised"),
-    Probe("scale_ft", "finetune", ("scale",), FinetuneConfig, set_probe(_finetune),
-          frozenset({"clips", "boxes", "scale_model"}), "SCALE_ft: fine-tune the --scale run with a linear head"),
+    # name           option         sources                 config             run                         needs
+    Probe("knn",          "knn",         ("backbone", "scale"), KnnConfig,         run_knn),
+    Probe("linear",       "linear",      ("backbone",),         LinearConfig,      clip_head(train_linear),
+          frozenset({"clips"})),
+    Probe("scale_linear", "linear",      ("scale",),            LinearConfig,      clip_head(train_linear),
+          frozenset({"clips", "set_token"})),
+    Probe("mlp",          "mlp",         ("backbone", "scale"), MlpConfig,         clip_head(train_mlp),
+          frozenset({"clips"})),
+    Probe("transformer",  "transformer", ("backbone",),         TransformerConfig, set_probe(lambda call: train_transformer),
+          frozenset({"clips", "boxes"})),
+    Probe("scale_ft",     "finetune",    ("scale",),            FinetuneConfig,    set_probe(_finetune),
+          frozenset({"clips", "boxes", "scale_model"})),
 )
+"""The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
+"scale", k-NN takes the SET token and the MLP [C_i ⊕ Ĉ_i ⊕ SET]; SCALE_linear is its own entry
+because the report names it apart from the backbone's linear probe."""
 
 #: the request options (ProbeRequest fields, CLI flags), in the order of the registry
 OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(p.option for p in PROBES))
