@@ -16,16 +16,9 @@ from vssl.errors import VsslError
 from vssl.settings import Settings, setting, settings_options
 
 from .knn import KnnConfig
-from .linear import LinearConfig
-from .mlp import MlpConfig
-from .registry import OPTIONS
+from .registry import OPTIONS, option_config
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
-from .transformer import FinetuneConfig, TransformerConfig
-
-#: the config each probe option starts from (its defaults), before the flags fix values
-_BASE = {"linear": LinearConfig(), "mlp": MlpConfig(), "transformer": TransformerConfig(),
-         "finetune": FinetuneConfig()}
 
 
 @dataclass
@@ -82,13 +75,15 @@ class ProbeConfig(Settings):
                          precision=self.knn_precision, device=self.device)
 
     def train_config(self, option: str) -> TrainConfig:
-        """Option ``option``'s config: its defaults under the training settings that are set."""
+        """Option ``option``'s config (the registry's class): its defaults under the training
+        settings that are set; ``--batchnorm`` where the config has it (linear, MLP)."""
+        base = option_config(option)()
         shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
                   "batch_size": self.batch_size, "optimizer": self.optimizer, "holdout": self.holdout,
                   "seed": self.seed, "device": self.device, "precision": self.precision}
-        if option in ("linear", "mlp"):
+        if "batchnorm" in {f.name for f in dataclasses.fields(base)}:
             shared["batchnorm"] = self.batchnorm or None
-        return with_defaults(_BASE[option], **shared)
+        return with_defaults(base, **shared)
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""

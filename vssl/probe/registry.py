@@ -20,7 +20,7 @@ from .inputs import ClipInputs, SetInputs
 from .knn import KnnConfig, knn_scores, prepare, resolve_backend
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
-from .sources import ProbeData
+from .sources import FeatureSource, ProbeData
 from .train import FitResult, TrainConfig
 from .transformer import FinetuneConfig, TransformerConfig, train_finetune, train_transformer
 
@@ -45,7 +45,7 @@ class ProbeCall:
     """One row to compute: this probe's config on the data, through one feature source."""
 
     probe: str
-    source: Any                 # vssl.probe.sources.BackboneSource | ScaleSource
+    source: FeatureSource
     data: ProbeData
     config: Any
     quiet: bool = False
@@ -155,6 +155,14 @@ because the report names it apart from the backbone's linear probe."""
 
 #: the request options (ProbeRequest fields, CLI flags), in the order of the registry
 OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(p.option for p in PROBES))
+
+
+def option_config(option: str) -> type:
+    """The config class of request option ``option`` (every probe it enables shares it)."""
+    classes = {p.config for p in PROBES if p.option == option}
+    if len(classes) != 1:
+        raise VsslError(f"probe option {option!r} is unknown; options: {', '.join(OPTIONS)}")
+    return classes.pop()
 
 
 def get_probe(name: str) -> Probe:

@@ -9,7 +9,7 @@ predictor. Probes ask the source, so one probe implementation serves both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,21 @@ class ProbeData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+class FeatureSource(Protocol):
+    """What a probe reads through: per-video and per-clip inputs, and how the report names them."""
+
+    name: str                       # the report's "features" column
+    token_representation: str       # what k-NN embeds per video
+    clip_input: str | None          # what a clip head sees, when not the plain clip embedding
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def video_level(self, split: SplitData) -> np.ndarray: ...
+
+    def clips(self, split: SplitData) -> np.ndarray: ...
 
 
 class BackboneSource:
