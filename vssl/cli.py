@@ -19,6 +19,7 @@ from rich.table import Table
 from vssl.aggregate.config import ScaleConfig
 from vssl.errors import VsslError
 from vssl.extract.config import ExtractConfig
+from vssl.probe.config import probe_options
 from vssl.settings import settings_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -241,45 +242,25 @@ def aggregate_cmd(
 
 
 @app.command("probe")
+@probe_options
 def probe(
     store: Path = typer.Argument(..., help="feature store directory"),
-    view: str = typer.Option("uniform5x3", help="view of the store to probe"),
-    train_split: str = typer.Option("train", help="split the probes are trained on"),
-    test_split: str = typer.Option("test", help="split the accuracies are measured on"),
-    knn: bool = typer.Option(False, "--knn", help="weighted k-NN (DINO), training-free"),
-    linear: bool = typer.Option(False, "--linear", help="linear head per clip, averaged over clips"),
-    mlp: bool = typer.Option(False, "--mlp", help="MLP head per clip, averaged over clips"),
-    transformer: bool = typer.Option(False, "--transformer", help="SCALE architecture from random init, supervised"),
-    finetune: bool = typer.Option(False, "--finetune", help="SCALE_ft: fine-tune the --scale run with a linear head"),
-    scale: Optional[Path] = typer.Option(None, "--scale", help="SCALE run directory: add rows on its features"),
-    low_shot: Optional[float] = typer.Option(None, "--low-shot", help="train on a class-balanced fraction, e.g. 0.1"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the results as JSON"),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="PNG of the best probe's confusion matrix"),
-    k: int = typer.Option(20, "--k", help="k-NN neighbours"),
-    temperature: float = typer.Option(0.07, help="k-NN vote temperature"),
-    center: bool = typer.Option(False, "--center", help="k-NN: subtract the training mean first"),
-    knn_backend: str = typer.Option("auto", help="k-NN search: auto, faiss or torch"),
-    knn_precision: str = typer.Option("fp32", help="k-NN: fp32, or bf16 shortlist + exact re-rank (torch)"),
-    lr: Optional[list[float]] = typer.Option(None, "--lr", help="learning rate(s) of the grid (repeatable)"),
-    weight_decay: Optional[list[float]] = typer.Option(None, "--weight-decay", help="weight decay(s) (repeatable)"),
-    epochs: Optional[int] = typer.Option(None, help="training epochs (the most; the best is selected)"),
-    batch_size: Optional[int] = typer.Option(None, help="minibatch size of trained probes"),
-    optimizer: Optional[str] = typer.Option(None, help="adamw or sgd"),
-    holdout: Optional[float] = typer.Option(None, help="fraction of the train split used for selection"),
-    batchnorm: bool = typer.Option(False, "--batchnorm", help="batch norm without affine before linear/MLP heads"),
-    seed: int = typer.Option(0, help="seed of low-shot subsets, splits and training"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-    precision: str = typer.Option("auto", help="trained probes: auto (bf16 where fast), bf16 or fp32"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
+    overrides: dict = None,
 ) -> None:
     """k-NN, linear, MLP, transformer and SCALE probes of a store view; no probe flag = k-NN + linear."""
-    from vssl.probe.cli_support import request_from_flags
-    from vssl.probe.report import render_table, write_confusion_png
-    from vssl.probe.run import run_probes
+    from vssl.probe.config import ProbeConfig
+    from vssl.probe.report import check_writable, render_table, write_confusion_png
+    from vssl.probe.run import log_to_stderr, run_probes
 
-    flags = dict(locals())
-    result = run_probes(request_from_flags(flags))
+    cfg = ProbeConfig.load(None, overrides)
+    log_to_stderr(cfg.quiet)
+    for path, flag in ((report, "--report"), (confusion, "--confusion")):
+        if path is not None:
+            check_writable(path, flag)
+    result = run_probes(cfg.request(store))
     if report is not None:
         result.write_json(report)
     if confusion is not None:

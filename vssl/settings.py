@@ -162,6 +162,11 @@ class Settings:
 
 
 def _flag_type(hint: Any) -> Any:
+    """The option's type: a scalar, or ``list[X]`` (a repeatable flag) for a ``tuple[X, ...]`` setting."""
+    for arg in (hint, *get_args(hint)):
+        inner = get_args(arg)
+        if get_origin(arg) is tuple and len(inner) == 2 and inner[1] is Ellipsis:
+            return list[inner[0]]  # type: ignore[valid-type]
     kind = _base_type(hint)
     return kind if kind in (bool, int, float, str) else str
 
@@ -204,7 +209,8 @@ def settings_options(cls: type[Settings], into: str = "overrides") -> Callable[[
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            overrides = {n: kwargs.pop(n) for n in names if kwargs.get(n) is not None}
+            overrides = {n: tuple(v) if isinstance(v, list) else v
+                         for n in names if (v := kwargs.get(n)) is not None and v != []}
             for n in names:
                 kwargs.pop(n, None)
             return command(**kwargs, **{into: overrides})

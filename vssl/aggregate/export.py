@@ -25,6 +25,27 @@ def aggregate_group(run_name: str, view: str) -> str:
     return f"aggregates/{run_name}/{view}"
 
 
+def export_name(run_dir: str | Path, name: str | None = None) -> str:
+    """A run's name in the store: ``name`` (``--name``), else its directory's name."""
+    return name or Path(run_dir).resolve().name
+
+
+def find_export_name(store: FeatureStore, run_dir: str | Path, view: str, checkpoint_sha256: str) -> str:
+    """The name ``run_dir``'s checkpoint was exported under for ``view``, whatever ``--name`` it was
+    given (an export records its run directory and checkpoint); the default name when none was.
+
+    So a reader of the aggregates finds an export made with ``--name`` instead of exporting again.
+    """
+    default = export_name(run_dir)
+    wanted = {"view": view, "run_dir": str(Path(run_dir).resolve()), "checkpoint_sha256": checkpoint_sha256}
+    found = []
+    for path in store.row_group_paths():
+        attrs = store.rows(path).attrs if path.startswith("aggregates/") else {}
+        if attrs.get("run") and all(attrs.get(k) == v for k, v in wanted.items()):
+            found.append(attrs["run"])
+    return default if default in found or not found else sorted(found)[0]
+
+
 def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str | None = None,
            batch_size: int = 256, device: str = "auto", precision: str = "fp32",
            quiet: bool = False) -> dict[str, Any]:
@@ -46,7 +67,7 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
     the_view = store.view(view)
     if the_view.dim != model.in_dim:
         raise StoreError(f"view '{view}' has D={the_view.dim} but {run_dir} expects D={model.in_dim}")
-    run_name = name or Path(run_dir).resolve().name
+    run_name = export_name(run_dir, name)
     group = aggregate_group(run_name, view)
     attrs = {"run": run_name, "run_dir": str(Path(run_dir).resolve()), "checkpoint_sha256": meta["checkpoint_sha256"],
              "epochs": meta["epochs"], "view": view, "width": cfg.width, "config": cfg.to_dict()}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train import autocast
+from vssl.device import autocast
 
 
 def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -1,10 +1,15 @@
 """Accuracy metrics shared by every probe: top-k, per-class accuracy, confusion matrix.
 
+:func:`row_metrics` is the one place a probe's class scores become the numbers of its report
+row, so every probe (and every feature source) is scored the same way.
+
 Ties are broken by class index (a stable sort of the negated scores), so a metric never
 depends on the order a backend happened to return equal scores in.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -37,3 +42,14 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -
     cm = confusion_matrix(pred, labels, num_classes)
     totals = cm.sum(axis=1)
     return [float(cm[c, c] / totals[c] * 100.0) if totals[c] else None for c in range(num_classes)]
+
+
+def row_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """The report-row fields of ``[n_test, C]`` class scores: top-1, top-5 (percent), the number
+    of test videos, per-class top-1 by class name and the ``[true, predicted]`` confusion matrix."""
+    labels = np.asarray(labels)
+    pred = ranked_classes(scores, 1)[:, 0]
+    c = len(classes)
+    return {"top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, 5),
+            "n_test": int(len(labels)), "per_class": dict(zip(classes, per_class_accuracy(pred, labels, c))),
+            "confusion": confusion_matrix(pred, labels, c)}

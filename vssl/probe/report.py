@@ -12,7 +12,7 @@ import numpy as np
 
 from vssl.errors import VsslError
 
-from .metrics import confusion_matrix, per_class_accuracy, topk_accuracy
+from .metrics import row_metrics
 
 PROBES = ("knn", "linear", "mlp", "transformer", "scale_linear", "scale_ft")
 FEATURES = ("backbone", "scale")
@@ -41,12 +41,7 @@ class ProbeResult:
 def make_result(probe: str, features: str, scores: np.ndarray, labels: np.ndarray, classes: list[str],
                 n_train: int, params: dict[str, Any]) -> ProbeResult:
     """Score a probe from its ``[n_test, C]`` class scores (ranked with ties to the lower class)."""
-    pred = np.argsort(-scores, axis=1, kind="stable")[:, 0]
-    c = len(classes)
-    acc = per_class_accuracy(pred, labels, c)
-    return ProbeResult(probe, features, topk_accuracy(scores, labels, 1), topk_accuracy(scores, labels, 5),
-                       int(n_train), int(len(labels)), params, dict(zip(classes, acc)),
-                       confusion_matrix(pred, labels, c))
+    return ProbeResult(probe, features, n_train=int(n_train), params=params, **row_metrics(scores, labels, classes))
 
 
 @dataclass
@@ -67,7 +62,7 @@ class Report:
         return max(self.results, key=lambda r: (r.top1, r.top5))
 
     def write_json(self, path: str | Path) -> None:
-        _writable(path, "--report")
+        check_writable(path, "--report")
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
@@ -86,7 +81,8 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _writable(path: str | Path, flag: str) -> None:
+def check_writable(path: str | Path, flag: str) -> None:
+    """Refuse an output path whose directory is missing (checked before probing, and on writing)."""
     parent = Path(path).expanduser().resolve().parent
     if not parent.is_dir():
         raise VsslError(f"{flag} {path}: directory {parent} does not exist; create it or choose another path")
@@ -106,7 +102,7 @@ def render_table(report: Report):
 
 def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Path) -> None:
     """Draw ``result``'s row-normalized confusion matrix (true rows, predicted columns)."""
-    _writable(path, "--confusion")
+    check_writable(path, "--confusion")
     import matplotlib
 
     matplotlib.use("Agg")

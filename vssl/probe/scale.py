@@ -36,6 +36,7 @@ class ScaleFeatures:
     def open(cls, store, run_dir: Path, view: str, needed: np.ndarray, quiet: bool = False) -> "ScaleFeatures":
         """Load the run, refuse one trained on another backbone, export the missing rows."""
         from vssl.aggregate import aggregate_group, export, load_run
+        from vssl.aggregate.export import find_export_name
         from vssl.features_store import FeatureStore
 
         run_dir = Path(run_dir)
@@ -49,10 +50,11 @@ class ScaleFeatures:
         if model.in_dim != store.view(view).dim:
             raise VsslError(f"--scale {run_dir} expects {model.in_dim}-d clips but view '{view}' has "
                             f"{store.view(view).dim}-d; use the view (or backbone) the run was trained on")
-        group = aggregate_group(run_dir.resolve().name, view)
+        name = find_export_name(store, run_dir, view, meta["checkpoint_sha256"])
+        group = aggregate_group(name, view)
         if not store.has_rows(group) or not store.rows(group).done()[needed].all():
             log.info("exporting SCALE aggregates of %s into %s/%s", run_dir, store.path, group)
-            export(store.path, run_dir, view, quiet=quiet)
+            export(store.path, run_dir, view, name=name, quiet=quiet)
             store = FeatureStore.open(store.path)
         rows = store.rows(group)
         if rows.attrs.get("checkpoint_sha256") != meta["checkpoint_sha256"]:

@@ -1,0 +1,134 @@
+"""The probe registry: every registered probe runs, each row is what its probe functions give,
+an unknown name is one clear error, and the probe settings build the runner's request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vssl.errors import VsslError
+from vssl.features_store import FeatureStore
+from vssl.probe import (PROBES, FinetuneConfig, KnnConfig, LinearConfig, MlpConfig, Probe, ProbeRequest,
+                        TransformerConfig, get_probe, run_probes)
+from vssl.probe.config import ProbeConfig
+from vssl.probe.data import load_split
+from vssl.probe.inputs import ClipInputs, SetInputs
+from vssl.probe.knn import knn_scores, prepare
+from vssl.probe.linear import train_linear
+from vssl.probe.metrics import row_metrics
+from vssl.probe.registry import run_knn
+from vssl.probe.scale import ScaleFeatures
+from vssl.probe.train import TrainConfig, probe_precision
+from vssl.probe.transformer import train_finetune, train_transformer
+
+from tests.probe_helpers import CLASSES, VIEW, tiny_store_and_run
+
+CPU = torch.device("cpu")
+FIT = dict(epochs=2, batch_size=16, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_store_and_run(tmp_path_factory.mktemp("registry"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def report(tiny):
+    store, run = tiny
+    return run_probes(ProbeRequest(
+        store=store, view=VIEW, knn=KnnConfig(device="cpu"), linear=LinearConfig(**FIT), mlp=MlpConfig(**FIT),
+        transformer=TransformerConfig(**{**FIT, "batch_size": 8}, width=16),
+        finetune=FinetuneConfig(**{**FIT, "batch_size": 8}), scale_run=run, quiet=True))
+
+
+def _rows(report):
+    return {(r.probe, r.features): r for r in report.results}
+
+
+def test_every_registered_probe_gives_one_row_per_source(report):
+    expected = [(p.name, s) for s in ("backbone", "scale") for p in PROBES if s in p.sources]
+    assert [(r.probe, r.features) for r in report.results] == expected
+    assert expected == [("knn", "backbone"), ("linear", "backbone"), ("mlp", "backbone"),
+                        ("transformer", "backbone"), ("knn", "scale"), ("scale_linear", "scale"),
+                        ("mlp", "scale"), ("scale_ft", "scale")]      # the report's order before the registry
+    for r in report.results:
+        assert r.n_train == 36 and r.n_test == 12 and set(r.per_class) == set(CLASSES)
+        assert r.params["seed"] == 0 and "low_shot" in r.params
+        assert ("run" in r.params) == (r.features == "scale")
+
+
+def _same_row(row, scores, labels):
+    fields = row_metrics(scores, labels, CLASSES)
+    assert (row.top1, row.top5, row.per_class) == (fields["top1"], fields["top5"], fields["per_class"])
+    assert np.array_equal(row.confusion, fields["confusion"])
+
+
+def test_rows_equal_the_probe_functions(tiny, report):
+    """Each row is exactly what the probe's own functions give (the runner adds nothing)."""
+    store_path, run = tiny
+    store = FeatureStore.open(store_path)
+    tr = load_split(store, VIEW, "train", boxes=True)
+    te = load_split(store, VIEW, "test", "--test-split", boxes=True)
+    rows, c = _rows(report), len(CLASSES)
+    scale = ScaleFeatures.open(store, run, VIEW, np.concatenate([tr.indices, te.indices]), quiet=True)
+
+    for features, (a, b) in (("backbone", (tr.features, te.features)),
+                             ("scale", (scale.set_token(tr.indices), scale.set_token(te.indices)))):
+        train_x, test_x = prepare(a, b, center=False)
+        _same_row(rows[("knn", features)], knn_scores(train_x, tr.labels, test_x, c, KnnConfig(device="cpu")),
+                  te.labels)
+
+    def clip_scores(train_x, test_x):
+        fit, _ = train_linear(train_x, tr.labels, np.arange(len(tr.labels)), c, LinearConfig(**FIT))
+        return ClipInputs(test_x, te.labels).predict(fit.model, np.arange(len(te.labels)), CPU)
+
+    _same_row(rows[("linear", "backbone")], clip_scores(tr.features, te.features)[:, 0], te.labels)
+    _same_row(rows[("scale_linear", "scale")], clip_scores(scale.clip_inputs(tr), scale.clip_inputs(te))[:, 0],
+              te.labels)
+
+    def set_scores(fit):
+        return SetInputs(te.features, te.boxes, te.labels).predict(fit.model, np.arange(len(te.labels)),
+                                                                   CPU)[:, 0]
+
+    t_cfg = TransformerConfig(**{**FIT, "batch_size": 8}, width=16)
+    fit, _ = train_transformer(tr.features, tr.boxes, tr.labels, np.arange(len(tr.labels)), c, t_cfg)
+    _same_row(rows[("transformer", "backbone")], set_scores(fit), te.labels)
+    fit, _ = train_finetune(scale.model, scale.width, tr.features, tr.boxes, tr.labels, np.arange(len(tr.labels)),
+                            c, FinetuneConfig(**{**FIT, "batch_size": 8}))
+    _same_row(rows[("scale_ft", "scale")], set_scores(fit), te.labels)
+
+
+def test_unknown_probe_name_is_one_clear_error():
+    assert get_probe("scale_linear").sources == ("scale",)
+    with pytest.raises(VsslError, match="unknown probe 'svm'.*knn, linear, scale_linear"):
+        get_probe("svm")
+
+
+def test_an_entry_is_checked_when_declared():
+    with pytest.raises(ValueError, match="unknown needs"):
+        Probe("x", "knn", ("backbone",), KnnConfig, run_knn, frozenset({"labels"}))
+    with pytest.raises(ValueError, match="'scale' source only"):
+        Probe("x", "knn", ("backbone", "scale"), KnnConfig, run_knn, frozenset({"set_token"}))
+
+
+def test_settings_build_the_request():
+    default = ProbeConfig().request("s")
+    assert default.knn == KnnConfig() and default.linear == LinearConfig() and default.mlp is None
+    req = ProbeConfig(mlp=True, lr=(0.1, 0.2), epochs=3, batchnorm=True, seed=5, scale="r").request("s")
+    assert req.knn is None and req.linear is None and str(req.scale_run) == "r"
+    assert req.mlp == MlpConfig(lrs=(0.1, 0.2), epochs=3, batchnorm=True, seed=5)
+    with pytest.raises(VsslError, match="--k"):
+        ProbeConfig(k=0)
+
+
+def test_probe_precision_is_the_toolkits_without_fp16(monkeypatch):
+    import vssl.probe.train as train_module
+
+    with pytest.raises(VsslError, match="--precision"):
+        TrainConfig(precision="fp16").validate()
+    assert probe_precision("fp32", CPU) == "fp32"
+    monkeypatch.setattr(train_module, "resolve_precision", lambda p, d: "fp16")   # auto on a GPU without bf16
+    assert probe_precision("auto", CPU) == "fp32"

@@ -1,0 +1,98 @@
+"""The settings of `vssl probe`, declared once: each field is a config key and a CLI flag.
+
+:class:`ProbeConfig` is what a user sets; :meth:`ProbeConfig.request` turns it into the
+:class:`~vssl.probe.run.ProbeRequest` the runner takes (one config per enabled probe
+option, the shared training flags fixing that value in every trained probe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from vssl.errors import VsslError
+from vssl.settings import Settings, setting, settings_options
+
+from .knn import KnnConfig
+from .registry import OPTIONS, option_config
+from .run import ProbeRequest
+from .train import TrainConfig, with_defaults
+
+
+@dataclass
+class ProbeConfig(Settings):
+    """What `vssl probe` runs and how; no probe flag = k-NN + linear.
+
+    The training settings left unset (``None``) keep each trained probe's own default.
+    """
+
+    SECTION = "probe"
+
+    view: str = setting("uniform5x3", "view of the store to probe")
+    train_split: str = setting("train", "split the probes are trained on")
+    test_split: str = setting("test", "split the accuracies are measured on")
+    # -- probe options (each enables the registry's probes of that option)
+    knn: bool = setting(False, "weighted k-NN (DINO), training-free", flag="--knn")
+    linear: bool = setting(False, "linear head per clip, averaged over clips", flag="--linear")
+    mlp: bool = setting(False, "MLP head per clip, averaged over clips", flag="--mlp")
+    transformer: bool = setting(False, "SCALE architecture from random init, supervised", flag="--transformer")
+    finetune: bool = setting(False, "SCALE_ft: fine-tune the --scale run with a linear head", flag="--finetune")
+    scale: str | None = setting(None, "SCALE run directory: add rows on its features")
+    low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
+    # -- k-NN
+    k: int = setting(20, "k-NN neighbours", flag="--k")
+    temperature: float = setting(0.07, "k-NN vote temperature")
+    center: bool = setting(False, "k-NN: subtract the training mean first", flag="--center")
+    knn_backend: str = setting("auto", "k-NN search: auto, faiss or torch")
+    knn_precision: str = setting("fp32", "k-NN: fp32, or bf16 shortlist + exact re-rank (torch)")
+    # -- trained probes
+    lr: tuple[float, ...] | None = setting(None, "learning rate(s) of the grid (repeatable)", flag="--lr")
+    weight_decay: tuple[float, ...] | None = setting(None, "weight decay(s) (repeatable)")
+    epochs: int | None = setting(None, "training epochs (the most; the best is selected)")
+    batch_size: int | None = setting(None, "minibatch size of trained probes")
+    optimizer: str | None = setting(None, "adamw or sgd")
+    holdout: float | None = setting(None, "fraction of the train split used for selection")
+    batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
+    # -- run
+    seed: int = setting(0, "seed of low-shot subsets, splits and training")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = setting("auto", "trained probes: auto (bf16 where fast), bf16 or fp32")
+    quiet: bool = setting(False, "no progress bars", flag="--quiet")
+
+    def validate(self) -> None:
+        if self.k < 1 or self.temperature <= 0:
+            raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
+
+    def enabled(self) -> tuple[str, ...]:
+        """The probe options to run: those given, else k-NN and linear."""
+        chosen = tuple(o for o in OPTIONS if getattr(self, o))
+        return chosen or ("knn", "linear")
+
+    def knn_config(self) -> KnnConfig:
+        return KnnConfig(k=self.k, temperature=self.temperature, center=self.center, backend=self.knn_backend,
+                         precision=self.knn_precision, device=self.device)
+
+    def train_config(self, option: str) -> TrainConfig:
+        """Option ``option``'s config (the registry's class): its defaults under the training
+        settings that are set; ``--batchnorm`` where the config has it (linear, MLP)."""
+        base = option_config(option)()
+        shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
+                  "batch_size": self.batch_size, "optimizer": self.optimizer, "holdout": self.holdout,
+                  "seed": self.seed, "device": self.device, "precision": self.precision}
+        if "batchnorm" in {f.name for f in dataclasses.fields(base)}:
+            shared["batchnorm"] = self.batchnorm or None
+        return with_defaults(base, **shared)
+
+    def request(self, store: Path) -> ProbeRequest:
+        """The runner's request for ``store``: one config per enabled probe option."""
+        configs = {o: self.knn_config() if o == "knn" else self.train_config(o) for o in self.enabled()}
+        return ProbeRequest(store=Path(store), view=self.view, train_split=self.train_split,
+                            test_split=self.test_split, scale_run=None if self.scale is None else Path(self.scale),
+                            low_shot=self.low_shot, seed=self.seed, quiet=self.quiet, **configs)
+
+
+def probe_options(command: Callable) -> Callable:
+    """Add a flag per :class:`ProbeConfig` setting to ``command`` (tuple settings are repeatable)."""
+    return settings_options(ProbeConfig)(command)

@@ -1,0 +1,173 @@
+"""Every probe in one table: adding a probe is one :class:`Probe` entry.
+
+An entry says what the report calls the probe, which request option (``--knn``, ``--linear``, ...)
+switches it on and holds its config, which feature sources it runs on, what it needs loaded,
+and how it turns the loaded data into per-video class scores. The runner (:mod:`.run`) only
+loops over the entries; scoring is :func:`~vssl.probe.metrics.row_metrics` for every probe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from vssl.errors import VsslError
+
+from .common import progress, resolve_device
+from .inputs import ClipInputs, SetInputs
+from .knn import KnnConfig, knn_scores, prepare, resolve_backend
+from .linear import LinearConfig, train_linear
+from .mlp import MlpConfig, train_mlp
+from .sources import FeatureSource, ProbeData
+from .train import FitResult, TrainConfig
+from .transformer import FinetuneConfig, TransformerConfig, train_finetune, train_transformer
+
+#: what a probe can need: every clip in memory (not only each video's k-NN embedding), the
+#: clips' boxes, and, from a SCALE run (so on the "scale" source only), its SET token or its
+#: pretrained predictor
+NEEDS = ("clips", "boxes", "set_token", "scale_model")
+SCALE_ONLY = frozenset({"set_token", "scale_model"})
+
+
+@dataclass
+class ProbeScores:
+    """A probe's output: class scores ``[n_test, C]`` of the test videos, and the row's params
+    (its settings and, for trained probes, what model selection chose)."""
+
+    scores: np.ndarray
+    params: dict[str, Any]
+
+
+@dataclass
+class ProbeCall:
+    """One row to compute: this probe's config on the data, through one feature source."""
+
+    probe: str
+    source: FeatureSource
+    data: ProbeData
+    config: Any
+    quiet: bool = False
+
+    def progress(self, what: str, total: int, unit: str = ""):
+        """The row's progress bar, e.g. "linear (scale) epochs"."""
+        return progress(f"{what} ({self.source.name}){unit}", total, self.quiet)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe: its report name, the option that enables it, its sources, needs and runner."""
+
+    name: str
+    option: str                         # ProbeRequest field (and CLI flag) holding its config
+    sources: tuple[str, ...]            # feature sources it runs on: "backbone", "scale"
+    config: type                        # its config dataclass
+    run: Callable[[ProbeCall], ProbeScores] = field(repr=False)
+    needs: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"probe {self.name}: unknown needs {sorted(unknown)}; use {NEEDS}")
+        if self.needs & SCALE_ONLY and self.sources != ("scale",):
+            raise ValueError(f"probe {self.name}: {sorted(self.needs & SCALE_ONLY)} come from a SCALE run; "
+                             "such a probe runs on the 'scale' source only")
+
+
+# ---------------------------------------------------------------------- how each kind of probe runs
+
+
+def run_knn(call: ProbeCall) -> ProbeScores:
+    """DINO's weighted k-NN on each video's embedding from the source (training-free)."""
+    cfg: KnnConfig = call.config
+    tr, te = prepare(call.source.video_level(call.data.train), call.source.video_level(call.data.test), cfg.center)
+    with call.progress("k-NN", len(te)) as advance:
+        scores = knn_scores(tr, call.data.train.labels, te, call.data.num_classes, cfg, advance)
+    backend = resolve_backend(cfg, resolve_device(cfg.device))
+    return ProbeScores(scores, {**cfg.params(), "backend": backend,
+                                "representation": call.source.token_representation})
+
+
+def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
+    """A probe that fits a per-clip head (``train_fn``: linear or MLP) on the source's clips and
+    averages its softmax over a test video's clips."""
+    def run(call: ProbeCall) -> ProbeScores:
+        train, test = call.data.train, call.data.test
+        train_x, test_x = call.source.clips(train), call.source.clips(test)
+        with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
+            result, _ = train_fn(train_x, train.labels, np.arange(len(train_x)), call.data.num_classes,
+                                 call.config, advance)
+        extra = {} if call.source.clip_input is None else {"input": call.source.clip_input}
+        return scored_fit(result, ClipInputs(test_x, test.labels), call.config, extra)
+    return run
+
+
+def set_probe(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
+    """A probe that fits a set model over all clips of a video with their boxes; ``train_fn(call)``
+    returns the function that trains it (it may need the source's pretrained predictor)."""
+    def run(call: ProbeCall) -> ProbeScores:
+        train, test = call.data.train, call.data.test
+        fn = train_fn(call)
+        with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
+            result, _ = fn(train.features, train.boxes, train.labels, np.arange(len(train.labels)),
+                           call.data.num_classes, call.config, advance)
+        return scored_fit(result, SetInputs(test.features, test.boxes, test.labels), call.config, {})
+    return run
+
+
+def scored_fit(result: FitResult, test_inputs, cfg: TrainConfig, extra: dict[str, Any]) -> ProbeScores:
+    """Score the refit model on every test video, with what model selection chose."""
+    scores = test_inputs.predict(result.model, np.arange(len(test_inputs.labels)), resolve_device(cfg.device),
+                                 result.precision)
+    return ProbeScores(scores[:, 0], {**cfg.params(), "selected": result.params(), **extra})
+
+
+def epochs_total(cfg: TrainConfig) -> int:
+    """Epochs the progress bar counts: the selection pass plus the refit (at most as long)."""
+    return cfg.epochs * (2 if cfg.holdout > 0 else 1)
+
+
+def _finetune(call: ProbeCall) -> Callable:
+    scale = call.source.scale
+    return lambda *args: train_finetune(scale.model, scale.width, *args)
+
+
+# ---------------------------------------------------------------------- the registry
+
+PROBES: tuple[Probe, ...] = (
+    # name           option         sources                 config             run                         needs
+    Probe("knn",          "knn",         ("backbone", "scale"), KnnConfig,         run_knn),
+    Probe("linear",       "linear",      ("backbone",),         LinearConfig,      clip_head(train_linear),
+          frozenset({"clips"})),
+    Probe("scale_linear", "linear",      ("scale",),            LinearConfig,      clip_head(train_linear),
+          frozenset({"clips", "set_token"})),
+    Probe("mlp",          "mlp",         ("backbone", "scale"), MlpConfig,         clip_head(train_mlp),
+          frozenset({"clips"})),
+    Probe("transformer",  "transformer", ("backbone",),         TransformerConfig, set_probe(lambda call: train_transformer),
+          frozenset({"clips", "boxes"})),
+    Probe("scale_ft",     "finetune",    ("scale",),            FinetuneConfig,    set_probe(_finetune),
+          frozenset({"clips", "boxes", "scale_model"})),
+)
+"""The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
+"scale", k-NN takes the SET token and the MLP [C_i ⊕ Ĉ_i ⊕ SET]; SCALE_linear is its own entry
+because the report names it apart from the backbone's linear probe."""
+
+#: the request options (ProbeRequest fields, CLI flags), in the order of the registry
+OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(p.option for p in PROBES))
+
+
+def option_config(option: str) -> type:
+    """The config class of request option ``option`` (every probe it enables shares it)."""
+    classes = {p.config for p in PROBES if p.option == option}
+    if len(classes) != 1:
+        raise VsslError(f"probe option {option!r} is unknown; options: {', '.join(OPTIONS)}")
+    return classes.pop()
+
+
+def get_probe(name: str) -> Probe:
+    """The registered probe called ``name``; an unknown name is one clear error."""
+    for probe in PROBES:
+        if probe.name == name:
+            return probe
+    raise VsslError(f"unknown probe {name!r}; registered probes: {', '.join(p.name for p in PROBES)}")
