@@ -45,7 +45,7 @@ def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> Non
     as_rank(rank, world, port)
     train_mod = importlib.import_module("vssl.aggregate.train")  # the module (the package exports the function)
     from vssl.aggregate.losses import symmetric_info_nce
-    from vssl.distributed import negatives_across_ranks, process_group
+    from vssl.distributed import all_gather_keys, process_group
 
     original = train_mod.save_checkpoint
 
@@ -62,8 +62,7 @@ def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> Non
         full_a, full_b = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
         rows = slice(rank * 4, rank * 4 + 4)
         a, b = full_a[rows].clone().requires_grad_(), full_b[rows].clone().requires_grad_()
-        with negatives_across_ranks():
-            loss, _ = symmetric_info_nce(a, b, 0.2)
+        loss, _ = symmetric_info_nce(a, b, 0.2, gather=all_gather_keys)
         loss.backward()
         ref_a, ref_b = full_a.clone().requires_grad_(), full_b.clone().requires_grad_()
         ref = reference_symmetric_loss(ref_a, ref_b, 0.2)

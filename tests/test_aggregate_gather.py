@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import re
 import types
-from contextvars import ContextVar
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ import torch
 import vssl.distributed as distributed
 from vssl.aggregate import ScaleConfig, ScaleModel, info_nce, symmetric_info_nce
 from vssl.aggregate.distributed import DataParallel, _PretrainObjective
-from vssl.distributed import RankEnv, all_gather_keys, ambient, negatives, planning, ranks
+from vssl.distributed import RankEnv, all_gather_keys, negatives, planning, ranks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,9 +116,6 @@ def test_no_gather_means_this_process_keys_only():
     a, b = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
     local = symmetric_info_nce(a, b, 0.2)
     assert torch.equal(symmetric_info_nce(a, b, 0.2, gather=None)[0], local[0])
-    with distributed.negatives_across_ranks():  # the deprecated block: one process has nothing to gather
-        assert not distributed.gathering()
-        assert torch.equal(symmetric_info_nce(a, b, 0.2)[0], local[0])
 
 
 def test_training_passes_the_gather_explicitly():
@@ -137,15 +133,11 @@ def test_training_passes_the_gather_explicitly():
 
 
 def test_distributed_modules_hold_no_mutable_state():
-    """Module-level names are functions, classes, modules, type aliases and constants; the only
-    switch left is the deprecated block's ContextVar (scoped to the block, never a process-wide flag)."""
-    for mod in (distributed, ranks, planning, negatives, ambient):
+    """Module-level names are functions, classes, modules, type aliases and constants: no switch."""
+    for mod in (distributed, ranks, planning, negatives):
         assert not re.search(r"^\s*global\s", inspect.getsource(mod), re.M), mod.__name__
         for name, value in vars(mod).items():
             if name.startswith("__") or name == "annotations" or isinstance(value, types.ModuleType):
                 continue
-            if mod is ambient and isinstance(value, ContextVar):
-                continue
             constant = isinstance(value, (int, str)) and not isinstance(value, bool)
             assert constant or callable(value), (mod.__name__, name, value)  # no flags, lists, dicts
-    assert ambient.block_gather() is None

@@ -6,16 +6,18 @@ run stopped for a NaN loss) always leaves the last good checkpoint readable.
 
 from __future__ import annotations
 
-import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.model import ScaleModel
 from vssl.errors import CheckpointError
+from vssl.features_store import BackboneSpec, FeatureStore
+from vssl.hashing import sha256_of as file_sha256  # the checkpoint's identity, as the store records weights
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -49,13 +51,17 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return state
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (identifies the exact weights an export came from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_trained_on(store: FeatureStore, meta: Mapping, run_dir: str | Path, fix: str) -> None:
+    """Refuse a run trained on features of another backbone than ``store``'s (the store's one rule).
+
+    Runs record the store's backbone record; those of vssl 0.1 only its name and checkpoint hash.
+    """
+    if "backbone_spec" in meta:
+        trained_on, fields = BackboneSpec.from_dict(meta["backbone_spec"]), None
+    else:
+        trained_on = replace(store.backbone, name=meta.get("backbone"), checkpoint_sha256=meta.get("backbone_sha256"))
+        fields = ("name", "checkpoint_sha256")
+    store.check_backbone(trained_on, fields, fix=fix, who=str(run_dir))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ScaleModel, ScaleConfig, dict]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vssl.features_store import View
+from vssl.features_store import BOX_DIM, View
 
 # Fraction of free memory the resident copy may take; the rest is left for activations.
 MEMORY_FRACTION = 0.5
@@ -71,7 +71,7 @@ class ResidentSource(BatchSource):
         super().__init__(view, rows, device)
         feats = torch.empty((len(self.rows), view.num_clips, view.dim), dtype=torch.float16
                             if view.dtype == np.float16 else torch.float32, device=device)
-        boxes = torch.empty((len(self.rows), view.num_clips, 7), dtype=torch.float32, device=device)
+        boxes = torch.empty((len(self.rows), view.num_clips, BOX_DIM), dtype=torch.float32, device=device)
         step = max(1, view.chunk_videos)
         for start in range(0, len(self.rows), step):
             sel = self.rows[start:start + step]

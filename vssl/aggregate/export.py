@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vssl.aggregate.checkpoint import load_run
+from vssl.aggregate.checkpoint import check_trained_on, load_run
 from vssl.device import autocast, resolve_device, resolve_precision
-from vssl.aggregate.progress import make_progress
 from vssl.errors import StoreError
-from vssl.features_store import STATUS_FAILED, FeatureStore
+from vssl.features_store import FeatureStore
+from vssl.progress import make_progress
 
 
 def aggregate_group(run_name: str, view: str) -> str:
@@ -58,12 +58,7 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
     prec = resolve_precision(precision, dev)
     model, cfg, meta = load_run(run_dir, dev)
     store = FeatureStore.open(store_path, mode="r+")
-    if meta.get("backbone") != store.backbone.name or (
-            meta.get("backbone_sha256") or None) != (store.backbone.checkpoint_sha256 or None):
-        raise StoreError(f"{run_dir} was trained on features of backbone {meta.get('backbone')!r} "
-                         f"(sha256 {meta.get('backbone_sha256')}) but {store_path} holds "
-                         f"{store.backbone.name!r} (sha256 {store.backbone.checkpoint_sha256}); "
-                         "export into a store of the same backbone")
+    check_trained_on(store, meta, run_dir, fix="export into a store of the same backbone")
     the_view = store.view(view)
     if the_view.dim != model.in_dim:
         raise StoreError(f"view '{view}' has D={the_view.dim} but {run_dir} expects D={model.in_dim}")
@@ -79,8 +74,7 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
                              "pass another --name for this export")
     else:
         rows = store.create_rows(group, {"set_token": ((H,), "float32"), "clips": ((K, H), "float32")}, attrs)
-    ready = the_view.done() & (store.video_status() != STATUS_FAILED)
-    todo = np.flatnonzero(ready & ~rows.done())
+    todo = np.flatnonzero(store.usable(view) & ~rows.done())
     written = 0
     with make_progress(quiet) as progress, torch.inference_mode():
         task = progress.add_task(f"export {view}", total=int(todo.size), info="")

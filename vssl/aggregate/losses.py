@@ -7,7 +7,7 @@ its logit matrix is (masked clips) x (all clips), not (all clips) x (all clips).
 Under DDP the keys of every rank are negatives too: the caller passes a ``gather``
 (:func:`vssl.distributed.all_gather_keys`) and the losses score against the gathered keys: the
 training loop decides who gathers, and a loss given a gather depends on its arguments alone
-(a call given none still honours the deprecated ``negatives_across_ranks()`` block).
+(a call given none uses this process's keys only).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vssl.distributed.ambient import block_gather
 from vssl.distributed.negatives import Gather
 
 
@@ -25,11 +24,6 @@ def _scaled_logits(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
     q = F.normalize(queries.float(), dim=-1) * (1.0 / temperature)
     k = F.normalize(keys.float(), dim=-1)
     return q @ k.transpose(0, 1)
-
-
-def _given_or_block(gather: Gather | None) -> Gather | None:
-    """``gather``, or for a call that passes none, that of a (deprecated) ``negatives_across_ranks()`` block."""
-    return gather if gather is not None else block_gather()
 
 
 def info_nce(queries: Tensor, keys: Tensor, temperature: float, positives: Tensor | None = None, *,
@@ -41,7 +35,6 @@ def info_nce(queries: Tensor, keys: Tensor, temperature: float, positives: Tenso
     accuracy (fraction, no grad) as 0-dim tensors, so a training loop can accumulate them on
     the device without a host sync per step.
     """
-    gather = _given_or_block(gather)
     keys, offset = (keys, 0) if gather is None else gather(keys)
     logits = _scaled_logits(queries, keys, temperature)
     if positives is None:
@@ -61,7 +54,6 @@ def symmetric_info_nce(a: Tensor, b: Tensor, temperature: float, *,
     One logit matrix serves both directions (its transpose is the b->a problem). ``gather``:
     as in :func:`info_nce`; with one, each direction scores against every rank's rows.
     """
-    gather = _given_or_block(gather)
     if gather is not None:
         return _symmetric_across_ranks(a, b, temperature, gather)
     logits = _scaled_logits(a, b, temperature).float()

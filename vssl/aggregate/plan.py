@@ -46,6 +46,7 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
               num_videos: int, split: str | None, world: int, cfg: ScaleConfig) -> dict[str, Any]:
     """What the checkpoint records about the data and the run (read by ``load_run``, the probes and --resume)."""
     return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
+            "backbone_spec": store.backbone.to_dict(),
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
             "num_clips": the_view.num_clips, "set_size": plan.set_size, "num_masked": plan.num_masked,
             "num_videos": num_videos, "split": split, "batch_size": plan.batch, "world_size": world,

@@ -31,12 +31,12 @@ from vssl.aggregate.metrics import METRIC_FIELDS, EpochMetrics, write_metrics
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
 from vssl.aggregate.plan import Plan, plan_run, run_meta
-from vssl.aggregate.progress import make_progress
+from vssl.progress import make_progress
 from vssl.aggregate.resume import RESUMABLE_CHANGES, Resume, check_same_data, resume_point
 from vssl.aggregate.sampling import sample_sets
 from vssl.device import autocast
 from vssl.errors import VsslError
-from vssl.features_store import STATUS_FAILED, FeatureStore
+from vssl.features_store import FeatureStore
 
 # lr_at and save_checkpoint are looked up in this module at every step and checkpoint (tests
 # replace them here); lr_at, param_groups, make_optimizer and METRIC_FIELDS stay importable from it.
@@ -75,8 +75,7 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
 def training_rows(store: FeatureStore, view_name: str, split: str | None) -> np.ndarray:
     """Videos to train on: done in the view, not failed, and in ``split`` (``auto``: 'train' when the
     store has one, else all videos; ``None``/'all': all)."""
-    view = store.view(view_name)
-    ok = view.done() & (store.video_status() != STATUS_FAILED)
+    ok = store.usable(view_name)
     if split == "auto":
         split = "train" if "train" in set(store.splits().tolist()) else None
     if split not in (None, "all"):

@@ -9,14 +9,11 @@ Everything is a no-op for a single process. One job per module:
 - :mod:`~vssl.distributed.planning`: splitting a store's chunks between ranks with balanced
   work (:func:`video_weights`, :func:`balance_chunks`);
 - :mod:`~vssl.distributed.negatives`: the differentiable all-gather of InfoNCE keys
-  (:func:`all_gather_keys`), which the training loop passes to the losses as an argument;
-- :mod:`~vssl.distributed.ambient`: the deprecated ``with negatives_across_ranks():`` block,
-  kept for callers of the earlier API.
+  (:func:`all_gather_keys`), which the training loop passes to the losses as an argument.
 
 The names are re-exported here, so ``from vssl.distributed import ...`` works as before.
 """
 
-from vssl.distributed.ambient import gather_keys, gathering, negatives_across_ranks
 from vssl.distributed.negatives import Gather, all_gather_keys, key_gather
 from vssl.distributed.planning import balance_chunks, video_weights
 from vssl.distributed.ranks import (DEFAULT_TIMEOUT_S, TIMEOUT_ENV, RankEnv, active_world, barrier,
@@ -25,5 +22,4 @@ from vssl.distributed.ranks import (DEFAULT_TIMEOUT_S, TIMEOUT_ENV, RankEnv, act
 
 __all__ = ["RankEnv", "rank_env", "process_group", "active_world", "barrier", "broadcast_object",
            "gather_objects", "refuse_unjoined_rank", "refuse_undivided_work", "DEFAULT_TIMEOUT_S",
-           "TIMEOUT_ENV", "video_weights", "balance_chunks", "Gather", "all_gather_keys", "key_gather",
-           "negatives_across_ranks", "gathering", "gather_keys"]
+           "TIMEOUT_ENV", "video_weights", "balance_chunks", "Gather", "all_gather_keys", "key_gather"]

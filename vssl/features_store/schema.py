@@ -7,7 +7,7 @@ single place its names and codes are spelled.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 FORMAT_VERSION = 1          # root attr `vssl_format`; bump on an incompatible layout change
 STATUS_PENDING = 0
@@ -69,10 +69,10 @@ class BackboneSpec:
         known["std"] = tuple(float(x) for x in known.get("std", ()))
         return cls(**known)
 
-    def differences(self, other: "BackboneSpec") -> list[str]:
-        """Human-readable list of identity fields where ``other`` differs from ``self``."""
+    def differences(self, other: "BackboneSpec", fields: Sequence[str] | None = None) -> list[str]:
+        """Human-readable list of identity fields (or of ``fields``) where ``other`` differs from ``self``."""
         diffs = []
-        for key in self.IDENTITY_FIELDS:
+        for key in fields or self.IDENTITY_FIELDS:
             a, b = getattr(self, key), getattr(other, key)
             if isinstance(a, tuple):
                 same = len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b))

@@ -183,12 +183,19 @@ class FeatureStore:
         """
         return self.view(view).done() & (self.video_status() != STATUS_FAILED)
 
-    def check_backbone(self, backbone: BackboneSpec) -> None:
-        """Refuse features of another backbone (or other clip settings) in this store."""
-        diffs = self.backbone.differences(backbone)
+    def check_backbone(self, backbone: BackboneSpec, fields: Sequence[str] | None = None,
+                       fix: str = "use a new --out store", who: str | None = None) -> None:
+        """Refuse features of another backbone (or other clip settings) than this store's.
+
+        The one identity rule of the toolkit: extraction into an existing store, a SCALE run's
+        export and its probe all compare with it. ``fields`` limits the comparison to what the
+        other side recorded (runs of vssl 0.1 recorded the name and checkpoint hash only).
+        """
+        diffs = self.backbone.differences(backbone, fields)
         if diffs:
-            raise StoreError(f"{self.path} holds features of another backbone setup ({'; '.join(diffs)}); "
-                             "use a new --out store")
+            source = f"{who} was made from features of another backbone setup than {self.path}" if who else \
+                f"{self.path} holds features of another backbone setup"
+            raise StoreError(f"{source} ({'; '.join(diffs)}); {fix}")
 
     # ----------------------------------------------------------------- views and row groups
 

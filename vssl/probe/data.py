@@ -35,7 +35,7 @@ def labelled_rows(store, view, split: str, flag: str) -> np.ndarray:
     if labelled.size == 0:
         raise VsslError(f"{flag} '{split}' has no labelled videos in {store.path} ({idx.size} videos, all "
                         "with label -1); label them in the store or choose another split")
-    done = view.done()[labelled]
+    done = store.usable(view.name)[labelled]
     if not done.any():
         raise VsslError(f"view '{view.name}' has no extracted videos in split '{split}' of {store.path}; "
                         f"run `vssl extract` for that view first")

@@ -15,7 +15,9 @@ import numpy as np
 
 from vssl.errors import VsslError
 
-from .common import progress, resolve_device
+from vssl.progress import ProgressBar
+
+from .common import resolve_device
 from .inputs import ClipInputs, SetInputs
 from .knn import KnnConfig, knn_scores, prepare, resolve_backend
 from .linear import LinearConfig, train_linear
@@ -52,7 +54,7 @@ class ProbeCall:
 
     def progress(self, what: str, total: int, unit: str = ""):
         """The row's progress bar, e.g. "linear (scale) epochs"."""
-        return progress(f"{what} ({self.source.name}){unit}", total, self.quiet)
+        return ProgressBar(f"{what} ({self.source.name}){unit}", total, self.quiet, transient=True)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class ScaleFeatures:
     def open(cls, store, run_dir: Path, view: str, needed: np.ndarray, quiet: bool = False) -> "ScaleFeatures":
         """Load the run, refuse one trained on another backbone, export the missing rows."""
         from vssl.aggregate import aggregate_group, export, load_run
+        from vssl.aggregate.checkpoint import check_trained_on
         from vssl.aggregate.export import find_export_name
         from vssl.features_store import FeatureStore
 
@@ -43,10 +44,7 @@ class ScaleFeatures:
         if not run_dir.is_dir():
             raise VsslError(f"--scale {run_dir}: no such run directory; train one with `vssl aggregate`")
         model, cfg, meta = load_run(run_dir, "cpu")
-        bb = store.backbone
-        if meta.get("backbone") != bb.name or (meta.get("backbone_sha256") or None) != (bb.checkpoint_sha256 or None):
-            raise VsslError(f"--scale {run_dir} was trained on features of backbone '{meta.get('backbone')}' "
-                            f"but {store.path} holds '{bb.name}'; probe it with a run trained on this store")
+        check_trained_on(store, meta, f"--scale {run_dir}", fix="probe it with a run trained on this store")
         if model.in_dim != store.view(view).dim:
             raise VsslError(f"--scale {run_dir} expects {model.in_dim}-d clips but view '{view}' has "
                             f"{store.view(view).dim}-d; use the view (or backbone) the run was trained on")
