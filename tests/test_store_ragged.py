@@ -162,3 +162,18 @@ def test_fixed_views_written_before_layouts_existed_still_open_as_fixed(tmp_path
     assert rows.mask.all() and rows.features.shape == (2, 3, D)
     with pytest.raises(Exception, match="exists with K=variable"):
         store.create_view("dense", num_clips=4, spec={"sampler": "test-dense"}, dtype="float32")
+
+
+@pytest.mark.parametrize("command", [["aggregate", "--view", "dense", "--out", "RUN"],
+                                     ["probe", "--view", "dense", "--train-split", "train", "--test-split", "train"]])
+def test_stages_that_read_fixed_views_refuse_a_ragged_one_in_one_line(tmp_path, capsys, command):
+    from vssl.cli import main
+
+    store = new_store(tmp_path / "s")
+    for start, stop in store.chunk_ranges():
+        write_chunk(store, start, stop)
+    args = [a.replace("RUN", str(tmp_path / "run")) for a in command]
+    with pytest.raises(SystemExit) as done:
+        main([args[0], str(tmp_path / "s"), *args[1:], "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and "variable number of clips" in err and len(err.splitlines()) == 1

@@ -123,7 +123,7 @@ def open_source(view: View, rows: np.ndarray, device: torch.device, max_memory_b
                 progress: Callable[[int], None] | None = None) -> BatchSource:
     """Resident source when the view's rows fit the budget (``max_memory_bytes`` or half the free
     memory of the device), else the streaming source."""
-    need = len(rows) * view.num_clips * (view.dim * np.dtype(view.dtype).itemsize + 7 * 4)
+    need = len(rows) * view.num_clips * (view.dim * np.dtype(view.dtype).itemsize + BOX_DIM * 4)
     budget = max_memory_bytes or int(MEMORY_FRACTION * free_memory_bytes(device))
     if need <= budget:
         return ResidentSource(view, rows, device, progress)

@@ -60,6 +60,7 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
     store = FeatureStore.open(store_path, mode="r+")
     check_trained_on(store, meta, run_dir, fix="export into a store of the same backbone")
     the_view = store.view(view)
+    the_view.fixed_clips("vssl aggregate --export")
     if the_view.dim != model.in_dim:
         raise StoreError(f"view '{view}' has D={the_view.dim} but {run_dir} expects D={model.in_dim}")
     run_name = export_name(run_dir, name)

@@ -229,6 +229,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)
+    the_view.fixed_clips("vssl aggregate")
     rows = training_rows(store, view, split)
     num_videos = int(rows.size)
     if resumed.state is not None:

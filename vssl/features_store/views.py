@@ -118,6 +118,13 @@ class View(RowGroup):
     def read_boxes(self, indices) -> np.ndarray:
         return self.read(indices).boxes
 
+    def fixed_clips(self, reader: str) -> int:
+        """K, for a stage that reads fixed-K views only; one clear line for a ragged view."""
+        if self.num_clips is None:
+            raise StoreError(f"view '{self.name}' has a variable number of clips per video (ragged layout); "
+                             f"{reader} reads views of a fixed clip count: choose such a view (e.g. random:16)")
+        return self.num_clips
+
     def counts(self, indices=None) -> np.ndarray:
         """Clips of each video (of ``indices``, default all); 0 where nothing is stored."""
         n = self.num_videos if indices is None else len(np.asarray(indices).reshape(-1))

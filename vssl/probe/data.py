@@ -60,6 +60,7 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     instead of the 5.5 GB of all float16 clips.
     """
     view = store.view(view_name)
+    view.fixed_clips("vssl probe")
     rows = labelled_rows(store, view, split, flag)
     if video_level:
         from .knn import video_embeddings
