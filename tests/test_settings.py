@@ -85,3 +85,23 @@ def test_extract_config_file_flags_recipe_and_record(tmp_path, monkeypatch, caps
     assert "unknown recipe" in err and "paper" in err and len(err.strip().splitlines()) == 1
     assert cli("--out", str(tmp_path / "d"), "--decoder", "vlc") == 2
     assert "decoder='vlc' must be one of auto, pyav, decord" in capsys.readouterr().err
+
+
+def test_resume_compares_resolved_settings(tmp_path):
+    """A run of vssl 0.1 recorded heads=8 explicitly; today's default derives 8 from width 256."""
+    import numpy as np
+
+    from vssl.aggregate import train
+    from vssl.features_store.synthetic import make_synthetic_store
+
+    rng = np.random.default_rng(0)
+    make_synthetic_store(tmp_path / "s", rng.normal(size=(16, 4, 8)).astype(np.float32), [0, 1] * 8, ["train"] * 16)
+    small = dict(width=64, pred_hidden=16, target_hidden=16, proj_dim=8, batch_size=8, precision="fp32",
+                 device="cpu", checkpoint_every=1)
+    train(tmp_path / "s", "random16", tmp_path / "run", ScaleConfig(epochs=1, heads=2, **small), quiet=True)
+    resumed = train(tmp_path / "s", "random16", tmp_path / "run", ScaleConfig(epochs=2, **small), resume=True,
+                    quiet=True)  # heads derived: 64 / 32 = 2, the same model
+    assert resumed.epochs == 2
+    with pytest.raises(VsslError, match=r"heads \(run 2, now 4\)"):
+        train(tmp_path / "s", "random16", tmp_path / "run", ScaleConfig(epochs=3, heads=4, **small), resume=True,
+              quiet=True)

@@ -112,6 +112,10 @@ class Settings:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
 
+    def values(self) -> dict[str, Any]:
+        """Every setting's value in effect (derived ones resolved), for comparing two configs."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]

@@ -39,8 +39,10 @@ def resume_point(run_dir: Path, cfg: ScaleConfig, resume: bool, log: Callable[[s
     if not resume:
         raise VsslError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     state = read_checkpoint(run_dir)
-    saved = ScaleConfig.from_dict(state["config"]).to_dict()
-    diff = sorted(k for k, v in cfg.to_dict().items() if saved[k] != v and k not in RESUMABLE_CHANGES)
+    # resolved values: a run of vssl 0.1 recorded heads=8 where today's config derives width / 32
+    saved = ScaleConfig.from_dict(state["config"]).values()
+    diff = [f"{k} (run {saved[k]!r}, now {v!r})" for k, v in sorted(cfg.values().items())
+            if saved[k] != v and k not in RESUMABLE_CHANGES]
     if diff:
         raise VsslError(f"--resume with settings that differ from the run in {run_dir}: {', '.join(diff)}; "
                         "resume with the original settings or start a new --out")
