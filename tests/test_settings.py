@@ -105,3 +105,22 @@ def test_resume_compares_resolved_settings(tmp_path):
     with pytest.raises(VsslError, match=r"heads \(run 2, now 4\)"):
         train(tmp_path / "s", "random16", tmp_path / "run", ScaleConfig(epochs=3, heads=4, **small), resume=True,
               quiet=True)
+
+
+def test_probe_settings_from_a_file(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from vssl.features_store.synthetic import make_synthetic_store
+
+    rng = np.random.default_rng(0)
+    labels = [0, 1] * 10
+    feats = (rng.normal(size=(20, 3, 6)) + 3 * np.array(labels)[:, None, None]).astype(np.float32)
+    make_synthetic_store(tmp_path / "s", feats, labels, ["train"] * 12 + ["test"] * 8, view="v")
+    (tmp_path / "p.toml").write_text("[probe]\nview = 'v'\nknn = true\nk = 3\nlr = [0.1, 0.01]\n")
+    with pytest.raises(SystemExit) as done:
+        cli_main(["probe", str(tmp_path / "s"), "--config", str(tmp_path / "p.toml"), "--quiet", "--json"])
+    assert done.value.code in (0, None)
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [r["probe"] for r in rows] == ["knn"] and rows[0]["params"]["k"] == 3

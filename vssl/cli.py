@@ -245,6 +245,7 @@ def aggregate_cmd(
 @probe_options
 def probe(
     store: Path = typer.Argument(..., help="feature store directory"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the results as JSON"),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="PNG of the best probe's confusion matrix"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
@@ -255,7 +256,7 @@ def probe(
     from vssl.probe.report import check_writable, render_table, write_confusion_png
     from vssl.probe.run import log_to_stderr, run_probes
 
-    cfg = ProbeConfig.load(None, overrides)
+    cfg = ProbeConfig.load(config, overrides)
     log_to_stderr(cfg.quiet)
     for path, flag in ((report, "--report"), (confusion, "--confusion")):
         if path is not None:
