@@ -7,8 +7,13 @@ line on stderr and exit code 2; results go to stdout, logs and progress to stder
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 store_app = typer.Typer(no_args_is_help=True, help="Inspect, verify, export and import feature stores.")
 app.add_typer(store_app, name="store")
 
-out = Console()
+# Piped or redirected, rich would cut tables at 80 columns ("effic…"): give them the room they need.
+out = Console() if sys.stdout.isatty() else Console(width=1000)
 err = Console(stderr=True)
 
 
@@ -152,6 +158,8 @@ def extract_cmd(
               f"{s.skipped_failed} failed before · {s.clips} clips in {s.seconds:.1f} s "
               f"({s.videos_per_s:.2f} videos/s, {s.clips_per_s:.1f} clips/s) · views {', '.join(s.views)}",
               highlight=False, soft_wrap=True)
+    for line in s.skipped_files:
+        err.print(line, highlight=False, soft_wrap=True)
     for _, error in s.failures:
         err.print(f"failed: {error}", highlight=False, soft_wrap=True)
     for problem in problems or []:
@@ -301,10 +309,21 @@ def demo(
         out.print(f"{name:>17}: {path}", highlight=False)
 
 
+#: errno values a user fixes on their side (disk full, read-only or forbidden paths): exit code 2
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
+    """Console-script entry point: no command ends in a traceback.
+
+    A user error (:class:`VsslError`) or a full, read-only or forbidden disk is one line and exit
+    code 2; anything unexpected is one line naming the exception and a log file that holds the
+    traceback, exit code 1. Work already written is kept in every case (stores are written chunk
+    by chunk, done flags last), so re-running the same command resumes.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="vssl")
+        app(args=args, prog_name="vssl")
     except VsslError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
@@ -312,6 +331,32 @@ def main(argv: Optional[list[str]] = None) -> None:
         err.print("interrupted; finished work is kept: re-run the same command to resume "
                   "(`vssl aggregate` training: add --resume)")
         raise SystemExit(130) from None
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            _unexpected(exc, args)
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(f"[red]error:[/red] {exc.strerror or exc}{where}; finished work is kept: fix it (free space, "
+                  "permissions) and re-run the same command to resume", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except Exception as exc:  # noqa: BLE001 - the last guard: a line and a log, never a traceback
+        _unexpected(exc, args)
+
+
+def _unexpected(exc: BaseException, args: list[str]) -> None:
+    """One line naming the failure and the log that holds its traceback; exit code 1."""
+    log_dir = Path(os.environ.get("VSSL_LOG_DIR") or Path(tempfile.gettempdir()) / "vssl-logs")
+    text = f"vssl {' '.join(args)}\n\n" + "".join(traceback.format_exception(exc))
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"vssl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log.write_text(text)
+        pointer = f"traceback in {log}"
+    except OSError:
+        pointer = "the traceback could not be written to a log (set VSSL_LOG_DIR)"
+    message = " ".join(str(exc).split()) or "(no message)"
+    err.print(f"[red]error:[/red] unexpected {type(exc).__name__} in `vssl {args[0] if args else ''}`: {message}; "
+              f"{pointer}; finished work is kept, so re-running resumes", highlight=False, soft_wrap=True)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ def combine(summaries: Sequence[ExtractSummary]) -> ExtractSummary:
         for name in ("assigned", "processed", "done", "failed", "skipped_done", "skipped_failed", "clips"):
             setattr(total, name, getattr(total, name) + getattr(s, name))
         total.failures.extend(s.failures)
+        total.skipped_files = s.skipped_files  # every rank scanned the same folder
         total.seconds = max(total.seconds, s.seconds)
     return total
 

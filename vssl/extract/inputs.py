@@ -9,14 +9,17 @@ dataset moved to another disk or machine gives the same store.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vssl.errors import VsslError
 from vssl.features_store import VideoEntry
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
-                            ".wmv", ".3gp", ".ogv", ".ts", ".mts"})
+#: containers people keep videos in, all of which FFmpeg (PyAV) opens; a folder scan takes these
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".qt", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".m2v",
+                            ".vob", ".flv", ".f4v", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".ts", ".mts",
+                            ".m2ts", ".mxf", ".dv", ".gif", ".y4m", ".mjpeg", ".mjpg"})
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,18 @@ class VideoInputs:
     root: Path
     videos: list[VideoEntry]
     classes: list[str]
+    #: files a folder scan passed over, by kind (suffix, or "hidden files"): reported, never silent
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per kind of file that was not taken as a video."""
+        lines = []
+        for kind, n in sorted(self.skipped.items()):
+            files = f"{n} {'hidden' if kind == 'hidden' else kind} file{'s' if n > 1 else ''}"
+            why = ("names starting with '.'" if kind == "hidden" else
+                   f"not a video container; vssl reads {', '.join(sorted(VIDEO_SUFFIXES))}")
+            lines.append(f"skipped {files} under {self.root} ({why})")
+        return lines
 
     def resolve(self, entry: VideoEntry) -> Path:
         """The file of ``entry`` on this machine."""
@@ -41,14 +56,23 @@ def scan_directory(directory: str | Path, split: str = "") -> VideoInputs:
     root = Path(directory)
     if not root.is_dir():
         raise VsslError(f"{root}: not a directory (give a folder of videos or a .csv/.tsv manifest)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    files, skipped = [], Counter()
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
+            skipped["hidden"] += 1
+        elif p.suffix.lower() in VIDEO_SUFFIXES:
+            files.append(p)
+        else:
+            skipped[p.suffix.lower() or "suffix-less"] += 1
     if not files:
         raise VsslError(f"{root}: no video files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
     rel = [p.relative_to(root) for p in files]
     classes = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
     index = {c: i for i, c in enumerate(classes)}
     videos = [VideoEntry(r.as_posix(), index[r.parts[0]] if len(r.parts) > 1 else -1, split) for r in rel]
-    return VideoInputs(root, videos, classes)
+    return VideoInputs(root, videos, classes, dict(skipped))
 
 
 def read_manifest(manifest: str | Path, split: str = "") -> VideoInputs:

@@ -65,6 +65,8 @@ class ExtractSummary:
     clips: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: files of the input folder not taken as videos, one line per kind (the CLI prints them)
+    skipped_files: list[str] = field(default_factory=list)
 
     @property
     def videos_per_s(self) -> float:
@@ -300,7 +302,10 @@ def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | 
     run = _open_run(videos, out, cfg, model, root)
     chosen = _choose_ranges(run, ranges, shard)
     summary = ExtractSummary(str(run.store.path), run.store.num_videos, list(run.specs),
-                             assigned=sum(stop - start for start, stop in chosen))
+                             assigned=sum(stop - start for start, stop in chosen),
+                             skipped_files=run.inputs.skipped_lines())
+    for line in summary.skipped_files:
+        log.info(line)
     jobs = _pending_jobs(run, chosen, summary)
     _embed_and_write(run, jobs, summary, progress)
     summary.seconds = time.perf_counter() - t_start

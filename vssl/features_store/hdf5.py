@@ -26,13 +26,22 @@ def _compression_of(array: zarr.Array) -> str:
     return "zstd" if array.compressors else "none"
 
 
+def _h5_chunks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...] | None:
+    """HDF5 chunks for a zarr array: zarr's, clipped to the shape (HDF5 refuses chunks larger than
+    the data, e.g. a store of fewer videos than one chunk); contiguous for an empty array. The
+    zarr chunking itself travels in the ``zarr_chunks`` attribute."""
+    if 0 in shape or not shape:
+        return None
+    return tuple(max(1, min(c, s)) for c, s in zip(chunks, shape))
+
+
 def _copy_to_h5(node: zarr.Group, out: h5py.Group) -> None:
     out.attrs[ATTRS] = json.dumps(dict(node.attrs))
     for name in sorted(node.array_keys()):
         arr = node[name]
         is_str = np.dtype(arr.dtype).kind in "OTU"
         dtype = h5py.string_dtype("utf-8") if is_str else np.dtype(arr.dtype)
-        ds = out.create_dataset(name, shape=arr.shape, dtype=dtype, chunks=tuple(arr.chunks))
+        ds = out.create_dataset(name, shape=arr.shape, dtype=dtype, chunks=_h5_chunks(arr.shape, arr.chunks))
         ds.attrs[ATTRS] = json.dumps(dict(arr.attrs))
         ds.attrs["zarr_chunks"] = list(arr.chunks)
         ds.attrs["zarr_compression"] = _compression_of(arr)
@@ -50,8 +59,13 @@ def export_hdf5(store: FeatureStore, output: str | Path) -> Path:
     output = Path(output)
     if output.exists():
         raise StoreError(f"{output} already exists; choose another output file")
-    with h5py.File(output, "w") as f:
-        _copy_to_h5(store.root, f)
+    try:
+        with h5py.File(output, "w") as f:
+            _copy_to_h5(store.root, f)
+    except OSError as exc:  # disk full, read-only or forbidden target: no half-written file is left
+        output.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {output} ({' '.join(str(exc).split())}); free space or choose a "
+                         "writable place and export again") from None
     return output
 
 
