@@ -232,7 +232,7 @@ def aggregate_cmd(
     cfg = ScaleConfig.load(config, overrides)
     from vssl.distributed import process_group
 
-    with process_group() as ranks:  # torchrun: DDP, rank 0 writes (vssl.aggregate.distributed)
+    with process_group(device=cfg.device) as ranks:  # torchrun: DDP, rank 0 writes (vssl.aggregate.distributed)
         summary = train(store, view, out_dir, cfg, resume=resume, split=None if split == "all" else split,
                         quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
     if not ranks.is_main:

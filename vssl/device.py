@@ -61,7 +61,9 @@ def resolve_precision(precision: str, device: "torch.device") -> str:
 
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # the device asked for, not the current one; is_bf16_supported() is also true where bf16
+            # is only emulated (pre-Ampere, torch >= 2.3): native bf16 needs compute capability 8.0
+            return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     if precision not in _DTYPES:
         raise VsslError(f"unknown precision '{precision}'; use auto, bf16, fp16 or fp32")

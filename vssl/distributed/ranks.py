@@ -68,10 +68,12 @@ def _timeout() -> timedelta:
 
 
 @contextmanager
-def process_group(backend: str = "auto") -> Iterator[RankEnv]:
+def process_group(backend: str = "auto", device: str = "auto") -> Iterator[RankEnv]:
     """Join the run's process group for the duration of the block (nothing to do for one process).
 
-    ``backend``: ``auto`` = NCCL when CUDA is present, else gloo; ``gloo`` for runs that only
+    ``device`` is the run's ``--device``: on CUDA each rank takes the GPU of its ``LOCAL_RANK``.
+    ``backend``: ``auto`` = NCCL when that device is a GPU, else gloo (a ``--device cpu`` run on a
+    GPU machine must not get NCCL, which cannot reduce CPU tensors); ``gloo`` for runs that only
     exchange small Python objects (stage one), so no GPU memory or NCCL watchdog is involved.
     A group that is already initialized (by the caller) is used and left alone.
     """
@@ -82,15 +84,42 @@ def process_group(backend: str = "auto") -> Iterator[RankEnv]:
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise VsslError(f"WORLD_SIZE={env.world_size} but {' and '.join(missing)} not set; launch with torchrun")
+    on_gpu = rank_device_type(device) == "cuda"
     if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():  # "cuda" (device auto) then means this rank's GPU, whatever the backend
-        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+        backend = "nccl" if on_gpu else "gloo"
+    if on_gpu:  # "cuda" then means this rank's GPU, whatever the backend
+        torch.cuda.set_device(rank_gpu(env))
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, timeout=_timeout())
     try:
         yield env
     finally:
         dist.destroy_process_group()
+
+
+def rank_device_type(device: str) -> str:
+    """``cuda`` or ``cpu``: what ``--device`` means for a torchrun rank; refuses a pinned GPU index.
+
+    ``cuda:N`` would put every rank on GPU N (NCCL then aborts): ranks take ``cuda`` and their
+    own ``LOCAL_RANK``'s GPU instead.
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and index:
+        raise VsslError(f"--device {device} under torchrun would put every rank on GPU {index}; use --device cuda "
+                        "(each rank takes the GPU of its LOCAL_RANK; choose GPUs with CUDA_VISIBLE_DEVICES)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise VsslError(f"--device {device} requested but CUDA is not available; use --device cpu")
+    return kind
+
+
+def rank_gpu(env: RankEnv) -> int:
+    """This rank's GPU: its LOCAL_RANK; more ranks on a node than GPUs is refused, never wrapped."""
+    count = torch.cuda.device_count()
+    if env.local_rank >= count:
+        raise VsslError(f"LOCAL_RANK {env.local_rank} but this node has {count} GPU(s); launch at most {count} "
+                        "processes per node (torchrun --nproc-per-node) or run on --device cpu")
+    return env.local_rank
 
 
 def active_world() -> RankEnv:

@@ -116,7 +116,8 @@ def extract_shared(videos: Any, out: str | Path, *, shard: tuple[int, int] | str
             if creating and creating.exists():
                 creating.rmdir()
 
-    with process_group("gloo") as env:
+    device = kwargs.get("device", (kwargs.get("config") or ExtractConfig()).device)
+    with process_group("gloo", device=device) as env:
         def rank_plan(store: FeatureStore, views: list[str], paths: list[str]) -> list[tuple[int, int]]:
             shares = None
             if env.is_main:
