@@ -68,8 +68,9 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_equals_uninterrupted_run_bit_for_bit(store_path, tmp_path, monkeypatch):
-    cfg = small_cfg(epochs=4, checkpoint_every=1)
+@pytest.mark.parametrize("mask_mode", ["fixed", "bernoulli"])  # masks drawn per step resume exactly too
+def test_resume_equals_uninterrupted_run_bit_for_bit(store_path, tmp_path, monkeypatch, mask_mode):
+    cfg = small_cfg(epochs=4, checkpoint_every=1, mask_mode=mask_mode)
     train(store_path, "random16", tmp_path / "full", cfg, quiet=True)
 
     calls = {"n": 0}

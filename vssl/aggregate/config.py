@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vssl.aggregate.masking import MASK_MODES, fixed_count
 from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
 from vssl.settings import Settings, setting
@@ -35,14 +36,20 @@ class ScaleConfig(Settings):
     pred_layers: int = setting(2, "layers of prediction/SET heads")
     target_hidden: int = setting(2048, "hidden width of the target head")
     target_layers: int = setting(3, "layers of the target head")
-    # -- losses (eq. 2–8): tau 0.2 for both, L = L_MCM + L_SET
+    # -- losses (eq. 2–8): tau 0.2 for both, L = w_MCM L_MCM + w_SET L_SET (eq. 8: both weights 1).
+    #    A loss that is off (flag, or weight 0) is not computed and has no head.
     mcm_temperature: float = setting(0.2, "MCM InfoNCE temperature")
     set_temperature: float = setting(0.2, "SET InfoNCE temperature")
     use_mcm: bool = setting(True, "masked clip modelling loss", flag="--mcm/--no-mcm")
     use_set: bool = setting(True, "set contrastive loss", flag="--set/--no-set")
+    mcm_weight: float = setting(1.0, "weight of L_MCM in the total loss (0: off, as --no-mcm)")
+    set_weight: float = setting(1.0, "weight of L_SET in the total loss (0: off, as --no-set)")
     # -- set sampling (§3.2): two disjoint sets per video; None = half of the stored clips
     set_size: int | None = setting(None, "clips per set (default: half of K)")
-    mask_ratio: float = setting(0.25, "fraction of each set's clips replaced by the MSK token")
+    mask_ratio: float = setting(0.25, "fraction of each set's clips replaced by the MSK token (0: none)")
+    mask_mode: str = setting("fixed", "how many clips a set masks: fixed (round(ratio x S), 1..S-1), "
+                             "bernoulli (a coin per clip, as released), stochastic (ratio x S randomly "
+                             "rounded, as released s_int)")
     # -- optimisation: AdamW 3e-4, wd 1e-4 (none on biases/norms/tokens), 5% warmup, per-step cosine
     epochs: int = setting(500, "training epochs")
     batch_size: int = setting(512, "videos per step")
@@ -96,8 +103,15 @@ class ScaleConfig(Settings):
                 bad(key, "must be a positive number")
         if self.weight_decay < 0 or not 0.0 <= self.warmup < 1.0:
             bad("warmup" if self.weight_decay >= 0 else "weight_decay", "is out of range")
-        if not (self.use_mcm or self.use_set):
-            bad("use_set", "and use_mcm are both off: nothing to train")
+        for key in ("mcm_weight", "set_weight"):
+            if not (getattr(self, key) >= 0 and math.isfinite(getattr(self, key))):
+                bad(key, "must be a number >= 0 (0: that loss is off)")
+        if not (self.mcm_on or self.set_on):
+            bad("use_set", "and use_mcm are both off (flag or weight 0): nothing to train")
+        if self.mask_mode not in MASK_MODES:
+            bad("mask_mode", f"must be one of {', '.join(MASK_MODES)}")
+        if self.mcm_on and self.mask_ratio == 0.0:
+            bad("mask_ratio", "masks no clip, so MCM has nothing to predict; pass --no-mcm (or a ratio > 0)")
         if self.precision not in PRECISION_CHOICES:
             bad("precision", f"must be one of {', '.join(PRECISION_CHOICES)}")
 
@@ -111,8 +125,19 @@ class ScaleConfig(Settings):
                             f"pass --set-size between 2 and {num_clips // 2}")
         return size
 
-    def num_masked(self, set_size: int) -> int:
-        """Masked clips per set: round(mask_ratio x set_size), at least one, at most set_size - 1."""
-        if not self.use_mcm:
+    @property
+    def mcm_on(self) -> bool:
+        """Whether L_MCM is part of the objective (its flag on and its weight not 0)."""
+        return self.use_mcm and self.mcm_weight > 0
+
+    @property
+    def set_on(self) -> bool:
+        """Whether L_SET is part of the objective (its flag on and its weight not 0)."""
+        return self.use_set and self.set_weight > 0
+
+    def num_masked(self, set_size: int) -> int | None:
+        """Masked clips per set in ``fixed`` mode (:func:`~vssl.aggregate.masking.fixed_count`); 0
+        without MCM; None when another mode draws the count per set."""
+        if not self.mcm_on:
             return 0
-        return min(max(1, int(round(self.mask_ratio * set_size))), set_size - 1)
+        return fixed_count(self.mask_ratio, set_size) if self.mask_mode == "fixed" else None

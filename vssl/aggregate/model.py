@@ -91,15 +91,15 @@ class ScaleModel(nn.Module):
         # eq. 5: P = MLP(box); as released: 7 -> 2H -> H with ReLU (the flip flag is one of the 7)
         self.box_mlp = nn.Sequential(nn.Linear(BOX_DIM, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        # Without MCM nothing is ever masked, so there is no MSK token to train.
-        self.msk_token = nn.Parameter(torch.zeros(1, 1, width)) if cfg.use_mcm else None
+        # Without MCM (flag off or weight 0) nothing is ever masked, so there is no MSK token to train.
+        self.msk_token = nn.Parameter(torch.zeros(1, 1, width)) if cfg.mcm_on else None
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(width)
         # Heads exist only for the losses that are on, so an ablation has no dead parameters.
-        self.pred_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.use_mcm else None
+        self.pred_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.mcm_on else None
         self.target_head = (make_head(in_dim, cfg.proj_dim, cfg.target_hidden, cfg.target_layers)
-                            if cfg.use_mcm else None)
-        self.set_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.use_set else None
+                            if cfg.mcm_on else None)
+        self.set_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.set_on else None
 
     # ------------------------------------------------------------------ encoder
 
@@ -133,44 +133,76 @@ class ScaleModel(nn.Module):
 
     # ------------------------------------------------------------------ pre-training objective
 
-    def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int, *,
+    def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int | Tensor, *,
                         gather: Gather | None = None) -> dict[str, Tensor]:
-        """L = L_MCM + L_SET (eq. 8) for one minibatch.
+        """L = w_MCM L_MCM + w_SET L_SET (eq. 8, both weights 1 by default) for one minibatch.
 
         ``features [B, K, D]`` and ``boxes [B, K, 7]`` are the stored clips of B videos; ``sets
-        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`),
-        whose first ``num_masked`` positions are masked. Returns 0-dim tensors: ``loss``,
-        ``mcm_loss``, ``set_loss``, ``mcm_top1``, ``set_top1`` (disabled losses are 0).
+        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`).
+        ``num_masked``: an int masks the first that many positions of every set (``fixed`` mode);
+        a bool tensor ``[B, 2, S]`` masks exactly its True positions (:func:`~vssl.aggregate.masking.draw_masks`).
+        Returns 0-dim tensors: ``loss``, ``mcm_loss``, ``set_loss`` (unweighted), ``mcm_top1``,
+        ``set_top1`` (a loss that is off is 0 and not computed).
         ``gather`` collects the keys of every rank under DDP (:mod:`vssl.distributed.negatives`);
         ``None``: the negatives are this minibatch's alone.
         """
         cfg = self.cfg
         b, _, d = features.shape
         s = sets.shape[-1]
-        m = num_masked if cfg.use_mcm else 0
         idx = sets.reshape(b, 2 * s)
         clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(2 * b, s, d)   # C, both sets
         box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(2 * b, s, -1)
         clips = clips.to(_compute_dtype(self.input_proj.weight, clips.device))  # one cast of the float16 batch
-        # Masked clips' projections would be thrown away: project only the visible ones.
-        visible = self.input_proj(clips[:, m:])
-        tokens = torch.cat((self.msk_token.expand(2 * b, m, -1).to(visible.dtype), visible), dim=1) if m else visible
-        c_hat, cls = self._transform(tokens, box)
+        if isinstance(num_masked, Tensor):
+            c_hat, cls, queries = self._masked_by_tensor(clips, box, num_masked.reshape(2 * b, s))
+        else:
+            c_hat, cls, queries = self._masked_first(clips, box, num_masked if cfg.mcm_on else 0)
 
         zero = features.new_zeros((), dtype=torch.float32)
         out = {"mcm_loss": zero, "set_loss": zero, "mcm_top1": zero, "set_top1": zero}
-        if cfg.use_mcm:
-            # eq. 6: each masked Ĉ must pick its own original clip among all 2·B·S clips of the
-            # minibatch; the other clips of its video (both sets) are the hard negatives.
-            targets = self.target_head(clips.reshape(2 * b * s, d))
-            preds = self.pred_head(c_hat[:, :m].reshape(2 * b * m, -1))
-            own = (torch.arange(2 * b, device=idx.device).unsqueeze(1) * s
-                   + torch.arange(m, device=idx.device).unsqueeze(0)).reshape(-1)
-            out["mcm_loss"], out["mcm_top1"] = info_nce(preds, targets, cfg.mcm_temperature, own, gather=gather)
-        if cfg.use_set:
+        loss = zero
+        if cfg.mcm_on:
+            out["mcm_loss"], out["mcm_top1"] = self._mcm(clips.reshape(2 * b * s, d), c_hat, queries, gather)
+            loss = loss + cfg.mcm_weight * out["mcm_loss"]
+        if cfg.set_on:
             # eq. 7: CLS of set one vs CLS of set two across the videos of the minibatch (eq. 3, symmetric).
             z = self.set_head(cls).view(b, 2, -1)
             out["set_loss"], out["set_top1"] = symmetric_info_nce(z[:, 0], z[:, 1], cfg.set_temperature,
                                                                    gather=gather)
-        out["loss"] = out["mcm_loss"] + out["set_loss"]
+            loss = loss + cfg.set_weight * out["set_loss"]
+        out["loss"] = loss
         return out
+
+    def _masked_first(self, clips: Tensor, box: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode sets whose first ``m`` positions are masked; the masked rows' flat indices.
+
+        Masked clips' projections would be thrown away, so only the visible ones are projected.
+        """
+        n, s, _ = clips.shape
+        visible = self.input_proj(clips[:, m:])
+        tokens = torch.cat((self.msk_token.expand(n, m, -1).to(visible.dtype), visible), dim=1) if m else visible
+        c_hat, cls = self._transform(tokens, box)
+        own = (torch.arange(n, device=clips.device).unsqueeze(1) * s
+               + torch.arange(m, device=clips.device).unsqueeze(0)).reshape(-1)
+        return c_hat, cls, own
+
+    def _masked_by_tensor(self, clips: Tensor, box: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode sets with a per-clip ``mask [2B, S]`` (any count per set, 0 to S, as released)."""
+        c_hat, cls = self.encode(clips, box, mask if self.cfg.mcm_on else None)
+        return c_hat, cls, mask.reshape(-1).nonzero().squeeze(1)
+
+    def _mcm(self, clips: Tensor, c_hat: Tensor, own: Tensor, gather: Gather | None) -> tuple[Tensor, Tensor]:
+        """Eq. 6: each masked Ĉ (flat row ``own``) must pick its own original clip among all 2·B·S
+        clips of the minibatch; the other clips of its video (both sets) are the hard negatives.
+
+        Only masked rows are queries, so unmasked rows never count. With no masked row (a coin
+        can give that) the loss is 0 and still connected to the heads and the key gather, so every
+        rank runs the same collectives and DDP sees every parameter used.
+        """
+        targets = self.target_head(clips)
+        preds = self.pred_head(c_hat.reshape(-1, c_hat.shape[-1])[own])
+        loss, top1 = info_nce(preds, targets, self.cfg.mcm_temperature, own, gather=gather)
+        if own.numel() == 0:
+            loss = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
+            top1 = torch.zeros_like(top1)
+        return loss, top1

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vssl import __version__
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.distributed import DataParallel
+from vssl.aggregate.masking import expected_count
 from vssl.device import resolve_device, resolve_precision
 from vssl.features_store import FeatureStore, View
 
@@ -20,7 +22,7 @@ class Plan:
     """The run's shape: clip sets, device and precision, and the batches of every epoch."""
 
     set_size: int
-    num_masked: int
+    num_masked: int | None  # per set in fixed mode (0 without MCM); None: drawn per set (masking.py)
     device: torch.device
     precision: str
     batch: int  # per rank
@@ -43,11 +45,20 @@ def plan_run(cfg: ScaleConfig, num_clips: int, num_videos: int, par: DataParalle
 
 
 def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: View, plan: Plan,
-              num_videos: int, split: str | None, world: int, cfg: ScaleConfig) -> dict[str, Any]:
-    """What the checkpoint records about the data and the run (read by ``load_run``, the probes and --resume)."""
+             rows: np.ndarray, split: str, world: int, cfg: ScaleConfig) -> dict[str, Any]:
+    """What the checkpoint records about the data and the run (read by ``load_run``, the probes and --resume).
+
+    ``split`` is the resolved one ('train', 'all', ...; never 'auto'); ``trained_on_splits`` the
+    distinct split names of the videos trained on, so a probe can tell a transductive run (one
+    that saw its test videos, as the released code does for UCF/HMDB) from an inductive one.
+    """
+    expected = expected_count(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else 0.0
     return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
             "backbone_spec": store.backbone.to_dict(),
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
             "num_clips": the_view.num_clips, "set_size": plan.set_size, "num_masked": plan.num_masked,
-            "num_videos": num_videos, "split": split, "batch_size": plan.batch, "world_size": world,
+            "mask_mode": cfg.mask_mode, "expected_masked": expected,
+            "num_videos": int(rows.size), "split": split,
+            "trained_on_splits": sorted({str(x) for x in store.splits()[rows]}),
+            "batch_size": plan.batch, "world_size": world,
             "epochs_total": cfg.epochs, "vssl_version": __version__}

@@ -28,6 +28,7 @@ from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.data import BatchSource, open_source
 from vssl.aggregate.distributed import DataParallel
 from vssl.aggregate.metrics import METRIC_FIELDS, EpochMetrics, write_metrics
+from vssl.aggregate.masking import describe, draw_masks
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
 from vssl.aggregate.plan import Plan, plan_run, run_meta
@@ -62,6 +63,8 @@ class RunSummary:
     device: str = "cpu"
     precision: str = "fp32"
     resident: bool = True
+    split: str = "all"  # the resolved split (never 'auto')
+    trained_on_splits: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -72,18 +75,24 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def training_rows(store: FeatureStore, view_name: str, split: str | None) -> np.ndarray:
-    """Videos to train on: done in the view, not failed, and in ``split`` (``auto``: 'train' when the
-    store has one, else all videos; ``None``/'all': all)."""
-    ok = store.usable(view_name)
+def resolve_split(store: FeatureStore, split: str | None) -> str:
+    """The split a run trains on, by name: ``auto`` is 'train' when the store has one, else 'all';
+    ``None`` is 'all'."""
     if split == "auto":
-        split = "train" if "train" in set(store.splits().tolist()) else None
-    if split not in (None, "all"):
+        return "train" if "train" in set(store.splits().tolist()) else "all"
+    return "all" if split is None else split
+
+
+def training_rows(store: FeatureStore, view_name: str, split: str | None) -> np.ndarray:
+    """Videos to train on: done in the view, not failed, and in ``split`` (see :func:`resolve_split`)."""
+    ok = store.usable(view_name)
+    split = resolve_split(store, split)
+    if split != "all":
         ok &= store.splits() == split
     rows = np.flatnonzero(ok)
     if rows.size < 2:
         raise VsslError(f"view '{view_name}' of {store.path} has {rows.size} finished videos"
-                        f"{'' if split in (None, 'all') else f' in split {split!r}'}; SET needs at least 2 "
+                        f"{'' if split == 'all' else f' in split {split!r}'}; SET needs at least 2 "
                         "(finish `vssl extract` or pass --split all)")
     return rows
 
@@ -155,11 +164,12 @@ class _Trainer:
                 source.prefetch(batches[i + 1])
             sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
                                          generator=set_gen, device=plan.device))
+            masked = self._masks(len(positions) * par.world, set_gen)
             lr = lr_at(self.step, plan.total_steps, cfg.lr, cfg.warmup)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             with autocast(plan.device, plan.precision):
-                out = self.objective(feats, boxes, sets, plan.num_masked)
+                out = self.objective(feats, boxes, sets, masked)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(self.opt)
@@ -173,6 +183,14 @@ class _Trainer:
                 progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.3f} "
                                 f"mcm {m['mcm_loss']:.3f} set {m['set_loss']:.3f}")
         return metrics, lr, time.perf_counter() - t0
+
+    def _masks(self, global_batch: int, set_gen: torch.Generator) -> int | torch.Tensor:
+        """This rank's masks (:mod:`vssl.aggregate.masking`): drawn for the global batch from the set
+        stream right after the sets, so they depend on (seed, epoch, step) only, whatever the ranks."""
+        if self.plan.num_masked is not None:
+            return self.plan.num_masked  # fixed mode (or no MCM): no random numbers drawn
+        return self.par.local(draw_masks(self.cfg.mask_mode, self.cfg.mask_ratio, global_batch, self.plan.set_size,
+                                         generator=set_gen, device=self.plan.device))
 
     def _stop_if_diverged(self, metrics: EpochMetrics, epoch: int) -> None:
         """Every rank stops together when any rank's loss became NaN/inf; the last good checkpoint stays."""
@@ -238,15 +256,17 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     par.check_same_start(run_dir, resumed.epoch)
 
     plan = plan_run(cfg, the_view.num_clips, num_videos, par)
-    meta = run_meta(store_path, store, view, the_view, plan, num_videos, split, par.world, cfg)
-    log(f"training on {rows.size} videos of view '{view}' (K={the_view.num_clips}, D={the_view.dim}), "
-        f"sets of {plan.set_size} with {plan.num_masked} masked, batch {plan.batch}"
+    meta = run_meta(store_path, store, view, the_view, plan, rows, resolve_split(store, split), par.world, cfg)
+    log(f"training on {rows.size} videos of split '{meta['split']}' (splits {', '.join(meta['trained_on_splits'])}) "
+        f"of view '{view}' (K={the_view.num_clips}, D={the_view.dim}), "
+        f"sets of {plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else '0 masked'}"
+        f", batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{plan.device} {plan.precision}")
     trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed)
 
     summary = RunSummary(str(run_dir), resumed.epoch, resumed.step, num_videos, plan.batch, device=str(plan.device),
-                         precision=plan.precision)
+                         precision=plan.precision, split=meta["split"], trained_on_splits=meta["trained_on_splits"])
     if resumed.epoch >= cfg.epochs:
         log(f"{run_dir} already trained {resumed.epoch} epochs; nothing to do")
         return summary
