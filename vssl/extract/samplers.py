@@ -9,6 +9,8 @@ Adding a kind is one class here. Built in (DESIGN.md, SCALE §3.3 and §4):
   RandomResizedCrop-style spatial crop (area fraction drawn from ``scale``, log-uniform
   aspect ratio from ``ratio``), optionally mirrored with probability ``flip``. Options
   follow the count, colon-separated: ``random:16:scale=0.2-1:ratio=0.75-1.333:flip=0.5``.
+  ``crop=lin`` gives SCALE's linear-probe crops, ``crop=aug`` its RandomResizedCrop ranges
+  (:mod:`vssl.extract.crops`); ``place=slowfast`` a float start drawn as SlowFast draws it.
 - ``uniform:TxS`` — evaluation views: T clips with starts evenly spaced from the first
   to the last possible start, times S square crops of side ``min(H, W)`` evenly spaced
   along the long side (S=1: the centre crop; S=3: both ends and the centre). Resizing
