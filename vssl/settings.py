@@ -131,8 +131,9 @@ class Settings:
         return cls(**dict(data))
 
     @classmethod
-    def from_toml(cls: type[S], path: str | Path, overrides: Mapping[str, Any] | None = None) -> S:
-        """Load a TOML file (top-level keys or a ``[SECTION]`` table), then apply ``overrides``.
+    def from_toml(cls: type[S], path: str | Path, overrides: Mapping[str, Any] | None = None,
+                  base: S | None = None) -> S:
+        """Load a TOML file (top-level keys or a ``[SECTION]`` table) over ``base``, then apply ``overrides``.
 
         Dashes are accepted in keys (``set-size``) to match the CLI flags.
         """
@@ -145,16 +146,17 @@ class Settings:
             raise VsslError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
         if isinstance(data.get(cls.SECTION), dict):
             data = data[cls.SECTION]
-        merged = {k.replace("-", "_"): v for k, v in data.items()}
+        merged = base.to_dict() if base is not None else {}
+        merged.update({k.replace("-", "_"): v for k, v in data.items()})
         merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(merged)
 
     @classmethod
     def load(cls: type[S], config: str | Path | None, overrides: Mapping[str, Any] | None = None,
              base: S | None = None) -> S:
-        """``config`` file (if any) under ``overrides``; without a file, ``base`` (default: defaults)."""
+        """``overrides`` over the ``config`` file (if any) over ``base`` (a recipe; default: the defaults)."""
         if config is not None:
-            return cls.from_toml(config, overrides)
+            return cls.from_toml(config, overrides, base)
         return (base if base is not None else cls()).replace(**(overrides or {}))
 
     def replace(self: S, **changes: Any) -> S:

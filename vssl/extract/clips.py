@@ -33,7 +33,7 @@ class VideoClips:
 
 def plan(views: Mapping[str, SamplerSpec], info: VideoInfo, video_key: str) -> dict[str, list[Clip]]:
     """Every view's clips for a video of this size."""
-    return {name: sample_clips(spec, info.num_frames, info.height, info.width, video_key)
+    return {name: sample_clips(spec, info.num_frames, info.height, info.width, video_key, info.fps)
             for name, spec in views.items()}
 
 

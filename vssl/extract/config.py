@@ -33,6 +33,14 @@ class ExtractConfig(Settings):
     frames: int | None = setting(None, "frames per clip (default: the backbone's, 16)")
     stride: int | None = setting(None, "frame stride in a clip (default: the backbone's, 4)")
     size: int | None = setting(None, "clip side in pixels (default: the backbone's)")
+    fps: float | None = setting(None, "time base: choose frames by time at this rate, whatever the file's "
+                                      "(default: the file's own frames)")
+    mean: tuple[float, ...] | None = setting(None, "input mean per RGB channel, overriding the backbone's "
+                                                   "(repeatable; one value = all channels)")
+    std: tuple[float, ...] | None = setting(None, "input std per RGB channel, overriding the backbone's "
+                                                  "(repeatable; one value = all channels)")
+    # which RECIPES entry these settings started from (set by --recipe, recorded in each view)
+    recipe: str | None = setting(None, "the recipe these settings come from", cli=False)
     split: str = setting("", "split name given to every video of a folder")
     decoder: str = setting("auto", "auto|pyav|decord")
     workers: int = setting(0, "decoding processes (0: in the main process)")
@@ -45,6 +53,10 @@ class ExtractConfig(Settings):
     retry_failed: bool = setting(False, "decode videos that failed before again", flag="--retry-failed")
 
     def coerce(self) -> None:
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and len(value) == 1:  # --mean 0.45: the same for the three channels
+                setattr(self, key, tuple(value) * 3)
         if isinstance(self.views, (list, tuple)):  # the Python API also takes a list of view specs
             self.views = ",".join(self.views)
         if self.checkpoint is not None:
@@ -61,6 +73,14 @@ class ExtractConfig(Settings):
             self.bad("decoder", f"must be one of {', '.join(DECODERS)}")
         if self.dtype not in DTYPES:
             self.bad("dtype", f"must be one of {', '.join(DTYPES)}")
+        if self.fps is not None and self.fps <= 0:
+            self.bad("fps", "must be > 0")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and len(value) != 3:
+                self.bad(key, "takes one value or three (R, G, B)")
+        if self.std is not None and min(self.std) <= 0:
+            self.bad("std", "must be > 0")
         for key in ("frames", "stride", "size", "chunk_videos"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 self.bad(key, "must be >= 1")
@@ -79,12 +99,46 @@ class ExtractConfig(Settings):
     def record(self) -> dict[str, Any]:
         """What a view records about the run that extracted it (settings that shape its features)."""
         keep = ("backbone", "checkpoint", "views", "frames", "stride", "size", "decoder", "precision", "seed",
-                "dtype")
+                "dtype", "fps", "mean", "std", "recipe")
         return {k: v for k, v in self.to_dict().items() if k in keep}
+
+    def recipe_record(self) -> dict[str, Any]:
+        """The settings a view may not mix (:data:`RECIPE_KEYS`), with "no recipe" spelled None."""
+        d = self.to_dict()
+        return {**{k: d.get(k) for k in RECIPE_KEYS}, "recipe": None if self.recipe in (None, "default")
+                else self.recipe}
+
+
+#: Settings one view may not mix: a view resumed with another recipe, time base or
+#: normalisation would hold features of two protocols (the spec and the backbone identity
+#: already refuse other frames, stride, size and crops).
+RECIPE_KEYS = ("recipe", "fps", "mean", "std")
+
+
+def recipe_of(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The recipe settings of a view's stored ``extract`` record; views written before recipes = none."""
+    record = dict(record or {})
+    out = {k: record.get(k) for k in RECIPE_KEYS}
+    out["mean"] = list(out["mean"]) if out["mean"] is not None else None
+    out["std"] = list(out["std"]) if out["std"] is not None else None
+    if out["recipe"] == "default":
+        out["recipe"] = None
+    return out
 
 
 #: Named extraction settings. A recipe fixes the values of a protocol; flags still override.
-RECIPES: dict[str, ExtractConfig] = {"default": ExtractConfig()}
+RECIPES: dict[str, ExtractConfig] = {
+    "default": ExtractConfig(),
+    # SCALE's released pipeline (Separius/SCALE src/extract_features.py over SlowFast's datasets):
+    # 16 frames, stride 4 (configs/linear_k400_16x4.yaml) on a 30-fps time base (SlowFast's
+    # DATA.TARGET_FPS default), 16 `lin` training clips (TRAIN_CROP_NUM_TEMPORAL 16), 5x3
+    # evaluation clips placed as decoder_orig.get_start_end_idx places them (TEST.NUM_ENSEMBLE_VIEWS
+    # 5 x NUM_SPATIAL_CROPS 3), SlowFast's DATA.MEAN/STD 0.45/0.225. The released test crops were
+    # 256 px (TEST_CROP_SIZE); one store has one size, so run the evaluation view with --size 256 in
+    # its own store for that resolution (the crop regions are the same).
+    "scale": ExtractConfig(views="random:16:crop=lin:place=slowfast,uniform:5x3:place=slowfast", frames=16,
+                           stride=4, size=224, fps=30.0, mean=(0.45,) * 3, std=(0.225,) * 3, recipe="scale"),
+}
 
 
 def recipe(name: str) -> ExtractConfig:

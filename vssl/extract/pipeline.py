@@ -35,7 +35,7 @@ from vssl.progress import ProgressBar
 
 from .backbones import Backbone, create_backbone
 from .clips import cut_video
-from .config import ExtractConfig
+from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .inputs import VideoInputs, collect_inputs
 from .samplers import SamplerSpec, parse_views
 from .transforms import normalize
@@ -87,17 +87,22 @@ def checkpoint_sha256(path: str | Path | None) -> str | None:
     return None if path is None else sha256_of(path)
 
 
-def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None) -> BackboneSpec:
+def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None,
+                  norm: tuple[Sequence[float], Sequence[float]] | None = None) -> BackboneSpec:
     """What the store records about the network and how its clips are cut.
+
+    ``norm``: the (mean, std) the clips are normalised with, when not the backbone's
+    (``--mean/--std``); they join the identity, so a store never mixes normalisations.
 
     A backbone that ships its own weights (``checkpoint_path`` set by its factory, e.g. the
     packaged EfficientNet-Lite0 file) is recorded with that file when no --checkpoint is given.
     Its pooling joins its identity (empty for a plugin that does not name one).
     """
     s = model.spec
+    mean, std = norm or (s.mean, s.std)
     checkpoint = checkpoint or getattr(model, "checkpoint_path", None)
     return BackboneSpec(name=name, embed_dim=int(model.embed_dim), frames=s.frames, stride=s.stride, size=s.size,
-                        mean=tuple(s.mean), std=tuple(s.std),
+                        mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),
                         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                         checkpoint_sha256=checkpoint_sha256(checkpoint), family=getattr(model, "family", ""),
                         pooling=getattr(model, "pooling", ""))
@@ -141,11 +146,14 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
 
 def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str,
                   record: dict[str, Any] | None = None) -> None:
-    """Create each view (or check the existing one has the same sampler spec).
+    """Create each view (or check the existing one has the same sampler spec and recipe).
 
     A kind with a variable clip count gets the ragged row layout; ``record`` (the extraction
     settings) is kept in the view's attributes when it is created.
     """
+    for name in views:
+        if record is not None and name in store.view_names():
+            check_recipe(name, store.view(name).record, record)
     for name, spec in views.items():
         args = (name, spec.num_clips if spec.fixed_count else None, spec.to_dict(), dtype)
         try:
@@ -154,6 +162,19 @@ def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str
             raise
         except Exception:  # a concurrent shard created it between our check and create
             FeatureStore.open(store.path, "r+").create_view(*args, record=record)
+
+
+def check_recipe(view: str, stored: dict[str, Any] | None, record: dict[str, Any]) -> None:
+    """Refuse to add clips of another recipe (or time base, or normalisation) to an existing view.
+
+    Views written before recipes existed have none of these keys: they are "no recipe", the
+    defaults, so resuming them without ``--recipe`` goes on as before.
+    """
+    have, want = recipe_of(stored), recipe_of(record)
+    diff = [f"{k} {have[k]!r} (stored) vs {want[k]!r} (now)" for k in RECIPE_KEYS if have[k] != want[k]]
+    if diff:
+        raise StoreError(f"view '{view}' was extracted with other recipe settings: {'; '.join(diff)}; resume with "
+                         "the same --recipe and settings, or name the new view differently (NAME=SPEC)")
 
 
 # ---------------------------------------------------------------- workers
@@ -219,12 +240,13 @@ class _Pending:
 class _Batcher:
     """Packs clips of consecutive videos into fixed-size batches and runs the backbone."""
 
-    def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int) -> None:
+    def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int,
+                 norm: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         self.model, self.device, self.batch_size = model, device, batch_size
         self.precision = precision
         self.queue: deque[tuple[_Pending, str, int, torch.Tensor]] = deque()  # (video, view, first k, clips)
         self.queued = 0
-        self.mean, self.std = model.spec.mean, model.spec.std
+        self.mean, self.std = norm or (model.spec.mean, model.spec.std)
 
     def add(self, video: _Pending, view: str, clips: torch.Tensor) -> Iterator[_Pending]:
         self.queue.append((video, view, 0, clips))
@@ -277,6 +299,7 @@ class _Run:
     precision: str
     specs: dict[str, SamplerSpec]
     store: FeatureStore
+    norm: tuple[Sequence[float], Sequence[float]]
 
 
 def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | Path, *,
@@ -328,10 +351,12 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
                                 stride=cfg.stride, size=cfg.size)
     model = model.freeze().to(device)
     specs = parse_views(cfg.views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size,
-                        seed=cfg.seed)
-    store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint), inputs, cfg.chunk_videos)
+                        seed=cfg.seed, fps=cfg.fps)
+    norm = (cfg.mean or model.spec.mean, cfg.std or model.spec.std)  # --mean/--std beat the backbone's
+    store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint, norm), inputs,
+                                 cfg.chunk_videos)
     prepare_views(store, specs, cfg.dtype, record=cfg.record())
-    return _Run(cfg, inputs, model, device, precision, specs, store)
+    return _Run(cfg, inputs, model, device, precision, specs, store, norm)
 
 
 def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | str | None) -> list[tuple[int, int]]:
@@ -371,7 +396,7 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
                         batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                         pin_memory=run.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
-    batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size)
+    batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size, run.norm)
     chunks = _ChunkAssembler(store, jobs)
 
     with ProgressBar("extract", len(jobs), quiet=not progress) as bar:

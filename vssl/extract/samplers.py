@@ -9,6 +9,8 @@ Adding a kind is one class here. Built in (DESIGN.md, SCALE §3.3 and §4):
   RandomResizedCrop-style spatial crop (area fraction drawn from ``scale``, log-uniform
   aspect ratio from ``ratio``), optionally mirrored with probability ``flip``. Options
   follow the count, colon-separated: ``random:16:scale=0.2-1:ratio=0.75-1.333:flip=0.5``.
+  ``crop=lin`` gives SCALE's linear-probe crops, ``crop=aug`` its RandomResizedCrop ranges
+  (:mod:`vssl.extract.crops`); ``place=slowfast`` a float start drawn as SlowFast draws it.
 - ``uniform:TxS`` — evaluation views: T clips with starts evenly spaced from the first
   to the last possible start, times S square crops of side ``min(H, W)`` evenly spaced
   along the long side (S=1: the centre crop; S=3: both ends and the centre). Resizing
@@ -40,6 +42,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from vssl.errors import VsslError
+
+from .crops import AUG_SCALE, CROPS, LIN_CROP, LIN_SIDES, short_side_jitter_crop
+from .timebase import on_time_base
 
 #: RandomResizedCrop's usual ranges (area fraction, aspect ratio w/h).
 DEFAULT_SCALE = (0.08, 1.0)
@@ -89,6 +94,8 @@ class SamplerSpec:
     stride: int = 4
     size: int = 224
     seed: int = 0
+    #: the time base (``--fps``): 0 = the file's own frames; else frames are chosen by time at this rate
+    fps: float = 0.0
 
     kind: ClassVar[str] = ""
     #: the text form after ``KIND:`` (for help and error messages)
@@ -113,7 +120,10 @@ class SamplerSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """What the store records (``views/<name>`` attrs): the kind and the fields that matter to it."""
-        return {"sampler": self.kind, "frames": self.frames, "stride": self.stride, "size": self.size}
+        d = {"sampler": self.kind, "frames": self.frames, "stride": self.stride, "size": self.size}
+        if self.fps:  # only when set: views written before the time base keep their record (and seeds)
+            d["fps"] = self.fps
+        return d
 
     @classmethod
     def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "SamplerSpec":
@@ -156,6 +166,12 @@ def _probability(text: str, key: str, view: str) -> float:
     return p
 
 
+def _choice(text: str, key: str, choices: Sequence[str], view: str) -> str:
+    if text not in choices:
+        raise VsslError(f"view spec {view!r}: {key}={text!r}; choose {' or '.join(choices)}")
+    return text
+
+
 def _count(text: str, view: str, what: str) -> int:
     if not re.fullmatch(r"\d+", text) or int(text) < 1:
         raise VsslError(f"view spec {view!r}: {what} must be a whole number >= 1")
@@ -175,9 +191,26 @@ def clip_frames(start: int, spec: SamplerSpec, count: int) -> tuple[int, ...]:
     return tuple(min(start + j * spec.stride, count - 1) for j in range(spec.frames))
 
 
-def _clip(spec: SamplerSpec, start: int, crop: tuple[int, int, int, int], flip: bool,
-          video: VideoGeometry) -> Clip:
-    frames = clip_frames(start, spec, video.num_frames)
+def slowfast_max_start(spec: SamplerSpec, count: int) -> float:
+    """SlowFast's ``delta``: the last start of a clip of ``stride * frames`` positions (not the span)."""
+    return float(max(count - max(1, spec.stride * spec.frames), 0))
+
+
+def slowfast_frames(start: float, spec: SamplerSpec, count: int) -> tuple[int, ...]:
+    """The frames SlowFast picks from a (float) start: ``decoder_orig.temporal_sampling``.
+
+    ``frames`` points of ``torch.linspace(start, start + stride * frames - 1)`` truncated and
+    clamped to the video, so a 16x4 clip steps by 63/15 = 4.2 frames, not 4 (torch's own
+    float32 linspace, so the truncation matches the released decoder bit for bit).
+    """
+    import torch
+
+    end = start + max(1, spec.stride * spec.frames) - 1
+    index = torch.linspace(start, end, spec.frames).clamp(0, count - 1).long()
+    return tuple(int(i) for i in index)
+
+
+def _clip(frames: tuple[int, ...], crop: tuple[int, int, int, int], flip: bool, video: VideoGeometry) -> Clip:
     return Clip(frames, crop, flip, _box(frames, crop, flip, video.num_frames, video.height, video.width))
 
 
@@ -197,10 +230,12 @@ class RandomClips(SamplerSpec):
     scale: tuple[float, float] = DEFAULT_SCALE
     ratio: tuple[float, float] = DEFAULT_RATIO
     flip: float = DEFAULT_FLIP
+    crop: str = "rrc"  # rrc | lin | aug (see CROPS)
+    placement: str = "start"  # place=start|slowfast: where clips start in time
 
     kind: ClassVar[str] = "random"
-    syntax: ClassVar[str] = "random:K[:scale=A-B:ratio=A-B:flip=P]"
-    options: ClassVar[tuple[str, ...]] = ("scale", "ratio", "flip")
+    syntax: ClassVar[str] = "random:K[:crop=rrc|lin|aug:scale=A-B:ratio=A-B:flip=P:place=start|slowfast]"
+    options: ClassVar[tuple[str, ...]] = ("scale", "ratio", "flip", "crop", "place")
 
     @property
     def num_clips(self) -> int:
@@ -211,8 +246,13 @@ class RandomClips(SamplerSpec):
         return f"random{self.temporal}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "clips": self.temporal, "scale": list(self.scale),
-                "ratio": list(self.ratio), "flip": self.flip, "seed": self.seed}
+        d = {**super().to_dict(), "clips": self.temporal, "scale": list(self.scale),
+             "ratio": list(self.ratio), "flip": self.flip, "seed": self.seed}
+        if self.crop != "rrc":  # defaults unrecorded: older views keep their record and their seeds
+            d["crop"] = self.crop
+        if self.placement != "start":
+            d["place"] = self.placement
+        return d
 
     @classmethod
     def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "RandomClips":
@@ -220,20 +260,37 @@ class RandomClips(SamplerSpec):
             raise VsslError(f"view spec {view!r}: random takes one count (random:K)")
         kw: dict[str, Any] = {}
         for key, value in options.items():
-            kw[key] = _probability(value, key, view) if key == "flip" else _range(value, key, view)
+            if key == "crop":
+                kw[key] = _choice(value, key, CROPS, view)
+            elif key == "place":
+                kw["placement"] = _choice(value, key, ("start", "slowfast"), view)
+            else:
+                kw[key] = _probability(value, key, view) if key == "flip" else _range(value, key, view)
         if kw.get("scale", (0, 0))[1] > 1:
             raise VsslError(f"view spec {view!r}: scale is an area fraction, at most 1")
+        if kw.get("crop") == "lin" and ("scale" in kw or "ratio" in kw):
+            raise VsslError(f"view spec {view!r}: crop=lin has no scale/ratio (short side {LIN_SIDES[0]}-"
+                            f"{LIN_SIDES[1]}, a {LIN_CROP} crop)")
+        if kw.get("crop") == "aug":  # the released byol config's ranges unless given
+            kw = {"scale": AUG_SCALE, "ratio": DEFAULT_RATIO, **kw}
         return cls(temporal=_count(args, view, "the clip count"), **clip, **kw)
 
     def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
         rng = video_rng(self, video_key)
-        last_start = max(video.num_frames - self.span, 0)
         clips = []
         for _ in range(self.temporal):
-            start = int(rng.integers(0, last_start + 1))
-            crop = random_resized_crop(rng, video.height, video.width, self.scale, self.ratio)
+            if self.placement == "slowfast":  # decoder_orig.get_start_end_idx, clip_idx -1: a float start
+                frames = slowfast_frames(rng.uniform(0, slowfast_max_start(self, video.num_frames)), self,
+                                         video.num_frames)
+            else:
+                frames = clip_frames(int(rng.integers(0, max(video.num_frames - self.span, 0) + 1)), self,
+                                     video.num_frames)
+            if self.crop == "lin":
+                crop = short_side_jitter_crop(rng, video.height, video.width)
+            else:
+                crop = random_resized_crop(rng, video.height, video.width, self.scale, self.ratio)
             flip = bool(self.flip > 0 and rng.random() < self.flip)
-            clips.append(_clip(self, start, crop, flip, video))
+            clips.append(_clip(frames, crop, flip, video))
         return clips
 
 
@@ -244,9 +301,11 @@ class UniformClips(SamplerSpec):
 
     temporal: int = 1  # T
     spatial: int = 1  # S
+    placement: str = "even"  # place=even|slowfast: where clips start in time
 
     kind: ClassVar[str] = "uniform"
-    syntax: ClassVar[str] = "uniform:TxS"
+    syntax: ClassVar[str] = "uniform:TxS[:place=even|slowfast]"
+    options: ClassVar[tuple[str, ...]] = ("place",)
 
     @property
     def num_clips(self) -> int:
@@ -257,13 +316,18 @@ class UniformClips(SamplerSpec):
         return f"uniform{self.temporal}x{self.spatial}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+        d = {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+        if self.placement != "even":  # unrecorded default: views written before keep their record
+            d["place"] = self.placement
+        return d
 
     @classmethod
     def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "UniformClips":
         t, cross, s = args.partition("x")
         clip = {**clip, "seed": 0}  # deterministic: the seed changes neither its clips nor its record
-        return cls(temporal=_count(t, view, "T"), spatial=_count(s, view, "S") if cross else 1, **clip)
+        place = _choice(options.get("place", "even"), "place", ("even", "slowfast"), view)
+        return cls(temporal=_count(t, view, "T"), spatial=_count(s, view, "S") if cross else 1, placement=place,
+                   **clip)
 
     def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
         """Time-major: clip ``t * S + s`` is temporal position t, spatial crop s."""
@@ -273,8 +337,13 @@ class UniformClips(SamplerSpec):
             crops = [((height - side) // 2, x, side, side) for x in _even(self.spatial, width - side)]
         else:
             crops = [(y, (width - side) // 2, side, side) for y in _even(self.spatial, height - side)]
-        return [_clip(self, start, crop, False, video)
-                for start in _even(self.temporal, max(video.num_frames - self.span, 0)) for crop in crops]
+        n = video.num_frames
+        if self.placement == "slowfast":  # decoder_orig.get_start_end_idx, use_offset=False: delta * i / T
+            starts = [slowfast_max_start(self, n) * i / self.temporal for i in range(self.temporal)]
+            frames = [slowfast_frames(start, self, n) for start in starts]
+        else:
+            frames = [clip_frames(start, self, n) for start in _even(self.temporal, max(n - self.span, 0))]
+        return [_clip(f, crop, False, video) for f in frames for crop in crops]
 
 
 # ---------------------------------------------------------------------- parsing
@@ -283,7 +352,8 @@ class UniformClips(SamplerSpec):
 _SPEC_RE = re.compile(r"^([a-z_]+):([^:]*)((?::[a-z_]+=[^:]+)*)$")
 
 
-def parse_view(text: str, *, frames: int, stride: int, size: int, seed: int = 0) -> tuple[str, SamplerSpec]:
+def parse_view(text: str, *, frames: int, stride: int, size: int, seed: int = 0,
+               fps: float | None = None) -> tuple[str, SamplerSpec]:
     """Parse ``[NAME=]KIND:ARGS[:opt=val...]`` (e.g. ``random:16:flip=0``, ``eval=uniform:5x3``)."""
     text = text.strip()
     name = None
@@ -305,7 +375,10 @@ def parse_view(text: str, *, frames: int, stride: int, size: int, seed: int = 0)
         options[key] = value
     if frames < 1 or stride < 1 or size < 1:
         raise VsslError("--frames, --stride and --size must be >= 1")
-    spec = kind.parse(m.group(2), options, text, frames=frames, stride=stride, size=size, seed=seed)
+    if fps is not None and fps < 0:
+        raise VsslError("--fps must be > 0 (or unset: the file's own frames)")
+    spec = kind.parse(m.group(2), options, text, frames=frames, stride=stride, size=size, seed=seed,
+                      fps=float(fps or 0.0))
     return name or spec.default_name, spec
 
 
@@ -359,7 +432,11 @@ def _even(n: int, hi: int) -> list[int]:
 
 def sample_clips(spec: SamplerSpec, num_frames: int, height: int, width: int, video_key: str,
                  fps: float = 0.0) -> list[Clip]:
-    """The clips of one video for one view, in storage order (the view kind places them)."""
+    """The clips of one video for one view, in storage order (the view kind places them).
+
+    ``fps`` is the file's frame rate; with a time base (``spec.fps``) the kind places clips on
+    the video resampled to it (:mod:`vssl.extract.timebase`).
+    """
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError("a video needs at least one frame of at least one pixel")
-    return spec.place(VideoGeometry(num_frames, height, width, fps), video_key)
+    return on_time_base(spec.place, VideoGeometry(num_frames, height, width, fps), spec.fps, video_key)

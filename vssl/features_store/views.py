@@ -80,6 +80,7 @@ class View(RowGroup):
         super().__init__(group, root, chunk_videos)
         self.name = name
         self.spec = dict(group.attrs.get("spec", {}))
+        self.record = dict(group.attrs.get("extract", {}))  # the settings that extracted it ({}: not recorded)
         self._init_shape()
 
     def _init_shape(self) -> None:

@@ -18,6 +18,8 @@ and converts them to this module's names.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import torch
@@ -31,7 +33,9 @@ from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, dr
                           rename_keys, select_prefix, wrong_layout)
 from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
 from .registry import register_family
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, sinusoid_table, vit_arch
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, resize_pos_table, sinusoid_table, vit_arch
+
+log = logging.getLogger("vssl.extract")
 
 VIDEOMAE_SPEC = InputSpec(frames=16, stride=4, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 LAYOUTS = "MCG-NJU finetuned/pretrain .pth, Hugging Face VideoMAE dir (v4/v5 names), MindSpore .ckpt"
@@ -45,8 +49,11 @@ class VideoViT(Backbone):
 
     def __init__(self, shape: ViTShape, spec: InputSpec, *, patch: int = 16, tubelet: int = 2, in_chans: int = 3,
                  final_norm: bool = True, fc_norm: bool = False, fc_norm_eps: float | None = None,
-                 learned_pos: int = 0, family: str = "videomae") -> None:
+                 learned_pos: int = 0, family: str = "videomae",
+                 pos_grid: tuple[int, int, int] | None = None) -> None:
         super().__init__(embed_dim=shape.embed_dim, spec=spec, family=family)
+        # the token grid (t, h, w) the position table was trained for; None: the clip's own grid
+        self.pos_grid = tuple(pos_grid) if pos_grid else None
         dim = shape.embed_dim
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch),
@@ -59,34 +66,63 @@ class VideoViT(Backbone):
 
     @classmethod
     def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *, num_heads: int | None = None,
-                             eps: float = 1e-6, fc_norm_eps: float | None = None) -> dict[str, Any]:
-        """Shape, tubelet, which norms the file has, and a learned position table's size (checked
-        against the clip now: it cannot be interpolated)."""
+                             eps: float = 1e-6, fc_norm_eps: float | None = None,
+                             trained_frames: int | None = None, trained_size: int | None = None) -> dict[str, Any]:
+        """Shape, tubelet, which norms the file has, and the token grid its position table was trained for.
+
+        The training clip comes from a Hugging Face config (``trained_frames``/``trained_size``)
+        or, for a learned table, from its length (the family's 16 x 224 clip, or the requested
+        one). A clip of another grid gets the table interpolated (:func:`resize_pos_table`), said
+        in one log line. A file that says neither (an MCG-NJU ``.pth`` with the fixed sinusoid)
+        gets the sinusoid built for the requested clip, as before, also said in one line.
+        """
         arch = vit_arch(sd, num_heads, eps)
         proj = sd["patch_embed.proj.weight"]
+        tubelet, patch = proj.shape[2], proj.shape[-1]
+        grid_of = lambda frames, size: (frames // tubelet, size // patch, size // patch)  # noqa: E731
+        clip = grid_of(spec.frames, spec.size)
+        pos_grid = grid_of(trained_frames, trained_size) if trained_frames and trained_size else None
         if "pos_embed" in sd:
-            tokens = (spec.frames // proj.shape[2]) * (spec.size // proj.shape[-1]) ** 2
-            if tokens != sd["pos_embed"].shape[1]:
-                raise CheckpointError(f"{source} has a learned position table for {sd['pos_embed'].shape[1]} tokens,"
-                                      f" {spec.frames} frames at {spec.size} px give {tokens}: use the clip size it"
-                                      " was trained with (--frames/--size)")
-        return {**arch, "tubelet": proj.shape[2], "final_norm": "norm.weight" in sd,
+            n = sd["pos_embed"].shape[1]
+            default = grid_of(VIDEOMAE_SPEC.frames, VIDEOMAE_SPEC.size)
+            pos_grid = pos_grid or next((g for g in (clip, default) if math.prod(g) == n), None)
+            if pos_grid is None or math.prod(pos_grid) != n:
+                raise CheckpointError(f"{source} has a learned position table for {n} tokens, which is neither "
+                                      f"{spec.frames} frames at {spec.size} px nor the family's "
+                                      f"{VIDEOMAE_SPEC.frames} x {VIDEOMAE_SPEC.size}: use the clip size it was "
+                                      "trained with (--frames/--size)")
+        if pos_grid is not None and pos_grid != clip:
+            log.warning("%s: position table of %s tokens (t x h x w, as trained) interpolated trilinearly to %s for "
+                        "%d frames at %d px, as SCALE does", source, "x".join(map(str, pos_grid)),
+                        "x".join(map(str, clip)), spec.frames, spec.size)
+        elif pos_grid is None and (spec.frames, spec.size) != (VIDEOMAE_SPEC.frames, VIDEOMAE_SPEC.size):
+            log.warning("%s does not say which clip it was trained on: its fixed sinusoid table is built for %d "
+                        "frames at %d px (no interpolation)", source, spec.frames, spec.size)
+        return {**arch, "tubelet": tubelet, "final_norm": "norm.weight" in sd,
                 "fc_norm": "fc_norm.weight" in sd, "fc_norm_eps": fc_norm_eps,
-                "learned_pos": sd["pos_embed"].shape[1] if "pos_embed" in sd else 0}
+                "learned_pos": sd["pos_embed"].shape[1] if "pos_embed" in sd else 0, "pos_grid": pos_grid}
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, N, D) final (normed, if the file has ``norm``) tokens in (t, h, w) order."""
-        x = self.patch_embed.proj(clips).flatten(2).transpose(1, 2)
-        if self.pos_embed is not None:
-            if self.pos_embed.shape[1] != x.shape[1]:
-                raise CheckpointError(f"checkpoint's learned position table has {self.pos_embed.shape[1]} tokens,"
-                                      f" the clip gives {x.shape[1]}: use the frames/size it was trained with")
-            x = x + self.pos_embed
-        else:
-            x = x + sinusoid_table(x.shape[1], x.shape[2], x)
+        x = self.patch_embed.proj(clips)
+        grid = tuple(x.shape[2:])
+        x = x.flatten(2).transpose(1, 2)
+        x = x + self.position_table(grid, x)
         for block in self.blocks:
             x = block(x)
         return self.norm(x) if self.norm is not None else x
+
+    def position_table(self, grid: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """The (1, N, D) table for a clip of token grid ``grid``: the trained one, interpolated if needed."""
+        trained = self.pos_grid or grid
+        if self.pos_embed is not None:
+            if self.pos_grid is None and self.pos_embed.shape[1] != math.prod(grid):
+                raise CheckpointError(f"checkpoint's learned position table has {self.pos_embed.shape[1]} tokens,"
+                                      f" the clip gives {math.prod(grid)}: use the frames/size it was trained with")
+            table = self.pos_embed
+        else:
+            table = sinusoid_table(math.prod(trained), like.shape[-1], like)
+        return resize_pos_table(table, trained, grid).to(like.dtype)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
@@ -129,7 +165,9 @@ def adapt_video_vit(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Ad
         sd = rename_keys(drop_keys(sd, _TRAINING_ONLY), _HF_RENAMES)
         cfg = ckpt.config
         options.update(eps=float(cfg.get("layer_norm_eps", 1e-12)) if cfg else 1e-12,
-                       fc_norm_eps=HF_FC_NORM_EPS, num_heads=cfg.get("num_attention_heads"))
+                       fc_norm_eps=HF_FC_NORM_EPS, num_heads=cfg.get("num_attention_heads"),
+                       trained_frames=cfg.get("num_frames") if cfg else None,
+                       trained_size=cfg.get("image_size") if cfg else None)
         notes.append("Hugging Face names")
     elif "encoder.patch_embed.proj.weight" in sd:  # MCG-NJU pretrain: encoder + decoder
         sd = select_prefix(sd, "encoder.")

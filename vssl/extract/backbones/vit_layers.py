@@ -187,3 +187,18 @@ def grid_side(n: int) -> int:
     if side * side != n:
         raise ValueError(f"{n} position embeddings do not form a square grid")
     return side
+
+
+def resize_pos_table(pos: torch.Tensor, old: tuple[int, int, int], new: tuple[int, int, int]) -> torch.Tensor:
+    """A (1, t*h*w, D) position table of grid ``old`` interpolated trilinearly to grid ``new``.
+
+    As SCALE runs ViTs at other clip sizes (Separius/SCALE ``src/models/interface.py``:
+    ``VisionTransformer.get_pos_embedding``): reshape to (t, h, w), ``F.interpolate(...,
+    mode="trilinear")`` with align_corners False, flatten back in (t, h, w) order.
+    """
+    if tuple(old) == tuple(new):
+        return pos
+    D = pos.shape[-1]
+    grid = pos.reshape(1, *old, D).permute(0, 4, 1, 2, 3)
+    grid = F.interpolate(grid.float(), size=tuple(new), mode="trilinear").to(pos.dtype)
+    return grid.permute(0, 2, 3, 4, 1).reshape(1, -1, D)
