@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from vssl.device import autocast, resolve_device, resolve_precision
 from vssl.distributed import refuse_undivided_work
 from vssl.errors import StoreError, VsslError
-from vssl.features_store import BOX_DIM, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
+from vssl.features_store import BOX_DIM, STATUS_FAILED, STATUS_PENDING, BackboneSpec, FeatureStore, VideoEntry
 from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
 
@@ -377,7 +377,9 @@ def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: Extract
     jobs: list[_Job] = []
     for start, stop in ranges:
         for i in range(start, stop):
-            need = tuple(name for name in run.specs if not done[name][i])
+            # a video still pending in the table was cut off between its views' rows and its table
+            # entry (the store writes them in that order): it is done again, in every view
+            need = tuple(name for name in run.specs if not done[name][i] or status[i] == STATUS_PENDING)
             if status[i] == STATUS_FAILED and not run.cfg.retry_failed:
                 summary.skipped_failed += 1
             elif not need:
