@@ -13,7 +13,7 @@ from vssl.probe import (PROBES, FinetuneConfig, KnnConfig, LinearConfig, MlpConf
                         TransformerConfig, get_probe, run_probes)
 from vssl.probe.config import ProbeConfig
 from vssl.probe.data import load_split
-from vssl.probe.inputs import ClipInputs, SetInputs
+from vssl.probe.inputs import ClipInputs
 from vssl.probe.knn import knn_scores, prepare
 from vssl.probe.linear import train_linear
 from vssl.probe.metrics import row_metrics
@@ -75,9 +75,11 @@ def test_rows_equal_the_probe_functions(tiny, report):
     rows, c = _rows(report), len(CLASSES)
     scale = ScaleFeatures.open(store, run, VIEW, np.concatenate([tr.indices, te.indices]), quiet=True)
 
-    for features, (a, b) in (("backbone", (tr.features, te.features)),
-                             ("scale", (scale.set_token(tr.indices), scale.set_token(te.indices)))):
-        train_x, test_x = prepare(a, b, center=False)
+    for features, (a, b), scale_input in (
+            ("backbone", (tr.features, te.features), False),
+            ("scale", (scale.video_inputs(tr), scale.video_inputs(te)), True)):
+        # the backbone: DINO's uncentred mean of l2 clips; SCALE: mean [C_i, SET], train-centred
+        train_x, test_x = prepare(a, b, center=scale_input, normalize_clips=not scale_input)
         _same_row(rows[("knn", features)], knn_scores(train_x, tr.labels, test_x, c, KnnConfig(device="cpu")),
                   te.labels)
 
@@ -89,16 +91,17 @@ def test_rows_equal_the_probe_functions(tiny, report):
     _same_row(rows[("scale_linear", "scale")], clip_scores(scale.clip_inputs(tr), scale.clip_inputs(te))[:, 0],
               te.labels)
 
-    def set_scores(fit):
-        return SetInputs(te.features, te.boxes, te.labels).predict(fit.model, np.arange(len(te.labels)),
-                                                                   CPU)[:, 0]
+    def set_scores(fit, inputs):
+        test = inputs.like(te.features, te.boxes, te.labels)
+        return test.predict(fit.model, np.arange(len(te.labels)), CPU)[:, 0]
 
-    t_cfg = TransformerConfig(**{**FIT, "batch_size": 8}, width=16)
-    fit, _ = train_transformer(tr.features, tr.boxes, tr.labels, np.arange(len(tr.labels)), c, t_cfg)
-    _same_row(rows[("transformer", "backbone")], set_scores(fit), te.labels)
-    fit, _ = train_finetune(scale.model, scale.width, tr.features, tr.boxes, tr.labels, np.arange(len(tr.labels)),
-                            c, FinetuneConfig(**{**FIT, "batch_size": 8}))
-    _same_row(rows[("scale_ft", "scale")], set_scores(fit), te.labels)
+    # with a SCALE run, the transformer row takes the run's architecture (width 16, 1 layer, 2 heads)
+    t_cfg = TransformerConfig(**{**FIT, "batch_size": 8}, width=16, layers=1, heads=2)
+    fit, inputs = train_transformer(tr.features, tr.boxes, tr.labels, np.arange(len(tr.labels)), c, t_cfg)
+    _same_row(rows[("transformer", "backbone")], set_scores(fit, inputs), te.labels)
+    fit, inputs = train_finetune(scale.model, scale.width, tr.features, tr.boxes, tr.labels,
+                                 np.arange(len(tr.labels)), c, FinetuneConfig(**{**FIT, "batch_size": 8}))
+    _same_row(rows[("scale_ft", "scale")], set_scores(fit, inputs), te.labels)
 
 
 def test_unknown_probe_name_is_one_clear_error():

@@ -44,7 +44,9 @@ class ProbeConfig(Settings):
     # -- k-NN
     k: int = setting(20, "k-NN neighbours", flag="--k")
     temperature: float = setting(0.07, "k-NN vote temperature")
-    center: bool = setting(False, "k-NN: subtract the training mean first", flag="--center")
+    center: bool | None = setting(None, "k-NN: subtract the training mean first (default: on SCALE features only)",
+                                  flag="--center/--no-center")
+    knn_features: str = setting("clip_set", "k-NN on SCALE: clip_set (mean of [C_i, SET]) or set (SET token)")
     knn_backend: str = setting("auto", "k-NN search: auto, faiss or torch")
     knn_precision: str = setting("fp32", "k-NN: fp32, or bf16 shortlist + exact re-rank (torch)")
     # -- trained probes
@@ -55,6 +57,9 @@ class ProbeConfig(Settings):
     optimizer: str | None = setting(None, "adamw or sgd")
     holdout: float | None = setting(None, "fraction of the train split used for selection")
     batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
+    append_refined: bool = setting(False, "SCALE_linear on [C_i, Ĉ_i, SET] instead of [C_i, SET]",
+                                   flag="--append-refined")
+    head: str = setting("clip_set", "transformer/SCALE_ft head: clip_set ([C_i, SET] per clip) or cls")
     # -- run
     seed: int = setting(0, "seed of low-shot subsets, splits and training")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
@@ -71,8 +76,8 @@ class ProbeConfig(Settings):
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:
-        return KnnConfig(k=self.k, temperature=self.temperature, center=self.center, backend=self.knn_backend,
-                         precision=self.knn_precision, device=self.device)
+        return KnnConfig(k=self.k, temperature=self.temperature, center=self.center, features=self.knn_features,
+                         backend=self.knn_backend, precision=self.knn_precision, device=self.device)
 
     def train_config(self, option: str) -> TrainConfig:
         """Option ``option``'s config (the registry's class): its defaults under the training
@@ -83,7 +88,15 @@ class ProbeConfig(Settings):
                   "seed": self.seed, "device": self.device, "precision": self.precision}
         if "batchnorm" in {f.name for f in dataclasses.fields(base)}:
             shared["batchnorm"] = self.batchnorm or None
+        shared.update(self.row_options(base))
         return with_defaults(base, **shared)
+
+    def row_options(self, base: TrainConfig) -> dict[str, object]:
+        """The row-definition options the config ``base`` has: ``--append-refined`` (linear),
+        ``--head`` (transformer, SCALE_ft)."""
+        options = {"append_refined": self.append_refined or None, "head": self.head}
+        names = {f.name for f in dataclasses.fields(base)}
+        return {name: value for name, value in options.items() if name in names}
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""

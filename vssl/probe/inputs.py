@@ -60,19 +60,34 @@ class ClipInputs:
 
 
 class SetInputs:
-    """One sample per video: all its clips (and their boxes) go through a set model together."""
+    """One sample per video: all its clips (and their boxes) go through a set model together.
 
-    def __init__(self, features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, eval_block: int = 128):
+    ``per_clip``: the model scores every clip (a head on [C_i ⊕ SET], SCALE §4.1) and returns
+    logits ``[B*K, G, C]``, clip after clip of each video; training then gives each clip its
+    video's label (cross-entropy per clip, as the per-clip linear probe and the released
+    ``LinearOnTop`` train) and a video's score is the mean of its clips' softmaxes. Otherwise
+    the model returns one ``[B, G, C]`` per video (a head on the CLS output).
+    """
+
+    def __init__(self, features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, eval_block: int = 128,
+                 per_clip: bool = False):
         self.features, self.boxes = features, boxes
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.samples_per_video = 1
+        self.samples_per_video = 1             # a minibatch counts videos, whatever the head
         self.eval_block = eval_block
+        self.per_clip = per_clip
+
+    def like(self, features: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> "SetInputs":
+        """Other videos (e.g. the test split) batched and scored the same way."""
+        return SetInputs(features, boxes, labels, self.eval_block, self.per_clip)
 
     def batches(self, positions, batch_size, gen, device):
         order = positions[torch.randperm(len(positions), generator=gen).numpy()]
+        k = self.features.shape[1] if self.per_clip else 1
         for s in _starts(len(order), batch_size):
             r = np.sort(order[s:s + batch_size])
-            yield (_to(self.features[r], device), _to(self.boxes[r], device)), _to_labels(self.labels[r], device)
+            y = np.repeat(self.labels[r], k)            # per clip: each clip carries its video's label
+            yield (_to(self.features[r], device), _to(self.boxes[r], device)), _to_labels(y, device)
 
     @torch.no_grad()
     def predict(self, model, positions, device, precision: str = "fp32"):
@@ -82,7 +97,10 @@ class SetInputs:
             r = positions[s:s + self.eval_block]
             with autocast(device, precision):
                 logits = model(_to(self.features[r], device), _to(self.boxes[r], device))
-            out.append(logits.float().softmax(-1).cpu().numpy())
+            probs = logits.float().softmax(-1)
+            if self.per_clip:                           # [B*K, G, C] -> mean over each video's K clips
+                probs = probs.reshape(len(r), -1, *probs.shape[1:]).mean(1)
+            out.append(probs.cpu().numpy())
         model.train()
         return np.concatenate(out)
 

@@ -24,6 +24,8 @@ from vssl.errors import VsslError
 from .common import resolve_device
 
 BACKENDS = ("auto", "faiss", "torch")
+#: what k-NN embeds per video on SCALE features (``KnnConfig.features``)
+SCALE_KNN_FEATURES = ("clip_set", "set")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,11 @@ class KnnConfig:
 
     k: int = 20
     temperature: float = 0.07
-    center: bool = False        # subtract the *training* mean before normalizing (never a split's own)
+    # subtract the *training* mean before the last l2 (never a split's own, unlike the released
+    # eval.py); None = the source's rule: on on SCALE features (SCALE §4.1, released eval), off on
+    # the backbone's (DINO)
+    center: bool | None = None
+    features: str = "clip_set"  # on SCALE features: clip_set = mean_i [C_i ⊕ SET] (paper) | set = SET only
     backend: str = "auto"       # faiss | torch | auto (faiss; torch on CUDA without GPU faiss or for bf16)
     precision: str = "fp32"     # fp32 | bf16 (torch backend: bf16 shortlist, exact fp32 re-rank)
     device: str = "auto"
@@ -72,9 +78,20 @@ def vote(sims: np.ndarray, idx: np.ndarray, train_labels: np.ndarray, num_classe
     return scores
 
 
-def prepare(train: np.ndarray, test: np.ndarray, center: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Video embeddings of both splits; centring (optional) uses the training mean for both."""
-    tr, te = video_embeddings(train), video_embeddings(test)
+def prepare(train: np.ndarray, test: np.ndarray, center: bool,
+            normalize_clips: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Video embeddings of both splits; centring (optional) uses the training mean for both.
+
+    ``normalize_clips``: ``train``/``test`` are clips (or per-video vectors) reduced by
+    :func:`video_embeddings` (DINO's per-clip l2 first); False: they are already one vector per
+    video ``[n, D]``, centred (optionally) and l2-normalized as they are (SCALE's k-NN input).
+    """
+    if normalize_clips:
+        tr, te = video_embeddings(train), video_embeddings(test)
+    else:
+        tr, te = np.asarray(train, dtype=np.float32), np.asarray(test, dtype=np.float32)
+        if not center:
+            return l2_normalize(tr), l2_normalize(te)
     if center:
         mu = tr.mean(axis=0, keepdims=True)
         tr, te = l2_normalize(tr - mu), l2_normalize(te - mu)

@@ -19,9 +19,14 @@ from .inputs import ClipInputs
 
 @dataclass(frozen=True)
 class LinearConfig(TrainConfig):
-    """Linear-probe settings: the shared grid plus the optional batch norm."""
+    """Linear-probe settings: the shared grid plus the optional batch norm.
+
+    ``append_refined`` (SCALE_linear only): the head sees [C_i ⊕ Ĉ_i ⊕ SET] instead of the
+    paper's [C_i ⊕ SET] (§4.1; the released eval's ``append_h=False``).
+    """
 
     batchnorm: bool = False
+    append_refined: bool = False
 
 
 class GridLinear(GridHeads):

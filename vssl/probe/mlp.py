@@ -1,5 +1,11 @@
 """MLP probe: the nonlinear baseline of SCALE §4.1 ("Nonlinear baselines"), per clip and
-ensembled over a video's clips like the linear probe, so the two differ only in the head.
+ensembled over a video's clips like the linear probe.
+
+Its layout is the released one (``scale.py`` ``MLP``, built by ``eval.py --mlp`` with hidden
+2048, output 512, 2 layers): an MLP ``x -> h`` of ``layers`` ReLU layers of width ``hidden``
+and a last linear layer to ``out_dim``, then the linear softmax head on ``[x ⊕ h]``: the raw
+clip feature stays visible to the head, so the MLP only has to add what a linear head lacks.
+The optional batch norm (no affine) sits on ``[x ⊕ h]`` before the head, as released.
 """
 
 from __future__ import annotations
@@ -7,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from .inputs import ClipInputs
@@ -15,22 +22,39 @@ from .train import FitResult, GridHeads, TrainConfig, fit
 
 @dataclass(frozen=True)
 class MlpConfig(TrainConfig):
-    """MLP settings: hidden width, depth (hidden layers) and dropout, plus the shared grid."""
+    """MLP settings: the released layout (2 x 2048 ReLU, then 512) plus the shared grid."""
 
     lrs: tuple[float, ...] = (1e-3, 3e-3)
     weight_decays: tuple[float, ...] = (1e-4, 1e-2)
-    hidden: int = 1024
-    layers: int = 1
-    dropout: float = 0.0
+    hidden: int = 2048
+    layers: int = 2             # ReLU layers of width ``hidden`` before the output layer
+    out_dim: int = 512          # width of h, appended to x
+    dropout: float = 0.0        # after each ReLU; the released MLP has none
     batchnorm: bool = False
 
 
+class MlpHead(nn.Module):
+    """``logits = Linear([x ⊕ MLP(x)])`` with ``MLP = (Linear, ReLU) x layers, Linear -> out_dim``."""
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: MlpConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(cfg.layers):
+            layers += [nn.Linear(d, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            d = cfg.hidden
+        self.mlp = nn.Sequential(*layers, nn.Linear(d, cfg.out_dim))
+        linear = nn.Linear(in_dim + cfg.out_dim, num_classes)
+        self.head = nn.Sequential(nn.BatchNorm1d(in_dim + cfg.out_dim, affine=False), linear) if cfg.batchnorm \
+            else linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([x, self.mlp(x)], dim=-1))
+
+
 def mlp_head(in_dim: int, num_classes: int, cfg: MlpConfig) -> nn.Module:
-    layers, d = [], in_dim
-    for _ in range(cfg.layers):
-        layers += [nn.Linear(d, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout)]
-        d = cfg.hidden
-    return nn.Sequential(*layers, nn.Linear(d, num_classes))
+    """One MLP probe head (the released layout)."""
+    return MlpHead(in_dim, num_classes, cfg)
 
 
 def train_mlp(features: np.ndarray, labels: np.ndarray, train_pos: np.ndarray, num_classes: int,
@@ -38,9 +62,5 @@ def train_mlp(features: np.ndarray, labels: np.ndarray, train_pos: np.ndarray, n
     """Fit a per-clip MLP head on the videos at ``train_pos`` of ``features`` [n, K, D]."""
     inputs = ClipInputs(features, labels)
     d = features.shape[-1]
-
-    def build(grid):
-        pre = nn.BatchNorm1d(d, affine=False, eps=1e-6) if cfg.batchnorm else None
-        return GridHeads([mlp_head(d, num_classes, cfg) for _ in grid], pre)
-
-    return fit(inputs, train_pos, build, cfg, advance), inputs
+    return fit(inputs, train_pos, lambda grid: GridHeads([mlp_head(d, num_classes, cfg) for _ in grid]), cfg,
+               advance), inputs

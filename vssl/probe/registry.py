@@ -18,13 +18,13 @@ from vssl.errors import VsslError
 from vssl.progress import ProgressBar
 
 from .common import resolve_device
-from .inputs import ClipInputs, SetInputs
+from .inputs import ClipInputs
 from .knn import KnnConfig, knn_scores, prepare, resolve_backend
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
 from .sources import FeatureSource, ProbeData
 from .train import FitResult, TrainConfig
-from .transformer import FinetuneConfig, TransformerConfig, train_finetune, train_transformer
+from .transformer import FinetuneConfig, TransformerConfig, head_input, train_finetune, train_transformer
 
 #: what a probe can need: every clip in memory (not only each video's k-NN embedding), the
 #: clips' boxes, and, from a SCALE run (so on the "scale" source only), its SET token or its
@@ -83,12 +83,11 @@ class Probe:
 def run_knn(call: ProbeCall) -> ProbeScores:
     """DINO's weighted k-NN on each video's embedding from the source (training-free)."""
     cfg: KnnConfig = call.config
-    tr, te = prepare(call.source.video_level(call.data.train), call.source.video_level(call.data.test), cfg.center)
+    tr, te, what = call.source.knn_embeddings(call.data, cfg)
     with call.progress("k-NN", len(te)) as advance:
         scores = knn_scores(tr, call.data.train.labels, te, call.data.num_classes, cfg, advance)
     backend = resolve_backend(cfg, resolve_device(cfg.device))
-    return ProbeScores(scores, {**cfg.params(), "backend": backend,
-                                "representation": call.source.token_representation})
+    return ProbeScores(scores, {**cfg.params(), "backend": backend, **what})
 
 
 def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
@@ -96,11 +95,11 @@ def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
     averages its softmax over a test video's clips."""
     def run(call: ProbeCall) -> ProbeScores:
         train, test = call.data.train, call.data.test
-        train_x, test_x = call.source.clips(train), call.source.clips(test)
+        (train_x, what), (test_x, _) = call.source.clips(train, call.config), call.source.clips(test, call.config)
         with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
             result, _ = train_fn(train_x, train.labels, np.arange(len(train_x)), call.data.num_classes,
                                  call.config, advance)
-        extra = {} if call.source.clip_input is None else {"input": call.source.clip_input}
+        extra = {} if what is None else {"input": what}
         return scored_fit(result, ClipInputs(test_x, test.labels), call.config, extra)
     return run
 
@@ -112,9 +111,10 @@ def set_probe(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
         train, test = call.data.train, call.data.test
         fn = train_fn(call)
         with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
-            result, _ = fn(train.features, train.boxes, train.labels, np.arange(len(train.labels)),
-                           call.data.num_classes, call.config, advance)
-        return scored_fit(result, SetInputs(test.features, test.boxes, test.labels), call.config, {})
+            result, inputs = fn(train.features, train.boxes, train.labels, np.arange(len(train.labels)),
+                                call.data.num_classes, call.config, advance)
+        return scored_fit(result, inputs.like(test.features, test.boxes, test.labels), call.config,
+                          {"input": head_input(call.config)})
     return run
 
 
@@ -152,8 +152,10 @@ PROBES: tuple[Probe, ...] = (
           frozenset({"clips", "boxes", "scale_model"})),
 )
 """The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
-"scale", k-NN takes the SET token and the MLP [C_i ⊕ Ĉ_i ⊕ SET]; SCALE_linear is its own entry
-because the report names it apart from the backbone's linear probe."""
+"scale", k-NN takes the mean over clips of [C_i ⊕ SET] and the MLP [C_i ⊕ SET] per clip;
+SCALE_linear is its own entry because the report names it apart from the backbone's linear
+probe. Transformer and SCALE_ft share one config class and model: they differ only in the
+initialisation of the set transformer (random vs the --scale run), §4.1."""
 
 #: the request options (ProbeRequest fields, CLI flags), in the order of the registry
 OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(p.option for p in PROBES))

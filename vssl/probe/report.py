@@ -31,17 +31,19 @@ class ProbeResult:
     params: dict[str, Any]
     per_class: dict[str, float | None]
     confusion: np.ndarray = field(repr=False, default=None)   # [true, predicted]; not in the JSON
+    transductive: bool = False      # read a SCALE run pretrained on videos of the test split
 
     def to_json(self) -> dict[str, Any]:
         return {"probe": self.probe, "features": self.features, "top1": self.top1, "top5": self.top5,
                 "n_train": self.n_train, "n_test": self.n_test, "params": _plain(self.params),
-                "per_class": self.per_class}
+                "per_class": self.per_class, "transductive": self.transductive}
 
 
 def make_result(probe: str, features: str, scores: np.ndarray, labels: np.ndarray, classes: list[str],
-                n_train: int, params: dict[str, Any]) -> ProbeResult:
+                n_train: int, params: dict[str, Any], transductive: bool = False) -> ProbeResult:
     """Score a probe from its ``[n_test, C]`` class scores (ranked with ties to the lower class)."""
-    return ProbeResult(probe, features, n_train=int(n_train), params=params, **row_metrics(scores, labels, classes))
+    return ProbeResult(probe, features, n_train=int(n_train), params=params, transductive=transductive,
+                       **row_metrics(scores, labels, classes))
 
 
 @dataclass

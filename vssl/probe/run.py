@@ -1,8 +1,10 @@
 """`vssl probe`: load the splits once, then one report row per (probe, feature source).
 
 Each probe runs on the backbone's features and, with a SCALE run, on SCALE's (§4.1):
-k-NN on the mean clip embedding vs on the SET token; linear/MLP per clip on the backbone
-clip vs on [C_i ⊕ Ĉ_i ⊕ SET]; the transformer from random init vs the fine-tuned predictor.
+k-NN on the mean clip embedding vs on the centred mean of [C_i ⊕ SET]; linear/MLP per clip on
+the backbone clip vs on [C_i ⊕ SET]; the transformer from random init vs the fine-tuned
+predictor (one model and config, the run's architecture for both). A run pretrained on the
+test split's videos is said in one stderr line and its rows are marked transductive.
 The steps, in order: :func:`plan_rows` (what to compute, checked before anything is read),
 :func:`load_data` (splits, low-shot subset, class names), :func:`open_sources`, then
 :func:`run_row` for each row (probe -> scores -> :func:`~vssl.probe.metrics.row_metrics`).
@@ -11,6 +13,7 @@ The steps, in order: :func:`plan_rows` (what to compute, checked before anything
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,8 @@ from .mlp import MlpConfig
 from .registry import OPTIONS, PROBES, Probe, ProbeCall
 from .report import ProbeResult, Report, make_result
 from .sources import BackboneSource, ProbeData, ScaleSource
-from .transformer import FinetuneConfig, TransformerConfig
+from .transductive import transductive_note
+from .transformer import FinetuneConfig, TransformerConfig, match_architecture
 
 log = logging.getLogger("vssl.probe")
 
@@ -80,6 +84,7 @@ def run_probes(req: ProbeRequest) -> Report:
     rows = plan_rows(req)
     store, data = load_data(req, rows)
     sources = open_sources(req, store, data)
+    rows = same_set_architecture(rows, sources)
     report = Report(str(store.path), req.view, req.train_split, req.test_split, req.low_shot)
     common = {"low_shot": req.low_shot, "seed": req.seed}
     for row in rows:
@@ -107,7 +112,9 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     store = FeatureStore.open(req.store)
     store.view(req.view)                                    # a clear error when the view is missing
     boxes = any("boxes" in r.probe.needs for r in rows)
-    video_level = not any("clips" in r.probe.needs for r in rows)
+    # Only the backbone's k-NN reduces clips to DINO's normalized mean while reading; SCALE's
+    # k-NN averages the raw clips (its [C_i ⊕ SET]), so a SCALE row reads every clip.
+    video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
     train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level)
     test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level)
     if req.low_shot is not None:
@@ -122,8 +129,22 @@ def open_sources(req: ProbeRequest, store, data: ProbeData) -> dict[str, Any]:
         from .scale import ScaleFeatures
 
         needed = np.concatenate([data.train.indices, data.test.indices])
-        sources["scale"] = ScaleSource(ScaleFeatures.open(store, req.scale_run, req.view, needed, quiet=req.quiet))
+        scale = ScaleFeatures.open(store, req.scale_run, req.view, needed, quiet=req.quiet)
+        note = transductive_note(scale.meta, store, req.test_split, req.scale_run)
+        if note is not None:
+            print(note, file=sys.stderr, flush=True)        # one line, even with --quiet: never silent
+        sources["scale"] = ScaleSource(scale, transductive=note is not None)
     return sources
+
+
+def same_set_architecture(rows: list[Row], sources: dict[str, Any]) -> list[Row]:
+    """With a SCALE run, the set probes (Transformer and SCALE_ft) take the run's architecture,
+    so the two rows differ only in initialisation."""
+    if "scale" not in sources:
+        return rows
+    run_cfg = sources["scale"].scale.config
+    return [replace(r, config=match_architecture(r.config, run_cfg)) if isinstance(r.config, TransformerConfig)
+            else r for r in rows]
 
 
 def class_names(store, train_labels: np.ndarray, test_labels: np.ndarray) -> list[str]:
@@ -141,7 +162,7 @@ def run_row(row: Row, source, data: ProbeData, common: dict[str, Any], quiet: bo
     source's (which run), then the request's (low-shot, seed)."""
     out = row.probe.run(ProbeCall(row.probe.name, source, data, row.config, quiet))
     result = make_result(row.probe.name, source.name, out.scores, data.test.labels, data.classes,
-                         len(data.train.labels), {**out.params, **source.params, **common})
+                         len(data.train.labels), {**out.params, **source.params, **common}, source.transductive)
     log.info("%s (%s): top-1 %.2f top-5 %.2f", result.probe, result.features, result.top1, result.top5)
     return result
 

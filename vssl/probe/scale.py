@@ -3,14 +3,17 @@
 ``vssl aggregate --export`` writes ``aggregates/<run>/<view>/{set_token, clips}`` into the
 store; when rows the probes need are missing they are exported here first (the export is
 resumable and records the checkpoint's SHA-256, so rows of two checkpoints never mix).
-SCALE_kNN uses the SET token; SCALE_linear a per-clip head on [C_i ⊕ Ĉ_i ⊕ SET].
+What the rows read (SCALE §4.1): SCALE_kNN the mean over a video's clips of [C_i ⊕ SET]
+(SET alone as a variant), SCALE_linear a per-clip head on [C_i ⊕ SET] ([C_i ⊕ Ĉ_i ⊕ SET] as a
+variant). C_i is the backbone's clip feature, Ĉ_i SCALE's refined clip, SET its CLS output.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -31,6 +34,8 @@ class ScaleFeatures:
     model: nn.Module
     width: int
     rows: object           # vssl.features_store.RowGroup
+    config: Any = None     # the run's ScaleConfig (its architecture)
+    meta: dict = field(default_factory=dict)   # the checkpoint's meta (what it trained on)
 
     @classmethod
     def open(cls, store, run_dir: Path, view: str, needed: np.ndarray, quiet: bool = False) -> "ScaleFeatures":
@@ -61,17 +66,34 @@ class ScaleFeatures:
         if not rows.done()[needed].all():
             raise VsslError(f"{group} in {store.path} lacks rows for some probed videos after export; "
                             f"check `vssl store verify {store.path}`")
-        return cls(run_dir, group, model, cfg.width, rows)
+        return cls(run_dir, group, model, cfg.width, rows, cfg, meta)
 
     def set_token(self, indices: np.ndarray) -> np.ndarray:
         """SET token (CLS output) [n, H] of store rows ``indices``."""
         return read_rows(lambda r: self.rows.read("set_token", r), indices).astype(np.float32)
 
-    def clip_inputs(self, split: SplitData) -> np.ndarray:
-        """[C_i ⊕ Ĉ_i ⊕ SET] for every clip of the split's videos: [n, K, D + 2H], features' dtype."""
-        clips = read_rows(lambda r: self.rows.read("clips", r), split.indices)
+    def clip_inputs(self, split: SplitData, append_refined: bool = False) -> np.ndarray:
+        """[C_i ⊕ SET] per clip of the split's videos, ``[n, K, D + H]`` in the features' dtype.
+
+        The paper's text (§4.1) and the released eval (``LinearOnTop(append_h=False)``) feed the
+        head the raw clip and the SET token; ``append_refined`` also appends SCALE's refined clip
+        Ĉ_i (``[C_i ⊕ Ĉ_i ⊕ SET]``, ``[n, K, D + 2H]``), vssl's earlier default.
+        """
         token = self.set_token(split.indices)
         n, k, _ = split.features.shape
         dtype = split.features.dtype
-        return np.concatenate([split.features, clips.astype(dtype),
-                               np.broadcast_to(token[:, None, :], (n, k, token.shape[-1])).astype(dtype)], axis=-1)
+        parts = [split.features]
+        if append_refined:
+            parts.append(read_rows(lambda r: self.rows.read("clips", r), split.indices).astype(dtype))
+        parts.append(np.broadcast_to(token[:, None, :], (n, k, token.shape[-1])).astype(dtype))
+        return np.concatenate(parts, axis=-1)
+
+    def video_inputs(self, split: SplitData, features: str = "clip_set") -> np.ndarray:
+        """What SCALE's k-NN embeds per video, ``[n, D + H]`` float32 before centring and l2:
+        ``clip_set`` = the mean over clips of [C_i ⊕ SET] = [mean_i C_i ⊕ SET] (§4.1; released
+        eval.py's k-NN input); ``set`` = the SET token alone."""
+        token = self.set_token(split.indices)
+        if features == "set":
+            return token
+        mean_clip = np.asarray(split.features, dtype=np.float64).mean(axis=1).astype(np.float32)
+        return np.concatenate([mean_clip, token], axis=-1)

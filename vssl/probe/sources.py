@@ -1,9 +1,10 @@
 """What the probes read: the loaded splits, and the feature sources a row can be computed on.
 
 A probe row is (probe, feature source). The source decides what a probe sees (SCALE §4.1):
-``backbone`` gives the stored clip embeddings (k-NN on their mean); ``scale`` gives a SCALE
-run's aggregates (k-NN on the SET token, clip heads on [C_i ⊕ Ĉ_i ⊕ SET]) and its pretrained
-predictor. Probes ask the source, so one probe implementation serves both.
+``backbone`` gives the stored clip embeddings (k-NN on their mean, DINO's); ``scale`` gives a
+SCALE run's aggregates (k-NN on the mean of [C_i ⊕ SET] centred by the training mean, clip
+heads on [C_i ⊕ SET]; the SET token alone and [C_i ⊕ Ĉ_i ⊕ SET] as named variants) and its
+pretrained predictor. Probes ask the source, so one probe implementation serves both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vssl.errors import VsslError
+
 from .data import SplitData
+from .knn import SCALE_KNN_FEATURES, KnnConfig, prepare
 
 
 @dataclass
@@ -33,32 +37,37 @@ class FeatureSource(Protocol):
     """What a probe reads through: per-video and per-clip inputs, and how the report names them."""
 
     name: str                       # the report's "features" column
-    token_representation: str       # what k-NN embeds per video
-    clip_input: str | None          # what a clip head sees, when not the plain clip embedding
+    transductive: bool              # pretrained on videos of the test split (SCALE runs only)
 
     @property
     def params(self) -> dict[str, Any]: ...
 
-    def video_level(self, split: SplitData) -> np.ndarray: ...
+    def knn_embeddings(self, data: ProbeData, cfg: KnnConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """l2-normalized video embeddings of (train, test) and what they are (the row's params)."""
+        ...
 
-    def clips(self, split: SplitData) -> np.ndarray: ...
+    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
+        """Per-clip inputs of a clip head ``[n, K, D']`` and what they are (None: the plain clip)."""
+        ...
 
 
 class BackboneSource:
     """The backbone's stored clip features, as read into the splits."""
 
     name = "backbone"
-    token_representation = "mean of l2-normalized clip embeddings"
-    clip_input: str | None = None           # the plain clip embedding: nothing to say in the report
+    transductive = False                    # the backbone is trained elsewhere, on its own data
     params: dict[str, Any] = {}             # no run to name
 
-    def video_level(self, split: SplitData) -> np.ndarray:
-        """What k-NN embeds per video (clips [n, K, D], or their k-NN embeddings [n, 1, D])."""
-        return split.features
+    def knn_embeddings(self, data: ProbeData, cfg: KnnConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """DINO's: the mean of l2-normalized clips, l2-normalized (uncentred unless asked for).
+        The splits hold clips [n, K, D] or, for k-NN-only runs, these embeddings [n, 1, D]."""
+        center = bool(cfg.center)
+        tr, te = prepare(data.train.features, data.test.features, center)
+        return tr, te, {"representation": "mean of l2-normalized clip embeddings", "center": center}
 
-    def clips(self, split: SplitData) -> np.ndarray:
-        """Per-clip inputs of the clip heads: [n, K, D]."""
-        return split.features
+    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
+        """Per-clip inputs of the clip heads: [n, K, D], the plain clip embedding."""
+        return split.features, None
 
 
 @dataclass
@@ -66,22 +75,33 @@ class ScaleSource:
     """A SCALE run's exported aggregates and its pretrained predictor (``--scale RUN``)."""
 
     scale: Any                                  # vssl.probe.scale.ScaleFeatures
-    _clips: dict[int, np.ndarray] = field(default_factory=dict, repr=False)   # by id of the split
+    transductive: bool = False                  # see vssl.probe.transductive
+    _clips: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict, repr=False)
 
     name = "scale"
-    token_representation = "SET token (CLS output)"
-    clip_input = "[C_i, Ĉ_i, SET] per clip"
 
     @property
     def params(self) -> dict[str, Any]:
         """Which run and export a row used (recorded in each SCALE row of the report)."""
         return {"run": str(self.scale.run_dir), "aggregates": self.scale.group_path}
 
-    def video_level(self, split: SplitData) -> np.ndarray:
-        return self.scale.set_token(split.indices)
+    def knn_embeddings(self, data: ProbeData, cfg: KnnConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """SCALE §4.1: per video the mean over clips of [C_i ⊕ SET] (``cfg.features="set"``: the SET
+        token alone), centred by the *training* split's mean (``center`` None = on, as the paper's
+        eval; the released eval.py centres each split by its own mean, vssl never does), l2."""
+        if cfg.features not in SCALE_KNN_FEATURES:
+            raise VsslError(f"k-NN features {cfg.features!r} are unknown; use {' or '.join(SCALE_KNN_FEATURES)}")
+        center = True if cfg.center is None else cfg.center
+        tr, te = prepare(self.scale.video_inputs(data.train, cfg.features),
+                         self.scale.video_inputs(data.test, cfg.features), center, normalize_clips=False)
+        what = "mean over clips of [C_i, SET]" if cfg.features == "clip_set" else "SET token (CLS output)"
+        return tr, te, {"representation": what, "center": center}
 
-    def clips(self, split: SplitData) -> np.ndarray:
-        """[C_i ⊕ Ĉ_i ⊕ SET] per clip, built once per split and shared by every clip head."""
-        if id(split) not in self._clips:           # by identity: a low-shot train split may share a test split's name
-            self._clips[id(split)] = self.scale.clip_inputs(split)
-        return self._clips[id(split)]
+    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
+        """[C_i ⊕ SET] per clip ([C_i ⊕ Ĉ_i ⊕ SET] with the config's ``append_refined``), built
+        once per split and variant and shared by every clip head."""
+        refined = bool(getattr(cfg, "append_refined", False))
+        key = (id(split), refined)          # by identity: a low-shot train split may share a test split's name
+        if key not in self._clips:
+            self._clips[key] = self.scale.clip_inputs(split, refined)
+        return self._clips[key], "[C_i, Ĉ_i, SET] per clip" if refined else "[C_i, SET] per clip"

@@ -1,79 +1,165 @@
-"""Set-level probes built on SCALE's architecture (SCALE §4.1).
+"""Set-level probes built on SCALE's architecture (SCALE §4.1): Transformer and SCALE_ft.
 
-``transformer``: the SCALE encoder from random init over all clips of a video (with their
-boxes), a linear head on the CLS output, trained supervised; the backbone stays frozen
-(only its stored features are used). ``scale_ft``: the same, starting from a pretrained
-SCALE run (``vssl aggregate``), fine-tuned end to end with the head.
+Both are one model, :class:`SetClassifier`: SCALE's encoder over all clips of a video (with
+their boxes) and a linear softmax head, trained supervised on the frozen backbone's stored
+features. They differ in one thing only, so that SCALE_ft − Transformer measures pretraining:
+``transformer`` starts the encoder from random init, ``scale_ft`` from a pretrained run
+(``vssl aggregate``). Architecture, head, input handling, grid and epochs are the same config
+(:class:`FinetuneConfig` is :class:`TransformerConfig` under another name); with a ``--scale``
+run the transformer row takes the run's architecture (:func:`match_architecture`).
+
+The head (``head``): ``clip_set`` (default) is the paper's "linear softmax head on the
+concatenation" [C_i ⊕ SET] per clip, softmax averaged over the video's clips (released
+``LinearOnTop`` in ``eval.py``); ``cls`` is vssl's earlier head on the CLS output alone.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from vssl.errors import VsslError
+
 from .inputs import SetInputs
 from .train import FitResult, GridHeads, TrainConfig, fit
 
-# The contrastive heads of pre-training are not part of the encoder; a probe drops them.
-_PRETRAIN_HEADS = ("pred_head", "target_head", "set_head")
+# The contrastive heads and the MSK token serve pre-training only; a probe drops them, so the
+# two rows' models have the same parameters.
+_PRETRAIN_ONLY = ("pred_head", "target_head", "set_head", "msk_token")
+
+#: the set probes' heads: [C_i ⊕ SET] per clip (the paper), or the CLS output alone
+SET_HEADS = ("clip_set", "cls")
 
 
 @dataclass(frozen=True)
 class TransformerConfig(TrainConfig):
-    """Supervised set-transformer probe: SCALE's default width/depth, its own small grid."""
+    """Settings of both set probes (Transformer and SCALE_ft): grid, architecture, head, inputs.
 
-    lrs: tuple[float, ...] = (3e-4, 1e-3)
-    weight_decays: tuple[float, ...] = (1e-2,)
+    The grid is the union of the two rows' former grids (random init liked 1e-3, fine-tuning
+    1e-4), selected on held-out training videos. ``width``/``layers``/``heads``/``mlp_ratio``
+    build the random-init encoder when no SCALE run is given; with one, both rows use the run's.
+    """
+
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    weight_decays: tuple[float, ...] = (1e-4,)
     epochs: int = 20               # ~11 s per epoch and grid point at UCF-101 scale on 1 CPU core in bf16
     batch_size: int = 64
     width: int = 256
     layers: int = 2
-    dropout: float = 0.1
-    standardize: bool = True   # inputs scaled by the training clips' per-dim mean/std
+    heads: int | None = None       # None: width / 32, as released
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1           # set on both encoders (released eval.py sets its --dropout on the run)
+    standardize: bool = True       # inputs scaled by the training clips' per-dim mean/std, in both rows
+    head: str = "clip_set"         # clip_set: [C_i ⊕ SET] per clip (paper) | cls: CLS output only
+
+    def validate(self) -> None:
+        super().validate()
+        if self.head not in SET_HEADS:
+            raise VsslError(f"--head {self.head}: use {' or '.join(SET_HEADS)}")
+
+    def architecture(self):
+        """The ScaleConfig of a random-init encoder with this config's shape."""
+        from vssl.aggregate import ScaleConfig
+
+        return ScaleConfig(width=self.width, layers=self.layers, heads=self.heads or max(1, self.width // 32),
+                           mlp_ratio=self.mlp_ratio, dropout=self.dropout, seed=self.seed)
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(TrainConfig):
-    """SCALE_ft: the pretrained predictor + a linear head; smaller rates so pre-training is kept."""
+class FinetuneConfig(TransformerConfig):
+    """SCALE_ft's settings: the transformer's, field for field (only the initialisation differs)."""
 
-    lrs: tuple[float, ...] = (1e-4, 3e-4)
-    weight_decays: tuple[float, ...] = (1e-4,)
-    epochs: int = 20
-    batch_size: int = 64
+
+def match_architecture(cfg: TransformerConfig, run_cfg: Any) -> TransformerConfig:
+    """``cfg`` with the shape of a SCALE run's encoder, so a random-init transformer is the run's
+    architecture (and the row's params say what both rows trained)."""
+    return replace(cfg, width=run_cfg.width, layers=run_cfg.layers, heads=run_cfg.heads, mlp_ratio=run_cfg.mlp_ratio)
+
+
+def head_input(cfg: TransformerConfig) -> str:
+    """What the head sees, as the report's ``input`` param."""
+    clip = "standardized C_i" if cfg.standardize else "C_i"
+    return f"[{clip}, SET] per clip" if cfg.head == "clip_set" else "SET (CLS output)"
 
 
 class SetClassifier(nn.Module):
-    """SCALE encoder -> CLS output [B, H] -> linear head -> logits [B, C].
+    """SCALE encoder -> head: per clip on [x_i ⊕ SET] -> logits [B, K, C], or on SET -> [B, C].
 
-    ``standardize`` (mean, std per feature dim, from the training clips) is applied to the
-    input inside the model, so the statistics travel with it to evaluation. A randomly
-    initialised transformer needs it: frozen clip embeddings often differ from each other by
-    ~1% of their norm, which its input projection otherwise barely sees (the multi-clip test
-    on the demo's event-order classes stays at chance without it).
+    ``standardize`` (mean, std per feature dim, from the training clips) is applied to the input
+    inside the model, so the statistics travel with it to evaluation, and both the encoder and
+    the head see the standardized clips x_i. A randomly initialised transformer needs it: frozen
+    clip embeddings often differ from each other by ~1% of their norm, which its input
+    projection otherwise barely sees (the demo's event-order classes stay at chance without it).
+    A pretrained encoder was trained on raw clips, so ``fold`` rewrites its input projection
+    W c + b as W' x + b' with W' = W diag(std), b' = b + W mean: the same function at the start
+    of fine-tuning, in the standardized coordinates both rows train in.
     """
 
-    def __init__(self, encoder: nn.Module, width: int, num_classes: int,
-                 standardize: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(self, encoder: nn.Module, in_dim: int, num_classes: int, head: str = "clip_set",
+                 standardize: tuple[torch.Tensor, torch.Tensor] | None = None, fold: bool = False,
+                 dropout: float | None = None):
         super().__init__()
-        for name in _PRETRAIN_HEADS:
+        for name in _PRETRAIN_ONLY:
             if getattr(encoder, name, None) is not None:
                 setattr(encoder, name, None)
+        if dropout is not None:
+            set_dropout(encoder, dropout)
+        width = encoder.cfg.width
         self.encoder = encoder
-        self.head = nn.Linear(width, num_classes)
+        self.per_clip = head == "clip_set"
+        self.head = nn.Linear(in_dim + width if self.per_clip else width, num_classes)
         self.standardize = standardize is not None
         if standardize is not None:
-            self.register_buffer("in_mean", standardize[0].float())
-            self.register_buffer("in_std", standardize[1].float())
+            mean, std = standardize[0].float(), standardize[1].float()
+            self.register_buffer("in_mean", mean)
+            self.register_buffer("in_std", std)
+            if fold:
+                _fold_standardization(encoder.input_proj, mean, std)
 
-    def forward(self, features, boxes):
+    def forward(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        x = features.float()
         if self.standardize:
-            features = (features.float() - self.in_mean) / self.in_std
-        _, cls = self.encoder.encode(features, boxes)
-        return self.head(cls.float())
+            x = (x - self.in_mean) / self.in_std
+        _, cls = self.encoder.encode(x, boxes)
+        if not self.per_clip:
+            return self.head(cls.float())
+        k = x.shape[1]
+        return self.head(torch.cat([x, cls.float()[:, None].expand(-1, k, -1)], dim=-1))   # [B, K, C]
+
+
+@torch.no_grad()
+def _fold_standardization(proj: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make ``proj`` take standardized inputs (x - mean) / std and give what it gave on raw ones."""
+    proj.bias.add_(proj.weight @ mean.to(proj.weight.dtype))
+    proj.weight.mul_(std.to(proj.weight.dtype)[None, :])
+
+
+def set_dropout(encoder: nn.Module, p: float) -> None:
+    """Set every dropout rate of a SCALE encoder (its modules' ``p``, attention's ``dropout``)."""
+    from vssl.aggregate.dropout import Dropout
+    from vssl.aggregate.model import Attention
+
+    for module in encoder.modules():
+        if isinstance(module, (Dropout, nn.Dropout)):
+            module.p = p
+        elif isinstance(module, Attention):
+            module.dropout = p
+
+
+class SetGrid(GridHeads):
+    """The grid of set classifiers; per-clip logits [B, G, K, C] become [B*K, G, C] (see SetInputs)."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = super().forward(*inputs)
+        if out.ndim == 4:
+            b, g, k, c = out.shape
+            out = out.transpose(1, 2).reshape(b * k, g, c)
+        return out
 
 
 def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,31 +169,38 @@ def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.
     return torch.from_numpy(mean), torch.from_numpy(np.maximum(std, 1e-6 * max(std.max(), 1e-12)))
 
 
+def _fit_set(encoder: Callable[[], nn.Module], fold: bool, features: np.ndarray, boxes: np.ndarray,
+             labels: np.ndarray, train_pos: np.ndarray, num_classes: int, cfg: TransformerConfig,
+             advance) -> tuple[FitResult, SetInputs]:
+    """Both rows' training: the same model and data handling around ``encoder()``."""
+    cfg.validate()
+    stats = clip_statistics(features, train_pos) if cfg.standardize else None
+    d = features.shape[-1]
+
+    def build(grid):
+        return SetGrid([SetClassifier(encoder(), d, num_classes, cfg.head, stats, fold, cfg.dropout)
+                        for _ in grid])
+
+    inputs = SetInputs(features, boxes, labels, per_clip=cfg.head == "clip_set")
+    return fit(inputs, train_pos, build, cfg, advance), inputs
+
+
 def train_transformer(features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, train_pos: np.ndarray,
                       num_classes: int, cfg: TransformerConfig = TransformerConfig(),
                       advance=None) -> tuple[FitResult, SetInputs]:
-    """Fit SCALE's architecture from random init (supervised) on the videos at ``train_pos``."""
-    from vssl.aggregate import ScaleConfig, ScaleModel
+    """Transformer: SCALE's architecture from random init, supervised, on the videos at ``train_pos``."""
+    from vssl.aggregate import ScaleModel
 
-    heads = max(1, cfg.width // 32)
-    arch = ScaleConfig(width=cfg.width, layers=cfg.layers, heads=heads, dropout=cfg.dropout, seed=cfg.seed)
-    d = features.shape[-1]
-
-    stats = clip_statistics(features, train_pos) if cfg.standardize else None
-
-    def build(grid):
-        return GridHeads([SetClassifier(ScaleModel(arch, d), cfg.width, num_classes, stats) for _ in grid])
-
-    inputs = SetInputs(features, boxes, labels)
-    return fit(inputs, train_pos, build, cfg, advance), inputs
+    arch, d = cfg.architecture(), features.shape[-1]
+    return _fit_set(lambda: ScaleModel(arch, d), False, features, boxes, labels, train_pos, num_classes, cfg,
+                    advance)
 
 
 def train_finetune(pretrained: nn.Module, width: int, features: np.ndarray, boxes: np.ndarray,
                    labels: np.ndarray, train_pos: np.ndarray, num_classes: int,
                    cfg: FinetuneConfig = FinetuneConfig(), advance=None) -> tuple[FitResult, SetInputs]:
-    """Fine-tune a copy of the pretrained SCALE predictor with a linear head (SCALE_ft)."""
-    def build(grid):
-        return GridHeads([SetClassifier(copy.deepcopy(pretrained), width, num_classes) for _ in grid])
-
-    inputs = SetInputs(features, boxes, labels)
-    return fit(inputs, train_pos, build, cfg, advance), inputs
+    """SCALE_ft: a copy of the pretrained SCALE predictor (``width`` wide), fine-tuned with the head."""
+    if pretrained.cfg.width != width:
+        raise VsslError(f"the pretrained SCALE model is {pretrained.cfg.width} wide, not {width}")
+    return _fit_set(lambda: copy.deepcopy(pretrained), True, features, boxes, labels, train_pos, num_classes,
+                    cfg, advance)
