@@ -126,3 +126,18 @@ def test_holdout_zero_needs_one_point_on_every_axis():
         LinearConfig(lrs=(1e-3,), weight_decays=(0.0,), batch_sizes=(8, 16), holdout=0.0).validate()
     with pytest.raises(VsslError, match="warmup"):
         LinearConfig(warmup=1.0).validate()
+
+
+def test_named_scale_grid_and_repeatable_axes():
+    from vssl.probe.config import ProbeConfig
+
+    full = ProbeConfig(grid="scale").train_config("linear")
+    assert (full.lrs, full.weight_decays, full.epochs, full.warmup) == ((1e-4, 3e-4, 1e-3), (0.0, 1e-4), 60, 0.05)
+    assert {(p.batch_size, p.optimizer) for p in full.passes()} == {(256, "adamw"), (256, "sgd"), (512, "adamw"),
+                                                                    (512, "sgd")}
+    # a flag beats the named grid; one value fixes the axis, several search it
+    fixed = ProbeConfig(grid="scale", batch_size=64, optimizer=("sgd",)).train_config("transformer")
+    assert [(p.batch_size, p.optimizer) for p in fixed.passes()] == [(64, "sgd")]
+    searched = ProbeConfig(batch_size=(8, 16)).train_config("mlp")
+    assert [p.batch_size for p in searched.passes()] == [8, 16]
+    assert ProbeConfig().train_config("linear").passes()[0].batch_size == 1024      # the probe's own default
