@@ -45,6 +45,9 @@ class ProbeConfig(Settings):
 
     view: str = setting("uniform5x3", "view of the store to probe")
     train_split: str = setting("train", "split the probes are trained on")
+    train_view: str | None = setting(None, "view trained probes fit on (e.g. random16); selection and test "
+                                           "read --view")
+    train_clips: int = setting(8, "clips of a --train-view video drawn at random per step (released: 8 of 16)")
     test_split: str = setting("test", "split the accuracies are measured on")
     # -- probe options (each enables the registry's probes of that option)
     knn: bool = setting(False, "weighted k-NN (DINO), training-free", flag="--knn")
@@ -86,6 +89,8 @@ class ProbeConfig(Settings):
     def validate(self) -> None:
         if self.grid not in GRIDS:
             self.bad("grid", f"is unknown; use one of {', '.join(GRIDS)}")
+        if self.train_clips < 1:
+            self.bad("train_clips", "must be at least 1")
         if self.k < 1 or self.temperature <= 0:
             raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
 
@@ -116,6 +121,7 @@ class ProbeConfig(Settings):
         configs = {o: self.knn_config() if o == "knn" else self.train_config(o) for o in self.enabled()}
         return ProbeRequest(store=Path(store), view=self.view, train_split=self.train_split,
                             test_split=self.test_split, scale_run=None if self.scale is None else Path(self.scale),
+                            train_view=self.train_view, train_clips=self.train_clips,
                             low_shot=self.low_shot, seed=self.seed, quiet=self.quiet, **configs)
 
 

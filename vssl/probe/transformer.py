@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import TrainView
 from .inputs import SetInputs
 from .train import FitResult, GridHeads, TrainConfig, fit
 
@@ -85,7 +86,7 @@ def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.
 
 def train_transformer(features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, train_pos: np.ndarray,
                       num_classes: int, cfg: TransformerConfig = TransformerConfig(),
-                      advance=None) -> tuple[FitResult, SetInputs]:
+                      advance=None, train_view: TrainView | None = None) -> tuple[FitResult, SetInputs]:
     """Fit SCALE's architecture from random init (supervised) on the videos at ``train_pos``."""
     from vssl.aggregate import ScaleConfig, ScaleModel
 
@@ -98,16 +99,17 @@ def train_transformer(features: np.ndarray, boxes: np.ndarray, labels: np.ndarra
     def build(grid):
         return GridHeads([SetClassifier(ScaleModel(arch, d), cfg.width, num_classes, stats) for _ in grid])
 
-    inputs = SetInputs(features, boxes, labels)
+    inputs = SetInputs(features, boxes, labels, train_view=train_view)
     return fit(inputs, train_pos, build, cfg, advance), inputs
 
 
 def train_finetune(pretrained: nn.Module, width: int, features: np.ndarray, boxes: np.ndarray,
                    labels: np.ndarray, train_pos: np.ndarray, num_classes: int,
-                   cfg: FinetuneConfig = FinetuneConfig(), advance=None) -> tuple[FitResult, SetInputs]:
+                   cfg: FinetuneConfig = FinetuneConfig(), advance=None,
+                   train_view: TrainView | None = None) -> tuple[FitResult, SetInputs]:
     """Fine-tune a copy of the pretrained SCALE predictor with a linear head (SCALE_ft)."""
     def build(grid):
         return GridHeads([SetClassifier(copy.deepcopy(pretrained), width, num_classes) for _ in grid])
 
-    inputs = SetInputs(features, boxes, labels)
+    inputs = SetInputs(features, boxes, labels, train_view=train_view)
     return fit(inputs, train_pos, build, cfg, advance), inputs
