@@ -21,3 +21,7 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path, vssl_cli):
     for name in ("store.zarr", "scale_run/checkpoint.pt", "scale_run/metrics.csv", "confusion.png", "loss_curve.png"):
         assert (tmp_path / "demo" / name).exists(), name
     assert "SCALE" in r.stdout and "event-order classes" in r.stdout
+    # SCALE_ft and Transformer side by side, a difference stated only beyond its interval
+    assert {("transformer", "backbone"), ("scale_ft", "scale")} <= rows
+    line = next(x for x in r.stdout.splitlines() if "SCALE_ft" in x and "Transformer" in x)
+    assert "interval" in line and ("within noise" in line or "is better" in line)

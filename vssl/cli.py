@@ -302,7 +302,7 @@ def demo(
     result = run_demo(out_dir, cfg, quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
     out.print(render_table(result.report))
     for line in result.findings:
-        out.print(f"• {line}", highlight=False)
+        out.print(f"• {line}", highlight=False, soft_wrap=True)   # one finding, one line
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     out.print(f"time: {timing}", highlight=False)
     for name, path in result.files.items():

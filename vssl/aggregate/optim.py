@@ -1,32 +1,14 @@
-"""Stage two's optimiser and learning-rate schedule: AdamW, linear warmup then per-step cosine."""
+"""Stage two's optimiser: AdamW over :func:`vssl.optim.param_groups`; the schedule is
+:func:`vssl.optim.lr_at` (both shared with the trained probes, re-exported here)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
 from vssl.aggregate.config import ScaleConfig
+from vssl.optim import lr_at, param_groups
 
-
-def lr_at(step: int, total_steps: int, base_lr: float, warmup: float) -> float:
-    """Learning rate at optimiser step ``step``: linear warmup over ``warmup`` of all steps, then a
-    half-cosine to 0 (as the released training script, per step)."""
-    warm = warmup * total_steps
-    if warm > 0 and step <= warm:
-        return base_lr * step / warm
-    span = max(total_steps - warm, 1e-12)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on weight matrices only, none on biases, norms and tokens."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith("bias") or name.endswith("_token") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+__all__ = ["lr_at", "param_groups", "make_optimizer"]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: ScaleConfig) -> torch.optim.AdamW:

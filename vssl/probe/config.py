@@ -20,6 +20,19 @@ from .registry import OPTIONS, option_config
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
 
+#: Named grids for ``--grid``. ``default`` keeps each probe's own CPU-sized grid (its config's
+#: defaults). ``scale`` is SCALE's probe protocol at full size: the axes the released eval exposes
+#: (Separius/SCALE src/eval.py:66-75 --lr/--wd/--batch_size/--epochs/--warmup_percentage/--adam;
+#: src/train.py:158-164 AdamW or SGD with momentum 0.9, warm-up then cosine), each swept around
+#: its released default: lr 3e-4 (eval.py:66), wd 0 (eval.py:67) and 1e-4 (train.py:31, the value
+#: eval.py:308 really trains with), batch 512 (eval.py:69), 60 epochs (eval.py:70), 5% warm-up
+#: (eval.py:71). docs/DESIGN_NOTES.md gives its measured cost, the reason it is not the default.
+GRIDS: dict[str, dict] = {
+    "default": {},
+    "scale": {"lrs": (1e-4, 3e-4, 1e-3), "weight_decays": (0.0, 1e-4), "batch_sizes": (256, 512),
+              "optimizers": ("adamw", "sgd"), "epochs": 60, "warmup": 0.05},
+}
+
 
 @dataclass
 class ProbeConfig(Settings):
@@ -32,6 +45,9 @@ class ProbeConfig(Settings):
 
     view: str = setting("uniform5x3", "view of the store to probe")
     train_split: str = setting("train", "split the probes are trained on")
+    train_view: str | None = setting(None, "view trained probes fit on (e.g. random16); selection and test "
+                                           "read --view")
+    train_clips: int = setting(8, "clips of a --train-view video drawn at random per step (released: 8 of 16)")
     test_split: str = setting("test", "split the accuracies are measured on")
     # -- probe options (each enables the registry's probes of that option)
     knn: bool = setting(False, "weighted k-NN (DINO), training-free", flag="--knn")
@@ -50,11 +66,13 @@ class ProbeConfig(Settings):
     knn_backend: str = setting("auto", "k-NN search: auto, faiss or torch")
     knn_precision: str = setting("fp32", "k-NN: fp32, or bf16 shortlist + exact re-rank (torch)")
     # -- trained probes
+    grid: str = setting("default", "named grid of trained probes: default (CPU-sized) or scale (SCALE's protocol)")
     lr: tuple[float, ...] | None = setting(None, "learning rate(s) of the grid (repeatable)", flag="--lr")
     weight_decay: tuple[float, ...] | None = setting(None, "weight decay(s) (repeatable)")
     epochs: int | None = setting(None, "training epochs (the most; the best is selected)")
-    batch_size: int | None = setting(None, "minibatch size of trained probes")
-    optimizer: str | None = setting(None, "adamw or sgd")
+    batch_size: tuple[int, ...] | None = setting(None, "minibatch size(s) of trained probes (repeatable)")
+    optimizer: tuple[str, ...] | None = setting(None, "adamw or sgd (repeatable: both are searched)")
+    warmup: float | None = setting(None, "fraction of the steps of linear warm-up before the cosine")
     holdout: float | None = setting(None, "fraction of the train split used for selection")
     batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
     append_refined: bool = setting(False, "SCALE_linear on [C_i, Ĉ_i, SET] instead of [C_i, SET]",
@@ -66,7 +84,18 @@ class ProbeConfig(Settings):
     precision: str = setting("auto", "trained probes: auto (bf16 where fast), bf16 or fp32")
     quiet: bool = setting(False, "no progress bars", flag="--quiet")
 
+    def coerce(self) -> None:
+        """A single value (TOML ``batch-size = 64``, the Python API) is a grid of one."""
+        for key in ("lr", "weight_decay", "batch_size", "optimizer"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, (tuple, list)):
+                setattr(self, key, (value,))
+
     def validate(self) -> None:
+        if self.grid not in GRIDS:
+            self.bad("grid", f"is unknown; use one of {', '.join(GRIDS)}")
+        if self.train_clips < 1:
+            self.bad("train_clips", "must be at least 1")
         if self.k < 1 or self.temperature <= 0:
             raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
 
@@ -80,11 +109,13 @@ class ProbeConfig(Settings):
                          backend=self.knn_backend, precision=self.knn_precision, device=self.device)
 
     def train_config(self, option: str) -> TrainConfig:
-        """Option ``option``'s config (the registry's class): its defaults under the training
-        settings that are set; ``--batchnorm`` where the config has it (linear, MLP)."""
-        base = option_config(option)()
+        """Option ``option``'s config (the registry's class): its defaults, under the named
+        ``--grid``, under the training settings that are set; ``--batchnorm`` where the config
+        has it (linear, MLP). One ``--batch-size``/``--optimizer`` fixes it, several are searched."""
+        base = with_defaults(option_config(option)(), **GRIDS[self.grid])
         shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
-                  "batch_size": self.batch_size, "optimizer": self.optimizer, "holdout": self.holdout,
+                  **_axis("batch_size", self.batch_size), **_axis("optimizer", self.optimizer),
+                  "warmup": self.warmup, "holdout": self.holdout,
                   "seed": self.seed, "device": self.device, "precision": self.precision}
         if "batchnorm" in {f.name for f in dataclasses.fields(base)}:
             shared["batchnorm"] = self.batchnorm or None
@@ -103,7 +134,18 @@ class ProbeConfig(Settings):
         configs = {o: self.knn_config() if o == "knn" else self.train_config(o) for o in self.enabled()}
         return ProbeRequest(store=Path(store), view=self.view, train_split=self.train_split,
                             test_split=self.test_split, scale_run=None if self.scale is None else Path(self.scale),
+                            train_view=self.train_view, train_clips=self.train_clips,
                             low_shot=self.low_shot, seed=self.seed, quiet=self.quiet, **configs)
+
+
+def _axis(name: str, values: tuple | None) -> dict:
+    """``--batch-size``/``--optimizer`` as TrainConfig fields: none given keeps the config's, one
+    value fixes it (and drops a named grid's search), several are searched (``batch_sizes``...)."""
+    if not values:
+        return {}
+    if len(values) == 1:
+        return {name: values[0], f"{name}s": ()}
+    return {name: values[0], f"{name}s": tuple(values)}
 
 
 def probe_options(command: Callable) -> Callable:

@@ -1,4 +1,10 @@
-"""Reading a split of a store view into memory for probing: done, labelled videos only."""
+"""Reading a split of a store view into memory for probing: done, labelled videos only.
+
+With ``--train-view`` the training split is also read from a second view (:class:`TrainView`):
+trained probes fit on its clips, a fresh random subset per step, while selection and test read
+``--view`` (released SCALE trains its probes on 8 random of 16 ``lin`` clips per step,
+src/eval.py:88 ``split_in_half(x, pos, args.num_views)``, and tests on every ``val`` clip).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,20 @@ log = logging.getLogger("vssl.probe")
 
 
 @dataclass
+class TrainView:
+    """The training split's videos in the training view, row for row with its :class:`SplitData`."""
+
+    name: str
+    features: np.ndarray           # [n, K', D], stored dtype
+    boxes: np.ndarray | None       # [n, K', 7] float32 when asked for
+    clips: int                     # clips of a video drawn per step (released: 8 of 16)
+
+    def subset(self, positions: np.ndarray) -> "TrainView":
+        return TrainView(self.name, self.features[positions],
+                         None if self.boxes is None else self.boxes[positions], self.clips)
+
+
+@dataclass
 class SplitData:
     """The labelled, extracted videos of one split: store rows, labels and their clip features."""
 
@@ -21,10 +41,12 @@ class SplitData:
     labels: np.ndarray             # int64 [n]
     features: np.ndarray           # [n, K, D], stored dtype
     boxes: np.ndarray | None       # [n, K, 7] float32 when asked for
+    train_view: TrainView | None = None   # the same videos in --train-view (training split only)
 
     def subset(self, positions: np.ndarray) -> "SplitData":
         return SplitData(self.split, self.indices[positions], self.labels[positions], self.features[positions],
-                         None if self.boxes is None else self.boxes[positions])
+                         None if self.boxes is None else self.boxes[positions],
+                         None if self.train_view is None else self.train_view.subset(positions))
 
 
 def labelled_rows(store, view, split: str, flag: str) -> np.ndarray:
@@ -70,3 +92,32 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
         feats = read_rows(view.read_features, rows)
     bx = read_rows(view.read_boxes, rows) if boxes else None
     return SplitData(split, rows, store.labels()[rows], feats, bx)
+
+
+def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:
+    """``split`` (read from ``--view``) with the same videos read from ``view_name`` too.
+
+    Both views must hold the same videos at the same feature width; training videos not yet
+    extracted in ``view_name`` are left out with a warning (as :func:`labelled_rows` does).
+    """
+    view = store.view(view_name)
+    view.fixed_clips("vssl probe --train-view")
+    eval_dim = split.features.shape[-1]
+    if view.dim != eval_dim:
+        raise VsslError(f"--train-view {view_name} has {view.dim}-d clips but the probed view has {eval_dim}-d; "
+                        "both views must come from the same backbone")
+    if view.num_clips < clips:
+        raise VsslError(f"--train-clips {clips}: view '{view_name}' has only {view.num_clips} clips per video; "
+                        f"use --train-clips {view.num_clips} or less")
+    usable = store.usable(view_name)[split.indices]
+    if not usable.any():
+        raise VsslError(f"--train-view {view_name} has no extracted videos of split '{split.split}'; "
+                        "run `vssl extract` for that view first")
+    if not usable.all():
+        log.warning("--train-view %s: %d of %d training videos are not extracted there and are left out",
+                    view_name, int((~usable).sum()), usable.size)
+        split = split.subset(np.flatnonzero(usable))
+    feats = read_rows(view.read_features, split.indices)
+    bx = read_rows(view.read_boxes, split.indices) if boxes else None
+    split.train_view = TrainView(view_name, feats, bx, clips)
+    return split

@@ -2,6 +2,11 @@
 
 Features stay in memory in their stored dtype (float16 by default: half the memory of a
 float32 copy at Kinetics scale) and are converted per minibatch.
+
+With a :class:`~vssl.probe.data.TrainView` the minibatches come from it, each video giving a
+fresh random subset of ``clips`` of its clips (a new draw every epoch for clip heads, every
+step for set models: released SCALE's ``split_in_half``, src/train.py:74-87, used per step in
+src/eval.py:88); :meth:`predict`, so selection and test, reads the evaluation view.
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ import torch
 from torch import nn
 
 from vssl.device import autocast
+
+from .data import TrainView
+
+
+def random_clips(n: int, available: int, keep: int, gen: torch.Generator) -> np.ndarray:
+    """For each of ``n`` videos, ``keep`` distinct clip indices out of ``available``, in random order."""
+    return torch.rand(n, available, generator=gen).argsort(dim=1)[:, :keep].numpy()
 
 
 def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -27,18 +39,25 @@ class ClipInputs:
     softmax outputs (SCALE §4.1's linear baseline: per-clip heads ensembled over the clips).
     """
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, eval_block: int = 256):
+    def __init__(self, features: np.ndarray, labels: np.ndarray, eval_block: int = 256,
+                 train_view: TrainView | None = None):
         self.features = features                  # [n, K, D]
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.samples_per_video = features.shape[1]
+        self.train_view = train_view
+        self.samples_per_video = features.shape[1] if train_view is None else train_view.clips
         self.eval_block = eval_block
 
     def batches(self, positions: np.ndarray, batch_size: int, gen: torch.Generator,
                 device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
-        k = self.samples_per_video
-        flat = self.features.reshape(-1, self.features.shape[-1])
-        order = torch.randperm(len(positions) * k, generator=gen).numpy()
-        rows = positions[order // k] * k + order % k
+        source = self.features if self.train_view is None else self.train_view.features
+        k = source.shape[1]                       # clips stored per video in the view trained on
+        flat = source.reshape(-1, source.shape[-1])
+        if self.train_view is None:
+            order = torch.randperm(len(positions) * k, generator=gen).numpy()
+            rows = positions[order // k] * k + order % k
+        else:                                     # this epoch's random subset of each video's clips
+            chosen = positions[:, None] * k + random_clips(len(positions), k, self.train_view.clips, gen)
+            rows = chosen.reshape(-1)[torch.randperm(chosen.size, generator=gen).numpy()]
         for s in _starts(len(rows), batch_size):
             r = np.sort(rows[s:s + batch_size])      # sorted gathers are faster; order inside a batch is irrelevant
             yield (_to(flat[r], device),), _to_labels(self.labels[r // k], device)
@@ -70,9 +89,10 @@ class SetInputs:
     """
 
     def __init__(self, features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, eval_block: int = 128,
-                 per_clip: bool = False):
+                 per_clip: bool = False, train_view: TrainView | None = None):
         self.features, self.boxes = features, boxes
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.train_view = train_view
         self.samples_per_video = 1             # a minibatch counts videos, whatever the head
         self.eval_block = eval_block
         self.per_clip = per_clip
@@ -83,11 +103,20 @@ class SetInputs:
 
     def batches(self, positions, batch_size, gen, device):
         order = positions[torch.randperm(len(positions), generator=gen).numpy()]
-        k = self.features.shape[1] if self.per_clip else 1
+        clips = self.features.shape[1] if self.train_view is None else self.train_view.clips
+        k = clips if self.per_clip else 1
         for s in _starts(len(order), batch_size):
             r = np.sort(order[s:s + batch_size])
             y = np.repeat(self.labels[r], k)            # per clip: each clip carries its video's label
-            yield (_to(self.features[r], device), _to(self.boxes[r], device)), _to_labels(y, device)
+            yield self._sets(r, gen, device), _to_labels(y, device)
+
+    def _sets(self, r: np.ndarray, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clip sets of videos ``r``: every clip, or a fresh subset of the training view's."""
+        tv = self.train_view
+        if tv is None:
+            return _to(self.features[r], device), _to(self.boxes[r], device)
+        pick = random_clips(len(r), tv.features.shape[1], tv.clips, gen)
+        return _to(tv.features[r[:, None], pick], device), _to(tv.boxes[r[:, None], pick], device)
 
     @torch.no_grad()
     def predict(self, model, positions, device, precision: str = "fp32"):

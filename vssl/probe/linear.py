@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .train import FitResult, GridHeads, TrainConfig, fit
+from .data import TrainView
 from .inputs import ClipInputs
 
 
@@ -48,8 +49,10 @@ def linear_grid(in_dim: int, num_classes: int, batchnorm: bool):
 
 
 def train_linear(features: np.ndarray, labels: np.ndarray, train_pos: np.ndarray, num_classes: int,
-                 cfg: LinearConfig = LinearConfig(), advance=None) -> tuple[FitResult, ClipInputs]:
-    """Fit a per-clip linear head on the videos at ``train_pos`` of ``features`` [n, K, D]."""
-    inputs = ClipInputs(features, labels)
+                 cfg: LinearConfig = LinearConfig(), advance=None,
+                 train_view: TrainView | None = None) -> tuple[FitResult, ClipInputs]:
+    """Fit a per-clip linear head on the videos at ``train_pos`` of ``features`` [n, K, D] (on
+    ``train_view``'s clips when given; selection still reads ``features``)."""
+    inputs = ClipInputs(features, labels, train_view=train_view)
     result = fit(inputs, train_pos, linear_grid(features.shape[-1], num_classes, cfg.batchnorm), cfg, advance)
     return result, inputs

@@ -46,10 +46,11 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -
 
 def row_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """The report-row fields of ``[n_test, C]`` class scores: top-1, top-5 (percent), the number
-    of test videos, per-class top-1 by class name and the ``[true, predicted]`` confusion matrix."""
+    of test videos, per-class top-1 by class name, the ``[true, predicted]`` confusion matrix and
+    each test video's top-1 hit (for paired comparisons of rows, :mod:`vssl.probe.compare`)."""
     labels = np.asarray(labels)
     pred = ranked_classes(scores, 1)[:, 0]
     c = len(classes)
     return {"top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, 5),
             "n_test": int(len(labels)), "per_class": dict(zip(classes, per_class_accuracy(pred, labels, c))),
-            "confusion": confusion_matrix(pred, labels, c)}
+            "confusion": confusion_matrix(pred, labels, c), "correct": pred == labels}

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import TrainView
 from .inputs import ClipInputs
 from .train import FitResult, GridHeads, TrainConfig, fit
 
@@ -58,9 +59,11 @@ def mlp_head(in_dim: int, num_classes: int, cfg: MlpConfig) -> nn.Module:
 
 
 def train_mlp(features: np.ndarray, labels: np.ndarray, train_pos: np.ndarray, num_classes: int,
-              cfg: MlpConfig = MlpConfig(), advance=None) -> tuple[FitResult, ClipInputs]:
-    """Fit a per-clip MLP head on the videos at ``train_pos`` of ``features`` [n, K, D]."""
-    inputs = ClipInputs(features, labels)
+              cfg: MlpConfig = MlpConfig(), advance=None,
+              train_view: TrainView | None = None) -> tuple[FitResult, ClipInputs]:
+    """Fit a per-clip MLP head on the videos at ``train_pos`` of ``features`` [n, K, D] (on
+    ``train_view``'s clips when given)."""
+    inputs = ClipInputs(features, labels, train_view=train_view)
     d = features.shape[-1]
     return fit(inputs, train_pos, lambda grid: GridHeads([mlp_head(d, num_classes, cfg) for _ in grid]), cfg,
                advance), inputs

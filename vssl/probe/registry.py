@@ -8,6 +8,7 @@ loops over the entries; scoring is :func:`~vssl.probe.metrics.row_metrics` for e
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,8 +19,9 @@ from vssl.errors import VsslError
 from vssl.progress import ProgressBar
 
 from .common import resolve_device
+from .data import TrainView
 from .inputs import ClipInputs
-from .knn import KnnConfig, knn_scores, prepare, resolve_backend
+from .knn import KnnConfig, knn_scores, resolve_backend
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
 from .sources import FeatureSource, ProbeData
@@ -30,6 +32,7 @@ from .transformer import FinetuneConfig, TransformerConfig, head_input, train_fi
 #: clips' boxes, and, from a SCALE run (so on the "scale" source only), its SET token or its
 #: pretrained predictor
 NEEDS = ("clips", "boxes", "set_token", "scale_model")
+log = logging.getLogger("vssl.probe")
 SCALE_ONLY = frozenset({"set_token", "scale_model"})
 
 
@@ -96,10 +99,12 @@ def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
     def run(call: ProbeCall) -> ProbeScores:
         train, test = call.data.train, call.data.test
         (train_x, what), (test_x, _) = call.source.clips(train, call.config), call.source.clips(test, call.config)
+        view = fit_view(call, what)
         with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
             result, _ = train_fn(train_x, train.labels, np.arange(len(train_x)), call.data.num_classes,
-                                 call.config, advance)
+                                 call.config, advance, train_view=view)
         extra = {} if what is None else {"input": what}
+        extra.update(train_view_params(view))
         return scored_fit(result, ClipInputs(test_x, test.labels), call.config, extra)
     return run
 
@@ -110,12 +115,30 @@ def set_probe(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
     def run(call: ProbeCall) -> ProbeScores:
         train, test = call.data.train, call.data.test
         fn = train_fn(call)
+        view = train.train_view                     # set models read the raw clips: any view serves
         with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
             result, inputs = fn(train.features, train.boxes, train.labels, np.arange(len(train.labels)),
-                                call.data.num_classes, call.config, advance)
+                                call.data.num_classes, call.config, advance, train_view=view)
         return scored_fit(result, inputs.like(test.features, test.boxes, test.labels), call.config,
-                          {"input": head_input(call.config)})
+                          {"input": head_input(call.config), **train_view_params(view)})
     return run
+
+
+def fit_view(call: ProbeCall, derived: str | None) -> TrainView | None:
+    """The training view a clip head fits on: ``--train-view``'s clips where the source's clip
+    input is the stored clip itself (``derived`` None); a source that derives its clip inputs
+    (SCALE's exported aggregates exist for the probed view only) trains on ``--view`` and says so."""
+    view = call.data.train.train_view
+    if view is not None and derived is not None:
+        log.warning("%s (%s): trains on --view, not --train-view %s: its clip inputs (%s) are exported "
+                    "for the probed view only", call.probe, call.source.name, view.name, derived)
+        return None
+    return view
+
+
+def train_view_params(view: TrainView | None) -> dict[str, Any]:
+    """What the row was fit on: the training view and the clips drawn per video (None: --view)."""
+    return {"train_view": None if view is None else view.name, "train_clips": None if view is None else view.clips}
 
 
 def scored_fit(result: FitResult, test_inputs, cfg: TrainConfig, extra: dict[str, Any]) -> ProbeScores:
@@ -132,7 +155,7 @@ def epochs_total(cfg: TrainConfig) -> int:
 
 def _finetune(call: ProbeCall) -> Callable:
     scale = call.source.scale
-    return lambda *args: train_finetune(scale.model, scale.width, *args)
+    return lambda *args, **kwargs: train_finetune(scale.model, scale.width, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------- the registry

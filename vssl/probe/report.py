@@ -32,6 +32,7 @@ class ProbeResult:
     per_class: dict[str, float | None]
     confusion: np.ndarray = field(repr=False, default=None)   # [true, predicted]; not in the JSON
     transductive: bool = False      # read a SCALE run pretrained on videos of the test split
+    correct: np.ndarray = field(repr=False, default=None)     # [n_test] top-1 hit per test video; not in the JSON
 
     def to_json(self) -> dict[str, Any]:
         return {"probe": self.probe, "features": self.features, "top1": self.top1, "top5": self.top5,

@@ -22,7 +22,7 @@ import numpy as np
 
 from vssl.errors import VsslError
 
-from .data import load_split
+from .data import load_split, with_train_view
 from .knn import KnnConfig
 from .linear import LinearConfig
 from .lowshot import balanced_fraction
@@ -30,6 +30,7 @@ from .mlp import MlpConfig
 from .registry import OPTIONS, PROBES, Probe, ProbeCall
 from .report import ProbeResult, Report, make_result
 from .sources import BackboneSource, ProbeData, ScaleSource
+from .train import TrainConfig
 from .transductive import transductive_note
 from .transformer import FinetuneConfig, TransformerConfig, match_architecture
 
@@ -54,6 +55,8 @@ class ProbeRequest:
     transformer: TransformerConfig | None = None
     finetune: FinetuneConfig | None = None
     scale_run: Path | None = None
+    train_view: str | None = None       # trained probes fit on this view's clips (default: ``view``)
+    train_clips: int = 8                # clips of a train-view video drawn per step (released: 8)
     low_shot: float | None = None
     seed: int = 0
     quiet: bool = False
@@ -117,6 +120,8 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
     train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level)
     test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level)
+    if req.train_view is not None and any(isinstance(r.config, TrainConfig) for r in rows):
+        train = with_train_view(store, train, req.train_view, req.train_clips, boxes)   # k-NN reads --view only
     if req.low_shot is not None:
         train = train.subset(balanced_fraction(train.labels, req.low_shot, req.seed))
     return store, ProbeData(train, test, class_names(store, train.labels, test.labels))

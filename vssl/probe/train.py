@@ -2,10 +2,19 @@
 
 Every grid point (learning rate x weight decay) is a separate head; all heads of a grid see
 the same minibatches and are trained side by side in one pass over the data (the data
-gather and, for linear heads, the matrix product are shared). After each epoch every head is
-scored on the held-out videos; the best (grid point, epoch) is then refit on the whole
-training split with the same schedule, stopped at that epoch. The test split takes no part
-in any choice (unlike the official SCALE eval.py, which reports the best test epoch).
+gather and, for linear heads, the matrix product are shared). Batch size and optimizer change
+the minibatches or the update rule, so each of their combinations is a pass of its own. After
+each epoch every head is scored on the held-out videos; the best (batch size, optimizer, lr,
+wd, epoch) is then refit on the whole training split with the same schedule, stopped at that
+epoch. The test split takes no part in any choice (unlike the official SCALE eval.py, which
+reports the best test epoch).
+
+Optimisation follows released SCALE (``src/train.py`` ``get_optimizer``, which ``src/eval.py``
+uses for its probes): a linear warm-up over ``warmup`` (released: 5%) of the steps, then a
+half-cosine to 0, per step; no weight decay on biases, norm weights and learned tokens
+(:mod:`vssl.optim`, shared with stage two). Unlike eval.py, the probe's own settings build its
+optimiser (eval.py passes the *pretraining* arguments, so its cosine spans the 200 pretraining
+epochs while the probe trains 60).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from torch import nn
 
 from vssl.device import PRECISION_CHOICES, autocast, resolve_precision
 from vssl.errors import VsslError
+from vssl.optim import lr_at, param_groups
 
 from .common import resolve_device, seed_everything
 from .lowshot import holdout_split
@@ -37,13 +47,22 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 1024
     optimizer: str = "adamw"          # adamw | sgd (momentum 0.9)
+    warmup: float = 0.05              # fraction of the steps of linear warm-up (released: 5%)
+    batch_sizes: tuple[int, ...] = ()  # when given, searched instead of batch_size
+    optimizers: tuple[str, ...] = ()   # when given, searched instead of optimizer
     holdout: float = 0.1              # fraction of the training split used to select grid point + epoch
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"           # auto (bf16 where the hardware is fast at it, else fp32) | bf16 | fp32
 
     def grid(self) -> list[tuple[float, float]]:
+        """The (lr, wd) points trained side by side in one pass."""
         return [(lr, wd) for lr in self.lrs for wd in self.weight_decays]
+
+    def passes(self) -> list["TrainConfig"]:
+        """One config per (batch size, optimizer) searched: each is a pass of its own."""
+        return [replace(self, batch_size=b, optimizer=o, batch_sizes=(), optimizers=())
+                for b in (self.batch_sizes or (self.batch_size,)) for o in (self.optimizers or (self.optimizer,))]
 
     def params(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -53,14 +72,18 @@ class TrainConfig:
             raise VsslError("the hyper-parameter grid is empty; give at least one --lr and one --weight-decay")
         if self.precision not in PROBE_PRECISIONS:
             raise VsslError(f"--precision {self.precision}: use one of {', '.join(PROBE_PRECISIONS)}")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise VsslError(f"optimizer {self.optimizer!r} is unknown; use adamw or sgd")
-        if self.epochs < 1 or self.batch_size < 1:
+        for optimizer in (self.optimizer, *self.optimizers):
+            if optimizer not in ("adamw", "sgd"):
+                raise VsslError(f"optimizer {optimizer!r} is unknown; use adamw or sgd")
+        if self.epochs < 1 or min((self.batch_size, *self.batch_sizes)) < 1:
             raise VsslError("--epochs and --batch-size must be at least 1")
+        if not 0.0 <= self.warmup < 1.0:
+            raise VsslError(f"--warmup {self.warmup}: use a fraction of the steps in [0, 1), e.g. 0.05")
         if not 0.0 <= self.holdout < 1.0:
             raise VsslError(f"--holdout {self.holdout}: use a fraction in [0, 1), e.g. 0.1")
-        if self.holdout == 0.0 and len(self.grid()) > 1:
-            raise VsslError("--holdout 0 leaves nothing to select the grid on; fix one --lr and one --weight-decay")
+        if self.holdout == 0.0 and len(self.grid()) * len(self.passes()) > 1:
+            raise VsslError("--holdout 0 leaves nothing to select the grid on; fix one --lr, --weight-decay, "
+                            "--batch-size and --optimizer")
 
 
 class Inputs(Protocol):
@@ -100,9 +123,12 @@ class FitResult:
     val_top1: float | None
     precision: str = "fp32"                                      # as resolved; predict with the same
     history: list[list[float]] = field(default_factory=list)   # [epoch][grid point] held-out top-1
+    batch_size: int | None = None
+    optimizer: str | None = None
 
     def params(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
+                "batch_size": self.batch_size, "optimizer": self.optimizer,
                 "val_top1": self.val_top1, "precision": self.precision}
 
 
@@ -124,37 +150,36 @@ def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float
     cfg.validate()
     device = resolve_device(cfg.device)
     cfg = replace(cfg, precision=probe_precision(cfg.precision, device))
-    grid = cfg.grid()
+    grid, passes = cfg.grid(), cfg.passes()
     if cfg.holdout == 0.0:
-        lr, wd = grid[0]
-        model, _ = _train(inputs, positions, None, build, [(lr, wd)], cfg, cfg.epochs, device, advance)
-        return FitResult(model, lr, wd, cfg.epochs, None, cfg.precision)
+        (lr, wd), run = grid[0], passes[0]
+        model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, run.epochs, device, advance)
+        return FitResult(model, lr, wd, cfg.epochs, None, cfg.precision, batch_size=run.batch_size,
+                         optimizer=run.optimizer)
     fit_pos, held_pos = holdout_split(inputs.labels[positions], cfg.holdout, cfg.seed)
     fit_pos, held_pos = positions[fit_pos], positions[held_pos]
     if len(held_pos) == 0:
         raise VsslError("the training split is too small to hold out videos for model selection; "
                         "use --holdout 0 with one --lr and one --weight-decay")
-    _, history = _train(inputs, fit_pos, held_pos, build, grid, cfg, cfg.epochs, device, advance)
-    acc, nll = np.asarray(history)[..., 0], np.asarray(history)[..., 1]        # [epoch, grid]
+    histories = [np.asarray(_train(inputs, fit_pos, held_pos, build, grid, run, run.epochs, device, advance)[1])
+                 for run in passes]
+    history = np.concatenate(histories, axis=1)                 # [epoch, pass x grid, (top-1, nll)]
+    points = [(run, lr, wd) for run in passes for lr, wd in grid]
+    acc, nll = history[..., 0], history[..., 1]
     # Highest held-out top-1; a tie (common: small held-out sets saturate) goes to the lowest
     # held-out cross-entropy, i.e. the more confident, usually later, epoch.
     best = min(np.ndindex(*acc.shape), key=lambda eg: (-acc[eg], nll[eg], eg))
-    epoch, g = int(best[0]) + 1, int(best[1])
-    lr, wd = grid[g]
-    model, _ = _train(inputs, positions, None, build, [(lr, wd)], cfg, epoch, device, advance)
-    return FitResult(model, lr, wd, epoch, float(acc[best]), cfg.precision, acc.tolist())
+    epoch, (run, lr, wd) = int(best[0]) + 1, points[int(best[1])]
+    model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance)
+    return FitResult(model, lr, wd, epoch, float(acc[best]), cfg.precision, acc.tolist(), run.batch_size,
+                     run.optimizer)
 
 
 def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, build, grid, cfg: TrainConfig,
            stop_epoch: int, device: torch.device, advance) -> tuple[nn.Module, list[np.ndarray]]:
     gen = seed_everything(cfg.seed)
     model = build(grid).to(device)
-    groups = [{"params": list(head.parameters()), "lr": lr, "weight_decay": wd}
-              for head, (lr, wd) in zip(model.heads, grid)]
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, momentum=0.9)
-    else:
-        opt = torch.optim.AdamW(groups)
+    opt = make_optimizer(model, grid, cfg.optimizer)
     base = [g["lr"] for g in opt.param_groups]
     steps_per_epoch = max(1, math.ceil(_num_samples(inputs, train_pos) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch          # the schedule always spans cfg.epochs, so a refit
@@ -162,9 +187,8 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
     for _ in range(stop_epoch):
         model.train()
         for xs, y in inputs.batches(train_pos, cfg.batch_size, gen, device):
-            scale = 0.5 * (1.0 + math.cos(math.pi * step / total))     # cosine decay, per step
-            for group, lr in zip(opt.param_groups, base):
-                group["lr"] = lr * scale
+            for group, lr in zip(opt.param_groups, base):            # warm-up, then cosine, per step
+                group["lr"] = lr_at(step, total, lr, cfg.warmup)
             with autocast(device, cfg.precision):
                 logits = model(*xs)                                    # [B, G, C]
             loss = nn.functional.cross_entropy(
@@ -185,6 +209,16 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
             advance(1)
     model.eval()
     return model, history
+
+
+def make_optimizer(model: GridHeads, grid: Sequence[tuple[float, float]], optimizer: str) -> torch.optim.Optimizer:
+    """One optimiser over every head of ``model``, each head with its own (lr, wd) and no weight
+    decay on its biases, norms and tokens (:func:`vssl.optim.param_groups`). SGD uses momentum 0.9
+    (released ``get_optimizer``)."""
+    groups = [g for head, (lr, wd) in zip(model.heads, grid) for g in param_groups(head, wd, lr) if g["params"]]
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
+    return torch.optim.AdamW(groups)
 
 
 def _num_samples(inputs: Inputs, positions: np.ndarray) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 
 from vssl.errors import VsslError
 
+from .data import TrainView
 from .inputs import SetInputs
 from .train import FitResult, GridHeads, TrainConfig, fit
 
@@ -171,7 +172,7 @@ def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.
 
 def _fit_set(encoder: Callable[[], nn.Module], fold: bool, features: np.ndarray, boxes: np.ndarray,
              labels: np.ndarray, train_pos: np.ndarray, num_classes: int, cfg: TransformerConfig,
-             advance) -> tuple[FitResult, SetInputs]:
+             advance, train_view: TrainView | None = None) -> tuple[FitResult, SetInputs]:
     """Both rows' training: the same model and data handling around ``encoder()``."""
     cfg.validate()
     stats = clip_statistics(features, train_pos) if cfg.standardize else None
@@ -181,26 +182,27 @@ def _fit_set(encoder: Callable[[], nn.Module], fold: bool, features: np.ndarray,
         return SetGrid([SetClassifier(encoder(), d, num_classes, cfg.head, stats, fold, cfg.dropout)
                         for _ in grid])
 
-    inputs = SetInputs(features, boxes, labels, per_clip=cfg.head == "clip_set")
+    inputs = SetInputs(features, boxes, labels, per_clip=cfg.head == "clip_set", train_view=train_view)
     return fit(inputs, train_pos, build, cfg, advance), inputs
 
 
 def train_transformer(features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, train_pos: np.ndarray,
                       num_classes: int, cfg: TransformerConfig = TransformerConfig(),
-                      advance=None) -> tuple[FitResult, SetInputs]:
+                      advance=None, train_view: TrainView | None = None) -> tuple[FitResult, SetInputs]:
     """Transformer: SCALE's architecture from random init, supervised, on the videos at ``train_pos``."""
     from vssl.aggregate import ScaleModel
 
     arch, d = cfg.architecture(), features.shape[-1]
     return _fit_set(lambda: ScaleModel(arch, d), False, features, boxes, labels, train_pos, num_classes, cfg,
-                    advance)
+                    advance, train_view)
 
 
 def train_finetune(pretrained: nn.Module, width: int, features: np.ndarray, boxes: np.ndarray,
                    labels: np.ndarray, train_pos: np.ndarray, num_classes: int,
-                   cfg: FinetuneConfig = FinetuneConfig(), advance=None) -> tuple[FitResult, SetInputs]:
+                   cfg: FinetuneConfig = FinetuneConfig(), advance=None,
+                   train_view: TrainView | None = None) -> tuple[FitResult, SetInputs]:
     """SCALE_ft: a copy of the pretrained SCALE predictor (``width`` wide), fine-tuned with the head."""
     if pretrained.cfg.width != width:
         raise VsslError(f"the pretrained SCALE model is {pretrained.cfg.width} wide, not {width}")
     return _fit_set(lambda: copy.deepcopy(pretrained), True, features, boxes, labels, train_pos, num_classes,
-                    cfg, advance)
+                    cfg, advance, train_view)
