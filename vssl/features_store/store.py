@@ -303,15 +303,18 @@ class FeatureStore:
         ok = np.array([e is None for e in errors])
         for name, (features, boxes) in views.items():
             self.view(name).write_clips(idx, features, boxes, done=ok)
-        table = self._table
-        start, stop = chunk_bounds(idx, self.chunk_videos, self.num_videos)
-        local = idx - start
-        updates = {
+        self._record_videos(idx, {
             "num_frames": np.asarray(num_frames, dtype=np.int64),
             "fps": np.asarray(fps, dtype=np.float64),
             "error": np.array(["" if e is None else str(e) for e in errors], dtype=object),
             "status": np.where(ok, STATUS_DONE, STATUS_FAILED).astype(np.int8),
-        }
+        })
+
+    def _record_videos(self, idx: np.ndarray, updates: Mapping[str, np.ndarray]) -> None:
+        """Second step of :meth:`write_videos`: the video table's columns for ``idx``, status last."""
+        table = self._table
+        start, stop = chunk_bounds(idx, self.chunk_videos, self.num_videos)
+        local = idx - start
         for column, values in updates.items():  # status last
             block = np.asarray(table[column][start:stop])
             if block.dtype.kind in "TU":
