@@ -187,7 +187,7 @@ def test_transformer_and_finetune_share_one_config_and_architecture(tiny):
     assert dataclasses.asdict(FinetuneConfig()) == dataclasses.asdict(TransformerConfig())
     from vssl.probe.config import ProbeConfig
 
-    req = ProbeConfig(transformer=True, finetune=True, lr=(0.01,), epochs=2, head="cls").request(store)
+    req = ProbeConfig(transformer=True, finetune=True, lr=(0.01,), epochs=2).request(store)
     assert dataclasses.asdict(req.transformer) == dataclasses.asdict(req.finetune)
     cfg = dict(**FIT, holdout=0.0)
     report = run_probes(ProbeRequest(store=store, view=VIEW, transformer=TransformerConfig(**cfg),
@@ -197,7 +197,7 @@ def test_transformer_and_finetune_share_one_config_and_architecture(tiny):
     same = {k: v for k, v in rows["transformer"].items() if k not in drop}
     assert same == {k: v for k, v in rows["scale_ft"].items() if k not in drop}
     assert (same["width"], same["layers"], same["heads"]) == (16, 1, 2)       # the run's, not the default 256
-    assert same["head"] == "clip_set" and same["input"] == "[standardized C_i, SET] per clip"
+    assert same["input"] == "[standardized C_i, SET] per clip"
 
 
 def test_finetune_starts_as_the_pretrained_encoder(tiny):
@@ -212,7 +212,7 @@ def test_finetune_starts_as_the_pretrained_encoder(tiny):
     model, _, _ = load_run(run)
     import copy
 
-    clf = SetClassifier(copy.deepcopy(model), c.shape[-1], 3, "cls", clip_statistics(c.numpy(), idx), fold=True)
+    clf = SetClassifier(copy.deepcopy(model), c.shape[-1], 3, clip_statistics(c.numpy(), idx), fold=True)
     clf.eval()
     with torch.no_grad():
         want = model.eval().encode(c, boxes)[1]

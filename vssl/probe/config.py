@@ -77,7 +77,6 @@ class ProbeConfig(Settings):
     batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
     append_refined: bool = setting(False, "SCALE_linear on [C_i, Ĉ_i, SET] instead of [C_i, SET]",
                                    flag="--append-refined")
-    head: str = setting("clip_set", "transformer/SCALE_ft head: clip_set ([C_i, SET] per clip) or cls")
     # -- run
     seed: int = setting(0, "seed of low-shot subsets, splits and training")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
@@ -123,9 +122,8 @@ class ProbeConfig(Settings):
         return with_defaults(base, **shared)
 
     def row_options(self, base: TrainConfig) -> dict[str, object]:
-        """The row-definition options the config ``base`` has: ``--append-refined`` (linear),
-        ``--head`` (transformer, SCALE_ft)."""
-        options = {"append_refined": self.append_refined or None, "head": self.head}
+        """The row-definition options the config ``base`` has: ``--append-refined`` (SCALE_linear)."""
+        options = {"append_refined": self.append_refined or None}
         names = {f.name for f in dataclasses.fields(base)}
         return {name: value for name, value in options.items() if name in names}
 
