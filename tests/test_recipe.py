@@ -150,3 +150,14 @@ def test_videomae_position_table_interpolated_trilinearly_once(tmp_path, caplog)
         want = ref(pixel_values=x.permute(0, 2, 1, 3, 4)).last_hidden_state.mean(1)
         got = ours(x)
     assert (got - want).abs().max() < 1e-4
+
+
+def test_every_recipe_is_valid_and_its_views_parse():
+    from vssl.extract.config import RECIPES
+    from vssl.extract.samplers import parse_views
+
+    for name, cfg in RECIPES.items():
+        views = parse_views(cfg.views, frames=cfg.frames or 16, stride=cfg.stride or 4, size=cfg.size or 224)
+        assert views, name
+    ssv2 = parse_views(RECIPES["scale-ssv2"].views, frames=16, stride=2, size=224)
+    assert ssv2["random16"].flip == 0.0 and ssv2["uniform2x3"].num_clips == 6 and RECIPES["scale-ssv2"].stride == 2

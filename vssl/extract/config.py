@@ -138,6 +138,11 @@ RECIPES: dict[str, ExtractConfig] = {
     # its own store for that resolution (the crop regions are the same).
     "scale": ExtractConfig(views="random:16:crop=lin:place=slowfast,uniform:5x3:place=slowfast", frames=16,
                            stride=4, size=224, fps=30.0, mean=(0.45,) * 3, std=(0.225,) * 3, recipe="scale"),
+    # the same for SSv2 (the released ssv2 dataset: stride 2, no horizontal flip, which would
+    # swap "left" and "right" classes; 2 temporal x 3 spatial evaluation clips)
+    "scale-ssv2": ExtractConfig(views="random:16:crop=lin:place=slowfast:flip=0,uniform:2x3:place=slowfast",
+                                frames=16, stride=2, size=224, fps=30.0, mean=(0.45,) * 3, std=(0.225,) * 3,
+                                recipe="scale-ssv2"),
 }
 
 
