@@ -71,6 +71,25 @@ def save_hf_dir(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> P
     return path
 
 
+def hf_timesformer_to_svt(hf: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """transformers TimesformerModel names -> TimeSformer/SVT names (unwrapped)."""
+    sd = {"cls_token": hf["embeddings.cls_token"], "pos_embed": hf["embeddings.position_embeddings"],
+          "time_embed": hf["embeddings.time_embeddings"],
+          "patch_embed.proj.weight": hf["embeddings.patch_embeddings.projection.weight"],
+          "patch_embed.proj.bias": hf["embeddings.patch_embeddings.projection.bias"],
+          "norm.weight": hf["layernorm.weight"], "norm.bias": hf["layernorm.bias"]}
+    names = {"attn.qkv": "attention.attention.qkv", "attn.proj": "attention.output.dense",
+             "temporal_attn.qkv": "temporal_attention.attention.qkv",
+             "temporal_attn.proj": "temporal_attention.output.dense", "temporal_fc": "temporal_dense",
+             "norm1": "layernorm_before", "norm2": "layernorm_after", "temporal_norm1": "temporal_layernorm",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    for i in range(depth):
+        for ours, theirs in names.items():
+            for t in ("weight", "bias"):
+                sd[f"blocks.{i}.{ours}.{t}"] = hf[f"encoder.layer.{i}.{theirs}.{t}"]
+    return sd
+
+
 # ------------------------------------------------------------------ MindSpore writer (protobuf by hand)
 
 MS_TYPES = {torch.float32: ("Float32", "<f4"), torch.float16: ("Float16", "<f2"), torch.int32: ("Int32", "<i4"),

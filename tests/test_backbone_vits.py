@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.backbone_helpers import TOL, randomize_
+from tests.backbone_helpers import TOL, hf_timesformer_to_svt, randomize_
 from vssl.extract.backbones import create_backbone
 
 transformers = pytest.importorskip("transformers")
@@ -57,21 +57,7 @@ def test_svt_matches_transformers_timesformer(tmp_path):
     cfg = transformers.TimesformerConfig(image_size=SIZE, patch_size=16, num_frames=T, hidden_size=DIM,
                                          num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=256)
     ref = randomize_(transformers.TimesformerModel(cfg))
-    hf = ref.state_dict()
-    sd = {"cls_token": hf["embeddings.cls_token"], "pos_embed": hf["embeddings.position_embeddings"],
-          "time_embed": hf["embeddings.time_embeddings"],
-          "patch_embed.proj.weight": hf["embeddings.patch_embeddings.projection.weight"],
-          "patch_embed.proj.bias": hf["embeddings.patch_embeddings.projection.bias"],
-          "norm.weight": hf["layernorm.weight"], "norm.bias": hf["layernorm.bias"]}
-    names = {"attn.qkv": "attention.attention.qkv", "attn.proj": "attention.output.dense",
-             "temporal_attn.qkv": "temporal_attention.attention.qkv",
-             "temporal_attn.proj": "temporal_attention.output.dense", "temporal_fc": "temporal_dense",
-             "norm1": "layernorm_before", "norm2": "layernorm_after", "temporal_norm1": "temporal_layernorm",
-             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
-    for i in range(DEPTH):
-        for ours, theirs in names.items():
-            for t in ("weight", "bias"):
-                sd[f"blocks.{i}.{ours}.{t}"] = hf[f"encoder.layer.{i}.{theirs}.{t}"]
+    sd = hf_timesformer_to_svt(ref.state_dict(), DEPTH)
     # SVT: DINO wrapper, backbone.-prefixed, the teacher under `teacher`, a projection head to drop
     wrapped = {f"backbone.{k}": v for k, v in sd.items()} | {"head.mlp.0.weight": torch.zeros(4, DIM)}
     student = {k: torch.zeros_like(v) for k, v in wrapped.items()}

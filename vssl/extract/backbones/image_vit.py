@@ -4,8 +4,10 @@ Checkpoints use timm's names: ``patch_embed.proj`` (Conv2d), ``cls_token``, ``po
 (CLS + patch grid), ``blocks.N.attn.qkv`` with bias, ``norm`` (MAE finetuned with global
 pooling has ``fc_norm`` instead). Each frame is embedded as its authors pool it — the mean
 of the normed patch tokens (MAE's global pooling, ViC-MAE's frame representation) — and the
-clip embedding is the average over frames. The position grid is interpolated (bicubic, as
-timm does) when the input size differs from the training size. :class:`ImageViT` embeds frames;
+clip embedding is the average over frames. At another frame size than the training one the
+patch position grid is interpolated bicubically, exactly as transformers' ``ViTModel(...,
+interpolate_pos_encoding=True)`` and timm do (SCALE runs no image ViT to follow), and said in one
+log line (:mod:`.pos_embed`). :class:`ImageViT` embeds frames;
 the registry wraps it in :class:`~.per_frame.PerFrame` for clips.
 """
 
@@ -21,7 +23,8 @@ from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           select_prefix, wrong_layout)
 from .registry import register_family
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, resize_pos_grid, vit_arch
+from .pos_embed import grid_side, resize_pos_grid, say_resized
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, vit_arch
 
 IMAGE_VIT_SPEC = InputSpec(frames=8, stride=8, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 LAYOUTS = "timm/MAE/ViC-MAE .pth (cls_token, pos_embed, blocks.N.attn.qkv, norm)"
@@ -48,8 +51,13 @@ class ImageViT(Backbone):
     @classmethod
     def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *,
                              num_heads: int | None = None) -> dict[str, Any]:
-        return {**vit_arch(sd, num_heads, eps=1e-6), "grid": grid_side(sd["pos_embed"].shape[1] - 1),
-                "final_norm": "norm.weight" in sd, "fc_norm": "fc_norm.weight" in sd}
+        """Shape, which norms the file has, and the square patch grid its ``pos_embed`` was trained for."""
+        arch = vit_arch(sd, num_heads, eps=1e-6)
+        grid = grid_side(sd["pos_embed"].shape[1] - 1)
+        side = spec.size // arch["patch"]
+        say_resized("image_vit", source, (grid, grid), (side, side), "bicubically (as transformers' ViT)",
+                    f"frames of {spec.size} px")
+        return {**arch, "grid": grid, "final_norm": "norm.weight" in sd, "fc_norm": "fc_norm.weight" in sd}
 
     def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, P, D) patch tokens (normed if the file has ``norm``), the CLS token dropped."""

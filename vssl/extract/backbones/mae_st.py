@@ -7,6 +7,12 @@ separate ``attn.q/k/v`` projections with bias, Kinetics mean/std. Its video eval
 ``norm(mean(patch tokens))`` (the CLS token does not enter the embedding).
 
 The separate q/k/v are fused into our ``attn.qkv`` on load, so the block is the shared one.
+
+mae_st's encoder only runs at its training grid. At another clip size or frame count the
+factorised table is resized as SCALE resizes this very layout (its ``factorized_pos_emb``):
+trilinearly over (t, h, w), computed per factor (:func:`.pos_embed.resize_factorised`: the
+spatial table bilinearly, the temporal one linearly, which sums to the same table), said in
+one log line.
 """
 
 from __future__ import annotations
@@ -16,13 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from vssl.errors import CheckpointError
-
 from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
 from .builder import Adapted
 from .checkpoints import KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser, wrong_layout
 from .registry import register_family
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, grid_side, resize_pos_grid, vit_arch
+from .pos_embed import grid_side, resize_factorised, say_resized
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, vit_arch
 
 MAE_ST_SPEC = InputSpec(frames=16, stride=4, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
 LAYOUTS = "mae_st / CrossVideoMAE .pth (model or model_state; pos_embed_spatial/temporal/class, attn.q/k/v)"
@@ -50,26 +55,23 @@ class MaeSTViT(Backbone):
     @classmethod
     def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *,
                              num_heads: int | None = None) -> dict[str, Any]:
-        """Shape and position grids; the temporal table is learned, so the clip must match it."""
+        """Shape and the (t, h, w) grid the position tables were trained for; another clip resizes them."""
         arch = vit_arch(sd, num_heads, eps=1e-6)
         t_patch = sd["patch_embed.proj.weight"].shape[2]
-        t_grid = sd["pos_embed_temporal"].shape[1]
-        if spec.frames // t_patch != t_grid:
-            raise CheckpointError(f"{source} was trained on {t_grid * t_patch}-frame clips (temporal positions"
-                                  f" are learned, not interpolated); use --frames {t_grid * t_patch}")
-        return {**arch, "t_patch": t_patch, "grid": grid_side(sd["pos_embed_spatial"].shape[1]), "t_grid": t_grid,
-                "cls_embed": "cls_token" in sd}
+        t_grid, grid = sd["pos_embed_temporal"].shape[1], grid_side(sd["pos_embed_spatial"].shape[1])
+        side = spec.size // arch["patch"]
+        say_resized("mae_st", source, (t_grid, grid, grid), (spec.frames // t_patch, side, side),
+                    "trilinearly (as SCALE does; per factor)", f"{spec.frames} frames at {spec.size} px")
+        return {**arch, "t_patch": t_patch, "grid": grid, "t_grid": t_grid, "cls_embed": "cls_token" in sd}
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, N, D) final patch tokens in (t, h, w) order (the CLS token dropped)."""
         x = self.patch_embed.proj(clips)  # (B, D, T', H', W')
         B, D, t, h, w = x.shape
-        if t != self.pos_embed_temporal.shape[1]:
-            raise CheckpointError(f"mae_st checkpoint has {self.pos_embed_temporal.shape[1]} temporal positions,"
-                                  f" the clip gives {t}: use the frame count it was trained with")
         x = x.flatten(2).transpose(1, 2)  # tokens ordered (t, h, w)
-        spatial = resize_pos_grid(self.pos_embed_spatial, (self.grid, self.grid), (h, w))
-        pos = spatial.repeat(1, t, 1) + self.pos_embed_temporal.repeat_interleave(h * w, dim=1)
+        trained = (self.pos_embed_temporal.shape[1], self.grid, self.grid)
+        spatial, temporal = resize_factorised(self.pos_embed_spatial, self.pos_embed_temporal, trained, (t, h, w))
+        pos = spatial.repeat(1, t, 1) + temporal.repeat_interleave(h * w, dim=1)
         x = x + pos
         if self.cls_token is not None:
             x = torch.cat([(self.cls_token + self.pos_embed_class).expand(B, -1, -1), x], dim=1)

@@ -9,6 +9,13 @@ outputs are averaged, then the MLP. The clip embedding is the final-norm CLS tok
 
 SVT saves DINO-style checkpoints: keys prefixed ``backbone.`` (and a DINO ``head.`` to drop),
 flat or under ``teacher`` (the network SVT evaluates).
+
+At another clip size or frame count the tables are resized as SCALE does for this checkpoint
+(``convert_svt`` turns ``pos_embed``/``time_embed`` into its factorised table, which it
+interpolates trilinearly; its recipe feeds SVT 16 frames, twice its 8): bilinear spatial +
+linear temporal, :func:`.pos_embed.resize_factorised`, said in one log line. This departs on
+purpose from TimeSformer's, SVT's and transformers' ``TimesformerModel`` nearest-neighbour
+resizing, which SCALE's features were not computed with.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
@@ -24,7 +30,8 @@ from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           select_prefix, wrong_layout)
 from .registry import register_family
-from .vit_layers import Attention, Mlp, ViTShape, grid_side, resize_pos_grid, vit_arch
+from .pos_embed import grid_side, resize_factorised, say_resized
+from .vit_layers import Attention, Mlp, ViTShape, vit_arch
 
 # SVT evaluates TimeSformer_divST_8x32_224: 8 frames, sampling rate 32, 224 px, Kinetics mean/std.
 SVT_SPEC = InputSpec(frames=8, stride=32, size=224, mean=KINETICS_MEAN, std=KINETICS_STD)
@@ -83,8 +90,13 @@ class TimeSformer(Backbone):
     @classmethod
     def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *,
                              num_heads: int | None = None) -> dict[str, Any]:
-        return {**vit_arch(sd, num_heads, eps=1e-6), "grid": grid_side(sd["pos_embed"].shape[1] - 1),
-                "num_frames": sd["time_embed"].shape[1]}
+        """Shape and the (t, h, w) grid ``time_embed`` and ``pos_embed`` were trained for."""
+        arch = vit_arch(sd, num_heads, eps=1e-6)
+        frames, grid = sd["time_embed"].shape[1], grid_side(sd["pos_embed"].shape[1] - 1)
+        side = spec.size // arch["patch"]
+        say_resized("timesformer", source, (frames, grid, grid), (spec.frames, side, side),
+                    "trilinearly (as SCALE does; per factor)", f"{spec.frames} frames at {spec.size} px")
+        return {**arch, "grid": grid, "num_frames": frames}
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, 1 + S*T, D) final tokens, CLS first, before the final norm."""
@@ -93,13 +105,10 @@ class TimeSformer(Backbone):
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)  # (B*T, S, D)
         S, D = x.shape[1], x.shape[2]
-        # TimeSformer resizes position tables with nearest-neighbour interpolation.
-        pos = resize_pos_grid(self.pos_embed[:, 1:], (self.grid, self.grid), (h, w), mode="nearest")
+        trained = (self.time_embed.shape[1], self.grid, self.grid)
+        pos, time = resize_factorised(self.pos_embed[:, 1:], self.time_embed, trained, (T, h, w))
         cls = self.cls_token + self.pos_embed[:, :1]
         x = x + pos
-        time = self.time_embed
-        if time.shape[1] != T:
-            time = F.interpolate(time.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
         x = x.reshape(B, T, S, D) + time[:, :, None]
         x = torch.cat([cls.expand(B, -1, -1), x.transpose(1, 2).reshape(B, S * T, D)], dim=1)
         for block in self.blocks:

@@ -33,7 +33,8 @@ from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, dr
                           rename_keys, select_prefix, wrong_layout)
 from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
 from .registry import register_family
-from .vit_layers import Block, ViTShape, fuse_separate_qkv, resize_pos_table, sinusoid_table, vit_arch
+from .pos_embed import resize_pos_table, say_resized
+from .vit_layers import Block, ViTShape, fuse_separate_qkv, sinusoid_table, vit_arch
 
 log = logging.getLogger("vssl.extract")
 
@@ -91,10 +92,9 @@ class VideoViT(Backbone):
                                       f"{spec.frames} frames at {spec.size} px nor the family's "
                                       f"{VIDEOMAE_SPEC.frames} x {VIDEOMAE_SPEC.size}: use the clip size it was "
                                       "trained with (--frames/--size)")
-        if pos_grid is not None and pos_grid != clip:
-            log.warning("%s: position table of %s tokens (t x h x w, as trained) interpolated trilinearly to %s for "
-                        "%d frames at %d px, as SCALE does", source, "x".join(map(str, pos_grid)),
-                        "x".join(map(str, clip)), spec.frames, spec.size)
+        if pos_grid is not None:
+            say_resized("videomae", source, pos_grid, clip, "trilinearly (as SCALE does)",
+                        f"{spec.frames} frames at {spec.size} px")
         elif pos_grid is None and (spec.frames, spec.size) != (VIDEOMAE_SPEC.frames, VIDEOMAE_SPEC.size):
             log.warning("%s does not say which clip it was trained on: its fixed sinusoid table is built for %d "
                         "frames at %d px (no interpolation)", source, spec.frames, spec.size)

@@ -8,7 +8,6 @@ picks a fused kernel on CUDA and stays exact on CPU.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -169,36 +168,3 @@ def _sinusoid_table(num_tokens: int, dim: int) -> torch.Tensor:
 def sinusoid_table(num_tokens: int, dim: int, like: torch.Tensor) -> torch.Tensor:
     """Fixed 1-D sinusoid position table over the flattened token index (Vaswani et al.; VideoMAE)."""
     return _sinusoid_table(num_tokens, dim).to(device=like.device, dtype=like.dtype)
-
-
-def resize_pos_grid(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Interpolate a (1, H*W, D) position grid to another resolution (timm's approach)."""
-    if old == new:
-        return pos
-    D = pos.shape[-1]
-    grid = pos.reshape(1, old[0], old[1], D).permute(0, 3, 1, 2)
-    kwargs = {"align_corners": False} if mode in ("bicubic", "bilinear") else {}
-    grid = F.interpolate(grid.float(), size=new, mode=mode, **kwargs).to(pos.dtype)
-    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], D)
-
-
-def grid_side(n: int) -> int:
-    side = int(round(math.sqrt(n)))
-    if side * side != n:
-        raise ValueError(f"{n} position embeddings do not form a square grid")
-    return side
-
-
-def resize_pos_table(pos: torch.Tensor, old: tuple[int, int, int], new: tuple[int, int, int]) -> torch.Tensor:
-    """A (1, t*h*w, D) position table of grid ``old`` interpolated trilinearly to grid ``new``.
-
-    As SCALE runs ViTs at other clip sizes (Separius/SCALE ``src/models/interface.py``:
-    ``VisionTransformer.get_pos_embedding``): reshape to (t, h, w), ``F.interpolate(...,
-    mode="trilinear")`` with align_corners False, flatten back in (t, h, w) order.
-    """
-    if tuple(old) == tuple(new):
-        return pos
-    D = pos.shape[-1]
-    grid = pos.reshape(1, *old, D).permute(0, 4, 1, 2, 3)
-    grid = F.interpolate(grid.float(), size=tuple(new), mode="trilinear").to(pos.dtype)
-    return grid.permute(0, 2, 3, 4, 1).reshape(1, -1, D)
