@@ -69,6 +69,10 @@ class Backbone(nn.Module):
     spec: InputSpec
     family: str
     pooling: str = ""
+    #: conv families: the memory format their convolutions run fastest in (``torch.channels_last``
+    #: for 2-D, ``torch.channels_last_3d`` for 3-D); weights and inputs are put in it when frozen.
+    #: Measured on EfficientNet-Lite0, 128 px, 2 CPU threads: 1.32x fp32 NCHW (docs/PERFORMANCE.md).
+    memory_format: torch.memory_format | None = None
 
     def __init__(self, embed_dim: int, spec: InputSpec, family: str) -> None:
         super().__init__()
@@ -92,11 +96,17 @@ class Backbone(nn.Module):
         return pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_format is not None and x.dim() == (4 if self.memory_format == torch.channels_last else 5):
+            x = x.contiguous(memory_format=self.memory_format)
         return self.forward_head(pool(self.forward_features(x), self.pooling))
 
     def freeze(self) -> "Backbone":
-        """Eval mode, no gradients: backbones are never trained by vssl."""
+        """Eval mode, no gradients (backbones are never trained by vssl), conv weights in their fast
+        memory format."""
         self.eval()
+        for module in self.modules():
+            if isinstance(module, Backbone) and module.memory_format is not None:
+                module.to(memory_format=module.memory_format)
         for p in self.parameters():
             p.requires_grad_(False)
         return self

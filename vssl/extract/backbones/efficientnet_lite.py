@@ -80,6 +80,7 @@ class EfficientNetLite(Backbone):
     """EfficientNet-Lite0 trunk over images + ImageNet classifier (``classify``); forward gives pooled features."""
 
     pooling = "avgpool"
+    memory_format = torch.channels_last
 
     def __init__(self, spec: InputSpec = LITE_SPEC, num_classes: int = 1000) -> None:
         super().__init__(embed_dim=1280, spec=spec, family="efficientnet_lite")

@@ -68,6 +68,7 @@ class SlowOnlyR50(Backbone):
     """SlowOnly R50 trunk; forward returns the global average of res5 (B, 2048)."""
 
     pooling = "avgpool"
+    memory_format = torch.channels_last_3d
 
     def __init__(self, spec: InputSpec = SLOWONLY_8X8, width: int = 64, depths: tuple[int, ...] = DEPTHS) -> None:
         super().__init__(embed_dim=width * 32, spec=spec, family="slowonly")
