@@ -8,7 +8,7 @@ oneDNN runs bf16 GEMMs several times faster than fp32), else fp32.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, ContextManager
+from typing import TYPE_CHECKING, ContextManager, Iterator
 
 from vssl.errors import VsslError
 
@@ -80,3 +80,33 @@ def autocast(device: "torch.device", precision: str) -> ContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def matmul_numerics(tf32: bool, bf16_reduced_reduction: bool | None = None) -> Iterator[None]:
+    """Set how float32 and bf16 matrix products may round for one block, and restore the caller's after.
+
+    These are process-wide torch flags: a library that sets them and leaves them set changes the
+    numerics of its caller's later code (and of the next stage in the same process), so every
+    stage scopes them. ``tf32``: float32 products (and cuDNN convolutions) may use TF32 on CUDA;
+    False is torch's "highest" float32 precision, which also keeps oneDNN from using bf16 for
+    float32 products on CPU. ``bf16_reduced_reduction``: cuBLAS may accumulate bf16 products in
+    bf16 (None: left as it is). Restored even when the block raises.
+    """
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    # the float32 precision string alone determines cuBLAS's TF32 switch (allow_tf32 reads it), so it is
+    # saved and restored as the string: writing allow_tf32 back would turn a caller's "medium" into "high"
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,
+             matmul.allow_bf16_reduced_precision_reduction)
+    try:
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = tf32
+        if bf16_reduced_reduction is not None:
+            matmul.allow_bf16_reduced_precision_reduction = bf16_reduced_reduction
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
+        matmul.allow_bf16_reduced_precision_reduction = saved[2]

@@ -15,10 +15,11 @@ return the summary.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from vssl.aggregate.plan import Plan, plan_run, run_meta
 from vssl.progress import make_progress
 from vssl.aggregate.resume import RESUMABLE_CHANGES, Resume, check_same_data, resume_point
 from vssl.aggregate.sampling import sample_sets
-from vssl.device import autocast
+from vssl.device import autocast, matmul_numerics
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 
@@ -104,9 +105,6 @@ def _build(cfg: ScaleConfig, in_dim: int, plan: Plan, state: dict[str, Any] | No
            ) -> tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler]:
     """The model (initialised from ``cfg.seed``), its optimiser and loss scaler, restored from ``state``."""
     device = plan.device
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
     model = ScaleModel(cfg, in_dim).to(device)
     opt = make_optimizer(model, cfg)
@@ -117,6 +115,14 @@ def _build(cfg: ScaleConfig, in_dim: int, plan: Plan, state: dict[str, Any] | No
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
     return model, opt, scaler
+
+
+def _training_numerics(device: torch.device) -> ContextManager:
+    """TF32 float32 products (and cuDNN convolutions) for the training steps on CUDA, as stage two
+    has always trained there, with the caller's flags restored when training ends: they are
+    process-wide, and a later k-NN, probe or user code in the same process must get the numerics it
+    asked for. CPU training leaves them as they are."""
+    return matmul_numerics(tf32=True) if device.type == "cuda" else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- epochs
@@ -271,7 +277,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         log(f"{run_dir} already trained {resumed.epoch} epochs; nothing to do")
         return summary
 
-    with make_progress(quiet or not par.is_main) as progress:
+    with make_progress(quiet or not par.is_main) as progress, _training_numerics(plan.device):
         load_task = progress.add_task("loading features", total=num_videos, info="")
         source = open_source(the_view, rows, plan.device, cfg.max_memory_bytes,
                              progress=lambda n: progress.advance(load_task, n))

@@ -36,6 +36,7 @@ from vssl.progress import ProgressBar
 from .backbones import Backbone, create_backbone
 from .clips import cut_video
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
+from .finite import unusable_reason, unusable_rows
 from .inputs import VideoInputs, collect_inputs
 from .samplers import SamplerSpec, parse_views
 from .transforms import normalize
@@ -88,11 +89,13 @@ def checkpoint_sha256(path: str | Path | None) -> str | None:
 
 
 def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None,
-                  norm: tuple[Sequence[float], Sequence[float]] | None = None) -> BackboneSpec:
+                  norm: tuple[Sequence[float], Sequence[float]] | None = None, precision: str = "") -> BackboneSpec:
     """What the store records about the network and how its clips are cut.
 
     ``norm``: the (mean, std) the clips are normalised with, when not the backbone's
     (``--mean/--std``); they join the identity, so a store never mixes normalisations.
+    ``precision``: the resolved autocast precision (fp32/bf16/fp16); it joins the identity too,
+    so a store never mixes features computed at two precisions.
 
     A backbone that ships its own weights (``checkpoint_path`` set by its factory, e.g. the
     packaged EfficientNet-Lite0 file) is recorded with that file when no --checkpoint is given.
@@ -105,7 +108,7 @@ def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None,
                         mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),
                         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                         checkpoint_sha256=checkpoint_sha256(checkpoint), family=getattr(model, "family", ""),
-                        pooling=getattr(model, "pooling", ""))
+                        pooling=getattr(model, "pooling", ""), precision=precision)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -135,7 +138,7 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
             if not FeatureStore.exists(out):  # not a concurrent shard's creation: a real error
                 raise
     store = FeatureStore.open(out, "r+")
-    store.check_backbone(spec)
+    store.check_backbone(spec, fix="resume with the same backbone settings and --precision, or use a new --out store")
     paths = store.paths().tolist()
     given = [v.path for v in inputs.videos]
     if paths != given:
@@ -236,14 +239,21 @@ class _Pending:
         self.left = 0 if self.error else sum(count.values())
         self.clips = self.left
 
+    def fail(self, reason: str) -> None:
+        """Fail this video (its first reason wins); its rows are zeroed so nothing unusable is written."""
+        if self.error is None:
+            self.error = reason
+            for rows in self.features.values():
+                rows[:] = 0
+
 
 class _Batcher:
     """Packs clips of consecutive videos into fixed-size batches and runs the backbone."""
 
     def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int,
-                 norm: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
+                 norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16") -> None:
         self.model, self.device, self.batch_size = model, device, batch_size
-        self.precision = precision
+        self.precision, self.store_dtype = precision, store_dtype
         self.queue: deque[tuple[_Pending, str, int, torch.Tensor]] = deque()  # (video, view, first k, clips)
         self.queued = 0
         self.mean, self.std = norm or (model.spec.mean, model.spec.std)
@@ -272,9 +282,15 @@ class _Batcher:
         x = torch.cat(parts) if len(parts) > 1 else parts[0]
         self.queued -= x.shape[0]
         features = self.forward(x)
+        bad = unusable_rows(features, self.store_dtype)
         offset = 0
         for video, view, k0, take in owners:
-            video.features[view][k0:k0 + take] = features[offset:offset + take]
+            rows = features[offset:offset + take]
+            worst = np.flatnonzero(bad[offset:offset + take])
+            if worst.size:  # the video fails; the run goes on
+                video.fail(unusable_reason(rows[worst[0]], view, k0 + int(worst[0]), self.precision, self.store_dtype))
+            if video.error is None:
+                video.features[view][k0:k0 + take] = rows
             offset += take
             video.left -= take
             if video.left == 0:
@@ -353,7 +369,7 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     specs = parse_views(cfg.views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size,
                         seed=cfg.seed, fps=cfg.fps)
     norm = (cfg.mean or model.spec.mean, cfg.std or model.spec.std)  # --mean/--std beat the backbone's
-    store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint, norm), inputs,
+    store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint, norm, precision), inputs,
                                  cfg.chunk_videos)
     prepare_views(store, specs, cfg.dtype, record=cfg.record())
     return _Run(cfg, inputs, model, device, precision, specs, store, norm)
@@ -398,7 +414,7 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
                         batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                         pin_memory=run.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
-    batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size, run.norm)
+    batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size, run.norm, cfg.dtype)
     chunks = _ChunkAssembler(store, jobs)
 
     with ProgressBar("extract", len(jobs), quiet=not progress) as bar:

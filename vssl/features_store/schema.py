@@ -51,11 +51,15 @@ class BackboneSpec:
     # "" = not recorded (stores written before pooling was): the backbone's default, so it
     # matches any pooling of the same named backbone and checkpoint.
     pooling: str = ""
+    # The autocast precision the clips were embedded at (fp32, bf16, fp16): features of two
+    # precisions differ beyond rounding, so one store holds one. "" = not recorded (stores written
+    # before it was): matches any precision, so those stores still open and resume.
+    precision: str = ""
 
     # Fields that change what the features mean; a store refuses features that differ here.
     IDENTITY_FIELDS = ("name", "checkpoint_sha256", "embed_dim", "frames", "stride", "size", "mean", "std",
-                       "pooling")
-    UNRECORDED_MATCHES = ("pooling",)  # identity fields an older store may lack: "" compares equal
+                       "pooling", "precision")
+    UNRECORDED_MATCHES = ("pooling", "precision")  # identity fields an older store may lack: "" compares equal
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -8,7 +8,11 @@ installed; 0.77x the time of torch's bare fp32 product at Kinetics scale on an i
 blocked float32 matrix product + top-k in torch (``auto`` on CUDA without GPU faiss; 0.89x; it
 held up better than faiss on an oversubscribed machine, see docs/PERFORMANCE.md).
 ``precision="bf16"`` (torch backend) ranks a shortlist of 128 in bfloat16 and re-ranks it in float32; a query whose result the bf16 error bound
-cannot certify is searched again in float32, so neighbours stay exact.
+cannot certify is searched again in float32, so neighbours stay exact. The bound assumes float32
+accumulation and float32 re-ranking, so the torch search runs with TF32 and cuBLAS's bf16 reduced
+precision reduction off (:func:`vssl.device.matmul_numerics`), the caller's flags restored after.
+GPU faiss selects at most 2048 neighbours (``GPU_FAISS_MAX_K``; it aborts beyond): a larger ``k``
+on a GPU searches with torch.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vssl.device import matmul_numerics
 from vssl.errors import VsslError
 
 from .common import resolve_device
 
 BACKENDS = ("auto", "faiss", "torch")
+#: the largest k GPU faiss selects (its k-selection kernels; beyond, faiss aborts the process)
+GPU_FAISS_MAX_K = 2048
 #: what k-NN embeds per video on SCALE features (``KnnConfig.features``)
 SCALE_KNN_FEATURES = ("clip_set", "set")
 
@@ -105,28 +112,43 @@ def search(train: np.ndarray, test: np.ndarray, cfg: KnnConfig,
         raise VsslError(f"k-NN backend {cfg.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
     if cfg.precision not in ("fp32", "bf16"):
         raise VsslError(f"k-NN precision {cfg.precision!r} is unknown; use fp32 or bf16")
-    k = min(cfg.k, len(train))
+    k = search_k(cfg, len(train))
     if k < 1:
         raise VsslError("k-NN needs at least one labelled training video")
     device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg, device)
+    backend = resolve_backend(cfg, device, k)
     if backend == "faiss" and cfg.precision == "bf16":
         raise VsslError("--knn-precision bf16 runs on the torch backend; use --knn-backend torch (or auto)")
     train = np.ascontiguousarray(train, dtype=np.float32)
     test = np.ascontiguousarray(test, dtype=np.float32)
     if backend == "faiss":
         return _search_faiss(train, test, k, device, cfg.query_block, advance)
-    return _search_torch(train, test, k, device, cfg.query_block, cfg.precision, advance)
+    with matmul_numerics(tf32=False, bf16_reduced_reduction=False):  # what the exactness bound assumes
+        return _search_torch(train, test, k, device, cfg.query_block, cfg.precision, advance)
 
 
-def resolve_backend(cfg: KnnConfig, device: torch.device) -> str:
-    """The backend ``auto`` stands for: faiss (GPU faiss on CUDA when installed); torch for a
-    CUDA device without GPU faiss, and for the bf16 shortlist, which only torch implements."""
-    if cfg.backend != "auto":
-        return cfg.backend
-    if cfg.precision == "bf16" or (device.type == "cuda" and not _faiss_has_gpu()):
+def search_k(cfg: KnnConfig, num_train: int) -> int:
+    """The number of neighbours a search returns: ``cfg.k``, at most the training videos."""
+    return min(cfg.k, num_train)
+
+
+def resolve_backend(cfg: KnnConfig, device: torch.device, k: int | None = None) -> str:
+    """The backend a search of ``k`` neighbours (default ``cfg.k``) runs on.
+
+    ``auto``: faiss (GPU faiss on CUDA when installed); torch for a CUDA device without GPU faiss,
+    and for the bf16 shortlist, which only torch implements. Whatever was asked, a search GPU faiss
+    would run with k > ``GPU_FAISS_MAX_K`` runs on torch: GPU faiss aborts the process there, and the
+    torch search is as exact.
+    """
+    k = cfg.k if k is None else k
+    gpu_faiss = device.type == "cuda" and _faiss_has_gpu()
+    if cfg.backend == "auto":
+        backend = "torch" if cfg.precision == "bf16" or (device.type == "cuda" and not gpu_faiss) else "faiss"
+    else:
+        backend = cfg.backend
+    if backend == "faiss" and gpu_faiss and k > GPU_FAISS_MAX_K:
         return "torch"
-    return "faiss"
+    return backend
 
 
 def _faiss_has_gpu() -> bool:
@@ -140,6 +162,7 @@ def _search_faiss(train, test, k, device, block, advance):
 
     index = faiss.IndexFlatIP(train.shape[1])
     if device.type == "cuda" and _faiss_has_gpu():
+        assert k <= GPU_FAISS_MAX_K, "resolve_backend sends larger k to torch"
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), device.index or 0, index)
     index.add(train)
     sims = np.empty((len(test), k), dtype=np.float32)

@@ -21,7 +21,7 @@ from vssl.progress import ProgressBar
 from .common import resolve_device
 from .data import TrainView
 from .inputs import ClipInputs
-from .knn import KnnConfig, knn_scores, resolve_backend
+from .knn import KnnConfig, knn_scores, resolve_backend, search_k
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
 from .sources import FeatureSource, ProbeData
@@ -89,7 +89,7 @@ def run_knn(call: ProbeCall) -> ProbeScores:
     tr, te, what = call.source.knn_embeddings(call.data, cfg)
     with call.progress("k-NN", len(te)) as advance:
         scores = knn_scores(tr, call.data.train.labels, te, call.data.num_classes, cfg, advance)
-    backend = resolve_backend(cfg, resolve_device(cfg.device))
+    backend = resolve_backend(cfg, resolve_device(cfg.device), search_k(cfg, len(tr)))
     return ProbeScores(scores, {**cfg.params(), "backend": backend, **what})
 
 

@@ -1,0 +1,86 @@
+"""Unusable features (inf/NaN from fp16 overflow, values a float16 view cannot hold) fail their video,
+and a store records the precision its features were embedded at."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from tests.test_extract import Recorder
+from tests.videos import write_video
+from vssl.errors import StoreError
+from vssl.extract.finite import unusable_reason, unusable_rows
+from vssl.extract.pipeline import extract
+from vssl.features_store import STATUS_DONE, STATUS_FAILED, FeatureStore, verify_store
+
+
+class Overflowing(Recorder):
+    """Returns inf on one clip of its ``poisoned``-th batch (one video per batch in these tests)."""
+
+    def __init__(self, poisoned: int, value: float = float("inf")) -> None:
+        super().__init__()
+        self.poisoned, self.value = poisoned, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if len(self.seen) - 1 == self.poisoned:
+            y[-1, 2] = self.value
+        return y
+
+
+@pytest.fixture
+def videos(tmp_path):
+    for i in range(3):
+        write_video(tmp_path / "v" / f"{i}.mp4", 12 + 4 * i)
+    return tmp_path / "v"
+
+
+def run(videos, out, model, **kw):
+    return extract(videos, out, model=model, backbone="recorder", views="uniform:2x1", batch_size=2,
+                   progress=False, **kw)
+
+
+def test_inf_features_fail_their_video_and_the_run_goes_on(tmp_path, videos):
+    s = run(videos, tmp_path / "s", Overflowing(poisoned=1))
+    assert (s.processed, s.done, s.failed) == (3, 2, 1)
+    (path, reason), = s.failures
+    assert path == "1.mp4" and reason == "inf features in clip 1 of view 'uniform2x1' under fp32 " \
+                                         "(the backbone produced them; check its checkpoint and input normalisation)"
+    st = FeatureStore.open(tmp_path / "s")
+    assert st.video_status().tolist() == [STATUS_DONE, STATUS_FAILED, STATUS_DONE]
+    assert st.view("uniform2x1").done().tolist() == [True, False, True]
+    assert np.isfinite(st.view("uniform2x1").read(np.arange(3)).features).all()
+    assert verify_store(st) == []
+    again = run(videos, tmp_path / "s", Recorder(), retry_failed=True)  # the fixed backbone redoes it alone
+    assert (again.done, again.failed, again.skipped_done) == (1, 0, 2)
+
+
+def test_values_beyond_the_store_dtype_fail_only_where_the_dtype_cannot_hold_them(tmp_path, videos):
+    s = run(videos, tmp_path / "half", Overflowing(poisoned=0, value=1e6))
+    assert s.failed == 1 and "exceed float16's range" in s.failures[0][1] and "--dtype float32" in s.failures[0][1]
+    assert run(videos, tmp_path / "full", Overflowing(poisoned=0, value=1e6), dtype="float32").failed == 0
+
+
+def test_reasons_name_fp16_overflow():
+    rows = np.array([[0.0, 1.0], [np.inf, np.nan], [7e4, 0.0]], np.float32)
+    assert unusable_rows(rows, "float16").tolist() == [False, True, True]
+    assert unusable_rows(rows, "float32").tolist() == [False, True, False]
+    assert unusable_reason(rows[1], "v", 4, "fp16", "float16").startswith(
+        "NaN/inf features in clip 4 of view 'v' under fp16 (fp16 overflows where bf16 and fp32 do not")
+
+
+def test_resuming_with_another_precision_is_refused_old_stores_resume(tmp_path, videos):
+    run(videos, tmp_path / "s", Recorder(), chunk_videos=2, shard="0/2")
+    assert FeatureStore.open(tmp_path / "s").backbone.precision == "fp32"
+    with pytest.raises(StoreError, match=r"precision: store has 'fp32', got 'bf16'\); resume with the same .*"
+                                         r"--precision"):
+        run(videos, tmp_path / "s", Recorder(), chunk_videos=2, precision="bf16")
+    root = zarr.open_group(str(tmp_path / "s"), mode="r+")
+    record = dict(root.attrs["backbone"])
+    del record["precision"]  # as the previous version wrote it
+    root.attrs["backbone"] = record
+    resumed = run(videos, tmp_path / "s", Recorder(), chunk_videos=2, precision="bf16")
+    assert (resumed.done, resumed.skipped_done) == (1, 2)
+    assert FeatureStore.open(tmp_path / "s").backbone.precision == ""
