@@ -289,6 +289,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="a smoke-sized run in seconds (numbers not meaningful)"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="backbone (default efficientnet-lite0; tiny with --quick)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="SCALE training epochs"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda"),
     seed: int = typer.Option(0, "--seed"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
@@ -296,7 +297,8 @@ def demo(
     from vssl.demo.run import DemoConfig, run_demo
     from vssl.probe.report import render_table
 
-    overrides = {k: v for k, v in dict(videos=videos, backbone=backbone, epochs=epochs, seed=seed).items()
+    overrides = {k: v for k, v in dict(videos=videos, backbone=backbone, epochs=epochs, seed=seed,
+                                       device=device).items()
                  if v is not None}
     cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
     result = run_demo(out_dir, cfg, quiet=quiet, log=lambda msg: err.print(msg, highlight=False))

@@ -47,6 +47,7 @@ class DemoConfig:
     probe_epochs: int = 60
     probe_batch_size: int = 16  # small batches: enough steps on ~80 training videos
     workers: int = 0
+    device: str = "auto"        # every stage: CUDA when present (the GPU check runs the demo there)
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -152,28 +153,30 @@ def run_demo(out: str | Path = "vssl-demo", cfg: DemoConfig | None = None, quiet
     log(f"[2/5] extracting {cfg.train_views} and {cfg.eval_views} clips with {cfg.backbone}")
     extract(manifest, store, backbone=cfg.backbone, views=[cfg.train_views, cfg.eval_views],
             frames=cfg.frames, stride=cfg.stride, size=cfg.size, workers=cfg.workers, seed=cfg.seed,
-            progress=not quiet)
+            device=cfg.device, progress=not quiet)
     seconds["extract"] = time.perf_counter() - t
 
     t = time.perf_counter()
     log(f"[3/5] training SCALE on {train_view} for {cfg.epochs} epochs")
     scale_cfg = ScaleConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, width=cfg.width,
                             heads=max(1, cfg.width // 32), pred_hidden=cfg.pred_hidden,
-                            target_hidden=cfg.target_hidden, seed=cfg.seed, device="cpu",
+                            target_hidden=cfg.target_hidden, seed=cfg.seed, device=cfg.device,
                             checkpoint_every=max(1, cfg.epochs))
     train(store, train_view, run_dir, scale_cfg, resume=(run_dir / "checkpoint.pt").exists(), quiet=quiet)
     seconds["aggregate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     log(f"[4/5] exporting SCALE's aggregated features for {eval_view}")
-    export(store, run_dir, eval_view, device="cpu", quiet=quiet)
+    export(store, run_dir, eval_view, device=cfg.device, quiet=quiet)
     seconds["export"] = time.perf_counter() - t
 
     t = time.perf_counter()
     log("[5/5] probing backbone and SCALE features (k-NN, linear, Transformer and SCALE_ft side by side)")
-    request = ProbeRequest(store=store, view=eval_view, knn=KnnConfig(), linear=LinearConfig(epochs=cfg.probe_epochs),
-                           transformer=TransformerConfig(epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size),
-                           finetune=FinetuneConfig(epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size),
+    trained = dict(epochs=cfg.probe_epochs, device=cfg.device)
+    request = ProbeRequest(store=store, view=eval_view, knn=KnnConfig(device=cfg.device),
+                           linear=LinearConfig(**trained),
+                           transformer=TransformerConfig(**trained, batch_size=cfg.probe_batch_size),
+                           finetune=FinetuneConfig(**trained, batch_size=cfg.probe_batch_size),
                            scale_run=run_dir,
                            seed=cfg.seed, quiet=quiet)
     report = run_probes(request)
