@@ -177,3 +177,23 @@ def test_stages_that_read_fixed_views_refuse_a_ragged_one_in_one_line(tmp_path, 
         main([args[0], str(tmp_path / "s"), *args[1:], "--quiet"])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and "variable number of clips" in err and len(err.splitlines()) == 1
+
+
+def test_a_read_racing_a_writer_reads_again_instead_of_returning_zeros(tmp_path, monkeypatch):
+    store = new_store(tmp_path / "s")
+    write_chunk(store, 0, 4)
+    reader = FeatureStore.open(tmp_path / "s").view("dense")
+    writer = store.view("dense")
+    original, calls = type(reader)._read_once, []
+
+    def racing(self, idx, pad_to):  # the first read happens while another process switches chunk 0
+        rows = original(self, idx, pad_to)
+        if self is reader:
+            calls.append(1)
+            if len(calls) == 1:
+                writer.write_clips([1], [np.full((2, D), 7.0, np.float32)], [clips_of(1)[1][:1].repeat(2, 0)])
+        return rows
+
+    monkeypatch.setattr(type(reader), "_read_once", racing)
+    rows = reader.read([1])
+    assert len(calls) == 2 and rows.counts.tolist() == [2] and (rows.features[0] == 7).all()

@@ -100,3 +100,35 @@ def test_a_new_kind_is_one_entry_and_extracts_into_a_ragged_view(tmp_path, every
     assert store_summary(store)["groups"]["views/every6"]["clips"] == sum(len(s) for s in starts)
     again = extract(tmp_path / "v", tmp_path / "s", views="every:6,uniform:2x1", progress=False)
     assert again.processed == 0 and again.skipped_done == 3  # resume: nothing left to do
+
+
+@dataclass(frozen=True)
+class LongOnlyClips(EveryClips):
+    """``longonly:N``: like ``every:N`` but no clip at all in a video shorter than 30 frames."""
+
+    kind: ClassVar[str] = "longonly"
+    syntax: ClassVar[str] = "longonly:N"
+
+    @property
+    def default_name(self) -> str:
+        return f"longonly{self.step}"
+
+    def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
+        return [] if video.num_frames < 30 else super().place(video, video_key)
+
+
+def test_a_video_given_no_clips_by_a_view_fails_alone_and_is_never_written_twice(tmp_path):
+    view_kind(LongOnlyClips)
+    try:
+        for i, n in enumerate((12, 40, 35, 10, 50)):
+            write_video(tmp_path / "v" / "a" / f"{i}.mp4", n)
+        summary = extract(tmp_path / "v", tmp_path / "s", views="longonly:5,uniform:1x1", chunk_videos=5,
+                          batch_size=3, progress=False)
+    finally:
+        VIEW_KINDS.pop("longonly")
+    store = FeatureStore.open(tmp_path / "s")
+    short = store.num_frames() == 0  # failed videos record no frame count
+    assert summary.failed == 2 and summary.done == 3 and summary.processed == 5
+    assert all("places no clip" in error for _, error in summary.failures), summary.failures
+    assert (store.video_status() == 2).sum() == 2 and store.view("longonly5").done().sum() == 3
+    assert verify_store(store) == [] and short.sum() <= 2

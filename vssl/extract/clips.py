@@ -17,6 +17,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from vssl.features_store import BOX_DIM
+
 from .decode import FrameIndexError, VideoInfo, VideoReader, open_video
 from .samplers import Clip, SamplerSpec, sample_clips
 from .transforms import crop_resize
@@ -67,9 +69,15 @@ def cut_from_reader(reader: VideoReader, views: Mapping[str, SamplerSpec], video
         raise FrameIndexError(f"frames of {len(missing)} clips were not produced")
     return VideoClips(
         info=reader.info,
-        clips={name: torch.stack(tensors) for name, tensors in out.items()},
-        boxes={name: np.array([c.box for c in clips], dtype=np.float32) for name, clips in plans.items()},
+        clips={name: torch.stack(tensors) if tensors else _no_clips(views[name]) for name, tensors in out.items()},
+        boxes={name: np.array([c.box for c in clips], dtype=np.float32).reshape(-1, BOX_DIM)
+               for name, clips in plans.items()},
     )
+
+
+def _no_clips(spec: SamplerSpec) -> torch.Tensor:
+    """A view that places no clip in this video (a variable-count kind may): an empty batch."""
+    return torch.empty((0, 3, spec.frames, spec.size, spec.size), dtype=torch.uint8)
 
 
 def cut_video(path: str | Path, views: Mapping[str, SamplerSpec], video_key: str, *,

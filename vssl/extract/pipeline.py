@@ -231,6 +231,10 @@ class _Pending:
         self.error = item["error"]
         self.num_frames = item.get("num_frames", 0)
         self.fps = item.get("fps", 0.0)
+        if self.error is None:  # a kind that places no clip in this video (a variable-count kind may)
+            empty = [v for v in job.views if len(item["boxes"][v]) == 0]
+            if empty:
+                self.error = f"view {empty[0]!r} places no clip in this video ({self.num_frames} frames)"
         # clips of each view: what the sampler cut, or (failed video) the fixed K as zeros / none
         count = {v: (views[v].num_clips or 0) if self.error else len(item["boxes"][v]) for v in job.views}
         self.boxes = {v: np.zeros((count[v], BOX_DIM), np.float32) if self.error else item["boxes"][v].numpy()

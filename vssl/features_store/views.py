@@ -114,10 +114,12 @@ class View(RowGroup):
         return ViewRows(features, super().read("boxes", indices), counts)
 
     def read_features(self, indices) -> np.ndarray:
-        return self.read(indices).features
+        """Features only (the fixed layout reads that one array)."""
+        return RowGroup.read(self, "features", indices)
 
     def read_boxes(self, indices) -> np.ndarray:
-        return self.read(indices).boxes
+        """Boxes only (the fixed layout reads that one array)."""
+        return RowGroup.read(self, "boxes", indices)
 
     def fixed_clips(self, reader: str) -> int:
         """K, for a stage that reads fixed-K views only; one clear line for a ragged view."""
@@ -163,11 +165,9 @@ class RaggedView(View):
     def _pointer(self, c: int) -> dict:
         """``{"data": generation or None, "counts": [...]}`` of chunk ``c`` (re-read when replaced)."""
         path = self._chunks_dir / str(c) / "zarr.json"
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+        stamp = self._stamp(c)
+        if stamp is None:
             return {"data": None, "counts": None}
-        stamp = (st.st_mtime_ns, st.st_ino)
         cached = self._pointers.get(c)
         if cached is None or cached[0] != stamp:
             with open(path) as f:
@@ -211,9 +211,35 @@ class RaggedView(View):
         return out
 
     def read(self, indices, pad_to: int | None = None) -> ViewRows:  # type: ignore[override]
+        """As :meth:`View.read`. Optimistic against a writer rewriting a chunk meanwhile: the rows
+        are read between two looks at the chunks' pointers and read again if one changed (the old
+        generation may be gone: its rows would read as zeros)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_videos):
             raise IndexError(f"video index out of range [0, {self.num_videos})")
+        chunks = np.unique(idx // self.chunk_videos).tolist()
+        for _ in range(3):
+            before = [self._stamp(c) for c in chunks]
+            rows = self._read_once(idx, pad_to)
+            if [self._stamp(c) for c in chunks] == before:
+                return rows
+        raise StoreError(f"view '{self.name}': its chunks kept changing while being read (another process is "
+                         "rewriting them); read again when that writer is done")
+
+    def read_features(self, indices) -> np.ndarray:
+        return self.read(indices).features
+
+    def read_boxes(self, indices) -> np.ndarray:
+        return self.read(indices).boxes
+
+    def _stamp(self, c: int) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._chunks_dir / str(c) / "zarr.json")
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def _read_once(self, idx: np.ndarray, pad_to: int | None) -> ViewRows:
         counts = self.counts(idx)
         width = int(counts.max(initial=0)) if pad_to is None else int(pad_to)
         if counts.size and counts.max() > width:
