@@ -93,6 +93,16 @@ def _tiny_checkpoints(tmp_path) -> dict[str, tuple]:
     slow = {f"backbone.{k}": v for k, v in randomize_(SlowOnlyR50(width=8), std=0.1).state_dict().items()}
     torch.save({"model_state": slow}, tmp_path / "rho.pyth")
     files["slowonly-r50"] = tmp_path / "rho.pyth"
+    from vssl.extract.backbones.dinov2 import DinoV2
+
+    dino = DinoV2(spec, embed_dim=64, depth=1, num_heads=1, mlp_hidden=128, grid=2, registers=2)
+    torch.save(randomize_(dino).state_dict(), tmp_path / "dinov2_reg.pth")
+    files["dinov2"] = tmp_path / "dinov2_reg.pth"
+    from vssl.extract.backbones.clip import CLIPVision
+
+    clip = CLIPVision(spec, width=64, depth=1, num_heads=1, mlp_hidden=128, out_dim=64, grid=2)
+    torch.save({f"visual.{k}": v for k, v in randomize_(clip).state_dict().items()}, tmp_path / "clip.pt")
+    files["clip"] = tmp_path / "clip.pt"
     files["efficientnet-lite0"] = None
     return files
 

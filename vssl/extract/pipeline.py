@@ -34,6 +34,7 @@ from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
 
 from .backbones import Backbone, create_backbone
+from .backbones.hub_cache import resolve_checkpoint
 from .clips import cut_video
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .finite import unusable_reason, unusable_rows
@@ -99,11 +100,12 @@ def backbone_spec(model: Backbone, name: str, checkpoint: str | Path | None,
 
     A backbone that ships its own weights (``checkpoint_path`` set by its factory, e.g. the
     packaged EfficientNet-Lite0 file) is recorded with that file when no --checkpoint is given.
+    A Hugging Face model id is recorded as the cached snapshot it resolved to.
     Its pooling joins its identity (empty for a plugin that does not name one).
     """
     s = model.spec
     mean, std = norm or (s.mean, s.std)
-    checkpoint = checkpoint or getattr(model, "checkpoint_path", None)
+    checkpoint = resolve_checkpoint(checkpoint) if checkpoint else getattr(model, "checkpoint_path", None)
     return BackboneSpec(name=name, embed_dim=int(model.embed_dim), frames=s.frames, stride=s.stride, size=s.size,
                         mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),
                         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,

@@ -62,11 +62,12 @@ def build_model_with_cfg(
     if path is None:
         model: Backbone = model_cls(spec=spec, **given)
     else:
-        adapted = adapter(read_checkpoint(path), key_map)
+        ckpt = read_checkpoint(path)
+        adapted = adapter(ckpt, key_map)
         sd = adapted.state_dict
         arch = model_cls.arch_from_state_dict(sd, spec, str(path), **{**adapted.arch_kwargs, **given})
         model = model_cls(spec=spec, **arch)
-        load_strict(model, sd, str(path), family)
+        load_strict(model, sd, str(path), family, file_keys=apply_key_map(ckpt.tensors, key_map).keys())
     if per_frame:
         model = PerFrame(model, keep_frames=keep_frames)
     if path is not None:

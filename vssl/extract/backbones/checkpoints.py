@@ -250,11 +250,14 @@ def parse_key_map(specs: Iterable[str] | None) -> KeyMap:
 # --------------------------------------------------------------------- strict loading
 
 
-def load_strict(model: nn.Module, sd: StateDict, source: str, family: str) -> None:
+def load_strict(model: nn.Module, sd: StateDict, source: str, family: str,
+                file_keys: Iterable[str] | None = None) -> None:
     """Load ``sd`` into ``model``; any missing/unexpected/mis-shaped key is a CheckpointError.
 
     BatchNorm's ``num_batches_tracked`` counter is not a weight and MindSpore files lack it,
-    so it is taken from the model when absent.
+    so it is taken from the model when absent. ``file_keys`` (the file's own names, before the
+    adapter) let the error name another family whose layout they match: a file can pass a
+    family's adapter (mae_st's fused q/k/v look like VideoMAE's) and still be another family's.
     """
     own = model.state_dict()
     sd = dict(sd)
@@ -273,39 +276,57 @@ def load_strict(model: nn.Module, sd: StateDict, source: str, family: str) -> No
             parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:SHOW_KEYS])})")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (first: {'; '.join(mismatched[:SHOW_KEYS])})")
-        raise CheckpointError(f"{source} does not fit the {family} backbone: {'; '.join(parts)};"
-                              " rename keys with --key-map 'PATTERN=REPLACEMENT'")
+        hint = family_hint(file_keys if file_keys is not None else sd, family)
+        raise CheckpointError(f"{source} does not fit the {family} backbone: {'; '.join(parts)}; {hint}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
 
 
 # --------------------------------------------------------------------- family recognition
 
-_RECOGNISERS: dict[str, tuple[str, Callable[[set[str]], bool]]] = {}
+_RECOGNISERS: dict[str, tuple[str, Callable[[set[str]], bool], tuple[str, ...]]] = {}
+KEY_MAP_HINT = "rename keys with --key-map 'PATTERN=REPLACEMENT'"
 
 
-def register_recogniser(family: str, backbone_name: str, recognise: Callable[[set[str]], bool]) -> None:
-    """Let a family say "this key set is mine", so a wrong-family error can suggest the right one."""
-    _RECOGNISERS[family] = (backbone_name, recognise)
+def register_recogniser(family: str, backbone_name: str, recognise: Callable[[set[str]], bool], *,
+                        refines: tuple[str, ...] = ()) -> None:
+    """Let a family say "this key set is mine", so a wrong-family error can suggest the right one.
+
+    ``refines`` names families whose broader layout this one's files also match (a DINOv2 hub
+    file is a timm ViT plus LayerScale): when both recognise a file, the refining family is named.
+    """
+    _RECOGNISERS[family] = (backbone_name, recognise, refines)
 
 
-def guess_family(keys: Iterable[str]) -> tuple[str, str] | None:
-    """(family, backbone name) whose layout matches ``keys``, if any."""
+def guess_family(keys: Iterable[str], exclude: str = "") -> tuple[str, str] | None:
+    """(family, backbone name) whose layout matches ``keys``, if any, other than ``exclude``.
+
+    Every registered recogniser is tried; a match refined by another match gives way to it.
+    """
     key_set = set(keys)
-    for family, (name, recognise) in _RECOGNISERS.items():
+    matches: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for family, (name, recognise, refines) in _RECOGNISERS.items():
         try:
             if recognise(key_set):
-                return family, name
+                matches[family] = (name, refines)
         except Exception:  # a recogniser must never mask the real error
             continue
-    return None
+    refined = {r for _, refines in matches.values() for r in refines}
+    best = [f for f in matches if f not in refined] or list(matches)
+    if exclude in best:  # the file is the requested family's after all: no other family to suggest
+        return None
+    return (best[0], matches[best[0]][0]) if best else None
+
+
+def family_hint(keys: Iterable[str], family: str) -> str:
+    """The end of a wrong-file error: the family whose layout ``keys`` match, else ``--key-map``."""
+    guess = guess_family(keys, exclude=family)
+    return f"it looks like a {guess[0]} checkpoint: use --backbone {guess[1]}" if guess else KEY_MAP_HINT
 
 
 def wrong_layout(ckpt: LoadedCheckpoint, family: str, layouts: str, sd: StateDict | None = None) -> CheckpointError:
     """The error for a file none of the family's layouts recognise."""
     keys = list((sd if sd is not None else ckpt.tensors).keys())
-    guess = guess_family(keys)
-    hint = (f"it looks like a {guess[0]} checkpoint: use --backbone {guess[1]}" if guess and guess[0] != family
-            else "rename keys with --key-map 'PATTERN=REPLACEMENT'")
+    hint = family_hint(keys, family)
     return CheckpointError(f"{ckpt.path} is not a {family} checkpoint (known layouts: {layouts});"
                            f" first keys: {', '.join(keys[:SHOW_KEYS])}; {hint}")
 

@@ -21,6 +21,7 @@ from vssl.errors import CheckpointError, VsslError
 
 from .base import Backbone, InputSpec
 from .builder import Adapter, build_model_with_cfg
+from .hub_cache import resolve_checkpoint
 
 BackboneFactory = Callable[..., Backbone]
 
@@ -160,13 +161,14 @@ def create_backbone(
     """Build the frozen backbone ``name``, loading ``checkpoint`` if given.
 
     ``key_map`` is a list of (regex, replacement) renames applied to checkpoint keys before
-    loading (``--key-map``), for files whose names match no known layout. ``spec_overrides``
+    loading (``--key-map``), for files whose names match no known layout. ``checkpoint`` may be a
+    Hugging Face model id (``facebook/dinov2-small``), resolved from the local cache only. ``spec_overrides``
     (frames, stride, size, mean, std; ``None`` = family default) replace the family's spec;
     other keyword arguments (e.g. ``num_heads`` for a ViT whose head count is not the usual
     one) go to the family's factory.
     """
     entry = get_backbone_entry(name)
-    path = Path(checkpoint) if checkpoint is not None else None
+    path = resolve_checkpoint(checkpoint) if checkpoint is not None else None
     if path is None and entry.needs_checkpoint:
         raise VsslError(f"backbone '{name}' needs --checkpoint PATH (a downloaded file or directory)")
     if path is not None and not path.exists():
