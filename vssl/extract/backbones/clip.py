@@ -29,7 +29,8 @@ from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, re
                           select_prefix, wrong_layout)
 from .prenorm import PreNormBlock, block_depth, mlp_width, resize_patch_positions
 from .registry import register_family
-from .vit_layers import STANDARD_HEADS, fuse_separate_qkv, grid_side
+from .pos_embed import grid_side, say_resized
+from .vit_layers import STANDARD_HEADS, fuse_separate_qkv
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -60,10 +61,13 @@ class CLIPVision(Backbone):
                              act: str = "quick_gelu", eps: float = 1e-5) -> dict[str, Any]:
         width, out_dim = sd["proj"].shape
         conv = sd["conv1.weight"]
+        grid = grid_side(sd["positional_embedding"].shape[0] - 1)
+        say_resized("clip", source, (grid, grid), (spec.size // conv.shape[-1],) * 2, "bicubically",
+                    f"{spec.size} px frames")
         return {"width": width, "out_dim": out_dim, "depth": block_depth(sd), "mlp_hidden": mlp_width(sd),
                 "num_heads": num_heads or STANDARD_HEADS.get(width) or max(1, width // 64),
                 "patch": conv.shape[-1], "in_chans": conv.shape[1],
-                "grid": grid_side(sd["positional_embedding"].shape[0] - 1), "act": act, "eps": eps}
+                "grid": grid, "act": act, "eps": eps}
 
     def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, 1 + P, D) final tokens (before ``ln_post``), CLS first."""

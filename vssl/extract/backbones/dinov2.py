@@ -28,7 +28,8 @@ from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, dr
                           rename_keys, wrong_layout)
 from .prenorm import PreNormBlock, block_depth, mlp_width, resize_patch_positions
 from .registry import register_family
-from .vit_layers import fuse_separate_qkv, grid_side
+from .pos_embed import grid_side, say_resized
+from .vit_layers import fuse_separate_qkv
 
 DINOV2_SPEC = InputSpec(frames=8, stride=8, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 LAYOUTS = ("facebookresearch/dinov2 hub .pth (cls_token, pos_embed, blocks.N.ls1.gamma), "
@@ -60,9 +61,12 @@ class DinoV2(Backbone):
                              eps: float = 1e-6) -> dict[str, Any]:
         dim = sd["cls_token"].shape[-1]
         proj = sd["patch_embed.proj.weight"]
+        grid = grid_side(sd["pos_embed"].shape[1] - 1)
+        say_resized("dinov2", source, (grid, grid), (spec.size // proj.shape[-1],) * 2, "bicubically",
+                    f"{spec.size} px frames")
         return {"embed_dim": dim, "depth": block_depth(sd), "num_heads": num_heads or max(1, dim // HEAD_DIM),
                 "mlp_hidden": mlp_width(sd), "patch": proj.shape[-1], "in_chans": proj.shape[1],
-                "grid": grid_side(sd["pos_embed"].shape[1] - 1),
+                "grid": grid,
                 "registers": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
                 "swiglu": "blocks.0.mlp.w12.weight" in sd, "layer_scale": "blocks.0.ls1.gamma" in sd, "eps": eps}
 

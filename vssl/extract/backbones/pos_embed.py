@@ -40,13 +40,16 @@ def grid_side(n: int) -> int:
     return side
 
 
-def resize_pos_grid(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Interpolate a (1, H*W, D) position grid to another resolution (timm's and transformers' ViT approach)."""
+def resize_pos_grid(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int], mode: str = "bicubic",
+                    antialias: bool = False) -> torch.Tensor:
+    """Interpolate a (1, H*W, D) position grid to another resolution (timm's and transformers' ViT
+    approach; ``antialias`` as transformers' DINOv2 with registers). Computed in float32: bicubic
+    in half precision shifts the table."""
     if tuple(old) == tuple(new):
         return pos
     D = pos.shape[-1]
     grid = pos.reshape(1, old[0], old[1], D).permute(0, 3, 1, 2)
-    kwargs = {"align_corners": False} if mode in ("bicubic", "bilinear") else {}
+    kwargs = {"align_corners": False, "antialias": antialias} if mode in ("bicubic", "bilinear") else {}
     grid = F.interpolate(grid.float(), size=tuple(new), mode=mode, **kwargs).to(pos.dtype)
     return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], D)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import StateDict
+from .pos_embed import grid_side, resize_pos_grid
 from .vit_layers import Attention, Mlp
 
 
@@ -105,14 +106,6 @@ def mlp_width(sd: StateDict, prefix: str = "blocks.0.mlp.") -> int:
 
 
 def resize_patch_positions(table: torch.Tensor, grid: tuple[int, int], antialias: bool = False) -> torch.Tensor:
-    """A (1, S*S, D) square position grid resized bicubically to ``grid`` (as transformers' DINOv2/CLIP).
-
-    Computed in float32 (bicubic in half precision shifts the table) and returned in the table's dtype.
-    """
-    n, dim = table.shape[1], table.shape[2]
-    side = int(round(n ** 0.5))
-    if (side, side) == tuple(grid):
-        return table
-    square = table.reshape(1, side, side, dim).permute(0, 3, 1, 2).float()
-    resized = F.interpolate(square, size=tuple(grid), mode="bicubic", align_corners=False, antialias=antialias)
-    return resized.to(table.dtype).permute(0, 2, 3, 1).reshape(1, -1, dim)
+    """A (1, S*S, D) square position grid resized bicubically to ``grid`` (as transformers' DINOv2/CLIP)."""
+    side = grid_side(table.shape[1])
+    return resize_pos_grid(table, (side, side), tuple(grid), "bicubic", antialias)
