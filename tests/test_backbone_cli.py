@@ -93,6 +93,12 @@ def _tiny_checkpoints(tmp_path) -> dict[str, tuple]:
     slow = {f"backbone.{k}": v for k, v in randomize_(SlowOnlyR50(width=8), std=0.1).state_dict().items()}
     torch.save({"model_state": slow}, tmp_path / "rho.pyth")
     files["slowonly-r50"] = tmp_path / "rho.pyth"
+    from vssl.extract.backbones.vjepa2 import VJEPA2ViT
+
+    full = ViTShape(embed_dim=64, depth=1, num_heads=1, mlp_hidden=128, qkv_bias="full")
+    vj = {f"module.backbone.{k}": v for k, v in randomize_(VJEPA2ViT(full, spec)).state_dict().items()}
+    torch.save({"encoder": vj, "target_encoder": vj, "epoch": 1}, tmp_path / "vjepa2.pt")
+    files["vjepa2"] = tmp_path / "vjepa2.pt"
     files["efficientnet-lite0"] = None
     return files
 

@@ -7,3 +7,4 @@ from . import efficientnet_lite  # noqa: F401
 from . import slowonly  # noqa: F401
 from . import timesformer  # noqa: F401
 from . import mae_st  # noqa: F401
+from . import vjepa2  # noqa: F401
