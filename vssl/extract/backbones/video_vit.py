@@ -30,7 +30,7 @@ from vssl.errors import CheckpointError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
-                          rename_keys, select_prefix, wrong_layout)
+                          rename_keys, select_prefix, strip_prefix, wrong_layout)
 from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
 from .registry import register_family
 from .vit_layers import Block, ViTShape, fuse_separate_qkv, resize_pos_table, sinusoid_table, vit_arch
@@ -161,6 +161,7 @@ def adapt_video_vit(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Ad
         notes.append("MindSpore names")
     # HF ForPreTraining/ForVideoClassification wrap the base model as `videomae.` next to extras.
     sd = {k.removeprefix("videomae."): v for k, v in sd.items()}
+    sd = strip_prefix(sd, "backbone.")  # VideoMAEv2's loader strips it too (wrapped finetuned files)
     if "embeddings.patch_embeddings.projection.weight" in sd:  # Hugging Face
         sd = rename_keys(drop_keys(sd, _TRAINING_ONLY), _HF_RENAMES)
         cfg = ckpt.config
