@@ -1,4 +1,4 @@
-"""VideoMAE-family video ViT (VideoMAE, VideoMAE v2, SCMA, CMAE-V-style encoders).
+"""VideoMAE-family video ViT (VideoMAE, VideoMAE V2; tested layouts: :mod:`.verified`).
 
 Architecture (Tong et al. 2022, VideoMAE §3.3/appendix): a Conv3d tubelet embedding of 2x16x16
 over 16 frames at 224 px gives 8x14x14 tokens ordered (t, h, w); no CLS token; a fixed 1-D
@@ -190,4 +190,4 @@ def _recognise(keys: set[str]) -> bool:
 
 register_recogniser("videomae", "videomae", _recognise)
 register_family("videomae", model_cls=VideoViT, adapter=adapt_video_vit, spec=VIDEOMAE_SPEC, family="videomae",
-                description="VideoMAE / VideoMAE v2 / SCMA / CMAE-V video ViT (MCG-NJU .pth, HF dir, MindSpore .ckpt)")
+                description="VideoMAE / VideoMAE V2 video ViT (MCG-NJU/OpenGVLab .pth, HF dir, MindSpore .ckpt)")
