@@ -154,3 +154,45 @@ def write_mindspore(path: Path, tensors: dict[str, torch.Tensor], *, slice_tags:
     return path
 
 
+
+
+# ------------------------------------------------------------------ V-JEPA layouts
+
+
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """Largest difference relative to the reference's largest magnitude (the issue's "relative")."""
+    return float((ours - ref).abs().max() / ref.abs().max())
+
+
+def hf_vjepa2_to_released(hf: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """Hugging Face ``VJEPA2Model`` encoder names -> facebookresearch/vjepa2 ``VisionTransformer`` names.
+
+    From transformers' VJEPA2 module names on one side and vjepa2's ``src/models/vision_transformer.py``
+    (``patch_embed.proj``, ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``)
+    on the other; q, k and v are one fused Linear there, stacked in that order.
+    """
+    hf = {k.removeprefix("vjepa2."): v for k, v in hf.items()}
+    sd = {f"patch_embed.proj.{t}": hf[f"encoder.embeddings.patch_embeddings.proj.{t}"] for t in ("weight", "bias")}
+    for i in range(depth):
+        a, b = f"encoder.layer.{i}.", f"blocks.{i}."
+        for t in ("weight", "bias"):
+            sd[f"{b}attn.qkv.{t}"] = torch.cat([hf[f"{a}attention.{n}.{t}"] for n in ("query", "key", "value")])
+            for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
+                sd[f"{b}{name}.{t}"] = hf[f"{a}{name}.{t}"]
+            sd[f"{b}attn.proj.{t}"] = hf[f"{a}attention.proj.{t}"]
+    for t in ("weight", "bias"):
+        sd[f"norm.{t}"] = hf[f"encoder.layernorm.{t}"]
+    return sd
+
+
+def vjepa_training_file(encoder: dict[str, torch.Tensor], target: dict[str, torch.Tensor] | None,
+                        prefix: str = "module.backbone.") -> dict:
+    """What vjepa2's ``app/vjepa/train.py`` saves: both encoders under a DDP + ``MultiSeqWrapper`` prefix,
+    the predictor, the optimizer and counters."""
+    wrap = lambda sd: {prefix + k: v for k, v in sd.items()}  # noqa: E731
+    out = {"encoder": wrap(encoder), "predictor": {"module.predictor_embed.weight": torch.zeros(4, 4)},
+           "opt": {"state": {}, "param_groups": []}, "scaler": None, "epoch": 3, "loss": 0.5, "batch_size": 2,
+           "world_size": 1, "lr": 1e-4}
+    if target is not None:
+        out["target_encoder"] = wrap(target)
+    return out

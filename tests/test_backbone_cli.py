@@ -103,6 +103,12 @@ def _tiny_checkpoints(tmp_path) -> dict[str, tuple]:
     clip = CLIPVision(spec, width=64, depth=1, num_heads=1, mlp_hidden=128, out_dim=64, grid=2)
     torch.save({f"visual.{k}": v for k, v in randomize_(clip).state_dict().items()}, tmp_path / "clip.pt")
     files["clip"] = tmp_path / "clip.pt"
+    from vssl.extract.backbones.vjepa2 import VJEPA2ViT
+
+    full = ViTShape(embed_dim=64, depth=1, num_heads=1, mlp_hidden=128, qkv_bias="full")
+    vj = {f"module.backbone.{k}": v for k, v in randomize_(VJEPA2ViT(full, spec)).state_dict().items()}
+    torch.save({"encoder": vj, "target_encoder": vj, "epoch": 1}, tmp_path / "vjepa2.pt")
+    files["vjepa2"] = tmp_path / "vjepa2.pt"
     files["efficientnet-lite0"] = None
     return files
 

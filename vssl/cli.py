@@ -183,14 +183,16 @@ def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-re
         return
     table = Table()
     table.add_column("name", no_wrap=True)
-    for header in ("family", "frames", "size", "norm", "dim", "checkpoint"):
+    for header in ("family", "frames", "size", "norm", "dim", "checkpoint", "tested against"):
         table.add_column(header)
     for r in rows:
         s = r["spec"]
         table.add_row(r["name"], r["family"], f"{s['frames']}×{s['stride']}", str(s["size"]),
                       describe_norm(s["mean"], s["std"]), str(r["embed_dim"] or "ckpt"),
-                      "needed" if r["needs_checkpoint"] else "built in")
+                      "needed" if r["needs_checkpoint"] else "built in",
+                      r["verified"]["reference"] if r["verified"] else "not verified by vssl")
     out.print(table)
+    err.print("tested layouts and what is not verified: vssl backbones --json (\"verified\")", highlight=False)
 
 # ---------------------------------------------------------------- aggregate
 

@@ -30,8 +30,10 @@ StateDict = dict[str, torch.Tensor]
 KeyMap = list[tuple[str, str]]
 
 # Containers seen in official releases, in order of preference: DINO-style self-distillation
-# (SVT) evaluates the teacher; pySlowFast saves ``model_state``; MCG-NJU/MAE save ``model``.
-CONTAINER_KEYS = ("teacher", "model_state", "model", "module", "state_dict", "model_ema")
+# (SVT) evaluates the teacher; pySlowFast saves ``model_state``; MCG-NJU/MAE save ``model``;
+# V-JEPA saves ``encoder`` and its EMA ``target_encoder``, which the authors' evaluations load.
+CONTAINER_KEYS = ("teacher", "model_state", "model", "module", "state_dict", "model_ema", "target_encoder",
+                  "encoder")
 SHOW_KEYS = 5  # how many offending keys an error message lists
 
 

@@ -9,3 +9,4 @@ from . import timesformer  # noqa: F401
 from . import mae_st  # noqa: F401
 from . import dinov2  # noqa: F401
 from . import clip  # noqa: F401
+from . import vjepa2  # noqa: F401

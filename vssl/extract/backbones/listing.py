@@ -2,6 +2,7 @@
 
 The embedding width comes from each registry entry: the published width of fixed
 architectures, ``None`` where the checkpoint decides (ViT-S/B/L...) or a plugin does not say.
+``verified`` is what a test shows for the backbone (:mod:`.verified`), ``None`` when nothing does.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from typing import Any
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
 from .registry import list_backbones
+from .verified import verification
 
 
 def backbone_rows() -> list[dict[str, Any]]:
-    """Name, family, input spec, embedding width (or None) and whether a checkpoint is needed."""
+    """Name, family, input spec, embedding width (or None), whether a checkpoint is needed, what is verified."""
     rows = []
     for entry in list_backbones():
+        verified = verification(entry.name)
         rows.append({"name": entry.name, "family": entry.family, "spec": entry.spec.to_dict(),
                      "embed_dim": entry.clip_dim(),
-                     "needs_checkpoint": entry.needs_checkpoint, "description": entry.description})
+                     "needs_checkpoint": entry.needs_checkpoint, "description": entry.description,
+                     "verified": verified.to_dict() if verified else None})
     return rows
 
 

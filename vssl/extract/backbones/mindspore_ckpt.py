@@ -1,6 +1,6 @@
 """Read MindSpore ``.ckpt`` files without MindSpore.
 
-SCMA and other MindSpore releases save parameters as a stream of protobuf ``Checkpoint``
+MindSpore releases (SCMA is one; no test loads its files) save parameters as a stream of protobuf ``Checkpoint``
 messages (proto2)::
 
     message Checkpoint { message Value { required string tag = 1;

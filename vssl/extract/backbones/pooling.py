@@ -15,7 +15,7 @@ import torch
 from vssl.errors import VsslError
 
 POOLINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    # (B, N, D) tokens -> their mean (VideoMAE, mae_st and MAE-style image ViTs: patch tokens only)
+    # (B, N, D) tokens -> their mean (VideoMAE, V-JEPA, mae_st and MAE-style image ViTs: patch tokens only)
     "mean_tokens": lambda x: x.mean(dim=1),
     # (B, N, D) tokens with the CLS token first -> the CLS token (TimeSformer/SVT)
     "cls": lambda x: x[:, 0],

@@ -1,4 +1,4 @@
-"""VideoMAE-family video ViT (VideoMAE, VideoMAE v2, SCMA, CMAE-V-style encoders).
+"""VideoMAE-family video ViT (VideoMAE, VideoMAE V2; tested layouts: :mod:`.verified`).
 
 Architecture (Tong et al. 2022, VideoMAE §3.3/appendix): a Conv3d tubelet embedding of 2x16x16
 over 16 frames at 224 px gives 8x14x14 tokens ordered (t, h, w); no CLS token; a fixed 1-D
@@ -30,7 +30,7 @@ from vssl.errors import CheckpointError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
-                          rename_keys, select_prefix, wrong_layout)
+                          rename_keys, select_prefix, strip_prefix, wrong_layout)
 from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
 from .registry import register_family
 from .pos_embed import resize_pos_table, say_resized
@@ -161,6 +161,7 @@ def adapt_video_vit(ckpt: LoadedCheckpoint, key_map: KeyMap | None = None) -> Ad
         notes.append("MindSpore names")
     # HF ForPreTraining/ForVideoClassification wrap the base model as `videomae.` next to extras.
     sd = {k.removeprefix("videomae."): v for k, v in sd.items()}
+    sd = strip_prefix(sd, "backbone.")  # VideoMAEv2's loader strips it too (wrapped finetuned files)
     if "embeddings.patch_embeddings.projection.weight" in sd:  # Hugging Face
         sd = rename_keys(drop_keys(sd, _TRAINING_ONLY), _HF_RENAMES)
         cfg = ckpt.config
@@ -189,4 +190,4 @@ def _recognise(keys: set[str]) -> bool:
 
 register_recogniser("videomae", "videomae", _recognise)
 register_family("videomae", model_cls=VideoViT, adapter=adapt_video_vit, spec=VIDEOMAE_SPEC, family="videomae",
-                description="VideoMAE / VideoMAE v2 / SCMA / CMAE-V video ViT (MCG-NJU .pth, HF dir, MindSpore .ckpt)")
+                description="VideoMAE / VideoMAE V2 video ViT (MCG-NJU/OpenGVLab .pth, HF dir, MindSpore .ckpt)")

