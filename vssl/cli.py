@@ -204,7 +204,8 @@ def aggregate_cmd(
     view: str = typer.Option("random16", "--view", help="view to train on / to export"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory to train into"),
     from_run: Optional[Path] = typer.Option(None, "--from", help="trained run directory (with --export)"),
-    do_export: bool = typer.Option(False, "--export", help="write aggregates/<run>/<view> into the store"),
+    do_export: bool = typer.Option(False, "--export", help="write aggregates/<run>/<view> into the store "
+                                   "(fp32, 256 videos a batch, unless --precision / --batch-size)"),
     name: Optional[str] = typer.Option(None, "--name", help="run name in the store (default: run dir name)"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
@@ -223,9 +224,12 @@ def aggregate_cmd(
             raise VsslError("--export writes the store from one process; run it without torchrun")
         if from_run is None:
             raise VsslError("--export needs --from RUN_DIR (a trained run)")
+        # the settings file and flags are checked as for training and give the device; an export
+        # runs in fp32 and in batches of 256 videos unless the --precision / --batch-size flags
+        # say otherwise (the training defaults are for training)
+        cfg = ScaleConfig.load(config, overrides)
         result = export(store, from_run, view, name=name, batch_size=overrides.get("batch_size", 256),
-                        device=overrides.get("device", "auto"), precision=overrides.get("precision", "fp32"),
-                        quiet=quiet)
+                        device=cfg.device, precision=overrides.get("precision", "fp32"), quiet=quiet)
         _print_json(result) if as_json else out.print(
             f"{result['group']}: wrote {result['written']} videos, {result['done']} done")
         return

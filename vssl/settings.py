@@ -102,8 +102,17 @@ class Settings:
                 self.bad(f.name, "must be a number")
             elif kind is str and not isinstance(value, str):
                 self.bad(f.name, "must be a string")
-            elif kind is tuple and isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))  # TOML and JSON give lists
+            elif kind is tuple:
+                if isinstance(value, list):
+                    value = tuple(value)  # TOML and JSON give lists
+                    object.__setattr__(self, f.name, value)
+                if not isinstance(value, tuple):
+                    self.bad(f.name, "must be a list")
+                item = _element_type(hint)
+                if item in (int, float, str) and not all(
+                        isinstance(v, item) and not isinstance(v, bool) or item is float and isinstance(v, int)
+                        and not isinstance(v, bool) for v in value):
+                    self.bad(f.name, f"must be a list of {item.__name__}s")
 
     # ------------------------------------------------------------------ (de)serialisation
 
@@ -167,12 +176,20 @@ class Settings:
 # ---------------------------------------------------------------------- command-line flags
 
 
-def _flag_type(hint: Any) -> Any:
-    """The option's type: a scalar, or ``list[X]`` (a repeatable flag) for a ``tuple[X, ...]`` setting."""
+def _element_type(hint: Any) -> Any:
+    """``tuple[X, ...]`` (or that | None) -> X; None for any other type."""
     for arg in (hint, *get_args(hint)):
         inner = get_args(arg)
         if get_origin(arg) is tuple and len(inner) == 2 and inner[1] is Ellipsis:
-            return list[inner[0]]  # type: ignore[valid-type]
+            return inner[0]
+    return None
+
+
+def _flag_type(hint: Any) -> Any:
+    """The option's type: a scalar, or ``list[X]`` (a repeatable flag) for a ``tuple[X, ...]`` setting."""
+    item = _element_type(hint)
+    if item is not None:
+        return list[item]  # type: ignore[valid-type]
     kind = _base_type(hint)
     return kind if kind in (bool, int, float, str) else str
 

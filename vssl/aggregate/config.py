@@ -91,6 +91,9 @@ class ScaleConfig(Settings):
         if self.max_memory_bytes < 0:
             bad("max_memory_bytes", "must be >= 0 (0: decide from free memory)")
         if self.width % self.heads:
+            if self._heads_derived:
+                bad("width", f"gives width / 32 = {self.heads} heads, which do not divide it: use a multiple of 32 "
+                             "or pass --heads")
             bad("heads", f"must divide the width {self.width} (default: width / 32)")
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", "must be in [0, 1)")

@@ -159,7 +159,7 @@ def run_demo(out: str | Path = "vssl-demo", cfg: DemoConfig | None = None, quiet
     t = time.perf_counter()
     log(f"[3/5] training SCALE on {train_view} for {cfg.epochs} epochs")
     scale_cfg = ScaleConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, width=cfg.width,
-                            heads=max(1, cfg.width // 32), pred_hidden=cfg.pred_hidden,
+                            pred_hidden=cfg.pred_hidden,
                             target_hidden=cfg.target_hidden, seed=cfg.seed, device=cfg.device,
                             checkpoint_every=max(1, cfg.epochs))
     train(store, train_view, run_dir, scale_cfg, resume=(run_dir / "checkpoint.pt").exists(), quiet=quiet)

@@ -55,8 +55,11 @@ class ExtractConfig(Settings):
     def coerce(self) -> None:
         for key in ("mean", "std"):
             value = getattr(self, key)
-            if value is not None and len(value) == 1:  # --mean 0.45: the same for the three channels
-                setattr(self, key, tuple(value) * 3)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # TOML `mean = 0.45`
+                value = (value,)
+            if isinstance(value, (list, tuple)) and len(value) == 1:  # --mean 0.45: the same for the three channels
+                value = tuple(value) * 3
+            setattr(self, key, value)
         if isinstance(self.views, (list, tuple)):  # the Python API also takes a list of view specs
             self.views = ",".join(self.views)
         if self.checkpoint is not None:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
 from vssl.distributed import (balance_chunks, barrier, broadcast_object, gather_objects, process_group, rank_env,
                               video_weights)
@@ -26,7 +25,7 @@ from vssl.errors import VsslError
 from vssl.features_store import STATUS_FAILED, FeatureStore, verify_store
 
 from .config import ExtractConfig
-from .pipeline import ExtractSummary, extract, parse_shard
+from .pipeline import ExtractSummary, extract, parse_shard, views_to_do
 
 log = logging.getLogger("vssl.extract")
 
@@ -41,7 +40,7 @@ def plan_shares(store: FeatureStore, paths: Sequence[str], parts: int, views: Se
     """
     weights = video_weights(paths)
     if views:
-        done = np.logical_and.reduce([store.view(v).done() for v in views])
+        done = ~views_to_do(store, views).any(axis=1)
         if not retry_failed:
             done |= store.video_status() == STATUS_FAILED
         weights[done] = 0.0

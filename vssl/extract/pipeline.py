@@ -392,16 +392,26 @@ def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | st
     return list(ranges)
 
 
+def views_to_do(store: FeatureStore, views: Sequence[str]) -> np.ndarray:
+    """Boolean ``[N, len(views)]``: which view each video still needs (the one "what is left" rule).
+
+    A video still pending in the table was cut off between its views' rows and its table entry
+    (the store writes them in that order): it is done again, in every view. Whether a failed
+    video is retried is the caller's choice (``retry_failed``).
+    """
+    pending = store.video_status() == STATUS_PENDING
+    return np.stack([~store.view(name).done() | pending for name in views], axis=1)
+
+
 def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: ExtractSummary) -> list[_Job]:
     """Step 3: the videos of ``ranges`` that still miss a view (failed ones only with ``retry_failed``)."""
     status = run.store.video_status()
-    done = {name: run.store.view(name).done() for name in run.specs}
+    names = list(run.specs)
+    todo = views_to_do(run.store, names)
     jobs: list[_Job] = []
     for start, stop in ranges:
         for i in range(start, stop):
-            # a video still pending in the table was cut off between its views' rows and its table
-            # entry (the store writes them in that order): it is done again, in every view
-            need = tuple(name for name in run.specs if not done[name][i] or status[i] == STATUS_PENDING)
+            need = tuple(name for name, missing in zip(names, todo[i]) if missing)
             if status[i] == STATUS_FAILED and not run.cfg.retry_failed:
                 summary.skipped_failed += 1
             elif not need:

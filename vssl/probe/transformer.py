@@ -58,7 +58,7 @@ class TransformerConfig(TrainConfig):
         """The ScaleConfig of a random-init encoder with this config's shape."""
         from vssl.aggregate import ScaleConfig
 
-        return ScaleConfig(width=self.width, layers=self.layers, heads=self.heads or max(1, self.width // 32),
+        return ScaleConfig(width=self.width, layers=self.layers, heads=self.heads,
                            mlp_ratio=self.mlp_ratio, dropout=self.dropout, seed=self.seed)
 
 
