@@ -37,6 +37,8 @@ def main() -> None:
     cpu = torch.device("cpu")
     with torch.inference_mode():
         plain = frames_per_s(lambda: trunk(x), args.batch)
+        with autocast(cpu, "bf16"):
+            plain_bf16 = frames_per_s(lambda: trunk(x), args.batch)
         trunk = trunk.to(memory_format=torch.channels_last)
         xc = x.contiguous(memory_format=torch.channels_last)
         last = frames_per_s(lambda: trunk(xc), args.batch)
@@ -45,6 +47,7 @@ def main() -> None:
     print(f"EfficientNet-Lite0 {args.size}px, batch {args.batch}, {args.threads} threads (frames/s):")
     print(f"  fp32 NCHW           {plain:7.0f}  1.00x")
     print(f"  fp32 channels_last  {last:7.0f}  {last / plain:.2f}x")
+    print(f"  bf16 NCHW           {plain_bf16:7.0f}  {plain_bf16 / plain:.2f}x")
     print(f"  bf16 channels_last  {bf16:7.0f}  {bf16 / plain:.2f}x")
 
 
