@@ -38,6 +38,7 @@ def videos(tmp_path):
 
 
 def run(videos, out, model, **kw):
+    kw.setdefault("precision", "fp32")  # the messages and records below name it
     return extract(videos, out, model=model, backbone="recorder", views="uniform:2x1", batch_size=2,
                    progress=False, **kw)
 

@@ -46,7 +46,9 @@ class ExtractConfig(Settings):
     workers: int = setting(0, "decoding processes (0: in the main process)")
     batch_size: int = setting(32, "clips per backbone batch")
     device: str = setting("auto", "auto|cpu|cuda|cuda:N")
-    precision: str = setting("fp32", "fp32|bf16|fp16 (autocast)")
+    # auto: bf16 autocast where the CPU or GPU has native bf16, fp16 on older GPUs, else fp32 (the
+    # rule stage two uses); bf16 features keep probe accuracy (docs/PERFORMANCE.md)
+    precision: str = setting("auto", "auto|fp32|bf16|fp16 (autocast)")
     seed: int = setting(0, "random clips are a function of (seed, video)")
     dtype: str = setting("float16", "stored feature dtype: float16|float32")
     chunk_videos: int | None = setting(None, "videos per store chunk, when creating (default: by size)")
