@@ -178,6 +178,24 @@ def _count(text: str, view: str, what: str) -> int:
     return int(text)
 
 
+def _t_by_s(args: str, view: str) -> tuple[int, int]:
+    """``T`` or ``TxS`` (S defaults to 1): the clip grid of the evaluation kinds."""
+    t, cross, s = args.partition("x")
+    return _count(t, view, "T"), _count(s, view, "S") if cross else 1
+
+
+def square_crops(spatial: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """``spatial`` square crops of side ``min(H, W)`` evenly spaced along the long side (y0, x0, h, w).
+
+    One home for the evaluation crops (``uniform``, ``segment``): S=1 is the centre crop, S=3
+    both ends and the centre; the square sits centred on the short side.
+    """
+    side = min(height, width)
+    if width >= height:  # crops slide along the long side, centred on the short one
+        return [((height - side) // 2, x, side, side) for x in _even(spatial, width - side)]
+    return [(y, (width - side) // 2, side, side) for y in _even(spatial, height - side)]
+
+
 def _box(frames: Sequence[int], crop: tuple[int, int, int, int], flip: bool,
          count: int, height: int, width: int) -> tuple[float, ...]:
     """DESIGN.md's box: ``t0 = first / count``, ``t1 = (last + 1) / count``, y/x as fractions of the frame."""
@@ -323,20 +341,14 @@ class UniformClips(SamplerSpec):
 
     @classmethod
     def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "UniformClips":
-        t, cross, s = args.partition("x")
+        temporal, spatial = _t_by_s(args, view)
         clip = {**clip, "seed": 0}  # deterministic: the seed changes neither its clips nor its record
         place = _choice(options.get("place", "even"), "place", ("even", "slowfast"), view)
-        return cls(temporal=_count(t, view, "T"), spatial=_count(s, view, "S") if cross else 1, placement=place,
-                   **clip)
+        return cls(temporal=temporal, spatial=spatial, placement=place, **clip)
 
     def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
         """Time-major: clip ``t * S + s`` is temporal position t, spatial crop s."""
-        height, width = video.height, video.width
-        side = min(height, width)
-        if width >= height:  # crops slide along the long side, centred on the short one
-            crops = [((height - side) // 2, x, side, side) for x in _even(self.spatial, width - side)]
-        else:
-            crops = [(y, (width - side) // 2, side, side) for y in _even(self.spatial, height - side)]
+        crops = square_crops(self.spatial, video.height, video.width)
         n = video.num_frames
         if self.placement == "slowfast":  # decoder_orig.get_start_end_idx, use_offset=False: delta * i / T
             starts = [slowfast_max_start(self, n) * i / self.temporal for i in range(self.temporal)]
