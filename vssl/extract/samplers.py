@@ -315,18 +315,16 @@ class RandomClips(SamplerSpec):
         return clips
 
 
-@view_kind
 @dataclass(frozen=True)
-class UniformClips(SamplerSpec):
-    """``uniform:TxS`` — T evenly spaced starts x S square crops along the long side (evaluation)."""
+class GridClips(SamplerSpec):
+    """The evaluation kinds' shared grid: ``TxS`` clips, T temporal positions x S crops, time-major.
+
+    Not registered; ``uniform`` and ``segment`` subclass it and differ only in where a
+    temporal position's frames lie (both use :func:`square_crops`).
+    """
 
     temporal: int = 1  # T
     spatial: int = 1  # S
-    placement: str = "even"  # place=even|slowfast: where clips start in time
-
-    kind: ClassVar[str] = "uniform"
-    syntax: ClassVar[str] = "uniform:TxS[:place=even|slowfast]"
-    options: ClassVar[tuple[str, ...]] = ("place",)
 
     @property
     def num_clips(self) -> int:
@@ -334,10 +332,25 @@ class UniformClips(SamplerSpec):
 
     @property
     def default_name(self) -> str:
-        return f"uniform{self.temporal}x{self.spatial}"
+        return f"{self.kind}{self.temporal}x{self.spatial}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+        return {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+
+
+@view_kind
+@dataclass(frozen=True)
+class UniformClips(GridClips):
+    """``uniform:TxS`` — T evenly spaced starts x S square crops along the long side (evaluation)."""
+
+    placement: str = "even"  # place=even|slowfast: where clips start in time
+
+    kind: ClassVar[str] = "uniform"
+    syntax: ClassVar[str] = "uniform:TxS[:place=even|slowfast]"
+    options: ClassVar[tuple[str, ...]] = ("place",)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
         if self.placement != "even":  # unrecorded default: views written before keep their record
             d["place"] = self.placement
         return d
@@ -363,7 +376,7 @@ class UniformClips(SamplerSpec):
 
 @view_kind
 @dataclass(frozen=True)
-class SegmentClips(SamplerSpec):
+class SegmentClips(GridClips):
     """``segment:TxS`` — TSN-style clips: ``frames`` frames, one per equal segment of the whole video.
 
     For models trained on frames spread over the whole video rather than on a dense clip
@@ -386,8 +399,6 @@ class SegmentClips(SamplerSpec):
     segment takes its first frame, ``floor(k n / K)``.
     """
 
-    temporal: int = 1  # T
-    spatial: int = 1  # S
     jitter: bool = False
 
     kind: ClassVar[str] = "segment"
@@ -395,15 +406,11 @@ class SegmentClips(SamplerSpec):
     options: ClassVar[tuple[str, ...]] = ("jitter",)
 
     @property
-    def num_clips(self) -> int:
-        return self.temporal * self.spatial
-
-    @property
     def default_name(self) -> str:
-        return f"segment{self.temporal}x{self.spatial}" + ("j" if self.jitter else "")
+        return super().default_name + ("j" if self.jitter else "")  # beside segment:TxS in one run
 
     def to_dict(self) -> dict[str, Any]:
-        d = {**super().to_dict(), "stride": None, "temporal": self.temporal, "spatial": self.spatial}
+        d = {**super().to_dict(), "stride": None}
         if self.jitter:  # only random picks depend on the seed
             d.update(jitter=True, seed=self.seed)
         return d
