@@ -15,8 +15,11 @@ Adding a kind is one class here. Built in (DESIGN.md, SCALE §3.3 and §4):
   to the last possible start, times S square crops of side ``min(H, W)`` evenly spaced
   along the long side (S=1: the centre crop; S=3: both ends and the centre). Resizing
   the square to ``size`` equals "short side to ``size``, then crop", the usual protocol.
+- ``segment:TxS`` — TSN-style views (VideoMAE-SSv2, SCMA): ``frames`` frames, one per equal
+  segment of the whole video (segment centres, or T evenly shifted picks; ``jitter=1`` a
+  random frame per segment for training), times uniform's S crops. ``stride`` does not apply.
 
-A clip is ``frames`` frames, ``stride`` apart. **Short videos**: when a video has fewer
+A clip is ``frames`` frames, ``stride`` apart (``segment``: one per segment). **Short videos**: when a video has fewer
 frames than a clip spans, the clip starts at frame 0 and indices past the end repeat the
 last frame (so every clip has exactly ``frames`` frames).
 
@@ -178,6 +181,24 @@ def _count(text: str, view: str, what: str) -> int:
     return int(text)
 
 
+def _t_by_s(args: str, view: str) -> tuple[int, int]:
+    """``T`` or ``TxS`` (S defaults to 1): the clip grid of the evaluation kinds."""
+    t, cross, s = args.partition("x")
+    return _count(t, view, "T"), _count(s, view, "S") if cross else 1
+
+
+def square_crops(spatial: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """``spatial`` square crops of side ``min(H, W)`` evenly spaced along the long side (y0, x0, h, w).
+
+    One home for the evaluation crops (``uniform``, ``segment``): S=1 is the centre crop, S=3
+    both ends and the centre; the square sits centred on the short side.
+    """
+    side = min(height, width)
+    if width >= height:  # crops slide along the long side, centred on the short one
+        return [((height - side) // 2, x, side, side) for x in _even(spatial, width - side)]
+    return [(y, (width - side) // 2, side, side) for y in _even(spatial, height - side)]
+
+
 def _box(frames: Sequence[int], crop: tuple[int, int, int, int], flip: bool,
          count: int, height: int, width: int) -> tuple[float, ...]:
     """DESIGN.md's box: ``t0 = first / count``, ``t1 = (last + 1) / count``, y/x as fractions of the frame."""
@@ -294,18 +315,16 @@ class RandomClips(SamplerSpec):
         return clips
 
 
-@view_kind
 @dataclass(frozen=True)
-class UniformClips(SamplerSpec):
-    """``uniform:TxS`` — T evenly spaced starts x S square crops along the long side (evaluation)."""
+class GridClips(SamplerSpec):
+    """The evaluation kinds' shared grid: ``TxS`` clips, T temporal positions x S crops, time-major.
+
+    Not registered; ``uniform`` and ``segment`` subclass it and differ only in where a
+    temporal position's frames lie (both use :func:`square_crops`).
+    """
 
     temporal: int = 1  # T
     spatial: int = 1  # S
-    placement: str = "even"  # place=even|slowfast: where clips start in time
-
-    kind: ClassVar[str] = "uniform"
-    syntax: ClassVar[str] = "uniform:TxS[:place=even|slowfast]"
-    options: ClassVar[tuple[str, ...]] = ("place",)
 
     @property
     def num_clips(self) -> int:
@@ -313,36 +332,111 @@ class UniformClips(SamplerSpec):
 
     @property
     def default_name(self) -> str:
-        return f"uniform{self.temporal}x{self.spatial}"
+        return f"{self.kind}{self.temporal}x{self.spatial}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+        return {**super().to_dict(), "temporal": self.temporal, "spatial": self.spatial}
+
+
+@view_kind
+@dataclass(frozen=True)
+class UniformClips(GridClips):
+    """``uniform:TxS`` — T evenly spaced starts x S square crops along the long side (evaluation)."""
+
+    placement: str = "even"  # place=even|slowfast: where clips start in time
+
+    kind: ClassVar[str] = "uniform"
+    syntax: ClassVar[str] = "uniform:TxS[:place=even|slowfast]"
+    options: ClassVar[tuple[str, ...]] = ("place",)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
         if self.placement != "even":  # unrecorded default: views written before keep their record
             d["place"] = self.placement
         return d
 
     @classmethod
     def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "UniformClips":
-        t, cross, s = args.partition("x")
+        temporal, spatial = _t_by_s(args, view)
         clip = {**clip, "seed": 0}  # deterministic: the seed changes neither its clips nor its record
         place = _choice(options.get("place", "even"), "place", ("even", "slowfast"), view)
-        return cls(temporal=_count(t, view, "T"), spatial=_count(s, view, "S") if cross else 1, placement=place,
-                   **clip)
+        return cls(temporal=temporal, spatial=spatial, placement=place, **clip)
 
     def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
         """Time-major: clip ``t * S + s`` is temporal position t, spatial crop s."""
-        height, width = video.height, video.width
-        side = min(height, width)
-        if width >= height:  # crops slide along the long side, centred on the short one
-            crops = [((height - side) // 2, x, side, side) for x in _even(self.spatial, width - side)]
-        else:
-            crops = [(y, (width - side) // 2, side, side) for y in _even(self.spatial, height - side)]
+        crops = square_crops(self.spatial, video.height, video.width)
         n = video.num_frames
         if self.placement == "slowfast":  # decoder_orig.get_start_end_idx, use_offset=False: delta * i / T
             starts = [slowfast_max_start(self, n) * i / self.temporal for i in range(self.temporal)]
             frames = [slowfast_frames(start, self, n) for start in starts]
         else:
             frames = [clip_frames(start, self, n) for start in _even(self.temporal, max(n - self.span, 0))]
+        return [_clip(f, crop, False, video) for f in frames for crop in crops]
+
+
+@view_kind
+@dataclass(frozen=True)
+class SegmentClips(GridClips):
+    """``segment:TxS`` — TSN-style clips: ``frames`` frames, one per equal segment of the whole video.
+
+    For models trained on frames spread over the whole video rather than on a dense clip
+    (VideoMAE on SSv2, SCMA's uniform frames): a clip of K = ``frames`` frames divides the
+    ``n`` decoded frames into K equal segments, segment k covering ``[k n / K, (k + 1) n / K)``,
+    and takes one frame from each. ``stride`` does not apply (the gap is the segment length),
+    so it is recorded as ``None`` and changing ``--stride`` changes neither the clips nor the record.
+
+    - Evaluation (default): clip i of T takes, in every segment, the frame at offset
+      ``(i + 0.5) / T`` of the segment, i.e. index ``floor(n (2 T k + 2 i + 1) / (2 T K))``
+      (integer arithmetic, no float rounding). T=1 is each segment's centre, TSN's and
+      VideoMAE's test pick; T>1 are multi-view TSN testing's evenly shifted picks.
+    - Training (``jitter=1``): each clip takes a uniformly random frame inside each segment,
+      ``floor(k n / K) <= index < floor((k + 1) n / K)``, drawn from :func:`video_rng`, so a
+      function of (seed, spec, video) and of the clip's position only.
+
+    Spatially every temporal position gets uniform's S square crops (:func:`square_crops`),
+    time-major like ``uniform``. **Short videos** (``n < K``): segments are shorter than a frame,
+    so indices repeat (each frame for about K / n segments, in order); an empty integer
+    segment takes its first frame, ``floor(k n / K)``.
+    """
+
+    jitter: bool = False
+
+    kind: ClassVar[str] = "segment"
+    syntax: ClassVar[str] = "segment:TxS[:jitter=0|1]"
+    options: ClassVar[tuple[str, ...]] = ("jitter",)
+
+    @property
+    def default_name(self) -> str:
+        return super().default_name + ("j" if self.jitter else "")  # beside segment:TxS in one run
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {**super().to_dict(), "stride": None}
+        if self.jitter:  # only random picks depend on the seed
+            d.update(jitter=True, seed=self.seed)
+        return d
+
+    @classmethod
+    def parse(cls, args: str, options: dict[str, str], view: str, **clip: Any) -> "SegmentClips":
+        temporal, spatial = _t_by_s(args, view)
+        jitter = _choice(options.get("jitter", "0"), "jitter", ("0", "1"), view) == "1"
+        if not jitter:
+            clip = {**clip, "seed": 0}  # deterministic: the seed changes neither its clips nor its record
+        return cls(temporal=temporal, spatial=spatial, jitter=jitter, **clip)
+
+    def segment_frames(self, num_frames: int, clip: int, rng: np.random.Generator | None = None) -> tuple[int, ...]:
+        """The ``frames`` indices of temporal clip ``clip``: a draw from ``rng`` per segment if given."""
+        n, k, t = num_frames, self.frames, self.temporal
+        if rng is None:
+            return tuple(n * (2 * t * j + 2 * clip + 1) // (2 * t * k) for j in range(k))
+        lo = np.arange(k) * n // k
+        hi = np.maximum(np.arange(1, k + 1) * n // k, lo + 1)  # an empty segment (n < K) keeps its first frame
+        return tuple(int(i) for i in rng.integers(lo, hi))
+
+    def place(self, video: VideoGeometry, video_key: str) -> list[Clip]:
+        """Time-major: clip ``t * S + s`` is temporal clip t, spatial crop s."""
+        crops = square_crops(self.spatial, video.height, video.width)
+        rng = video_rng(self, video_key) if self.jitter else None
+        frames = [self.segment_frames(video.num_frames, i, rng) for i in range(self.temporal)]
         return [_clip(f, crop, False, video) for f in frames for crop in crops]
 
 
