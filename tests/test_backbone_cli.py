@@ -103,6 +103,12 @@ def _tiny_checkpoints(tmp_path) -> dict[str, tuple]:
     clip = CLIPVision(spec, width=64, depth=1, num_heads=1, mlp_hidden=128, out_dim=64, grid=2)
     torch.save({f"visual.{k}": v for k, v in randomize_(clip).state_dict().items()}, tmp_path / "clip.pt")
     files["clip"] = tmp_path / "clip.pt"
+    from vssl.extract.backbones.siglip import SiglipVision
+
+    # vssl's own names, which the adapter also reads; the HF layouts are compared in test_backbone_siglip
+    siglip = SiglipVision(spec, width=64, depth=1, num_heads=1, mlp_hidden=128, grid=2)
+    torch.save(randomize_(siglip).state_dict(), tmp_path / "siglip.pt")
+    files["siglip"] = tmp_path / "siglip.pt"
     from vssl.extract.backbones.vjepa2 import VJEPA2ViT
 
     full = ViTShape(embed_dim=64, depth=1, num_heads=1, mlp_hidden=128, qkv_bias="full")

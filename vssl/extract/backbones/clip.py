@@ -27,7 +27,7 @@ from .base import Backbone, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, register_recogniser, rename_keys,
                           select_prefix, wrong_layout)
-from .prenorm import PreNormBlock, block_depth, mlp_width, resize_patch_positions
+from .prenorm import HF_ENCODER_RENAMES, PreNormBlock, block_depth, mlp_width, resize_patch_positions
 from .registry import register_family
 from .pos_embed import grid_side, say_resized
 from .vit_layers import STANDARD_HEADS, fuse_separate_qkv
@@ -101,10 +101,7 @@ _HF_RENAMES = [
     (r"^embeddings\.class_embedding$", "class_embedding"),
     (r"^embeddings\.position_embedding\.weight$", "positional_embedding"),
     (r"^pre_layrnorm\.", "ln_pre."), (r"^post_layernorm\.", "ln_post."),
-    (r"^encoder\.layers\.(\d+)\.", r"blocks.\1."),
-    (r"\.layer_norm([12])\.", r".norm\1."),
-    (r"\.self_attn\.([qkv])_proj\.", r".attn.\1."),
-    (r"\.self_attn\.out_proj\.", ".attn.proj."),
+    *HF_ENCODER_RENAMES,
 ]
 
 

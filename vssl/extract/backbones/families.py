@@ -9,4 +9,5 @@ from . import timesformer  # noqa: F401
 from . import mae_st  # noqa: F401
 from . import dinov2  # noqa: F401
 from . import clip  # noqa: F401
+from . import siglip  # noqa: F401
 from . import vjepa2  # noqa: F401

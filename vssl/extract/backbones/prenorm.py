@@ -48,6 +48,23 @@ class _Act(nn.Module):
         return self.fn(x)
 
 
+def act_mlp(dim: int, hidden: int, act: str) -> Mlp:
+    """The fc1/fc2 :class:`~.vit_layers.Mlp` with a named activation (CLIP/SigLIP blocks, SigLIP's pooling head)."""
+    mlp = Mlp(dim, hidden)
+    mlp.act = _Act(act)
+    return mlp
+
+
+# transformers' CLIP/SigLIP encoder layer names (``encoder.layers.N.*``) -> :class:`PreNormBlock`'s;
+# q/k/v stay separate here (``attn.q``...) for :func:`~.vit_layers.fuse_separate_qkv`.
+HF_ENCODER_RENAMES = [
+    (r"^encoder\.layers\.(\d+)\.", r"blocks.\1."),
+    (r"\.layer_norm([12])\.", r".norm\1."),
+    (r"\.self_attn\.([qkv])_proj\.", r".attn.\1."),
+    (r"\.self_attn\.out_proj\.", ".attn.proj."),
+]
+
+
 class LayerScale(nn.Module):
     """Per-channel residual scale (CaiT; DINOv2's ``ls1``/``ls2``)."""
 
@@ -82,11 +99,7 @@ class PreNormBlock(nn.Module):
         self.attn = Attention(dim, num_heads)
         self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        if swiglu:
-            self.mlp: nn.Module = SwiGLU(dim, mlp_hidden)
-        else:
-            self.mlp = Mlp(dim, mlp_hidden)
-            self.mlp.act = _Act(act)
+        self.mlp: nn.Module = SwiGLU(dim, mlp_hidden) if swiglu else act_mlp(dim, mlp_hidden, act)
         self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

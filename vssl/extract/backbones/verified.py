@@ -57,7 +57,12 @@ VERIFIED: dict[str, Verified] = {
         "OpenAI and open_clip visual.* state dicts; Hugging Face CLIPVisionModelWithProjection dirs",
         "transformers CLIPVisionModelWithProjection (image_embeds), QuickGELU and GELU",
         ("tests/test_backbone_clip.py",),
-        unverified="OpenAI TorchScript .pt archives; SigLIP"),
+        unverified="OpenAI TorchScript .pt archives"),
+    "siglip": Verified(
+        "Hugging Face SiglipVisionModel dirs and state dicts; the vision_model.* part of a SiglipModel",
+        "transformers SiglipVisionModel (pooler_output, the MAP head), at the trained and a resized grid",
+        ("tests/test_backbone_siglip.py",),
+        unverified="SigLIP 2 (NaFlex) and headless (vision_use_head=False) checkpoints; big_vision .npz files"),
     "mae-st": Verified("mae_st .pth/.pyth (pos_embed_spatial/temporal/class, attn.q/k/v)",
                        "a hand-written forward", ("tests/test_backbone_vits.py",),
                        unverified="CrossVideoMAE's files (same code base, never loaded)"),

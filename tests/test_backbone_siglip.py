@@ -1,0 +1,54 @@
+"""SigLIP per frame against transformers' SiglipVisionModel ``pooler_output``: HF dir and SiglipModel state dict."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tests.backbone_helpers import TOL, randomize_
+from vssl.extract.backbones import create_backbone
+from vssl.extract.backbones.checkpoints import read_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+DIM, DEPTH, HEADS, PATCH, SIZE, FRAMES = 32, 2, 2, 16, 32, 3
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A tiny random SiglipVisionModel, saved as a dir (transformers 5: unprefixed names) and as the
+    ``vision_model.*`` half of a full SiglipModel state dict (hub files' names, text tower beside it)."""
+    tmp = tmp_path_factory.mktemp("siglip")
+    cfg = transformers.SiglipVisionConfig(hidden_size=DIM, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
+                                          image_size=SIZE, patch_size=PATCH, intermediate_size=64)
+    ref = randomize_(transformers.SiglipVisionModel(cfg))
+    ref.save_pretrained(tmp / "hf")
+    vision = read_checkpoint(tmp / "hf").tensors
+    sd = {f"vision_model.{k.removeprefix('vision_model.')}": v for k, v in vision.items()}
+    sd |= {"logit_scale": torch.tensor([2.3]), "logit_bias": torch.tensor([-10.0]),
+           "text_model.embeddings.token_embedding.weight": torch.zeros(10, 16),
+           "text_model.head.weight": torch.zeros(16, 16)}
+    torch.save(sd, tmp / "siglip.pt")
+    return ref, (tmp / "hf", tmp / "siglip.pt")
+
+
+@pytest.mark.parametrize("size", [SIZE, 48])
+def test_siglip_hf_dir_and_state_dict_match_transformers(reference, size, caplog):
+    ref, files = reference
+    clips = torch.randn(2, 3, FRAMES, size, size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        frames = clips.transpose(1, 2).reshape(2 * FRAMES, 3, size, size)
+        out = ref(pixel_values=frames, interpolate_pos_encoding=size != SIZE).pooler_output
+        expected = out.reshape(2, FRAMES, -1).mean(dim=1)
+    for ckpt, heads in zip(files, (None, HEADS)):  # a bare state dict does not say its head count (a tiny width)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vssl.extract"):
+            model = create_backbone("siglip", ckpt, frames=FRAMES, size=size, num_heads=heads)
+        resized = [r for r in caplog.records if "position table" in r.getMessage()]
+        assert len(resized) == (size != SIZE), [r.getMessage() for r in resized]
+        with torch.no_grad():
+            got = model(clips)
+        assert model.embed_dim == DIM and model.pooling == "map" and model.spec.mean == (0.5, 0.5, 0.5)
+        assert ((got - expected).abs().max() / expected.abs().max()).item() <= TOL, ckpt.name
