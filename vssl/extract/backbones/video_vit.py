@@ -55,6 +55,7 @@ class VideoViT(Backbone):
         super().__init__(embed_dim=shape.embed_dim, spec=spec, family=family)
         # the token grid (t, h, w) the position table was trained for; None: the clip's own grid
         self.pos_grid = tuple(pos_grid) if pos_grid else None
+        self._fixed_tables: dict[tuple, torch.Tensor] = {}  # position_table's cache
         dim = shape.embed_dim
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch),
@@ -119,10 +120,14 @@ class VideoViT(Backbone):
             if self.pos_grid is None and self.pos_embed.shape[1] != math.prod(grid):
                 raise CheckpointError(f"checkpoint's learned position table has {self.pos_embed.shape[1]} tokens,"
                                       f" the clip gives {math.prod(grid)}: use the frames/size it was trained with")
-            table = self.pos_embed
-        else:
+            return resize_pos_table(self.pos_embed, trained, grid).to(like.dtype)
+        # the fixed table depends on nothing learned: built (and resized, and uploaded) once per
+        # (grid, device, dtype) instead of in every forward
+        key = (grid, like.device, like.dtype)
+        if key not in self._fixed_tables:
             table = sinusoid_table(math.prod(trained), like.shape[-1], like)
-        return resize_pos_table(table, trained, grid).to(like.dtype)
+            self._fixed_tables[key] = resize_pos_table(table, trained, grid).to(like.dtype)
+        return self._fixed_tables[key]
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled

@@ -1,0 +1,115 @@
+"""Extraction's overlapping parts: decode-ahead thread, one batch in flight, the store writer thread."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vssl.device import cudnn_autotune
+from vssl.extract.prefetch import decode_ahead
+from vssl.extract.writer import BackgroundWriter
+
+
+class _Recorder:
+    """A dataset that records which items were asked for, and when."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.asked, self.lock = n, [], threading.Lock()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        with self.lock:
+            self.asked.append(i)
+        return i * 10
+
+
+def test_decode_ahead_keeps_order_and_bounds_how_far_it_runs_ahead():
+    data = _Recorder(7)
+    seen = []
+    for item in decode_ahead(data, depth=2):
+        time.sleep(0.01)  # the consumer is slow: the thread may run ahead, but only by `depth`
+        seen.append(item)
+        assert len(data.asked) <= len(seen) + 2
+    assert seen == [i * 10 for i in range(7)] and sorted(data.asked) == list(range(7))
+
+
+def test_decode_ahead_stops_decoding_when_the_consumer_stops():
+    data = _Recorder(50)
+    items = decode_ahead(data, depth=2)
+    assert next(items) == 0
+    items.close()  # the run failed or was interrupted
+    assert len(data.asked) <= 4
+
+
+def test_writer_runs_writes_in_order_and_hands_back_a_failure_unchanged():
+    done = []
+    with BackgroundWriter(depth=1) as writer:
+        for i in range(5):
+            writer.submit(done.append, i)
+    assert done == list(range(5))
+
+    def full_disk(_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = BackgroundWriter()
+    writer.submit(full_disk, 0)
+    writer.submit(done.append, "after")  # may be accepted before the failure is seen...
+    with pytest.raises(OSError) as exc:
+        writer.close()
+        writer.submit(done.append, "later")
+    assert exc.value.errno == errno.ENOSPC
+    assert "after" not in done  # ...but nothing after a failed chunk is written
+
+
+def test_extraction_with_batches_in_flight_equals_one_clip_at_a_time(tmp_path, shared_videos):
+    """Batches span videos and are read back one batch late; every video still gets its own rows."""
+    from vssl.extract.pipeline import extract
+    from vssl.features_store import FeatureStore
+
+    kw = dict(backbone="tiny", views="uniform:3x1", progress=False, device="cpu", precision="fp32", dtype="float32")
+    extract(shared_videos, tmp_path / "a", batch_size=4, **kw)  # 4 videos x 3 clips: batches cross videos
+    extract(shared_videos, tmp_path / "b", batch_size=1, **kw)
+    a, b = FeatureStore.open(tmp_path / "a"), FeatureStore.open(tmp_path / "b")
+    n = a.num_videos
+    fa, fb = a.view("uniform3x1").read(np.arange(n)), b.view("uniform3x1").read(np.arange(n))
+    np.testing.assert_allclose(fa.features, fb.features, rtol=1e-5, atol=1e-6)
+    assert np.abs(fa.features).sum() > 0
+
+
+def test_cudnn_autotune_is_scoped():
+    before = torch.backends.cudnn.benchmark
+    with cudnn_autotune(True):
+        assert torch.backends.cudnn.benchmark
+        with pytest.raises(RuntimeError):
+            with cudnn_autotune(True):
+                raise RuntimeError("a failing block still restores the flag")
+    assert torch.backends.cudnn.benchmark == before
+
+
+def test_fixed_position_table_is_built_once_per_grid(monkeypatch):
+    from vssl.extract.backbones import video_vit
+    from vssl.extract.backbones.video_vit import VIDEOMAE_SPEC, VideoViT
+    from vssl.extract.backbones.vit_layers import ViTShape
+
+    calls = []
+    real = video_vit.sinusoid_table
+    monkeypatch.setattr(video_vit, "sinusoid_table", lambda *a: calls.append(a) or real(*a))
+    model = VideoViT(ViTShape(embed_dim=32, depth=1, num_heads=2, mlp_hidden=64, qkv_bias="qv"),
+                     VIDEOMAE_SPEC.with_overrides(frames=4, size=32), pos_grid=(2, 2, 2)).freeze()
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.inference_mode():
+        first, second = model(x), model(x)
+        other = model(torch.randn(1, 3, 4, 48, 48))  # another grid: its own (resized) table
+    assert len(calls) == 2
+    torch.testing.assert_close(first, second)
+    model._fixed_tables.clear()
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), first)  # the cached table is the table
+    assert other.shape == first.shape

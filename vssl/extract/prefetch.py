@@ -1,0 +1,58 @@
+"""Where decoded videos come from: DataLoader worker processes, or one decode-ahead thread.
+
+With ``--workers 0`` (the default) a plain DataLoader decodes each video only when the backbone
+asks for it, so decoding and the model take turns and the run costs their sum. A single thread
+that decodes the next videos while the model runs overlaps the two at no IPC cost: FFmpeg and
+torch's kernels both run outside the GIL. Measured on EfficientNet-Lite0 (docs/PERFORMANCE.md,
+"Stage one's speed goal"). ``--workers N`` keeps N decoding processes, for machines with the cores.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+#: videos decoded ahead of the one the backbone is on (bounds memory: each holds its clips)
+DECODE_AHEAD = 2
+
+
+def decode_ahead(dataset: Dataset, depth: int = DECODE_AHEAD, pin: bool = False) -> Iterator[Any]:
+    """``dataset[0], dataset[1], ...`` in order, up to ``depth`` items decoded ahead by one thread."""
+    fetch: Callable[[int], Any] = (lambda i: _pinned(dataset[i])) if pin else dataset.__getitem__
+    n = len(dataset)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vssl-decode") as pool:
+        pending: deque[Future] = deque(pool.submit(fetch, i) for i in range(min(depth, n)))
+        next_index = len(pending)
+        try:
+            while pending:
+                item = pending.popleft().result()
+                if next_index < n:
+                    pending.append(pool.submit(fetch, next_index))
+                    next_index += 1
+                yield item
+        finally:  # the consumer stopped early (error, interrupt): drop what is queued
+            for future in pending:
+                future.cancel()
+
+
+def decoded_items(dataset: Dataset, workers: int, pin: bool, worker_init: Callable[[int], None]) -> Iterable[Any]:
+    """Items of ``dataset`` in order: ``workers`` decoding processes, or the decode-ahead thread for 0."""
+    if workers == 0:
+        return decode_ahead(dataset, pin=pin)
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
+                      pin_memory=pin, worker_init_fn=worker_init, prefetch_factor=2, persistent_workers=False)
+
+
+def _pinned(item: Any) -> Any:
+    """Clip tensors in page-locked memory, so the copy to the GPU can be asynchronous."""
+    if isinstance(item, dict):
+        return {k: _pinned(v) for k, v in item.items()}
+    return item.pin_memory() if isinstance(item, torch.Tensor) else item
+
+
+def _identity(item: Any) -> Any:
+    return item
