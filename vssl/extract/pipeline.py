@@ -324,9 +324,10 @@ class _Batcher:
     def launch(self, clips: torch.Tensor) -> HostCopy:
         """Upload, normalise on the device, run the backbone; the features are on their way back."""
         x = normalize(self.transfers.upload(clips), self.mean, self.std)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            y = self.model(x)
-        return self.transfers.download(y)
+        with torch.inference_mode():
+            with autocast(self.device, self.precision):
+                y = self.model(x)
+            return self.transfers.download(y)
 
     def forward(self, clips: torch.Tensor) -> np.ndarray:
         """The features of ``clips`` now (benchmarks and tests; the run loop uses ``launch``)."""
