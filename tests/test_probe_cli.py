@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from vssl.cli import main
 from vssl.features_store import BackboneSpec, FeatureStore, VideoEntry
 from vssl.features_store.synthetic import make_synthetic_store, uniform_boxes
 from vssl.probe.lowshot import balanced_fraction, holdout_split
+
+from tests.probe_helpers import run_cli as _run
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -70,17 +71,6 @@ def scale_run(store, tmp_path_factory):
                       batch_size=32, device="cpu", precision="fp32", seed=0)
     train(store, VIEW, run, cfg, quiet=True)
     return run
-
-
-def _run(capsys, *args):
-    """Run `vssl` in-process; return (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_default_probes_report_validates_and_names_the_representation(store, tmp_path, capsys):

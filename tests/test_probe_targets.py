@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from vssl.cli import main
 from vssl.extract.inputs import read_manifest
 from vssl.features_store import FeatureStore
 from vssl.features_store.store import VIDEO_COLUMNS
 from vssl.features_store.synthetic import make_synthetic_store
+
+from tests.probe_helpers import run_cli as _run
 
 VIEW = "uniform5x3"
 N_TRAIN, N_TEST, K, D = 120, 60, 4, 10
@@ -23,16 +24,6 @@ FAST = ["--epochs", "6", "--batch-size", "64", "--lr", "0.01", "--weight-decay",
         "--device", "cpu", "--precision", "fp32"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _run(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _dataset(root, seed=0, shuffle_test=False, single=False, noise=0.5):

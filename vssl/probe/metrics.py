@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .task import Task, task_of
+from .task import task_of
 
 log = logging.getLogger("vssl.probe")
 
