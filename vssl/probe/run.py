@@ -187,7 +187,12 @@ def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult
     """Run one probe on one source, once per seed, and score it: the row's params are the probe's
     (first seed's), then the source's (which run), then the request's (low-shot, seeds)."""
     scores, params, n_train = [], None, 0
+    # a training-free row on the whole training split is the same for every seed: computed once
+    fixed = not isinstance(row.config, TrainConfig) and req.low_shot is None
     for seed in seeds_of(req):
+        if fixed and scores:
+            scores.append(scores[0])
+            continue
         seeded = seed_data(data, req.low_shot, seed)
         config = replace(row.config, seed=seed) if isinstance(row.config, TrainConfig) else row.config
         scaled, unscale = standardized_target(seeded)
