@@ -146,6 +146,12 @@ def test_seeds_and_knn_grid(data, tmp_path, capsys):
         assert r["mAP"] == pytest.approx(np.mean(each)) and r["std"]["mAP"] == pytest.approx(np.std(each))
         assert len(set(np.round(each, 6))) == 3             # each seed draws its own low-shot subset
     assert len(rows[("linear", None)]["params"]["selected_per_seed"]) == 3
+    # without low-shot k-NN is the same for every seed (computed once); the trained probe is not
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", *FAST, "--seeds", "2",
+                        "--report", report)
+    rows = {r["probe"]: r for r in json.loads(report.read_text())["results"]}
+    assert code == 0 and rows["knn"]["std"]["mAP"] == 0.0 and len(rows["knn"]["seeds"]["mAP"]) == 2
+    assert rows["linear"]["seeds"]["mAP"][0] != rows["linear"]["seeds"]["mAP"][1]
 
 
 @pytest.mark.parametrize("kind", ["single", "multi", "year"])
