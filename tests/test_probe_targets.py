@@ -182,3 +182,4 @@ def test_test_labels_take_no_part_in_any_trained_probes_selection(tmp_path, kind
                               ("scale_linear", "scale"), ("mlp", "scale"), ("scale_ft", "scale")}
     assert chosen[0] == chosen[1]
     assert len({s["val_top1"] for s in chosen[0].values()}) > 1        # held-out scores that could differ
+    assert {s["val_metric"] for s in chosen[0].values()} == {{"single": "top1", "multi": "mAP", "year": "-mse"}[kind]}

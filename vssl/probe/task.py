@@ -57,6 +57,11 @@ class Task:
         err = ((scores[..., 0] - y[:, None]) ** 2).mean(axis=0)
         return -err, err
 
+    @property
+    def selection_metric(self) -> str:
+        """The name of what :meth:`selection` maximises (the ``val_metric`` of a row's params)."""
+        return {"single": "top1", "multi": "mAP", "regression": "-mse"}[self.kind]
+
     def stratify(self, labels: np.ndarray) -> np.ndarray:
         """Labels a held-out or low-shot split is balanced on (class; none for other targets)."""
         return labels if self.kind == "single" else np.zeros(len(labels), dtype=np.int64)

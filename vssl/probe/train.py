@@ -121,16 +121,17 @@ class FitResult:
     lr: float
     weight_decay: float
     epochs: int
-    val_top1: float | None
+    val_top1: float | None                                       # held-out score: see ``val_metric``
     precision: str = "fp32"                                      # as resolved; predict with the same
     history: list[list[float]] = field(default_factory=list)   # [epoch][grid point] held-out top-1
     batch_size: int | None = None
     optimizer: str | None = None
+    val_metric: str = "top1"                                     # top1 | mAP | -mse (Task.selection)
 
     def params(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
                 "batch_size": self.batch_size, "optimizer": self.optimizer,
-                "val_top1": self.val_top1, "precision": self.precision}
+                "val_top1": self.val_top1, "val_metric": self.val_metric, "precision": self.precision}
 
 
 def probe_precision(precision: str, device: torch.device) -> str:
@@ -175,7 +176,7 @@ def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float
     epoch, (run, lr, wd) = int(best[0]) + 1, points[int(best[1])]
     model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance)
     return FitResult(model, lr, wd, epoch, float(acc[best]), cfg.precision, acc.tolist(), run.batch_size,
-                     run.optimizer)
+                     run.optimizer, task.selection_metric)
 
 
 def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, build, grid, cfg: TrainConfig,
