@@ -148,3 +148,22 @@ def test_knn_votes_one_vs_rest_and_averages_values():
     assert got[0] == pytest.approx(expected)
     values = np.array([10.0, 20.0, 40.0])
     assert vote(sims, idx, values, 1, 0.07)[0, 0] == pytest.approx((w[0] * 40 + w[1] * 10 + w[2] * 20) / w.sum())
+
+
+def test_map_and_mse_rows_are_compared_by_a_paired_bootstrap():
+    from vssl.probe.compare import bootstrap_difference
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(0, 1, 300)
+    good, bad = y + rng.normal(0, 0.3, 300), y + rng.normal(0, 1.0, 300)
+    d = bootstrap_difference("regression", [good[:, None]], [bad[:, None]], y, "good", "bad")
+    assert d.diff == pytest.approx(skm.mean_squared_error(y, good) - skm.mean_squared_error(y, bad))
+    assert d.high < 0 and d.better == "good" and d.statement().endswith("good is better") and "MSE" in d.statement()
+    twin = y + rng.normal(0, 0.3, 300)
+    assert bootstrap_difference("regression", [good[:, None]], [twin[:, None]], y).better is None
+    scores, hot = _multi(seed=4, n=300)
+    noisy = scores + rng.normal(0, 1.0, scores.shape)
+    d = bootstrap_difference("multi", [scores], [noisy], hot, "clean", "noisy")
+    assert d.diff == pytest.approx(100 * (skm.average_precision_score(hot, scores)
+                                          - skm.average_precision_score(hot, noisy)))
+    assert d.better == "clean" and d.low > 0

@@ -82,6 +82,8 @@ def test_manifest_labels_become_multi_hot_and_targets_and_old_stores_still_open(
 def test_bad_target_and_column_are_one_clear_error(data, tmp_path, capsys):
     code, _, err = _run(capsys, "probe", data[0], "--view", VIEW, "--knn", "--target", "likes")
     assert code == 2 and "no target 'likes'" in err and "year" in err
+    code, _, err = _run(capsys, "probe", data[0], "--view", VIEW, "--knn", "--quiet", "--confusion", tmp_path / "c.png")
+    assert code == 2 and "--confusion draws single-label classes" in err
     (tmp_path / "m.csv").write_text("path,label,split,year\na.mp4,x,train,old\n")
     code, _, err = _run(capsys, "extract", tmp_path / "m.csv", "--out", tmp_path / "s", "--backbone", "tiny")
     assert code == 2 and "'old' is not a number" in err
@@ -105,6 +107,9 @@ def test_multi_label_rows_report_map_and_per_class_ap(data, tmp_path, capsys):
             list(100 * skm.average_precision_score(y, scores, average=None)))
         assert r["mAP"] > 80, (r["probe"], r["mAP"])               # the classes are easy to separate
         assert r["ci"]["metric"] == "mAP" and r["ci"]["low"] <= r["mAP"] <= r["ci"]["high"]
+    comparisons = json.loads(report.read_text())["comparisons"]
+    assert len(comparisons) == 2 and all(c["metric"] == "mAP" and c["method"] == "bootstrap paired"
+                                         for c in comparisons)
 
 
 def test_regression_rows_report_mse_and_r2(data, tmp_path, capsys):

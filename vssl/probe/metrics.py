@@ -165,6 +165,22 @@ def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, floa
     return (max(0.0, centre - half) * 100.0, min(1.0, centre + half) * 100.0)
 
 
+def bootstrap_metric(kind: str, per_seed: Sequence[np.ndarray], labels: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+    """``[B]`` the seeds' mean headline metric (top-1 %, mAP %, MSE) on each resample of the test
+    videos given as ``weights`` ``[B, n]`` (how often each video was drawn)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if kind == "single":
+        hits = np.mean([ranked_classes(s, 1)[:, 0] == labels for s in per_seed], axis=0)
+        return weights @ hits / n * 100.0
+    if kind == "multi":
+        y = labels.astype(np.float64)
+        return np.mean([per_class_ap(y, s, weights).mean(axis=1) for s in per_seed], axis=0) * 100.0
+    sq = np.mean([(np.asarray(s, np.float64).reshape(n, -1)[:, 0] - labels) ** 2 for s in per_seed], axis=0)
+    return weights @ sq / n
+
+
 def _interval(metric: str, value: float, low: float, high: float, method: str) -> dict[str, Any]:
     return {"metric": metric, "value": value, "low": low, "high": high, "level": LEVEL, "method": method}
 
@@ -214,7 +230,7 @@ def _single_label(per_seed, labels, classes, interval) -> dict[str, Any]:
     if interval == "wilson":
         low, high = wilson_interval(int(round(top1 / 100 * n)), n)
     else:
-        low, high = percentile_interval(bootstrap_weights(n) @ correct.mean(axis=0) / n * 100.0)
+        low, high = percentile_interval(bootstrap_metric("single", per_seed, labels, bootstrap_weights(n)))
     return {"top1": top1, "top5": float(np.mean(values["top5"])) if "top5" in values else None,
             "balanced_accuracy": float(np.mean(values["balanced_accuracy"])),
             "per_class": dict(zip(classes, recall)),
@@ -232,10 +248,8 @@ def _multi_label(per_seed, labels, classes, interval) -> dict[str, Any]:
         log.warning("%d of %d classes have no positive test video (%s); their AP counts as 0 in the mAP, "
                     "as scikit-learn's", len(empty), len(classes), ", ".join(empty[:5]))
     aps = [per_class_ap(labels, s)[0] * 100.0 for s in per_seed]            # [C] per seed
-    weights = bootstrap_weights(len(labels))
-    boot = np.mean([per_class_ap(labels, s, weights).mean(axis=1) for s in per_seed], axis=0) * 100.0
     m = float(np.mean([ap.mean() for ap in aps]))
-    low, high = percentile_interval(boot)
+    low, high = percentile_interval(bootstrap_metric("multi", per_seed, labels, bootstrap_weights(len(labels))))
     return {"top1": None, "top5": None, "mAP": m,
             "per_class_ap": dict(zip(classes, (float(v) for v in np.mean(aps, axis=0)))),
             "per_class": {}, "ci": _interval("mAP", m, low, high, "bootstrap"),
@@ -245,8 +259,7 @@ def _multi_label(per_seed, labels, classes, interval) -> dict[str, Any]:
 def _regression(per_seed, labels, classes, interval) -> dict[str, Any]:
     preds = [np.asarray(s, np.float64).reshape(len(labels), -1)[:, 0] for s in per_seed]
     values = {"mse": [mse(labels, p) for p in preds], "r2": [r2(labels, p) for p in preds]}
-    sq = np.mean([(p - labels) ** 2 for p in preds], axis=0)                 # [n] over seeds
     m = float(np.mean(values["mse"]))
-    low, high = percentile_interval(bootstrap_weights(len(labels)) @ sq / len(labels))
+    low, high = percentile_interval(bootstrap_metric("regression", per_seed, labels, bootstrap_weights(len(labels))))
     return {"top1": None, "top5": None, "mse": m, "r2": float(np.mean(values["r2"])), "per_class": {},
             "ci": _interval("mse", m, low, high, "bootstrap"), "seed_values": values}

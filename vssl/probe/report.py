@@ -113,15 +113,19 @@ class Report:
         return max(self.results, key=lambda r: (sign * getattr(r, r.metric), r.top5 or 0.0))
 
     def comparisons(self):
-        """The best row against every other single-label row on the same test videos: "better"
-        only where the paired interval of the difference excludes 0 (:mod:`.compare`)."""
-        from .compare import paired_difference
+        """The best row against every other row on the same test videos: "better" only where the
+        paired interval of the difference excludes 0 (:mod:`.compare`: exact for one seed's top-1,
+        a paired bootstrap for seeds, mAP and MSE)."""
+        from .compare import bootstrap_difference, paired_difference
 
-        rows = [r for r in self.results if r.task == "single" and r.correct is not None]
-        if len(rows) < 2:
+        if len(self.results) < 2:
             return []
         best = self.best()
-        return [paired_difference(best.correct, r.correct, _label(best), _label(r)) for r in rows if r is not best]
+        others = [r for r in self.results if r is not best]
+        if best.task == "single":
+            return [paired_difference(best.correct, r.correct, _label(best), _label(r)) for r in others]
+        return [bootstrap_difference(best.task, best.scores, r.scores, self.test_labels, _label(best), _label(r))
+                for r in others]
 
     def write_json(self, path: str | Path) -> None:
         check_writable(path, "--report")
