@@ -188,3 +188,21 @@ def test_test_labels_take_no_part_in_any_trained_probes_selection(tmp_path, kind
     assert chosen[0] == chosen[1]
     assert len({s["val_top1"] for s in chosen[0].values()}) > 1        # held-out scores that could differ
     assert {s["val_metric"] for s in chosen[0].values()} == {{"single": "top1", "multi": "mAP", "year": "-mse"}[kind]}
+
+
+def test_extract_stores_a_multi_label_manifest_with_a_target(tmp_path):
+    """`vssl extract` on a manifest with ``a;b`` labels and a numeric column: the store holds the
+    multi-hot classes and the target, video for video."""
+    from tests.videos import write_video
+    from vssl.extract import extract
+
+    for name in ("a", "b", "c"):
+        write_video(tmp_path / f"{name}.mp4", 9)
+    (tmp_path / "m.csv").write_text("path,label,split,year\na.mp4,eat;cook,train,1999\nb.mp4,sit,train,\n"
+                                    "c.mp4,,test,2004.5\n")
+    summary = extract(tmp_path / "m.csv", tmp_path / "s", views="uniform:1x1", progress=False)
+    store = FeatureStore.open(tmp_path / "s")
+    assert summary.done == 3 and store.classes == ["cook", "eat", "sit"]
+    assert store.multi_hot().tolist() == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]
+    np.testing.assert_array_equal(store.targets("year"), [1999.0, np.nan, 2004.5])
+    assert store.labels().tolist() == [1, 2, -1]            # the first class listed; -1 unlabelled
