@@ -26,3 +26,32 @@ def tiny_store_and_run(root: Path, seed: int = 0) -> tuple[Path, Path]:
                       batch_size=16, device="cpu", precision="fp32", seed=0)
     train(root / "store", VIEW, root / "run", cfg, quiet=True)
     return root / "store", root / "run"
+
+
+def dino_knn(train, train_y, test, num_classes, k=20, t=0.07):
+    """DINO's weighted k-NN vote written out in numpy, neighbour by neighbour (the independent
+    reference of vssl's k-NN rows)."""
+    sims = test @ train.T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(test), num_classes))
+    for q in range(len(test)):
+        for j in top[q]:
+            votes[q, train_y[j]] += np.exp(sims[q, j] / t)
+    return votes
+
+
+def l2(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run `vssl` in-process; return (exit code, stdout, stderr)."""
+    from vssl.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from vssl.cli import main
 from vssl.features_store import BackboneSpec, FeatureStore, VideoEntry
 from vssl.features_store.synthetic import make_synthetic_store, uniform_boxes
 from vssl.probe.lowshot import balanced_fraction, holdout_split
+
+from tests.probe_helpers import run_cli as _run
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -24,12 +25,16 @@ REPORT_SCHEMA = {
         "store": {"type": "string"}, "view": {"type": "string"},
         "results": {"type": "array", "minItems": 1, "items": {
             "type": "object",
-            "required": ["probe", "features", "top1", "top5", "n_train", "n_test", "params", "per_class"],
+            "required": ["probe", "features", "top1", "top5", "balanced_accuracy", "n_train", "n_test", "params",
+                         "per_class", "per_class_stats", "confusion", "ci", "seeds", "std"],
             "properties": {
                 "probe": {"enum": ["knn", "linear", "mlp", "transformer", "scale_linear", "scale_ft"]},
                 "features": {"enum": ["backbone", "scale"]},
                 "top1": {"type": "number", "minimum": 0, "maximum": 100},
-                "top5": {"type": "number", "minimum": 0, "maximum": 100},
+                "top5": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+                "balanced_accuracy": {"type": "number", "minimum": 0, "maximum": 100},
+                "confusion": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                "ci": {"type": "object", "required": ["metric", "low", "high", "level", "method"]},
                 "n_train": {"type": "integer", "minimum": 1}, "n_test": {"type": "integer", "minimum": 1},
                 "params": {"type": "object"},
                 "per_class": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
@@ -68,17 +73,6 @@ def scale_run(store, tmp_path_factory):
     return run
 
 
-def _run(capsys, *args):
-    """Run `vssl` in-process; return (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_default_probes_report_validates_and_names_the_representation(store, tmp_path, capsys):
     report, png = tmp_path / "r.json", tmp_path / "cm.png"
     code, out, _ = _run(capsys, "probe", store, "--view", VIEW, *FAST, "--report", report, "--confusion", png)
@@ -88,27 +82,47 @@ def test_default_probes_report_validates_and_names_the_representation(store, tmp
     assert [(r["probe"], r["features"]) for r in doc["results"]] == [("knn", "backbone"), ("linear", "backbone")]
     for r in doc["results"]:
         assert r["n_train"] == N_TRAIN and r["n_test"] == N_TEST
-        assert r["top1"] >= 95.0 and r["top5"] == 100.0
+        assert r["top1"] >= 95.0 and r["top5"] is None        # 3 classes: top-5 cannot miss, not reported
         assert set(r["per_class"]) == {"jump", "run", "swim"}
+        assert r["ci"]["low"] <= r["top1"] <= r["ci"]["high"]
+        assert r["ci"]["method"] == ("wilson" if r["probe"] == "knn" else "bootstrap")
+        assert np.asarray(r["confusion"]).sum() == N_TEST
     assert "clip" in doc["results"][0]["params"]["representation"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "knn" in out and "linear" in out
 
 
-def test_per_class_accuracy_matches_the_predictions(store, tmp_path, capsys):
-    """Per-class numbers must agree with top-1 weighted by the test class counts."""
-    report = tmp_path / "r.json"
-    _run(capsys, "probe", store, "--view", VIEW, "--knn", "--quiet", "--report", report)
-    r = json.loads(report.read_text())["results"][0]
-    y_test = _data()[1][N_TRAIN:]
-    counts = np.bincount(y_test, minlength=C)
-    overall = sum(r["per_class"][c] * n for c, n in zip(["jump", "run", "swim"], counts)) / counts.sum()
-    assert overall == pytest.approx(r["top1"])
+def test_every_number_of_a_row_is_scikit_learns_on_the_saved_scores(store, tmp_path, capsys):
+    """--predictions saves each row's test scores; scikit-learn, given those scores and the saved
+    labels, gives every number of the report (and the test videos are the store's test split)."""
+    from sklearn import metrics as skm
+
+    report, npz = tmp_path / "r.json", tmp_path / "p.npz"
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", *FAST, "--report", report,
+                        "--predictions", npz)
+    assert code == 0, err
+    saved = np.load(npz)
+    y = saved["labels"]
+    opened = FeatureStore.open(store)
+    assert list(saved["paths"]) == list(opened.paths()[N_TRAIN:]) and np.array_equal(y, opened.labels()[N_TRAIN:])
+    for r in json.loads(report.read_text())["results"]:
+        scores = saved[f"{r['probe']}/{r['features']}/scores"]
+        assert scores.shape == (N_TEST, C)
+        pred = scores.argmax(axis=1)
+        assert r["top1"] == pytest.approx(100 * skm.accuracy_score(y, pred))
+        assert r["balanced_accuracy"] == pytest.approx(100 * skm.balanced_accuracy_score(y, pred))
+        assert r["confusion"] == skm.confusion_matrix(y, pred, labels=range(C)).tolist()
+        p, rec, _, sup = skm.precision_recall_fscore_support(y, pred, labels=range(C), zero_division=0)
+        for i, name in enumerate(["jump", "run", "swim"]):
+            stats = r["per_class_stats"][name]
+            assert (stats["precision"], stats["recall"], stats["support"]) == \
+                (pytest.approx(100 * p[i]), pytest.approx(100 * rec[i]), sup[i])
     # A k-NN-only run reduces clips while reading; with a trained probe it keeps them: same row.
-    both = tmp_path / "both.json"
-    _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", *FAST, "--report", both)
-    r_both = json.loads(both.read_text())["results"][0]
-    assert (r_both["top1"], r_both["top5"], r_both["per_class"]) == (r["top1"], r["top5"], r["per_class"])
+    alone = tmp_path / "alone.json"
+    _run(capsys, "probe", store, "--view", VIEW, "--knn", "--quiet", "--report", alone)
+    r_alone = json.loads(alone.read_text())["results"][0]
+    r_both = json.loads(report.read_text())["results"][0]
+    assert (r_both["top1"], r_both["per_class_stats"]) == (r_alone["top1"], r_alone["per_class_stats"])
 
 
 def test_low_shot_subsets_are_class_balanced_and_seeded():

@@ -20,7 +20,7 @@ from vssl.probe import FinetuneConfig, KnnConfig, LinearConfig, ProbeRequest, Tr
 from vssl.probe.mlp import MlpConfig, mlp_head
 from vssl.probe.transformer import SetClassifier, clip_statistics, train_finetune, train_transformer
 
-from tests.probe_helpers import VIEW, tiny_store_and_run
+from tests.probe_helpers import VIEW, dino_knn as _dino_knn, l2 as _l2, tiny_store_and_run
 
 FIT = dict(epochs=1, batch_size=8, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,))
 N_TRAIN = 36
@@ -41,20 +41,6 @@ def _stored(store_path, run):
     rows = store.rows(group)
     return (store.view(VIEW).read_features(idx).astype(np.float64), rows.read("set_token", idx).astype(np.float64),
             rows.read("clips", idx).astype(np.float64), store.labels().astype(np.int64))
-
-
-def _dino_knn(train, train_y, test, num_classes, k=20, t=0.07):
-    sims = test @ train.T
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    votes = np.zeros((len(test), num_classes))
-    for q in range(len(test)):
-        for j in top[q]:
-            votes[q, train_y[j]] += np.exp(sims[q, j] / t)
-    return votes
-
-
-def _l2(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def test_scale_knn_is_the_centred_mean_of_clip_and_set(tiny):

@@ -262,6 +262,8 @@ def probe(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the results as JSON"),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="PNG of the best probe's confusion matrix"),
+    predictions: Optional[Path] = typer.Option(None, "--predictions",
+                                               help="write test paths, labels and every row's scores (.npz)"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
     overrides: dict = None,
 ) -> None:
@@ -272,18 +274,22 @@ def probe(
 
     cfg = ProbeConfig.load(config, overrides)
     log_to_stderr(cfg.quiet)
-    for path, flag in ((report, "--report"), (confusion, "--confusion")):
+    for path, flag in ((report, "--report"), (confusion, "--confusion"), (predictions, "--predictions")):
         if path is not None:
             check_writable(path, flag)
     result = run_probes(cfg.request(store))
     if report is not None:
         result.write_json(report)
+    if predictions is not None:
+        result.write_predictions(predictions)
     if confusion is not None:
         write_confusion_png(result.best(), list(result.results[0].per_class), confusion)
     if as_json:
         _print_json(result.to_json())
     else:
         out.print(render_table(result))
+        for difference in result.comparisons():
+            out.print(f"• {difference.statement()}", highlight=False, soft_wrap=True)
 
 # ---------------------------------------------------------------- demo
 

@@ -78,9 +78,12 @@ def scan_directory(directory: str | Path, split: str = "") -> VideoInputs:
 def read_manifest(manifest: str | Path, split: str = "") -> VideoInputs:
     """Read ``path,label[,split]`` rows (CSV, or TSV for ``.tsv``/tab-separated files).
 
-    An optional header row starting with ``path`` is skipped. Labels are class names (sorted
-    into class indices) or, when every label is an integer, class indices as they are; an
-    empty label means unlabelled. A row without a split gets ``split``.
+    An optional header row starting with ``path`` is skipped; it may name more columns after
+    ``path,label,split``, each numeric (empty = none): regression targets (``--target NAME``),
+    e.g. LVU's ``year``. Labels are class names (sorted into class indices) or, when every label
+    is an integer, class indices as they are; an empty label means unlabelled. A label ``a;b;c``
+    gives the video several classes (a multi-label dataset: every label is then read that way).
+    A row without a split gets ``split``.
     """
     path = Path(manifest)
     if not path.is_file():
@@ -88,23 +91,46 @@ def read_manifest(manifest: str | Path, split: str = "") -> VideoInputs:
     text = path.read_text(encoding="utf-8-sig")
     delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
     rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines(), delimiter=delimiter) if any(c.strip() for c in r)]
+    header = ["path", "label", "split"]
     if rows and rows[0][0].lower() == "path":
+        header = [h.lower() if i < 3 else h for i, h in enumerate(rows[0])]
         rows = rows[1:]
+        if header[1:3] != ["label", "split"][:len(header) - 1] or any(not h for h in header):
+            raise VsslError(f"{path}: header {header!r} must start path,label,split; then numeric columns")
     if not rows:
         raise VsslError(f"{path}: no rows (expected path,label[,split])")
     for n, r in enumerate(rows, 1):
-        if len(r) > 3 or not r[0]:
-            raise VsslError(f"{path}: row {n} {r!r} is not path,label[,split]")
-    labels = [r[1] if len(r) > 1 else "" for r in rows]
-    given = [lab for lab in labels if lab]
+        if len(r) > len(header) or not r[0]:
+            raise VsslError(f"{path}: row {n} {r!r} is not {','.join(header)}")
+    labels = [[part.strip() for part in r[1].split(";") if part.strip()] if len(r) > 1 else [] for r in rows]
+    multi = any(";" in r[1] for r in rows if len(r) > 1)
+    given = sorted({lab for labs in labels for lab in labs})
     numeric = all(_is_int(lab) for lab in given)
-    classes = [] if numeric else sorted(set(given))
+    classes = [] if numeric else given
+    if numeric and multi and given:
+        classes = [str(c) for c in range(max(int(lab) for lab in given) + 1)]
     index = {c: i for i, c in enumerate(classes)}
+    targets = [_targets(path, n, header[3:], r[3:]) for n, r in enumerate(rows, 1)]
     videos = []
-    for r, lab in zip(rows, labels):
-        label = -1 if not lab else (int(lab) if numeric else index[lab])
-        videos.append(VideoEntry(r[0], label, r[2] if len(r) > 2 and r[2] else split))
+    for r, labs, values in zip(rows, labels, targets):
+        ids = tuple(int(lab) if numeric else index[lab] for lab in labs)
+        videos.append(VideoEntry(r[0], ids[0] if ids else -1, r[2] if len(r) > 2 and r[2] else split,
+                                 ids if multi else (), values))
     return VideoInputs(path.parent, videos, classes)
+
+
+def _targets(path: Path, row: int, names: list[str], cells: list[str]) -> tuple[tuple[str, float], ...]:
+    """A row's numeric columns by header name (empty cells left out)."""
+    out = []
+    for name, cell in zip(names, cells):
+        if not cell:
+            continue
+        try:
+            out.append((name, float(cell)))
+        except ValueError:
+            raise VsslError(f"{path}: row {row}, column {name!r}: {cell!r} is not a number "
+                            "(columns after path,label,split are numeric targets)") from None
+    return tuple(out)
 
 
 def _is_int(text: str) -> bool:

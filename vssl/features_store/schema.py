@@ -91,8 +91,15 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class VideoEntry:
-    """One input video: its path (as given), class index (-1 unlabelled) and split name."""
+    """One input video: its path (as given), class index (-1 unlabelled) and split name.
+
+    A multi-label video (manifest label ``a;b;c``) also lists all its classes in ``classes``
+    (``label`` is then the first); ``targets`` holds its numeric manifest columns (regression
+    targets, e.g. LVU's year) by column name.
+    """
 
     path: str
     label: int = -1
     split: str = ""
+    classes: tuple[int, ...] = ()
+    targets: tuple[tuple[str, float], ...] = ()

@@ -32,6 +32,28 @@ VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
     "fps": "float64", "status": "int8", "error": str,
 }
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: optional video-table arrays: ``videos/multi_hot`` [N, C] uint8 and ``videos/target_<name>``
+#: [N] float64, written only for multi-label / regression data, so older stores open unchanged
+TARGET_PREFIX = "target_"
+
+
+def _write_label_columns(table: zarr.Group, videos: Sequence[VideoEntry], num_classes: int, chunk: int) -> None:
+    """The multi-hot classes and numeric targets of ``videos``, when any video has them."""
+    n = len(videos)
+    if any(v.classes for v in videos):
+        hot = np.zeros((n, num_classes), dtype=np.uint8)
+        for i, v in enumerate(videos):
+            hot[i, list(v.classes)] = 1
+        table.create_array("multi_hot", shape=hot.shape, chunks=(chunk, max(num_classes, 1)), dtype="uint8",
+                           compressors=None, fill_value=0)
+        table["multi_hot"][:] = hot
+    names = sorted({name for v in videos for name, _ in v.targets})
+    for name in names:
+        _check_name("target", name)
+        values = np.array([dict(v.targets).get(name, np.nan) for v in videos], dtype=np.float64)
+        table.create_array(f"{TARGET_PREFIX}{name}", shape=(n,), chunks=(chunk,), dtype="float64",
+                           compressors=None, fill_value=np.nan)
+        table[f"{TARGET_PREFIX}{name}"][:] = values
 
 
 def _to_unicode(values: np.ndarray) -> np.ndarray:
@@ -90,6 +112,7 @@ class FeatureStore:
             table["path"][:] = np.array([v.path for v in videos], dtype=str)
             table["label"][:] = np.array([v.label for v in videos], dtype=np.int64)
             table["split"][:] = np.array([v.split for v in videos], dtype=str)
+            _write_label_columns(table, videos, len(classes), chunk)
             root.create_group("views")
             root.create_group("aggregates")
             os.rename(staging, path)  # replaces an empty directory; fails if another creator won
@@ -141,6 +164,26 @@ class FeatureStore:
 
     def labels(self) -> np.ndarray:
         return self._column("label").astype(np.int64)
+
+    def multi_hot(self) -> np.ndarray | None:
+        """``[N, C]`` uint8 class membership of a multi-label store; None for a single-label one
+        (and for every store written before multi-label data existed)."""
+        if "multi_hot" not in self.root["videos"]:
+            return None
+        return np.asarray(self.root["videos/multi_hot"][:])
+
+    def target_names(self) -> list[str]:
+        """The numeric manifest columns stored as regression targets (none in older stores)."""
+        prefix = TARGET_PREFIX
+        return sorted(name[len(prefix):] for name in self.root["videos"].array_keys() if name.startswith(prefix))
+
+    def targets(self, name: str) -> np.ndarray:
+        """``[N]`` float64 values of target ``name`` (NaN where a video has none)."""
+        if name not in self.target_names():
+            have = ", ".join(self.target_names()) or "none"
+            raise StoreError(f"{self.path} has no target '{name}' (targets: {have}); give the column in the "
+                             "manifest's header (path,label,split,NAME) and extract again")
+        return np.asarray(self.root[f"videos/{TARGET_PREFIX}{name}"][:], dtype=np.float64)
 
     def splits(self) -> np.ndarray:
         return self._text_column("split")

@@ -22,15 +22,17 @@ def uniform_boxes(num_videos: int, num_clips: int) -> np.ndarray:
 def make_synthetic_store(path: str | Path, features: np.ndarray, labels: Sequence[int],
                          splits: Sequence[str], view: str = "random16", boxes: np.ndarray | None = None,
                          classes: Sequence[str] | None = None, chunk_videos: int | None = None,
-                         dtype: str = "float16") -> FeatureStore:
-    """A store whose view ``view`` holds ``features`` [N, K, D] for N done videos."""
+                         dtype: str = "float16", videos: Sequence[VideoEntry] | None = None) -> FeatureStore:
+    """A store whose view ``view`` holds ``features`` [N, K, D] for N done videos (``videos``: the
+    video table's entries, e.g. multi-label or with targets, instead of ``labels``/``splits``')."""
     n, k, d = features.shape
     labels = np.asarray(labels, dtype=np.int64)
     if classes is None:
         classes = [f"class{i}" for i in range(int(labels.max()) + 1 if labels.size else 0)]
     backbone = BackboneSpec(name="synthetic", embed_dim=d, frames=16, stride=4, size=224,
                             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), family="synthetic")
-    videos = [VideoEntry(f"video{i:06d}.mp4", int(labels[i]), str(splits[i])) for i in range(n)]
+    if videos is None:
+        videos = [VideoEntry(f"video{i:06d}.mp4", int(labels[i]), str(splits[i])) for i in range(n)]
     store = FeatureStore.create(path, backbone, videos, classes, chunk_videos=chunk_videos)
     store.create_view(view, num_clips=k, spec={"sampler": "synthetic", "clips": k}, dtype=dtype)
     boxes = uniform_boxes(n, k) if boxes is None else boxes

@@ -57,8 +57,10 @@ class ProbeConfig(Settings):
     finetune: bool = setting(False, "SCALE_ft: fine-tune the --scale run with a linear head", flag="--finetune")
     scale: str | None = setting(None, "SCALE run directory: add rows on its features")
     low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
+    target: str | None = setting(None, "probe a numeric manifest column (regression: MSE, R²) instead of the classes")
     # -- k-NN
     k: int = setting(20, "k-NN neighbours", flag="--k")
+    knn_k: str | None = setting(None, "k-NN: a row per k, comma-separated (DINO: 10,20,100,200); overrides --k")
     temperature: float = setting(0.07, "k-NN vote temperature")
     center: bool | None = setting(None, "k-NN: subtract the training mean first (default: on SCALE features only)",
                                   flag="--center/--no-center")
@@ -79,6 +81,8 @@ class ProbeConfig(Settings):
                                    flag="--append-refined")
     # -- run
     seed: int = setting(0, "seed of low-shot subsets, splits and training")
+    seeds: int = setting(1, "train every trained probe (and draw low-shot subsets) with seeds --seed.. "
+                            "--seed+N-1: mean, std and each seed's value")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     precision: str = setting("auto", "trained probes: auto (bf16 where fast), bf16 or fp32")
     quiet: bool = setting(False, "no progress bars", flag="--quiet")
@@ -97,6 +101,21 @@ class ProbeConfig(Settings):
             self.bad("train_clips", "must be at least 1")
         if self.k < 1 or self.temperature <= 0:
             raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
+        if self.seeds < 1:
+            self.bad("seeds", "must be at least 1")
+        self.knn_ks()
+
+    def knn_ks(self) -> tuple[int, ...]:
+        """``--knn-k 10,20,100,200`` as a tuple of k (empty: the single ``--k``)."""
+        if not self.knn_k:
+            return ()
+        try:
+            ks = tuple(int(k) for k in str(self.knn_k).split(",") if k.strip())
+        except ValueError:
+            ks = ()
+        if not ks or min(ks) < 1:
+            raise VsslError(f"--knn-k {self.knn_k}: give positive integers separated by commas, e.g. 10,20,100,200")
+        return tuple(dict.fromkeys(ks))
 
     def enabled(self) -> tuple[str, ...]:
         """The probe options to run: those given, else k-NN and linear."""
@@ -133,7 +152,8 @@ class ProbeConfig(Settings):
         return ProbeRequest(store=Path(store), view=self.view, train_split=self.train_split,
                             test_split=self.test_split, scale_run=None if self.scale is None else Path(self.scale),
                             train_view=self.train_view, train_clips=self.train_clips,
-                            low_shot=self.low_shot, seed=self.seed, quiet=self.quiet, **configs)
+                            low_shot=self.low_shot, seed=self.seed, seeds=self.seeds, knn_ks=self.knn_ks(),
+                            target=self.target, quiet=self.quiet, **configs)
 
 
 def _axis(name: str, values: tuple | None) -> dict:

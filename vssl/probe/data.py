@@ -15,6 +15,8 @@ import numpy as np
 
 from vssl.errors import VsslError
 
+from .labels import video_labels
+
 log = logging.getLogger("vssl.probe")
 
 
@@ -38,7 +40,7 @@ class SplitData:
 
     split: str
     indices: np.ndarray            # store rows, sorted
-    labels: np.ndarray             # int64 [n]
+    labels: np.ndarray             # int64 [n], or [n, C] multi-hot, or float [n] values (.labels)
     features: np.ndarray           # [n, K, D], stored dtype
     boxes: np.ndarray | None       # [n, K, 7] float32 when asked for
     train_view: TrainView | None = None   # the same videos in --train-view (training split only)
@@ -49,14 +51,15 @@ class SplitData:
                          None if self.train_view is None else self.train_view.subset(positions))
 
 
-def labelled_rows(store, view, split: str, flag: str) -> np.ndarray:
-    """Rows of ``split`` that carry a label and are done in ``view``; a clear error when none are."""
+def labelled_rows(store, view, split: str, flag: str, target: str | None = None) -> np.ndarray:
+    """Rows of ``split`` that carry a label (a value of ``target``) and are done in ``view``; a
+    clear error when none are."""
     idx = store.split_indices(split)
-    labels = store.labels()[idx]
-    labelled = idx[labels >= 0]
+    labelled = idx[video_labels(store, target)[1][idx]]
     if labelled.size == 0:
+        what = "with label -1" if target is None else f"without a value of target '{target}'"
         raise VsslError(f"{flag} '{split}' has no labelled videos in {store.path} ({idx.size} videos, all "
-                        "with label -1); label them in the store or choose another split")
+                        f"{what}); label them in the store or choose another split")
     done = store.usable(view.name)[labelled]
     if not done.any():
         raise VsslError(f"view '{view.name}' has no extracted videos in split '{split}' of {store.path}; "
@@ -74,7 +77,7 @@ def read_rows(read, rows: np.ndarray, block: int = 4096) -> np.ndarray:
 
 
 def load_split(store, view_name: str, split: str, flag: str = "--train-split", boxes: bool = False,
-               video_level: bool = False) -> SplitData:
+               video_level: bool = False, target: str | None = None) -> SplitData:
     """Features (and optionally boxes) of the labelled, done videos of ``split`` in view ``view_name``.
 
     ``video_level`` keeps only each video's k-NN embedding (``[n, 1, D]`` float32), reduced
@@ -83,7 +86,7 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     """
     view = store.view(view_name)
     view.fixed_clips("vssl probe")
-    rows = labelled_rows(store, view, split, flag)
+    rows = labelled_rows(store, view, split, flag, target)
     if video_level:
         from .knn import video_embeddings
 
@@ -91,7 +94,7 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     else:
         feats = read_rows(view.read_features, rows)
     bx = read_rows(view.read_boxes, rows) if boxes else None
-    return SplitData(split, rows, store.labels()[rows], feats, bx)
+    return SplitData(split, rows, video_labels(store, target)[0][rows], feats, bx)
 
 
 def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:

@@ -20,6 +20,7 @@ from torch import nn
 from vssl.device import autocast
 
 from .data import TrainView
+from .task import task_of, torch_labels
 
 
 def random_clips(n: int, available: int, keep: int, gen: torch.Generator) -> np.ndarray:
@@ -42,7 +43,7 @@ class ClipInputs:
     def __init__(self, features: np.ndarray, labels: np.ndarray, eval_block: int = 256,
                  train_view: TrainView | None = None):
         self.features = features                  # [n, K, D]
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = torch_labels(labels)        # class indices, multi-hot or values (.task)
         self.train_view = train_view
         self.samples_per_video = features.shape[1] if train_view is None else train_view.clips
         self.eval_block = eval_block
@@ -72,7 +73,7 @@ class ClipInputs:
             b, k, d = x.shape
             with autocast(device, precision):
                 logits = model(_to(x.reshape(b * k, d), device))
-            probs = logits.float().softmax(-1)
+            probs = task_of(self.labels).activate(logits.float())
             out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
         model.train()
         return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=np.float32)
@@ -91,7 +92,7 @@ class SetInputs:
     def __init__(self, features: np.ndarray, boxes: np.ndarray, labels: np.ndarray, eval_block: int = 128,
                  per_clip: bool = False, train_view: TrainView | None = None):
         self.features, self.boxes = features, boxes
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = torch_labels(labels)
         self.train_view = train_view
         self.samples_per_video = 1             # a minibatch counts videos, whatever the head
         self.eval_block = eval_block
@@ -107,7 +108,7 @@ class SetInputs:
         k = clips if self.per_clip else 1
         for s in _starts(len(order), batch_size):
             r = np.sort(order[s:s + batch_size])
-            y = np.repeat(self.labels[r], k)            # per clip: each clip carries its video's label
+            y = np.repeat(self.labels[r], k, axis=0)    # per clip: each clip carries its video's label
             yield self._sets(r, gen, device), _to_labels(y, device)
 
     def _sets(self, r: np.ndarray, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +127,7 @@ class SetInputs:
             r = positions[s:s + self.eval_block]
             with autocast(device, precision):
                 logits = model(_to(self.features[r], device), _to(self.boxes[r], device))
-            probs = logits.float().softmax(-1)
+            probs = task_of(self.labels).activate(logits.float())
             if self.per_clip:                           # [B*K, G, C] -> mean over each video's K clips
                 probs = probs.reshape(len(r), -1, *probs.shape[1:]).mean(1)
             out.append(probs.cpu().numpy())

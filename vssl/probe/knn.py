@@ -77,8 +77,16 @@ def knn_scores(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, nu
 
 def vote(sims: np.ndarray, idx: np.ndarray, train_labels: np.ndarray, num_classes: int,
          temperature: float) -> np.ndarray:
-    """DINO's weighted vote: sum over neighbours of ``exp(sim / T)`` into each neighbour's class."""
+    """DINO's weighted vote: sum over neighbours of ``exp(sim / T)`` into each neighbour's class.
+
+    Multi-hot labels ``[n, C]`` vote one-vs-rest: class ``c``'s score is the weighted fraction of
+    neighbours that have it; values ``[n]`` (float, a regression target) give their weighted
+    mean ``[n_test, 1]`` (:mod:`.task`).
+    """
     weights = np.exp(sims.astype(np.float64) / temperature)
+    if train_labels.ndim == 2 or np.issubdtype(train_labels.dtype, np.floating):
+        neighbours = np.asarray(train_labels, np.float64)[idx].reshape(*idx.shape, -1)   # [n, k, C or 1]
+        return np.einsum("nk,nkc->nc", weights, neighbours) / weights.sum(axis=1, keepdims=True)
     scores = np.zeros((sims.shape[0], num_classes), dtype=np.float64)
     rows = np.repeat(np.arange(sims.shape[0]), sims.shape[1])
     np.add.at(scores, (rows, train_labels[idx].ravel()), weights.ravel())

@@ -1,7 +1,23 @@
-"""Accuracy metrics shared by every probe: top-k, per-class accuracy, confusion matrix.
+"""The numbers of a report row, for every probe and every kind of target.
 
-:func:`row_metrics` is the one place a probe's class scores become the numbers of its report
-row, so every probe (and every feature source) is scored the same way.
+:func:`row_metrics` is the one place a probe's test scores become the numbers of its report
+row, so every probe (and every feature source) is scored the same way. The kind of target
+(:mod:`.task`) decides which numbers:
+
+- single-label classes: top-1, top-5 (only where 5 < C: with C <= 5 classes it is always
+  100%), balanced accuracy (the mean per-class recall, scikit-learn's ``balanced_accuracy_score``),
+  per-class precision / recall / support and the ``[true, predicted]`` confusion matrix;
+- multi-label classes (Charades-style): mAP, the macro mean of each class's average precision
+  ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds, as scikit-learn's
+  ``average_precision_score(average="macro")`` computes it (a class without a positive test
+  video counts as AP 0 there, and here, with a warning); no top-1;
+- regression targets: MSE and R².
+
+A row may hold several seeds (``--seeds N``): each headline metric is the mean over seeds,
+with its standard deviation and each seed's value; per-class numbers and the confusion matrix
+pool the seeds' predictions (so with one seed they are that seed's). Every row carries a 95%
+interval of its headline metric: a bootstrap over test videos (the seeds' mean recomputed on
+each resample), or for k-NN's top-1 the Wilson score interval.
 
 Ties are broken by class index (a stable sort of the negated scores), so a metric never
 depends on the order a backend happened to return equal scores in.
@@ -9,9 +25,22 @@ depends on the order a backend happened to return equal scores in.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import math
+from typing import Any, Sequence
 
 import numpy as np
+
+from .task import task_of
+
+log = logging.getLogger("vssl.probe")
+
+#: bootstrap resamples of the test videos behind each interval (percentile interval)
+BOOTSTRAP_SAMPLES = 1000
+LEVEL = 0.95
+
+
+# ---------------------------------------------------------------------- single-label
 
 
 def ranked_classes(scores: np.ndarray, k: int) -> np.ndarray:
@@ -38,19 +67,199 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 
 def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
-    """Top-1 accuracy in percent for each class; ``None`` for a class absent from ``labels``."""
-    cm = confusion_matrix(pred, labels, num_classes)
-    totals = cm.sum(axis=1)
-    return [float(cm[c, c] / totals[c] * 100.0) if totals[c] else None for c in range(num_classes)]
+    """Top-1 accuracy (recall) in percent for each class; ``None`` for a class absent from ``labels``."""
+    return recall_precision(confusion_matrix(pred, labels, num_classes))[0]
 
 
-def row_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """The report-row fields of ``[n_test, C]`` class scores: top-1, top-5 (percent), the number
-    of test videos, per-class top-1 by class name, the ``[true, predicted]`` confusion matrix and
-    each test video's top-1 hit (for paired comparisons of rows, :mod:`vssl.probe.compare`)."""
+def recall_precision(cm: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    """Per-class recall and precision (percent) of a ``[true, predicted]`` matrix; ``None`` where
+    undefined (no true video of the class; no video predicted as it)."""
+    cm = np.asarray(cm)
+    diag, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    recall = [float(diag[c] / support[c] * 100.0) if support[c] else None for c in range(len(cm))]
+    precision = [float(diag[c] / predicted[c] * 100.0) if predicted[c] else None for c in range(len(cm))]
+    return recall, precision
+
+
+def balanced_accuracy(cm: np.ndarray) -> float:
+    """Mean recall (percent) over the classes present in the test split (scikit-learn's)."""
+    recall = [r for r in recall_precision(cm)[0] if r is not None]
+    return float(np.mean(recall)) if recall else float("nan")
+
+
+# ---------------------------------------------------------------------- multi-label
+
+
+def average_precision(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Average precision of one class for each row of ``weights`` ``[B, n]`` (videos counted that
+    many times: a bootstrap resample), or once ``[1]`` without; 0 where no positive counts.
+
+    ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct scores from the highest down (tied
+    scores form one threshold), scikit-learn's definition (no interpolation).
+    """
+    targets, scores = np.asarray(targets, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    w = np.ones((1, len(scores))) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    s, y, w = scores[order], targets[order], w[:, order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]     # the last video of each threshold
+    tp = np.cumsum(w * y, axis=1)[:, last]
+    seen = np.cumsum(w, axis=1)[:, last]
+    positives = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(seen > 0, tp / seen, 0.0)
+        recall = np.where(positives > 0, tp / positives, 0.0)
+    gain = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
+    return (gain * precision).sum(axis=1)
+
+
+def per_class_ap(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """``[B, C]`` average precision of every class (see :func:`average_precision`)."""
+    targets, scores = np.asarray(targets), np.asarray(scores)
+    return np.stack([average_precision(targets[:, c], scores[:, c], weights) for c in range(scores.shape[1])],
+                    axis=1)
+
+
+# ---------------------------------------------------------------------- regression
+
+
+def mse(targets: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean((np.asarray(predicted, np.float64) - np.asarray(targets, np.float64)) ** 2))
+
+
+def r2(targets: np.ndarray, predicted: np.ndarray) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (scikit-learn's ``r2_score``; NaN for a
+    constant target)."""
+    t = np.asarray(targets, np.float64)
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    return 1.0 - mse(t, predicted) * len(t) / ss_tot if ss_tot > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------- intervals
+
+
+def bootstrap_weights(n: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
+    """``[samples, n]`` how often each test video is drawn in each resample (with replacement)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(samples, n))
+    return np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap ``values`` (NaNs, e.g. no positive, ignored)."""
+    alpha = (1 - level) / 2 * 100
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.percentile(values, [alpha, 100 - alpha])
+    return float(lo), float(hi)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (percent) of one row's top-1 with ``hits`` of ``n`` correct."""
+    if n == 0:
+        return (0.0, 100.0)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half) * 100.0, min(1.0, centre + half) * 100.0)
+
+
+def bootstrap_metric(kind: str, per_seed: Sequence[np.ndarray], labels: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+    """``[B]`` the seeds' mean headline metric (top-1 %, mAP %, MSE) on each resample of the test
+    videos given as ``weights`` ``[B, n]`` (how often each video was drawn)."""
     labels = np.asarray(labels)
-    pred = ranked_classes(scores, 1)[:, 0]
+    n = len(labels)
+    if kind == "single":
+        hits = np.mean([ranked_classes(s, 1)[:, 0] == labels for s in per_seed], axis=0)
+        return weights @ hits / n * 100.0
+    if kind == "multi":
+        y = labels.astype(np.float64)
+        return np.mean([per_class_ap(y, s, weights).mean(axis=1) for s in per_seed], axis=0) * 100.0
+    sq = np.mean([(np.asarray(s, np.float64).reshape(n, -1)[:, 0] - labels) ** 2 for s in per_seed], axis=0)
+    return weights @ sq / n
+
+
+def _interval(metric: str, value: float, low: float, high: float, method: str) -> dict[str, Any]:
+    return {"metric": metric, "value": value, "low": low, "high": high, "level": LEVEL, "method": method}
+
+
+# ---------------------------------------------------------------------- the row
+
+
+def row_metrics(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, classes: list[str],
+                interval: str = "bootstrap") -> dict[str, Any]:
+    """The report-row fields of the test scores ``[n_test, C]`` (or one such array per seed).
+
+    ``labels``' kind picks the metrics (:func:`~vssl.probe.task.task_of`). ``interval``:
+    ``bootstrap`` over test videos, or ``wilson`` (k-NN's top-1; other targets bootstrap).
+    Besides the JSON fields the row keeps ``correct`` ``[seeds, n_test]`` (each seed's top-1 hit
+    per video, for paired comparisons of rows, :mod:`vssl.probe.compare`) and the raw
+    ``scores`` of each seed (``--predictions``).
+    """
+    per_seed = [np.asarray(s) for s in ([scores] if isinstance(scores, np.ndarray) else scores)]
+    task = task_of(labels)
+    out = {"single": _single_label, "multi": _multi_label, "regression": _regression}[task.kind](
+        per_seed, np.asarray(labels), classes, interval)
+    values = out.pop("seed_values")
+    out["seeds"] = {name: [_num(v) for v in vs] for name, vs in values.items()}
+    out["std"] = {name: float(np.std(vs)) if len(vs) > 1 else 0.0 for name, vs in values.items()}
+    out.update(n_test=int(len(labels)), task=task.kind, scores=per_seed)
+    return out
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _single_label(per_seed, labels, classes, interval) -> dict[str, Any]:
     c = len(classes)
-    return {"top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, 5),
-            "n_test": int(len(labels)), "per_class": dict(zip(classes, per_class_accuracy(pred, labels, c))),
-            "confusion": confusion_matrix(pred, labels, c), "correct": pred == labels}
+    preds = [ranked_classes(s, 1)[:, 0] for s in per_seed]
+    cms = [confusion_matrix(p, labels, c) for p in preds]
+    values = {"top1": [topk_accuracy(s, labels, 1) for s in per_seed],
+              "balanced_accuracy": [balanced_accuracy(cm) for cm in cms]}
+    if c > 5:                                           # top-5 can miss only with more than 5 classes
+        values["top5"] = [topk_accuracy(s, labels, 5) for s in per_seed]
+    correct = np.stack([p == labels for p in preds])    # [seeds, n]
+    cm = np.sum(cms, axis=0)                            # the seeds' predictions pooled
+    recall, precision = recall_precision(cm)
+    support = np.bincount(labels, minlength=c)
+    top1 = float(np.mean(values["top1"]))
+    n = len(labels)
+    if interval == "wilson":
+        low, high = wilson_interval(int(round(top1 / 100 * n)), n)
+    else:
+        low, high = percentile_interval(bootstrap_metric("single", per_seed, labels, bootstrap_weights(n)))
+    return {"top1": top1, "top5": float(np.mean(values["top5"])) if "top5" in values else None,
+            "balanced_accuracy": float(np.mean(values["balanced_accuracy"])),
+            "per_class": dict(zip(classes, recall)),
+            "per_class_stats": {name: {"precision": p, "recall": r, "support": int(s)}
+                                for name, p, r, s in zip(classes, precision, recall, support)},
+            "confusion": cm, "correct": correct,
+            "ci": _interval("top1", top1, low, high, interval if interval == "wilson" else "bootstrap"),
+            "seed_values": values}
+
+
+def _multi_label(per_seed, labels, classes, interval) -> dict[str, Any]:
+    labels = labels.astype(np.float64)
+    empty = [name for name, column in zip(classes, labels.T) if not column.any()]
+    if empty:
+        log.warning("%d of %d classes have no positive test video (%s); their AP counts as 0 in the mAP, "
+                    "as scikit-learn's", len(empty), len(classes), ", ".join(empty[:5]))
+    aps = [per_class_ap(labels, s)[0] * 100.0 for s in per_seed]            # [C] per seed
+    m = float(np.mean([ap.mean() for ap in aps]))
+    low, high = percentile_interval(bootstrap_metric("multi", per_seed, labels, bootstrap_weights(len(labels))))
+    return {"top1": None, "top5": None, "mAP": m,
+            "per_class_ap": dict(zip(classes, (float(v) for v in np.mean(aps, axis=0)))),
+            "per_class": {}, "ci": _interval("mAP", m, low, high, "bootstrap"),
+            "seed_values": {"mAP": [float(ap.mean()) for ap in aps]}}
+
+
+def _regression(per_seed, labels, classes, interval) -> dict[str, Any]:
+    preds = [np.asarray(s, np.float64).reshape(len(labels), -1)[:, 0] for s in per_seed]
+    values = {"mse": [mse(labels, p) for p in preds], "r2": [r2(labels, p) for p in preds]}
+    m = float(np.mean(values["mse"]))
+    low, high = percentile_interval(bootstrap_metric("regression", per_seed, labels, bootstrap_weights(len(labels))))
+    return {"top1": None, "top5": None, "mse": m, "r2": float(np.mean(values["r2"])), "per_class": {},
+            "ci": _interval("mse", m, low, high, "bootstrap"), "seed_values": values}

@@ -1,4 +1,5 @@
-"""Probe results: one row per (probe, features), a rich table, the JSON report and a confusion PNG."""
+"""Probe results: one row per (probe, features), a rich table, the JSON report, the predictions file
+and a confusion PNG."""
 
 from __future__ import annotations
 
@@ -20,31 +21,71 @@ FEATURES = ("backbone", "scale")
 
 @dataclass
 class ProbeResult:
-    """Accuracy (percent) of one probe on the test split, with what it was trained on and how."""
+    """What one probe scored on the test split (percent; MSE in the target's unit squared), with
+    what it was trained on and how; :func:`~vssl.probe.metrics.row_metrics` fills the numbers."""
 
     probe: str
     features: str
-    top1: float
-    top5: float
+    top1: float | None
+    top5: float | None
     n_train: int
     n_test: int
     params: dict[str, Any]
     per_class: dict[str, float | None]
-    confusion: np.ndarray = field(repr=False, default=None)   # [true, predicted]; not in the JSON
+    confusion: np.ndarray = field(repr=False, default=None)   # [true, predicted], seeds pooled
     transductive: bool = False      # read a SCALE run pretrained on videos of the test split
-    correct: np.ndarray = field(repr=False, default=None)     # [n_test] top-1 hit per test video; not in the JSON
+    correct: np.ndarray = field(repr=False, default=None)     # [seeds, n_test] (or [n_test]) top-1 hits
+    variant: str | None = None      # a row of a grid reported row by row (k-NN's --knn-k: "k20")
+    task: str = "single"            # single | multi | regression (vssl.probe.task)
+    balanced_accuracy: float | None = None
+    per_class_stats: dict[str, dict] | None = None            # precision / recall / support per class
+    mAP: float | None = None                                  # multi-label: macro AP (percent)
+    per_class_ap: dict[str, float] | None = None
+    mse: float | None = None                                  # regression
+    r2: float | None = None
+    ci: dict[str, Any] | None = None                          # 95% interval of the headline metric
+    seeds: dict[str, list] | None = None                      # each seed's value of each metric
+    std: dict[str, float] | None = None                       # their standard deviation over seeds
+    scores: list[np.ndarray] = field(repr=False, default=None)  # each seed's [n_test, C] scores
+
+    @property
+    def name(self) -> str:
+        """The row's probe name in the table and the predictions file (``knn_k20`` in a k grid)."""
+        return self.probe if self.variant is None else f"{self.probe}_{self.variant}"
+
+    @property
+    def metric(self) -> str:
+        """The headline metric: top-1, mAP (multi-label) or MSE (regression)."""
+        return {"single": "top1", "multi": "mAP", "regression": "mse"}[self.task]
+
+    def headline(self) -> str:
+        """One line: the headline metric, its interval and, over several seeds, mean ± std."""
+        value, spread = getattr(self, self.metric), (self.std or {}).get(self.metric, 0.0)
+        text = f"{self.metric} {value:.4g}" + (f" ± {spread:.2g}" if len(self.seed_list()) > 1 else "")
+        if self.ci:
+            text += f" [{self.ci['low']:.4g}, {self.ci['high']:.4g}]"
+        return text
+
+    def seed_list(self) -> list[int]:
+        return list(self.params.get("seeds", [self.params.get("seed", 0)]))
 
     def to_json(self) -> dict[str, Any]:
-        return {"probe": self.probe, "features": self.features, "top1": self.top1, "top5": self.top5,
-                "n_train": self.n_train, "n_test": self.n_test, "params": _plain(self.params),
-                "per_class": self.per_class, "transductive": self.transductive}
+        out = {"probe": self.probe, "features": self.features, "variant": self.variant, "task": self.task,
+               "top1": self.top1, "top5": self.top5, "balanced_accuracy": self.balanced_accuracy,
+               "n_train": self.n_train, "n_test": self.n_test, "params": _plain(self.params),
+               "per_class": self.per_class, "per_class_stats": self.per_class_stats,
+               "confusion": None if self.confusion is None else np.asarray(self.confusion).tolist(),
+               "mAP": self.mAP, "per_class_ap": self.per_class_ap, "mse": self.mse, "r2": self.r2,
+               "ci": self.ci, "seeds": self.seeds, "std": self.std, "transductive": self.transductive}
+        return _plain(out)
 
 
-def make_result(probe: str, features: str, scores: np.ndarray, labels: np.ndarray, classes: list[str],
-                n_train: int, params: dict[str, Any], transductive: bool = False) -> ProbeResult:
-    """Score a probe from its ``[n_test, C]`` class scores (ranked with ties to the lower class)."""
+def make_result(probe: str, features: str, scores: np.ndarray | list[np.ndarray], labels: np.ndarray,
+                classes: list[str], n_train: int, params: dict[str, Any], transductive: bool = False,
+                interval: str = "bootstrap", variant: str | None = None) -> ProbeResult:
+    """Score a probe from its ``[n_test, C]`` test scores (one array per seed)."""
     return ProbeResult(probe, features, n_train=int(n_train), params=params, transductive=transductive,
-                       **row_metrics(scores, labels, classes))
+                       variant=variant, **row_metrics(scores, labels, classes, interval))
 
 
 @dataclass
@@ -55,18 +96,58 @@ class Report:
     test_split: str
     low_shot: float | None
     results: list[ProbeResult] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    target: str | None = None
+    test_paths: np.ndarray | None = field(repr=False, default=None)    # the test videos, row order
+    test_labels: np.ndarray | None = field(repr=False, default=None)
 
     def to_json(self) -> dict[str, Any]:
         return {"store": self.store, "view": self.view, "train_split": self.train_split,
-                "test_split": self.test_split, "low_shot": self.low_shot,
-                "results": [r.to_json() for r in self.results]}
+                "test_split": self.test_split, "low_shot": self.low_shot, "seeds": self.seeds,
+                "target": self.target, "results": [r.to_json() for r in self.results],
+                "comparisons": [d.to_json() for d in self.comparisons()]}
 
     def best(self) -> ProbeResult:
-        return max(self.results, key=lambda r: (r.top1, r.top5))
+        """The row of the best headline value (highest top-1 / mAP, lowest MSE)."""
+        sign = -1.0 if self.results[0].metric == "mse" else 1.0
+        return max(self.results, key=lambda r: (sign * getattr(r, r.metric), r.top5 or 0.0))
+
+    def comparisons(self):
+        """The best row against every other row on the same test videos: "better" only where the
+        paired interval of the difference excludes 0 (:mod:`.compare`: exact for one seed's top-1,
+        a paired bootstrap for seeds, mAP and MSE)."""
+        from .compare import bootstrap_difference, paired_difference
+
+        if len(self.results) < 2:
+            return []
+        best = self.best()
+        others = [r for r in self.results if r is not best]
+        if best.task == "single":
+            return [paired_difference(best.correct, r.correct, _label(best), _label(r)) for r in others]
+        return [bootstrap_difference(best.task, best.scores, r.scores, self.test_labels, _label(best), _label(r))
+                for r in others]
 
     def write_json(self, path: str | Path) -> None:
         check_writable(path, "--report")
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def write_predictions(self, path: str | Path) -> None:
+        """``--predictions P.npz``: the test videos' ``paths`` and ``labels`` and, per row, its test
+        scores ``"<probe>/<features>/scores"`` ``[n_test, C]`` (the first seed's; with several seeds
+        also ``"<probe>/<features>/seed<S>/scores"`` each), from which every number is recomputed."""
+        check_writable(path, "--predictions")
+        arrays = {"paths": np.asarray(self.test_paths, dtype=str), "labels": np.asarray(self.test_labels)}
+        for r in self.results:
+            arrays[f"{r.name}/{r.features}/scores"] = np.asarray(r.scores[0])
+            if len(r.scores) > 1:
+                for seed, s in zip(r.seed_list(), r.scores):
+                    arrays[f"{r.name}/{r.features}/seed{seed}/scores"] = np.asarray(s)
+        with open(path, "wb") as f:                      # np.savez would append .npz to another suffix
+            np.savez(f, **arrays)
+
+
+def _label(r: ProbeResult) -> str:
+    return f"{r.name} ({r.features})"
 
 
 def _plain(obj: Any) -> Any:
@@ -92,20 +173,37 @@ def check_writable(path: str | Path, flag: str) -> None:
 
 
 def render_table(report: Report):
-    """A rich table: probe, features, top-1, top-5, #train, #test."""
+    """A rich table: probe, features, the headline metrics (mean ± std over several seeds) with the
+    95% interval of the first, #train, #test."""
     from rich.table import Table
 
-    table = Table("probe", "features", "top-1", "top-5", "#train", "#test",
+    metric = report.results[0].metric if report.results else "top1"
+    columns = {"top1": ("top-1", "top-5", "bal. acc."), "mAP": ("mAP",), "mse": ("MSE", "R²")}[metric]
+    fields = {"top1": ("top1", "top5", "balanced_accuracy"), "mAP": ("mAP",), "mse": ("mse", "r2")}[metric]
+    table = Table("probe", "features", *columns, "95% CI", "#train", "#test",
                   title=f"{report.view}: train '{report.train_split}' → test '{report.test_split}'"
-                        + (f" (low-shot {report.low_shot:g})" if report.low_shot else ""))
+                        + (f" (low-shot {report.low_shot:g})" if report.low_shot else "")
+                        + (f", target {report.target}" if report.target else "")
+                        + (f", {len(report.seeds)} seeds: mean ± std" if len(report.seeds) > 1 else ""))
     for r in report.results:
-        table.add_row(r.probe, r.features, f"{r.top1:.2f}", f"{r.top5:.2f}", str(r.n_train), str(r.n_test))
+        cells = [_cell(getattr(r, f), (r.std or {}).get(f), len(report.seeds) > 1) for f in fields]
+        ci = f"[{r.ci['low']:.2f}, {r.ci['high']:.2f}]" if r.ci else "—"
+        table.add_row(r.name, r.features, *cells, ci, str(r.n_train), str(r.n_test))
     return table
+
+
+def _cell(value: float | None, std: float | None, seeds: bool) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.2f} ± {std:.2f}" if seeds and std is not None else f"{value:.2f}"
 
 
 def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Path) -> None:
     """Draw ``result``'s row-normalized confusion matrix (true rows, predicted columns)."""
     check_writable(path, "--confusion")
+    if result.confusion is None:
+        raise VsslError(f"--confusion draws single-label classes; this report's rows are {result.task} "
+                        "(their per-class numbers are in --report)")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +217,7 @@ def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Pat
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{result.probe} ({result.features}): top-1 {result.top1:.1f}%")
+    ax.set_title(f"{result.name} ({result.features}): top-1 {result.top1:.1f}%")
     if c <= 60:
         ax.set_xticks(range(c), classes, rotation=90, fontsize=6)
         ax.set_yticks(range(c), classes, fontsize=6)

@@ -29,7 +29,9 @@ from .lowshot import balanced_fraction
 from .mlp import MlpConfig
 from .registry import OPTIONS, PROBES, Probe, ProbeCall
 from .report import ProbeResult, Report, make_result
+from .labels import class_names
 from .sources import BackboneSource, ProbeData, ScaleSource
+from .task import task_of
 from .train import TrainConfig
 from .transductive import transductive_note
 from .transformer import FinetuneConfig, TransformerConfig, match_architecture
@@ -59,6 +61,9 @@ class ProbeRequest:
     train_clips: int = 8                # clips of a train-view video drawn per step (released: 8)
     low_shot: float | None = None
     seed: int = 0
+    seeds: int = 1                      # trained probes trained (and low-shot subsets drawn) per seed
+    knn_ks: tuple[int, ...] = ()        # a k-NN row per k (DINO's 10, 20, 100, 200); () = knn.k
+    target: str | None = None           # probe a numeric column (regression) instead of the classes
     quiet: bool = False
 
     def with_default_probes(self) -> "ProbeRequest":
@@ -74,11 +79,13 @@ class ProbeRequest:
 
 @dataclass(frozen=True)
 class Row:
-    """One report row to compute: a probe, the source it reads, its config."""
+    """One report row to compute: a probe, the source it reads, its config (``variant`` names a
+    row of a grid reported row by row, e.g. ``k20`` of the k-NN's ``--knn-k``)."""
 
     probe: Probe
     source: str
     config: Any
+    variant: str | None = None
 
 
 def run_probes(req: ProbeRequest) -> Report:
@@ -88,11 +95,19 @@ def run_probes(req: ProbeRequest) -> Report:
     store, data = load_data(req, rows)
     sources = open_sources(req, store, data)
     rows = same_set_architecture(rows, sources)
-    report = Report(str(store.path), req.view, req.train_split, req.test_split, req.low_shot)
-    common = {"low_shot": req.low_shot, "seed": req.seed}
+    report = Report(str(store.path), req.view, req.train_split, req.test_split, req.low_shot,
+                    seeds=list(seeds_of(req)), target=req.target,
+                    test_paths=store.paths()[data.test.indices], test_labels=data.test.labels)
     for row in rows:
-        report.results.append(run_row(row, sources[row.source], data, common, req.quiet))
+        report.results.append(run_row(row, sources[row.source], data, req))
     return report
+
+
+def seeds_of(req: ProbeRequest) -> range:
+    """The seeds a row is computed with: ``--seed``, ``--seed + 1``, ... (``--seeds`` of them)."""
+    if req.seeds < 1:
+        raise VsslError(f"--seeds {req.seeds}: give at least 1")
+    return range(req.seed, req.seed + req.seeds)
 
 
 def plan_rows(req: ProbeRequest) -> list[Row]:
@@ -104,8 +119,17 @@ def plan_rows(req: ProbeRequest) -> list[Row]:
         if getattr(req, option) is not None and not any(set(p.sources) & set(available) for p in probes):
             raise VsslError(f"--{option} ({', '.join(p.name for p in probes)}) runs on a pretrained SCALE "
                             "run's features; give it with --scale RUN_DIR")
-    return [Row(p, source, getattr(req, p.option)) for source in available for p in PROBES
+    rows = [Row(p, source, getattr(req, p.option)) for source in available for p in PROBES
             if source in p.sources and getattr(req, p.option) is not None]
+    return [r for row in rows for r in knn_grid(row, req.knn_ks)]
+
+
+def knn_grid(row: Row, ks: tuple[int, ...]) -> list[Row]:
+    """A k-NN row per k of ``--knn-k`` (DINO reports k = 10, 20, 100, 200 at T = 0.07); other rows,
+    and k-NN without a grid, stay one row."""
+    if not isinstance(row.config, KnnConfig) or not ks:
+        return [row]
+    return [replace(row, config=replace(row.config, k=k), variant=f"k{k}") for k in ks]
 
 
 def load_data(req: ProbeRequest, rows: list[Row]):
@@ -118,13 +142,20 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     # Only the backbone's k-NN reduces clips to DINO's normalized mean while reading; SCALE's
     # k-NN averages the raw clips (its [C_i ⊕ SET]), so a SCALE row reads every clip.
     video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
-    train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level)
-    test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level)
+    train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level, req.target)
+    test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level, req.target)
     if req.train_view is not None and any(isinstance(r.config, TrainConfig) for r in rows):
         train = with_train_view(store, train, req.train_view, req.train_clips, boxes)   # k-NN reads --view only
-    if req.low_shot is not None:
-        train = train.subset(balanced_fraction(train.labels, req.low_shot, req.seed))
-    return store, ProbeData(train, test, class_names(store, train.labels, test.labels))
+    return store, ProbeData(train, test, class_names(store, train.labels, test.labels, req.target))
+
+
+def seed_data(data: ProbeData, low_shot: float | None, seed: int) -> ProbeData:
+    """The data of one seed: the low-shot subset drawn with that seed (class-balanced for
+    single-label data, a plain random fraction otherwise); the test split stays whole."""
+    if low_shot is None:
+        return data
+    pick = balanced_fraction(task_of(data.train.labels).stratify(data.train.labels), low_shot, seed)
+    return replace(data, train=data.train.subset(pick))
 
 
 def open_sources(req: ProbeRequest, store, data: ProbeData) -> dict[str, Any]:
@@ -152,24 +183,43 @@ def same_set_architecture(rows: list[Row], sources: dict[str, Any]) -> list[Row]
             else r for r in rows]
 
 
-def class_names(store, train_labels: np.ndarray, test_labels: np.ndarray) -> list[str]:
-    """The store's class names (or "0".."C-1" when it lists none); labels beyond them are an error."""
-    top = int(max(train_labels.max(), test_labels.max()))
-    classes = list(store.classes) or [str(c) for c in range(top + 1)]
-    if top >= len(classes):
-        raise VsslError(f"{store.path}: labels go up to {top} but the store lists {len(classes)} classes; "
-                        "fix the class list of the store")
-    return classes
-
-
-def run_row(row: Row, source, data: ProbeData, common: dict[str, Any], quiet: bool) -> ProbeResult:
-    """Run one probe on one source and score it: the row's params are the probe's, then the
-    source's (which run), then the request's (low-shot, seed)."""
-    out = row.probe.run(ProbeCall(row.probe.name, source, data, row.config, quiet))
-    result = make_result(row.probe.name, source.name, out.scores, data.test.labels, data.classes,
-                         len(data.train.labels), {**out.params, **source.params, **common}, source.transductive)
-    log.info("%s (%s): top-1 %.2f top-5 %.2f", result.probe, result.features, result.top1, result.top5)
+def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult:
+    """Run one probe on one source, once per seed, and score it: the row's params are the probe's
+    (first seed's), then the source's (which run), then the request's (low-shot, seeds)."""
+    scores, params, n_train = [], None, 0
+    # a training-free row on the whole training split is the same for every seed: computed once
+    fixed = not isinstance(row.config, TrainConfig) and req.low_shot is None
+    for seed in seeds_of(req):
+        if fixed and scores:
+            scores.append(scores[0])
+            continue
+        seeded = seed_data(data, req.low_shot, seed)
+        config = replace(row.config, seed=seed) if isinstance(row.config, TrainConfig) else row.config
+        scaled, unscale = standardized_target(seeded)
+        out = row.probe.run(ProbeCall(row.probe.name, source, scaled, config, req.quiet))
+        scores.append(unscale(out.scores))
+        params = out.params if params is None else params
+        n_train = len(seeded.train.labels)
+        if req.seeds > 1:
+            params.setdefault("selected_per_seed", []).append(out.params.get("selected"))
+    common = {"low_shot": req.low_shot, "seed": req.seed, "seeds": list(seeds_of(req))}
+    interval = "wilson" if isinstance(row.config, KnnConfig) else "bootstrap"
+    result = make_result(row.probe.name, source.name, scores, data.test.labels, data.classes, n_train,
+                         {**params, **source.params, **common}, source.transductive, interval, row.variant)
+    log.info("%s (%s): %s", result.name, result.features, result.headline())
     return result
+
+
+def standardized_target(data: ProbeData):
+    """A regression target z-scored by the training values (a head's learning rate then suits any
+    unit: years, ratios, view counts), and the map of predictions back to the target's unit.
+    Classes pass through unchanged."""
+    y = data.train.labels
+    if task_of(y).kind != "regression":
+        return data, lambda scores: scores
+    mu, sd = float(y.mean()), float(y.std()) or 1.0
+    train = replace(data.train, labels=(y - mu) / sd)
+    return replace(data, train=train), lambda scores: np.asarray(scores, np.float64) * sd + mu
 
 
 def log_to_stderr(quiet: bool) -> None:

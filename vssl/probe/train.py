@@ -33,6 +33,7 @@ from vssl.optim import lr_at, param_groups
 
 from .common import resolve_device, seed_everything
 from .lowshot import holdout_split
+from .task import task_of
 
 #: ``--precision`` values of the trained probes: the toolkit's, less fp16 (no loss scaling here)
 PROBE_PRECISIONS = tuple(p for p in PRECISION_CHOICES if p != "fp16")
@@ -120,16 +121,17 @@ class FitResult:
     lr: float
     weight_decay: float
     epochs: int
-    val_top1: float | None
+    val_top1: float | None                                       # held-out score: see ``val_metric``
     precision: str = "fp32"                                      # as resolved; predict with the same
     history: list[list[float]] = field(default_factory=list)   # [epoch][grid point] held-out top-1
     batch_size: int | None = None
     optimizer: str | None = None
+    val_metric: str = "top1"                                     # top1 | mAP | -mse (Task.selection)
 
     def params(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
                 "batch_size": self.batch_size, "optimizer": self.optimizer,
-                "val_top1": self.val_top1, "precision": self.precision}
+                "val_top1": self.val_top1, "val_metric": self.val_metric, "precision": self.precision}
 
 
 def probe_precision(precision: str, device: torch.device) -> str:
@@ -156,28 +158,31 @@ def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float
         model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, run.epochs, device, advance)
         return FitResult(model, lr, wd, cfg.epochs, None, cfg.precision, batch_size=run.batch_size,
                          optimizer=run.optimizer)
-    fit_pos, held_pos = holdout_split(inputs.labels[positions], cfg.holdout, cfg.seed)
+    task = task_of(inputs.labels)
+    fit_pos, held_pos = holdout_split(task.stratify(inputs.labels[positions]), cfg.holdout, cfg.seed)
     fit_pos, held_pos = positions[fit_pos], positions[held_pos]
     if len(held_pos) == 0:
         raise VsslError("the training split is too small to hold out videos for model selection; "
                         "use --holdout 0 with one --lr and one --weight-decay")
     histories = [np.asarray(_train(inputs, fit_pos, held_pos, build, grid, run, run.epochs, device, advance)[1])
                  for run in passes]
-    history = np.concatenate(histories, axis=1)                 # [epoch, pass x grid, (top-1, nll)]
+    history = np.concatenate(histories, axis=1)                 # [epoch, pass x grid, (score, loss)]
     points = [(run, lr, wd) for run in passes for lr, wd in grid]
     acc, nll = history[..., 0], history[..., 1]
-    # Highest held-out top-1; a tie (common: small held-out sets saturate) goes to the lowest
-    # held-out cross-entropy, i.e. the more confident, usually later, epoch.
+    # Highest held-out score (top-1; mAP; -MSE: :meth:`Task.selection`); a tie (common: small
+    # held-out sets saturate) goes to the lowest held-out loss, i.e. the more confident, usually
+    # later, epoch.
     best = min(np.ndindex(*acc.shape), key=lambda eg: (-acc[eg], nll[eg], eg))
     epoch, (run, lr, wd) = int(best[0]) + 1, points[int(best[1])]
     model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance)
     return FitResult(model, lr, wd, epoch, float(acc[best]), cfg.precision, acc.tolist(), run.batch_size,
-                     run.optimizer)
+                     run.optimizer, task.selection_metric)
 
 
 def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, build, grid, cfg: TrainConfig,
            stop_epoch: int, device: torch.device, advance) -> tuple[nn.Module, list[np.ndarray]]:
     gen = seed_everything(cfg.seed)
+    task = task_of(inputs.labels)
     model = build(grid).to(device)
     opt = make_optimizer(model, grid, cfg.optimizer)
     base = [g["lr"] for g in opt.param_groups]
@@ -191,20 +196,14 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
                 group["lr"] = lr_at(step, total, lr, cfg.warmup)
             with autocast(device, cfg.precision):
                 logits = model(*xs)                                    # [B, G, C]
-            loss = nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), y.repeat_interleave(logits.shape[1]),
-                reduction="sum") / len(y)                               # sum over heads: independent
+            loss = task.loss(logits.float(), y)                        # sum over heads: independent
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
         if held_pos is not None:
             scores = inputs.predict(model, held_pos, device, cfg.precision)   # [n, G, C]
-            y_held = inputs.labels[held_pos]
-            top1 = (scores.argmax(axis=-1) == y_held[:, None]).mean(axis=0) * 100.0
-            p_true = np.take_along_axis(scores, y_held[:, None, None], axis=-1)[..., 0]
-            nll = -np.log(np.maximum(p_true, 1e-12)).mean(axis=0)
-            history.append(np.stack([top1, nll], axis=-1))
+            history.append(np.stack(task.selection(scores, inputs.labels[held_pos]), axis=-1))
         if advance:
             advance(1)
     model.eval()
