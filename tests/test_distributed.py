@@ -232,6 +232,28 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
         train(store, "v", runs / "ddp", workers.small_cfg(epochs=3), resume=True, quiet=True)
 
 
+def test_ddp_training_on_a_ragged_view_matches_single_process(tmp_path):
+    """Each rank's sets have other sizes (and padding); the gathered keys and padding masks still
+    give the single-process run on the global batch."""
+    rng = np.random.default_rng(2)
+    counts = [2, 3, 9, 4, 6, 12, 2, 5, 7, 3, 8, 2, 10, 4, 6, 3]
+    feats = [rng.normal(size=(c, 12)).astype(np.float32) for c in counts]
+    store = tmp_path / "store"
+    make_synthetic_store(store, feats, np.zeros(16, int), ["train"] * 16, view="d", chunk_videos=8)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    from vssl.aggregate import train
+
+    train(store, "d", runs / "single", workers.small_cfg(batch_size=16, set_size=3, mask_mode="bernoulli"),
+          quiet=True)
+    spawn(workers.ragged_train_worker, str(store), str(runs))  # 2 ranks x 8
+    a, b = _metrics(runs / "single"), _metrics(runs / "ddp")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        for key in ("loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1"):
+            assert float(rb[key]) == pytest.approx(float(ra[key]), rel=1e-4, abs=1e-5), key
+
+
 def test_torchrun_ranks_never_redo_the_whole_job(videos, tmp_path, monkeypatch):
     """A rank that would process everything (a library call outside the rank machinery) refuses."""
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -248,4 +248,10 @@ class ScaleModel(nn.Module):
         if own.numel() == 0:
             loss = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
             top1 = torch.zeros_like(top1)
+        if key_valid is not None and gather is not None:
+            # Ragged sets: ranks hold different numbers of queries, so each rank's mean is weighted
+            # by its share of them; the ranks' mean is then the mean over the global batch's queries.
+            per_rank = gather(loss.new_tensor([float(own.numel())]))[0]
+            weight = own.numel() * per_rank.numel() / per_rank.sum().clamp(min=1.0)
+            loss, top1 = loss * weight, top1 * weight
         return loss, top1
