@@ -12,10 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from vssl.aggregate import ScaleConfig, export, load_run, train
-from vssl.aggregate.export import padded_batches, windows
+from vssl.aggregate.export import windows
 from vssl.cli import app
 from vssl.errors import StoreError
 from vssl.features_store import FeatureStore, verify_store
+from vssl.features_store.ragged import padded_batches
 from vssl.features_store.synthetic import make_synthetic_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ the SHA-256 of the checkpoint it came from, so rows of two different checkpoints
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from vssl.aggregate.checkpoint import check_trained_on, load_run
 from vssl.device import autocast, resolve_device, resolve_precision
 from vssl.errors import StoreError, VsslError
 from vssl.features_store import FeatureStore
+from vssl.features_store.ragged import padded_batches, read_clips
 from vssl.progress import make_progress
 
 
@@ -134,20 +135,6 @@ def windows(count: int, max_clips: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def padded_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Items (by position) grouped shortest first into batches of at most ``batch_size`` items and
-    ``batch_size x 64`` padded clips, so a long video never pads a batch of short ones (one item alone
-    may exceed the budget: it is never split here)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    budget, out, group = batch_size * 64, [], []
-    for i in order:                                       # ascending: the newest item is the longest
-        if group and (len(group) >= batch_size or (len(group) + 1) * lengths[i] > budget):
-            out.append(group)
-            group = []
-        group.append(i)
-    return out + ([group] if group else [])
-
-
 def encode_video_clips(model, features: list[np.ndarray], boxes: list[np.ndarray], max_clips: int,
                        batch_size: int, device, precision: str) -> tuple[np.ndarray, list[np.ndarray]]:
     """SET tokens ``[n, H]`` and Ĉ ``[k_i, H]`` of videos given as their clips (``[k_i, D]``, ``[k_i, 7]``).
@@ -189,13 +176,9 @@ def _export_ragged_chunk(model, view, idx: np.ndarray, rows, refined, batch_size
     """One chunk of a ragged view: Ĉ (the view's counts and boxes) written whole, then the SET tokens
     with their done flags, so a video is done only when both are on disk. Videos are read in
     batches of similar length, so a long film never pads the chunk's short videos."""
-    counts = view.counts(idx)
-    feats: list[np.ndarray] = [np.empty(0)] * idx.size
-    boxes: list[np.ndarray] = [np.empty(0)] * idx.size
-    for group in padded_batches(counts.tolist(), batch_size):
-        data = view.read(idx[group])
-        for k, (j, n) in enumerate(zip(group, data.counts.tolist())):
-            feats[j], boxes[j] = data.features[k, :n].astype(np.float32), data.boxes[k, :n]
+    clips, bxs = read_clips(view, idx, batch_size)
+    feats = [clips.flat[a:e].astype(np.float32) for a, e in zip(clips.offsets[:-1], clips.offsets[1:])]
+    boxes = [bxs.flat[a:e] for a, e in zip(bxs.offsets[:-1], bxs.offsets[1:])]
     tokens, c_hat = encode_video_clips(model, feats, boxes, max_clips, batch_size, device, precision)
     refined.write_clips(idx, c_hat, boxes)
     rows.write(idx, {"set_token": tokens})

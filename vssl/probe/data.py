@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vssl.errors import VsslError
+from vssl.features_store.ragged import RaggedClips, iter_clips, read_clips
 
 log = logging.getLogger("vssl.probe")
 
@@ -39,8 +40,8 @@ class SplitData:
     split: str
     indices: np.ndarray            # store rows, sorted
     labels: np.ndarray             # int64 [n]
-    features: np.ndarray           # [n, K, D], stored dtype
-    boxes: np.ndarray | None       # [n, K, 7] float32 when asked for
+    features: np.ndarray | RaggedClips   # [n, K, D], stored dtype (a ragged view: RaggedClips)
+    boxes: np.ndarray | RaggedClips | None  # [n, K, 7] float32 when asked for
     train_view: TrainView | None = None   # the same videos in --train-view (training split only)
 
     def subset(self, positions: np.ndarray) -> "SplitData":
@@ -82,8 +83,9 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     instead of the 5.5 GB of all float16 clips.
     """
     view = store.view(view_name)
-    view.fixed_clips("vssl probe")
     rows = labelled_rows(store, view, split, flag)
+    if view.num_clips is None:
+        return _load_ragged(store, view, split, rows, boxes, video_level)
     if video_level:
         from .knn import video_embeddings
 
@@ -92,6 +94,21 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
         feats = read_rows(view.read_features, rows)
     bx = read_rows(view.read_boxes, rows) if boxes else None
     return SplitData(split, rows, store.labels()[rows], feats, bx)
+
+
+def _load_ragged(store, view, split: str, rows: np.ndarray, boxes: bool, video_level: bool) -> SplitData:
+    """A split of a ragged view: every real clip as :class:`RaggedClips` (no padding kept), or only
+    each video's k-NN embedding ``[n, 1, D]`` (over its real clips), reduced batch by batch."""
+    labels = store.labels()[rows]
+    if video_level:
+        from .knn import video_embeddings
+
+        feats = np.zeros((len(rows), 1, view.dim), np.float32)
+        for group, clips, _ in iter_clips(view, rows):
+            feats[group, 0] = video_embeddings(clips)
+        return SplitData(split, rows, labels, feats, None)
+    feats, bxs = read_clips(view, rows)
+    return SplitData(split, rows, labels, feats, bxs if boxes else None)
 
 
 def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:
