@@ -21,6 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 from tests import distributed_workers as workers
+from tests.aggregate_helpers import assert_same_weights
 from tests.videos import write_video
 from vssl.aggregate.synthetic import structured_clip_features
 from vssl.distributed import balance_chunks, rank_env, video_weights
@@ -211,13 +212,7 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
         assert rb["step"] == ra["step"]
     sa = torch.load(runs / "single" / "checkpoint.pt", weights_only=True)
     sb = torch.load(runs / "ddp" / "checkpoint.pt", weights_only=True)
-    for name, p in sa["model"].items():
-        q = sb["model"][name]
-        if name.endswith("qkv.bias"):  # softmax ignores the key bias: its gradient is rounding noise,
-            keep = torch.ones_like(p, dtype=torch.bool)  # which Adam scales up to lr-sized steps
-            keep[32:64] = False
-            p, q = p[keep], q[keep]
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_weights(sa["model"], sb["model"], width=32)
     assert sb["meta"]["world_size"] == 2 and sb["meta"]["batch_size"] == 8
     # only rank 0 wrote checkpoints: ddp (2 epochs) + resumed (1 before the crash, 1 after)
     assert not (runs / "saved-by-rank1").exists()

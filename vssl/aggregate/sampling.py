@@ -46,8 +46,8 @@ def sample_ragged_sets(counts: Tensor, set_size: int, *, generator: torch.Genera
     permutation of each video's clips (noise over the batch's widest video; padding noise sorts
     last), so a batch whose videos all have K clips draws exactly the sets :func:`sample_sets` draws.
     """
+    width = int(counts.max())                     # counts live on the host: no device sync
     counts = counts.to(device)
-    width = int(counts.max())
     noise = torch.rand(counts.shape[0], width, generator=generator, device=device)
     positions = torch.arange(width, device=device)
     noise = torch.where(positions[None, :] < counts[:, None], noise, torch.full_like(noise, 2.0))
