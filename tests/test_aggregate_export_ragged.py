@@ -15,7 +15,7 @@ from vssl.aggregate import ScaleConfig, export, load_run, train
 from vssl.aggregate.export import windows
 from vssl.cli import app
 from vssl.errors import StoreError
-from vssl.features_store import FeatureStore, verify_store
+from vssl.features_store import FeatureStore, export_hdf5, import_hdf5, verify_store
 from vssl.features_store.ragged import padded_batches
 from vssl.features_store.synthetic import make_synthetic_store
 
@@ -69,6 +69,10 @@ def test_ragged_export_writes_each_videos_clips_and_token_as_alone(ragged_run):
         np.testing.assert_allclose(tokens[v], cls, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(rows.boxes[v, :COUNTS[v]], boxes[v])  # boxes as stored
     assert verify_store(store) == []
+    export_hdf5(store, root / "copy.h5")                    # the ragged aggregate travels with the store
+    import_hdf5(root / "copy.h5", root / "copy")
+    back = FeatureStore.open(root / "copy").ragged_rows("aggregates/run/d.clips").read(np.arange(10))
+    np.testing.assert_array_equal(back.features, rows.features)
     assert export(root / "s", root / "run", "d", quiet=True)["written"] == 0     # resumable: nothing left
     with pytest.raises(StoreError, match="export-max-clips"):
         export(root / "s", root / "run", "d", max_clips=4, quiet=True)
