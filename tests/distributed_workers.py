@@ -119,3 +119,13 @@ def extract_worker(rank: int, world: int, port: int, videos: str, out: str, resu
 def extract_kwargs() -> dict:
     return dict(views="random:3,uniform:2x2", chunk_videos=2, batch_size=5, frames=4, size=32, seed=5,
                 progress=False)
+
+
+def ragged_train_worker(rank: int, world: int, port: int, store: str, runs: str) -> None:
+    """A 2-epoch DDP run on a ragged view (sets of different sizes on each rank)."""
+    as_rank(rank, world, port)
+    from vssl.aggregate import train
+    from vssl.distributed import process_group
+
+    with process_group():
+        train(store, "d", Path(runs) / "ddp", small_cfg(set_size=3, mask_mode="bernoulli"), quiet=True)

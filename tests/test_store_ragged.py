@@ -164,17 +164,28 @@ def test_fixed_views_written_before_layouts_existed_still_open_as_fixed(tmp_path
         store.create_view("dense", num_clips=4, spec={"sampler": "test-dense"}, dtype="float32")
 
 
-@pytest.mark.parametrize("command", [["aggregate", "--view", "dense", "--out", "RUN"],
-                                     ["probe", "--view", "dense", "--train-split", "train", "--test-split", "train"]])
-def test_stages_that_read_fixed_views_refuse_a_ragged_one_in_one_line(tmp_path, capsys, command):
+def test_the_stages_read_a_ragged_view_from_the_command_line(tmp_path, capsys):
+    """Stage two trains on it, exports it, and the probes read it; only --train-view stays fixed-K."""
     from vssl.cli import main
 
     store = new_store(tmp_path / "s")
     for start, stop in store.chunk_ranges():
         write_chunk(store, start, stop)
-    args = [a.replace("RUN", str(tmp_path / "run")) for a in command]
+    run = tmp_path / "run"
+    tiny = ["--width", "16", "--heads", "2", "--layers", "1", "--pred-hidden", "16", "--target-hidden", "16",
+            "--proj-dim", "8", "--epochs", "1", "--batch-size", "4", "--set-size", "2", "--device", "cpu", "--precision", "fp32"]
+    for args in (["aggregate", "--view", "dense", "--out", str(run), *tiny],
+                 ["aggregate", "--view", "dense", "--from", str(run), "--export"],
+                 ["probe", "--view", "dense", "--train-split", "train", "--test-split", "train", "--knn",
+                  "--device", "cpu", "--scale", str(run)]):
+        with pytest.raises(SystemExit) as done:
+            main([args[0], str(tmp_path / "s"), *args[1:], "--quiet"])
+        assert done.value.code in (0, None), capsys.readouterr().err
+    assert FeatureStore.open(tmp_path / "s").rows("aggregates/run/dense").done().all()
+    capsys.readouterr()
     with pytest.raises(SystemExit) as done:
-        main([args[0], str(tmp_path / "s"), *args[1:], "--quiet"])
+        main(["probe", str(tmp_path / "s"), "--view", "dense", "--train-split", "train", "--test-split", "train",
+              "--linear", "--train-view", "dense", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and "variable number of clips" in err and len(err.splitlines()) == 1
 

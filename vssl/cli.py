@@ -207,6 +207,10 @@ def aggregate_cmd(
     do_export: bool = typer.Option(False, "--export", help="write aggregates/<run>/<view> into the store "
                                    "(fp32, 256 videos a batch, unless --precision / --batch-size)"),
     name: Optional[str] = typer.Option(None, "--name", help="run name in the store (default: run dir name)"),
+    export_max_clips: int = typer.Option(1024, "--export-max-clips",
+                                         help="with --export on a ragged view: the most clips of a video encoded "
+                                         "in one pass; a longer video is encoded in windows, its SET token the "
+                                         "clip-weighted mean of theirs"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
     split: str = typer.Option("auto", "--split", help="videos to train on: a split name, 'all', or 'auto'"),
@@ -229,7 +233,8 @@ def aggregate_cmd(
         # say otherwise (the training defaults are for training)
         cfg = ScaleConfig.load(config, overrides)
         result = export(store, from_run, view, name=name, batch_size=overrides.get("batch_size", 256),
-                        device=cfg.device, precision=overrides.get("precision", "fp32"), quiet=quiet)
+                        device=cfg.device, precision=overrides.get("precision", "fp32"),
+                        max_clips=export_max_clips, quiet=quiet)
         _print_json(result) if as_json else out.print(
             f"{result['group']}: wrote {result['written']} videos, {result['done']} done")
         return

@@ -1,7 +1,8 @@
 """Stage two: the SCALE predictor trained with MCM + SET on stored clip embeddings (SCALE §3).
 
 Public API (the probes build on it): :class:`ScaleConfig`, :class:`ScaleModel`
-(``encode(features, boxes, mask=None) -> (clips_out, set_token)``), :func:`train`,
+(``encode(features, boxes, mask=None, valid=None) -> (clips_out, set_token)``; ``valid``: the real
+clips of padded sets of a ragged view), :func:`train`,
 :func:`load_run` and :func:`export`.
 """
 

@@ -16,6 +16,10 @@ from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
 from vssl.settings import Settings, setting
 
+#: the most clips per set on a ragged view when --set-size is not given: the released sets
+#: (8 of the 16 clips stored per video, ``num_views=8``)
+RAGGED_SET_SIZE = 8
+
 
 @dataclass
 class ScaleConfig(Settings):
@@ -45,7 +49,7 @@ class ScaleConfig(Settings):
     mcm_weight: float = setting(1.0, "weight of L_MCM in the total loss (0: off, as --no-mcm)")
     set_weight: float = setting(1.0, "weight of L_SET in the total loss (0: off, as --no-set)")
     # -- set sampling (§3.2): two disjoint sets per video; None = half of the stored clips
-    set_size: int | None = setting(None, "clips per set (default: half of K)")
+    set_size: int | None = setting(None, "clips per set (default: half of K; on a ragged view at most 8)")
     mask_ratio: float = setting(0.25, "fraction of each set's clips replaced by the MSK token (0: none)")
     mask_mode: str = setting("fixed", "how many clips a set masks: fixed (round(ratio x S), 1..S-1), "
                              "bernoulli (a coin per clip, as released), stochastic (ratio x S randomly "
@@ -120,8 +124,14 @@ class ScaleConfig(Settings):
 
     # ------------------------------------------------------------------ derived values
 
-    def resolve_set_size(self, num_clips: int) -> int:
-        """Clips per set for a view of ``num_clips`` clips: the setting, or half of them."""
+    def resolve_set_size(self, num_clips: int | None) -> int:
+        """Clips per set for a view of ``num_clips`` clips: the setting, or half of them.
+
+        A ragged view (``num_clips`` None) has no K: sets hold at most ``set_size`` clips (default
+        :data:`RAGGED_SET_SIZE`, the released 8 of 16), fewer for a video with fewer than twice that.
+        """
+        if num_clips is None:
+            return RAGGED_SET_SIZE if self.set_size is None else self.set_size
         size = self.set_size if self.set_size is not None else num_clips // 2
         if size < 2 or 2 * size > num_clips:
             raise VsslError(f"set_size {size} needs 2 x {size} clips per video but the view has {num_clips}; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -119,12 +120,102 @@ class StreamingSource(BatchSource):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass
+class RaggedBatch:
+    """Some videos of a ragged view on the device: their clips as flat rows, video by video.
+
+    ``features [R, D]`` and ``boxes [R, 7]`` hold at least these videos' clips (the resident source
+    hands out its whole view); video i's clips are rows ``starts[i] .. starts[i] + counts[i] - 1``.
+    """
+
+    features: Tensor
+    boxes: Tensor
+    starts: Tensor
+
+    def sets(self, idx: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The clips ``[B, 2, S, D]`` and boxes ``[B, 2, S, 7]`` of sets ``idx [B, 2, S]`` (clip
+        indices within each video, :func:`~vssl.aggregate.sampling.sample_ragged_sets`), zero where
+        ``valid`` is False: padding never carries a stored value."""
+        rows = (self.starts.to(idx.device)[:, None, None] + idx).reshape(-1)
+        keep = valid.reshape(-1, 1)
+        clips = torch.where(keep, self.features.index_select(0, rows), 0)
+        boxes = torch.where(keep, self.boxes.index_select(0, rows), 0)
+        return clips.view(*idx.shape, -1), boxes.view(*idx.shape, -1)
+
+
+class RaggedSource(BatchSource):
+    """Batches of a ragged view (a variable number of clips per video) as :class:`RaggedBatch`.
+
+    Resident: every clip of the training videos in one flat tensor on the device (no padding;
+    a batch is its videos' row offsets). Streaming: each batch's videos read from the store one
+    batch ahead on a thread, as :class:`StreamingSource`. Positions are host tensors: the clip
+    counts decide the batch's set sizes before anything runs on the device.
+    """
+
+    def __init__(self, view: View, rows: np.ndarray, device: torch.device, resident: bool,
+                 progress: Callable[[int], None] | None = None) -> None:
+        super().__init__(view, rows, device)
+        self.resident = resident
+        self.counts = view.counts(self.rows)
+        self._pin = device.type == "cuda"
+        if resident:
+            self._load_all(progress)
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vssl-batches")
+            self._pending: dict[bytes, Future] = {}
+
+    def _load_all(self, progress: Callable[[int], None] | None) -> None:
+        view, total = self.view, int(self.counts.sum())
+        dtype = torch.float16 if view.dtype == np.float16 else torch.float32
+        self.features = torch.empty((total, view.dim), dtype=dtype, device=self.device)
+        self.boxes = torch.empty((total, BOX_DIM), dtype=torch.float32, device=self.device)
+        offsets = np.concatenate(([0], np.cumsum(self.counts)))
+        self.starts = torch.from_numpy(offsets[:-1]).to(self.device)
+        step = max(1, view.chunk_videos)
+        for start in range(0, len(self.rows), step):
+            f, b, _ = view.read(self.rows[start:start + step]).flat()
+            lo, hi = int(offsets[start]), int(offsets[min(start + step, len(self.rows))])
+            self.features[lo:hi] = torch.from_numpy(np.ascontiguousarray(f)).to(self.device)
+            self.boxes[lo:hi] = torch.from_numpy(np.ascontiguousarray(b)).to(self.device)
+            if progress is not None:
+                progress(len(self.rows[start:start + step]))
+
+    def _load(self, positions: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        f, b, offsets = self.view.read(self.rows[positions]).flat()
+        feats, boxes = torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(b))
+        if self._pin:
+            feats, boxes = feats.pin_memory(), boxes.pin_memory()
+        return feats, boxes, torch.from_numpy(offsets[:-1])
+
+    def prefetch(self, positions: Tensor) -> None:
+        if not self.resident:
+            pos = positions.cpu().numpy()
+            if pos.tobytes() not in self._pending:
+                self._pending[pos.tobytes()] = self._pool.submit(self._load, pos)
+
+    def get(self, positions: Tensor) -> RaggedBatch:  # type: ignore[override]
+        if self.resident:
+            return RaggedBatch(self.features, self.boxes, self.starts[positions.to(self.device)])
+        pos = positions.cpu().numpy()
+        fut = self._pending.pop(pos.tobytes(), None)
+        feats, boxes, starts = fut.result() if fut is not None else self._load(pos)
+        return RaggedBatch(feats.to(self.device, non_blocking=True), boxes.to(self.device, non_blocking=True),
+                           starts.to(self.device))
+
+    def close(self) -> None:
+        if not self.resident:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def open_source(view: View, rows: np.ndarray, device: torch.device, max_memory_bytes: int = 0,
                 progress: Callable[[int], None] | None = None) -> BatchSource:
     """Resident source when the view's rows fit the budget (``max_memory_bytes`` or half the free
-    memory of the device), else the streaming source."""
-    need = len(rows) * view.num_clips * (view.dim * np.dtype(view.dtype).itemsize + BOX_DIM * 4)
+    memory of the device), else the streaming source; a ragged view's source either way."""
+    clips = int(view.counts(rows).sum()) if view.num_clips is None else len(rows) * view.num_clips
+    need = clips * (view.dim * np.dtype(view.dtype).itemsize + BOX_DIM * 4)
     budget = max_memory_bytes or int(MEMORY_FRACTION * free_memory_bytes(device))
+    if view.num_clips is None:
+        return RaggedSource(view, rows, device, need <= budget, progress)
     if need <= budget:
         return ResidentSource(view, rows, device, progress)
     return StreamingSource(view, rows, device)

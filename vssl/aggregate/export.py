@@ -15,8 +15,9 @@ import torch
 
 from vssl.aggregate.checkpoint import check_trained_on, load_run
 from vssl.device import autocast, resolve_device, resolve_precision
-from vssl.errors import StoreError
+from vssl.errors import StoreError, VsslError
 from vssl.features_store import FeatureStore
+from vssl.features_store.ragged import padded_batches, read_clips
 from vssl.progress import make_progress
 
 
@@ -46,13 +47,24 @@ def find_export_name(store: FeatureStore, run_dir: str | Path, view: str, checkp
     return default if default in found or not found else sorted(found)[0]
 
 
+#: the most clips of one video encoded in one pass by ``--export`` (``--export-max-clips``)
+EXPORT_MAX_CLIPS = 1024
+
+
+def clips_group(group: str) -> str:
+    """Where the refined clips Ĉ of a ragged view's export live: ``aggregates/<run>/<view>.clips``."""
+    return f"{group}.clips"
+
+
 def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str | None = None,
            batch_size: int = 256, device: str = "auto", precision: str = "fp32",
-           quiet: bool = False) -> dict[str, Any]:
+           max_clips: int = EXPORT_MAX_CLIPS, quiet: bool = False) -> dict[str, Any]:
     """Write ``set_token [N, H]`` and ``clips [N, K, H]`` for every done video of ``view``.
 
-    ``name`` is the run name in the store (default: the run directory's name). Returns a
-    summary: group path, rows written now, rows done in total.
+    ``name`` is the run name in the store (default: the run directory's name). On a ragged view
+    the refined clips go to ``aggregates/<run>/<view>.clips`` (ragged, the source view's counts
+    and boxes) and ``max_clips`` bounds one pass (:func:`encode_video_clips`). Returns a summary:
+    group path, rows written now, rows done in total.
     """
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -60,21 +72,33 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
     store = FeatureStore.open(store_path, mode="r+")
     check_trained_on(store, meta, run_dir, fix="export into a store of the same backbone")
     the_view = store.view(view)
-    the_view.fixed_clips("vssl aggregate --export")
     if the_view.dim != model.in_dim:
         raise StoreError(f"view '{view}' has D={the_view.dim} but {run_dir} expects D={model.in_dim}")
+    if max_clips < 1:
+        raise VsslError(f"--export-max-clips {max_clips}: give at least 1")
     run_name = export_name(run_dir, name)
     group = aggregate_group(run_name, view)
+    ragged = the_view.num_clips is None
     attrs = {"run": run_name, "run_dir": str(Path(run_dir).resolve()), "checkpoint_sha256": meta["checkpoint_sha256"],
-             "epochs": meta["epochs"], "view": view, "width": cfg.width, "config": cfg.to_dict()}
+             "epochs": meta["epochs"], "view": view, "width": cfg.width, "config": cfg.to_dict(),
+             **({"clips_layout": "ragged", "clips_group": clips_group(group), "max_clips": max_clips}
+                if ragged else {})}
     H, K = cfg.width, the_view.num_clips
     if store.has_rows(group):
         rows = store.rows(group)
         if rows.attrs.get("checkpoint_sha256") != attrs["checkpoint_sha256"]:
             raise StoreError(f"{group} in {store_path} was exported from another checkpoint of '{run_name}'; "
                              "pass another --name for this export")
+        if ragged and rows.attrs.get("max_clips") != max_clips:
+            raise StoreError(f"{group} in {store_path} was exported with --export-max-clips "
+                             f"{rows.attrs.get('max_clips')}; finish it with that value or pass another --name")
+    elif ragged:
+        store.create_ragged_rows(clips_group(group), H, "float32", {"run": run_name, "view": view})
+        rows = store.create_rows(group, {"set_token": ((H,), "float32")}, attrs)
     else:
         rows = store.create_rows(group, {"set_token": ((H,), "float32"), "clips": ((K, H), "float32")}, attrs)
+    if ragged:
+        refined = store.ragged_rows(clips_group(group))
     todo = np.flatnonzero(store.usable(view) & ~rows.done())
     written = 0
     with make_progress(quiet) as progress, torch.inference_mode():
@@ -82,6 +106,11 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
         for start, stop in store.chunk_ranges():
             idx = todo[(todo >= start) & (todo < stop)]
             if idx.size == 0:
+                continue
+            if ragged:
+                _export_ragged_chunk(model, the_view, idx, rows, refined, batch_size, max_clips, dev, prec,
+                                     lambda n: progress.advance(task, n))
+                written += int(idx.size)
                 continue
             tokens = np.empty((idx.size, H), np.float32)
             clips = np.empty((idx.size, K, H), np.float32)
@@ -96,3 +125,61 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
             rows.write(idx, {"set_token": tokens, "clips": clips})  # one whole-chunk write, flags last
             written += int(idx.size)
     return {"group": group, "written": written, "done": int(rows.done().sum()), "num_videos": store.num_videos}
+
+
+def windows(count: int, max_clips: int) -> list[tuple[int, int]]:
+    """The passes over a video of ``count`` clips: one when ``count <= max_clips``, else
+    ceil(count / max_clips) consecutive windows of near-equal size (no short last window)."""
+    pieces = max(1, -(-count // max_clips))
+    bounds = [round(i * count / pieces) for i in range(pieces + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def encode_video_clips(model, features: list[np.ndarray], boxes: list[np.ndarray], max_clips: int,
+                       batch_size: int, device, precision: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """SET tokens ``[n, H]`` and Ĉ ``[k_i, H]`` of videos given as their clips (``[k_i, D]``, ``[k_i, 7]``).
+
+    The released eval encodes all of a video's clips in one pass (its val views hold 10-15 clips,
+    more than the sets of 8 it trained on); the paper and code say nothing of longer videos (their
+    LVU features are a fixed number of clips per video). vssl does the same up to ``max_clips``
+    clips. A longer video is encoded in consecutive windows of at most ``max_clips`` clips
+    (:func:`windows`, stored order: time order for ``dense:S``): each clip's Ĉ comes from its
+    window, and the SET token is the mean of the windows' CLS outputs weighted by their clip
+    counts. So memory (attention is quadratic in the set) stays bounded on any film. Passes of
+    similar length share a padded batch (key padding: a pass never sees another's padding).
+    """
+    pieces = [(v, a, e) for v, f in enumerate(features) for a, e in windows(len(f), max_clips)]
+    refined = [np.empty((len(f), model.cfg.width), np.float32) for f in features]
+    tokens = np.zeros((len(features), model.cfg.width), np.float64)
+    for group in padded_batches([e - a for _, a, e in pieces], batch_size):
+        lengths = [pieces[p][2] - pieces[p][1] for p in group]
+        pad = max(lengths)
+        f = np.zeros((len(group), pad, features[0].shape[-1]), np.float32)
+        b = np.zeros((len(group), pad, boxes[0].shape[-1]), np.float32)
+        for j, p in enumerate(group):
+            v, a, e = pieces[p]
+            f[j, :e - a], b[j, :e - a] = features[v][a:e], boxes[v][a:e]
+        valid = None if min(lengths) == pad else torch.arange(pad)[None, :] < torch.tensor(lengths)[:, None]
+        with autocast(device, precision):
+            c_hat, cls = model.encode(torch.from_numpy(f).to(device), torch.from_numpy(b).to(device),
+                                      valid=None if valid is None else valid.to(device))
+        c_hat, cls = c_hat.float().cpu().numpy(), cls.float().cpu().numpy()
+        for j, p in enumerate(group):
+            v, a, e = pieces[p]
+            refined[v][a:e] = c_hat[j, :e - a]
+            tokens[v] += cls[j].astype(np.float64) * ((e - a) / len(features[v]))   # one window: weight 1
+    return tokens.astype(np.float32), refined
+
+
+def _export_ragged_chunk(model, view, idx: np.ndarray, rows, refined, batch_size: int, max_clips: int,
+                         device, precision: str, advance) -> None:
+    """One chunk of a ragged view: Ĉ (the view's counts and boxes) written whole, then the SET tokens
+    with their done flags, so a video is done only when both are on disk. Videos are read in
+    batches of similar length, so a long film never pads the chunk's short videos."""
+    clips, bxs = read_clips(view, idx, batch_size)
+    feats = [clips.flat[a:e].astype(np.float32) for a, e in zip(clips.offsets[:-1], clips.offsets[1:])]
+    boxes = [bxs.flat[a:e] for a, e in zip(bxs.offsets[:-1], bxs.offsets[1:])]
+    tokens, c_hat = encode_video_clips(model, feats, boxes, max_clips, batch_size, device, precision)
+    refined.write_clips(idx, c_hat, boxes)
+    rows.write(idx, {"set_token": tokens})
+    advance(int(idx.size))

@@ -27,16 +27,22 @@ def _scaled_logits(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
 
 
 def info_nce(queries: Tensor, keys: Tensor, temperature: float, positives: Tensor | None = None, *,
-             gather: Gather | None = None) -> tuple[Tensor, Tensor]:
+             gather: Gather | None = None, key_valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One-directional InfoNCE (eq. 2): row i of ``queries`` must pick key ``positives[i]``.
 
     ``gather``: how to collect the keys of every rank (under DDP every rank's keys are
-    negatives); ``None``: this process's keys only. Returns the mean loss and the top-1
-    accuracy (fraction, no grad) as 0-dim tensors, so a training loop can accumulate them on
-    the device without a host sync per step.
+    negatives); ``None``: this process's keys only. ``key_valid`` (bool per key): keys that are
+    candidates at all; the others (padding of a ragged batch) get logit -inf, so they add nothing
+    to any softmax and receive no gradient, and every rank still gathers equal row counts.
+    Returns the mean loss and the top-1 accuracy (fraction, no grad) as 0-dim tensors, so a
+    training loop can accumulate them on the device without a host sync per step.
     """
     keys, offset = (keys, 0) if gather is None else gather(keys)
     logits = _scaled_logits(queries, keys, temperature)
+    if key_valid is not None:
+        if gather is not None:
+            key_valid = gather(key_valid.to(logits.dtype))[0] > 0.5
+        logits = logits.masked_fill(~key_valid[None, :], float("-inf"))
     if positives is None:
         positives = torch.arange(logits.shape[0], device=logits.device)
     if offset:

@@ -65,3 +65,28 @@ def describe(mode: str, ratio: float, set_size: int) -> str:
     if mode == "fixed":
         return f"{fixed_count(ratio, set_size)} masked"
     return f"~{expected_count(mode, ratio, set_size):.2g} masked ({mode})"
+
+
+def draw_ragged_masks(mode: str, ratio: float, lengths: Tensor, set_size: int, *,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """Masks ``[B, 2, set_size]`` for sets of ``lengths [B, 2]`` real clips (a ragged view).
+
+    Each mode reads as in :func:`draw_masks` with the set's own size in place of S: ``fixed``
+    masks round(ratio x s) of its s clips (1..s-1; none in a set of one), ``bernoulli`` a coin per
+    real clip, ``stochastic`` ratio x s randomly rounded. Padding is never masked. The random
+    numbers drawn are those of :func:`draw_masks`, so sets that all hold S clips get its masks.
+    """
+    lengths = lengths.to(device)
+    slot = torch.arange(set_size, device=device)
+    real = slot < lengths[..., None]
+    if mode == "fixed":
+        table = torch.tensor([fixed_count(ratio, s) for s in range(set_size + 1)], device=device)
+        return slot < table[lengths][..., None]
+    if mode == "bernoulli":
+        return (torch.rand(*lengths.shape, set_size, generator=generator, device=device) < ratio) & real
+    if mode == "stochastic":
+        expected = ratio * lengths.double()
+        low = torch.floor(expected)
+        up = torch.rand(*lengths.shape, 1, generator=generator, device=device) < (expected - low).float()[..., None]
+        return slot < (low.long()[..., None] + up.long())
+    raise ValueError(f"mask mode {mode!r} is not one of {', '.join(MASK_MODES)}")

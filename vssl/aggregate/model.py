@@ -55,10 +55,13 @@ class Attention(nn.Module):
         self.proj = nn.Linear(width, width)
         self.proj_drop = Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """``attn_mask`` (bool ``[B, 1, 1, N]``, True = a real token): key padding; every query
+        attends to the real tokens only, so padding never reaches a real token's output."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(b, n, c)))
 
 
@@ -74,8 +77,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), Dropout(dropout),
                                  nn.Linear(hidden, width), Dropout(dropout))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -103,25 +106,35 @@ class ScaleModel(nn.Module):
 
     # ------------------------------------------------------------------ encoder
 
-    def _transform(self, tokens: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+    def _transform(self, tokens: Tensor, boxes: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Add box embeddings, prepend CLS, run the blocks and the final LayerNorm.
 
         The residual stream stays in the parameters' dtype (fp32) under autocast; only the
-        linear layers run in bf16/fp16, as in the released code.
+        linear layers run in bf16/fp16, as in the released code. ``valid`` (bool ``[B, S]``, True =
+        a real clip; None = all real) is the key padding of a variable-length set: attention
+        reads the CLS token and the real clips only.
         """
         dtype = self.cls_token.dtype
         h = (tokens + self.box_mlp(boxes.to(dtype))).to(dtype)
         h = torch.cat((self.cls_token.expand(h.shape[0], -1, -1), h), dim=1)
+        attn_mask = None
+        if valid is not None:
+            keys = torch.cat((valid.new_ones(valid.shape[0], 1), valid.to(h.device)), dim=1)
+            attn_mask = keys[:, None, None, :]                    # [B, 1, 1, 1 + S]: broadcast over heads, queries
         for block in self.blocks:
-            h = block(h)
+            h = block(h, attn_mask)
         h = self.norm(h)
         return h[:, 1:], h[:, 0]
 
-    def encode(self, features: Tensor, boxes: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def encode(self, features: Tensor, boxes: Tensor, mask: Tensor | None = None,
+               valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Ĉ per clip ``[B, S, H]`` and the CLS output ``[B, H]`` (both after the final LayerNorm).
 
         ``mask`` (bool ``[B, S]`` or ``[S]``, True = masked) replaces those clips' projected
         embeddings by the MSK token; ``None`` masks nothing (evaluation / export).
+        ``valid`` (bool ``[B, S]``, True = a real clip): a padded batch of sets of different sizes;
+        padding takes no part in attention, so the CLS output and the real clips' Ĉ do not depend
+        on it (padded rows of Ĉ are meaningless). ``None``: every clip is real.
         """
         proj = self.input_proj(features.to(_compute_dtype(self.input_proj.weight, features.device)))
         if mask is not None and bool(mask.any()):
@@ -129,7 +142,7 @@ class ScaleModel(nn.Module):
                 raise ValueError("this model was trained without MCM and has no MSK token; pass mask=None")
             proj = torch.where(mask.to(proj.device).expand(proj.shape[:2]).unsqueeze(-1),
                                self.msk_token.to(proj.dtype), proj)
-        return self._transform(proj, boxes)
+        return self._transform(proj, boxes, valid)
 
     # ------------------------------------------------------------------ pre-training objective
 
@@ -158,11 +171,39 @@ class ScaleModel(nn.Module):
         else:
             c_hat, cls, queries = self._masked_first(clips, box, num_masked if cfg.mcm_on else 0)
 
-        zero = features.new_zeros((), dtype=torch.float32)
+        return self._objective(clips.reshape(2 * b * s, d), c_hat, cls, queries, b, gather)
+
+    def set_losses(self, clips: Tensor, boxes: Tensor, valid: Tensor, masked: Tensor, *,
+                   gather: Gather | None = None) -> dict[str, Tensor]:
+        """Eq. 8 on sets of different sizes (a ragged view: each video's sets drawn from its own clips).
+
+        ``clips [B, 2, S, D]`` and ``boxes [B, 2, S, 7]`` are the two sets of B videos, already
+        gathered and padded to S; ``valid [B, 2, S]`` marks the real clips (each set starts with its
+        real clips); ``masked [B, 2, S]`` the clips MCM hides (real ones only). Padding takes no part
+        in attention (key padding), is never a query of L_MCM, and its targets are left out of every
+        query's candidates, so no loss, gradient or real output depends on its values. Returns what
+        :meth:`pretrain_losses` returns; with every clip real and the same masks, the same losses.
+        """
+        b, _, s, d = clips.shape
+        masked = masked & valid                      # only real clips are ever masked (and predicted)
+        flat_clips = clips.reshape(2 * b, s, d).to(_compute_dtype(self.input_proj.weight, clips.device))
+        flat_valid = valid.reshape(2 * b, s)
+        flat_mask = masked.reshape(2 * b, s)
+        c_hat, cls = self.encode(flat_clips, boxes.reshape(2 * b, s, -1),
+                                 flat_mask if self.cfg.mcm_on else None, flat_valid)
+        queries = flat_mask.reshape(-1).nonzero().squeeze(1)
+        return self._objective(flat_clips.reshape(2 * b * s, d), c_hat, cls, queries, b, gather,
+                               key_valid=flat_valid.reshape(-1))
+
+    def _objective(self, clips: Tensor, c_hat: Tensor, cls: Tensor, queries: Tensor, b: int,
+                   gather: Gather | None, key_valid: Tensor | None = None) -> dict[str, Tensor]:
+        """The weighted sum of the losses that are on, from the encoder's outputs (eq. 6–8)."""
+        cfg = self.cfg
+        zero = clips.new_zeros((), dtype=torch.float32)
         out = {"mcm_loss": zero, "set_loss": zero, "mcm_top1": zero, "set_top1": zero}
         loss = zero
         if cfg.mcm_on:
-            out["mcm_loss"], out["mcm_top1"] = self._mcm(clips.reshape(2 * b * s, d), c_hat, queries, gather)
+            out["mcm_loss"], out["mcm_top1"] = self._mcm(clips, c_hat, queries, gather, key_valid)
             loss = loss + cfg.mcm_weight * out["mcm_loss"]
         if cfg.set_on:
             # eq. 7: CLS of set one vs CLS of set two across the videos of the minibatch (eq. 3, symmetric).
@@ -191,18 +232,26 @@ class ScaleModel(nn.Module):
         c_hat, cls = self.encode(clips, box, mask if self.cfg.mcm_on else None)
         return c_hat, cls, mask.reshape(-1).nonzero().squeeze(1)
 
-    def _mcm(self, clips: Tensor, c_hat: Tensor, own: Tensor, gather: Gather | None) -> tuple[Tensor, Tensor]:
+    def _mcm(self, clips: Tensor, c_hat: Tensor, own: Tensor, gather: Gather | None,
+             key_valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Eq. 6: each masked Ĉ (flat row ``own``) must pick its own original clip among all 2·B·S
         clips of the minibatch; the other clips of its video (both sets) are the hard negatives.
 
-        Only masked rows are queries, so unmasked rows never count. With no masked row (a coin
+        Only masked rows are queries, so unmasked rows never count; ``key_valid`` (bool per row)
+        leaves padding rows out of the candidates (a ragged batch). With no masked row (a coin
         can give that) the loss is 0 and still connected to the heads and the key gather, so every
         rank runs the same collectives and DDP sees every parameter used.
         """
         targets = self.target_head(clips)
         preds = self.pred_head(c_hat.reshape(-1, c_hat.shape[-1])[own])
-        loss, top1 = info_nce(preds, targets, self.cfg.mcm_temperature, own, gather=gather)
+        loss, top1 = info_nce(preds, targets, self.cfg.mcm_temperature, own, gather=gather, key_valid=key_valid)
         if own.numel() == 0:
             loss = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
             top1 = torch.zeros_like(top1)
+        if key_valid is not None and gather is not None:
+            # Ragged sets: ranks hold different numbers of queries, so each rank's mean is weighted
+            # by its share of them; the ranks' mean is then the mean over the global batch's queries.
+            per_rank = gather(loss.new_tensor([float(own.numel())]))[0]
+            weight = own.numel() * per_rank.numel() / per_rank.sum().clamp(min=1.0)
+            loss, top1 = loss * weight, top1 * weight
         return loss, top1

@@ -29,10 +29,12 @@ class Plan:
     global_batch: int
     steps_per_epoch: int
     total_steps: int
+    ragged: bool = False  # a ragged view: sets of at most set_size clips, drawn from each video's own
 
 
-def plan_run(cfg: ScaleConfig, num_clips: int, num_videos: int, par: DataParallel) -> Plan:
-    """Set sizes (SCALE §3.2), this rank's device, and drop-last global batches of ``batch x ranks``."""
+def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: DataParallel) -> Plan:
+    """Set sizes (SCALE §3.2), this rank's device, and drop-last global batches of ``batch x ranks``
+    (``num_clips`` None: a ragged view)."""
     set_size = cfg.resolve_set_size(num_clips)
     num_masked = cfg.num_masked(set_size)
     device = par.device(resolve_device(cfg.device))
@@ -41,7 +43,7 @@ def plan_run(cfg: ScaleConfig, num_clips: int, num_videos: int, par: DataParalle
     global_batch = batch * par.world
     steps_per_epoch = num_videos // global_batch  # drop_last, as the released code
     return Plan(set_size, num_masked, device, precision, batch, global_batch, steps_per_epoch,
-                 steps_per_epoch * cfg.epochs)
+                steps_per_epoch * cfg.epochs, num_clips is None)
 
 
 def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: View, plan: Plan,
@@ -56,7 +58,7 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
     return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
             "backbone_spec": store.backbone.to_dict(),
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
-            "num_clips": the_view.num_clips, "set_size": plan.set_size, "num_masked": plan.num_masked,
+            "num_clips": the_view.num_clips, "layout": the_view.layout, "set_size": plan.set_size, "num_masked": plan.num_masked,
             "mask_mode": cfg.mask_mode, "expected_masked": expected,
             "num_videos": int(rows.size), "split": split,
             "trained_on_splits": sorted({str(x) for x in store.splits()[rows]}),

@@ -9,6 +9,7 @@ so the model can gather exactly them with static shapes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,3 +28,35 @@ def sample_sets(batch_size: int, num_clips: int, set_size: int, *, generator: to
 def mask_of(set_size: int, num_masked: int, device: torch.device | str = "cpu") -> Tensor:
     """Boolean mask ``[set_size]`` (True = replaced by MSK) matching :func:`sample_sets`' convention."""
     return torch.arange(set_size, device=device) < num_masked
+
+
+def set_lengths(counts, set_size: int):
+    """Real clips per set of each video of a ragged view: ``min(set_size, count // 2)``, so a video
+    with fewer than ``2 x set_size`` clips gives two shorter disjoint sets (padded to ``set_size``)."""
+    return np.minimum(set_size, np.asarray(counts, dtype=np.int64) // 2)
+
+
+def sample_ragged_sets(counts: Tensor, set_size: int, *, generator: torch.Generator | None = None,
+                       device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Two disjoint random sets per video drawn from that video's own ``counts[i]`` clips.
+
+    Returns clip indices ``[B, 2, set_size]`` (within each video) and ``valid [B, 2, set_size]``:
+    set j of video i holds its first ``min(set_size, counts[i] // 2)`` positions, the rest is
+    padding (index 0, never read as a clip). Like :func:`sample_sets` it takes a random
+    permutation of each video's clips (noise over the batch's widest video; padding noise sorts
+    last), so a batch whose videos all have K clips draws exactly the sets :func:`sample_sets` draws.
+    """
+    width = int(counts.max())                     # counts live on the host: no device sync
+    counts = counts.to(device)
+    noise = torch.rand(counts.shape[0], width, generator=generator, device=device)
+    positions = torch.arange(width, device=device)
+    noise = torch.where(positions[None, :] < counts[:, None], noise, torch.full_like(noise, 2.0))
+    order = noise.argsort(dim=1)
+    length = torch.clamp(torch.minimum(counts // 2, torch.tensor(set_size, device=device)), min=0)
+    slot = torch.arange(set_size, device=device)
+    valid = slot[None, :] < length[:, None]                                       # [B, S]
+    starts = torch.stack((torch.zeros_like(length), length), dim=1)               # set two follows set one
+    take = (starts[:, :, None] + slot[None, None, :]).clamp(max=width - 1)        # [B, 2, S]
+    idx = order.gather(1, take.reshape(len(counts), -1)).view(len(counts), 2, set_size)
+    valid = valid[:, None, :].expand(-1, 2, -1)
+    return torch.where(valid, idx, torch.zeros_like(idx)), valid

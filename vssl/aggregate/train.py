@@ -26,16 +26,16 @@ import torch
 
 from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.data import BatchSource, open_source
+from vssl.aggregate.data import BatchSource, RaggedSource, open_source
 from vssl.aggregate.distributed import DataParallel
 from vssl.aggregate.metrics import METRIC_FIELDS, EpochMetrics, write_metrics
-from vssl.aggregate.masking import describe, draw_masks
+from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
 from vssl.aggregate.plan import Plan, plan_run, run_meta
 from vssl.progress import make_progress
 from vssl.aggregate.resume import RESUMABLE_CHANGES, Resume, check_same_data, resume_point
-from vssl.aggregate.sampling import sample_sets
+from vssl.aggregate.sampling import sample_ragged_sets, sample_sets, set_lengths
 from vssl.device import autocast, matmul_numerics
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
@@ -84,18 +84,38 @@ def resolve_split(store: FeatureStore, split: str | None) -> str:
     return "all" if split is None else split
 
 
-def training_rows(store: FeatureStore, view_name: str, split: str | None) -> np.ndarray:
-    """Videos to train on: done in the view, not failed, and in ``split`` (see :func:`resolve_split`)."""
+def training_rows(store: FeatureStore, view_name: str, split: str | None,
+                  log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Videos to train on: done in the view, not failed, and in ``split`` (see :func:`resolve_split`).
+
+    On a ragged view a video needs two clips (two disjoint non-empty sets); one-clip videos are
+    left out of training, said in one line (they are still exported).
+    """
     ok = store.usable(view_name)
     split = resolve_split(store, split)
     if split != "all":
         ok &= store.splits() == split
+    view = store.view(view_name)
+    if view.num_clips is None:
+        short = ok & (view.counts() < 2)
+        if short.any() and log is not None:
+            log(f"{int(short.sum())} videos of view '{view_name}' have a single clip and cannot give two "
+                "disjoint sets; they are left out of training")
+        ok &= ~short
     rows = np.flatnonzero(ok)
     if rows.size < 2:
         raise VsslError(f"view '{view_name}' of {store.path} has {rows.size} finished videos"
                         f"{'' if split == 'all' else f' in split {split!r}'}; SET needs at least 2 "
                         "(finish `vssl extract` or pass --split all)")
     return rows
+
+
+def _clips_per_video(view, rows: np.ndarray) -> str:
+    """``K=16``, or a ragged view's range of clip counts for the log line."""
+    if view.num_clips is not None:
+        return f"K={view.num_clips}"
+    counts = view.counts(rows)
+    return f"{int(counts.min())}-{int(counts.max())} clips per video"
 
 
 # ---------------------------------------------------------------- before the first step
@@ -135,7 +155,7 @@ class _Trainer:
                  built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume) -> None:
         self.cfg, self.par, self.plan, self.run_dir, self.meta = cfg, par, plan, run_dir, meta
         self.model, self.opt, self.scaler = built
-        self.objective = par.objective(self.model)  # DDP across ranks
+        self.objective = par.objective(self.model, "set_losses" if plan.ragged else "pretrain_losses")  # DDP
         self.step = resumed.step
         self.last_saved = resumed.epoch if resumed.state is not None else None
         self.keep = resumed.epoch if resumed.state is not None else None  # metrics rows a resume keeps
@@ -158,24 +178,29 @@ class _Trainer:
         """
         cfg, par, plan = self.cfg, self.par, self.plan
         self.model.train()
-        order, set_gen = self._epoch_streams(epoch, len(source), source.resident)
+        ragged = isinstance(source, RaggedSource)
+        order, set_gen = self._epoch_streams(epoch, len(source), source.resident and not ragged)
         metrics = EpochMetrics(plan.device)
         t0 = time.perf_counter()
-        batches = [par.local(order[i * plan.global_batch:(i + 1) * plan.global_batch])  # this rank's share
-                   for i in range(plan.steps_per_epoch)]
+        global_batches = [order[i * plan.global_batch:(i + 1) * plan.global_batch]
+                          for i in range(plan.steps_per_epoch)]
+        batches = [par.local(g) for g in global_batches]  # this rank's share
         source.prefetch(batches[0])
         for i, positions in enumerate(batches):
-            feats, boxes = source.get(positions)
+            batch = source.get(positions)
             if i + 1 < len(batches):
                 source.prefetch(batches[i + 1])
-            sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
-                                         generator=set_gen, device=plan.device))
-            masked = self._masks(len(positions) * par.world, set_gen)
+            if ragged:
+                inputs = self._ragged_sets(batch, source.counts[global_batches[i].numpy()], set_gen)
+            else:
+                sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
+                                             generator=set_gen, device=plan.device))
+                inputs = (*batch, sets, self._masks(len(positions) * par.world, set_gen))
             lr = lr_at(self.step, plan.total_steps, cfg.lr, cfg.warmup)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             with autocast(plan.device, plan.precision):
-                out = self.objective(feats, boxes, sets, masked)
+                out = self.objective(*inputs)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(self.opt)
@@ -197,6 +222,21 @@ class _Trainer:
             return self.plan.num_masked  # fixed mode (or no MCM): no random numbers drawn
         return self.par.local(draw_masks(self.cfg.mask_mode, self.cfg.mask_ratio, global_batch, self.plan.set_size,
                                          generator=set_gen, device=self.plan.device))
+
+    def _ragged_sets(self, batch, counts: np.ndarray, set_gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """This rank's (clips, boxes, valid, masks) of a ragged batch: sets and masks drawn for the
+        global batch from its videos' clip counts (known on the host), then this rank's slice, so
+        they depend on (seed, epoch, step) only, as on a fixed view."""
+        plan, par = self.plan, self.par
+        sets, valid = sample_ragged_sets(torch.from_numpy(counts), plan.set_size, generator=set_gen,
+                                         device=plan.device)
+        lengths = torch.from_numpy(set_lengths(counts, plan.set_size))[:, None].expand(-1, 2)
+        masks = (draw_ragged_masks(self.cfg.mask_mode, self.cfg.mask_ratio, lengths, plan.set_size,
+                                   generator=set_gen, device=plan.device) if self.cfg.mcm_on
+                 else torch.zeros_like(valid))
+        sets, valid, masks = par.local(sets), par.local(valid), par.local(masks)
+        clips, boxes = batch.sets(sets, valid)
+        return clips, boxes, valid, masks
 
     def _stop_if_diverged(self, metrics: EpochMetrics, epoch: int) -> None:
         """Every rank stops together when any rank's loss became NaN/inf; the last good checkpoint stays."""
@@ -253,8 +293,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)
-    the_view.fixed_clips("vssl aggregate")
-    rows = training_rows(store, view, split)
+    rows = training_rows(store, view, split, log)
     num_videos = int(rows.size)
     if resumed.state is not None:
         check_same_data(resumed.state, run_dir, view, the_view, num_videos, par.world)
@@ -264,8 +303,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     plan = plan_run(cfg, the_view.num_clips, num_videos, par)
     meta = run_meta(store_path, store, view, the_view, plan, rows, resolve_split(store, split), par.world, cfg)
     log(f"training on {rows.size} videos of split '{meta['split']}' (splits {', '.join(meta['trained_on_splits'])}) "
-        f"of view '{view}' (K={the_view.num_clips}, D={the_view.dim}), "
-        f"sets of {plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else '0 masked'}"
+        f"of view '{view}' ({_clips_per_video(the_view, rows)}, D={the_view.dim}), "
+        f"sets of {'at most ' if plan.ragged else ''}{plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else '0 masked'}"
         f", batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{plan.device} {plan.precision}")

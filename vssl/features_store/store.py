@@ -283,6 +283,27 @@ class FeatureStore:
     def create_rows(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
                     attrs: Mapping | None = None, compression: str = "none") -> RowGroup:
         """Create a per-video row group such as ``aggregates/<run>/<view>`` (parents made as needed)."""
+        parent, leaf = self._new_group_parent(group_path)
+        RowGroup.create(parent, leaf, self.num_videos, self.chunk_videos, arrays, attrs or {}, compression)
+        return self.rows(group_path)
+
+    def create_ragged_rows(self, group_path: str, dim: int, dtype: str = "float32",
+                           attrs: Mapping | None = None) -> View:
+        """Create a per-clip row group in the ragged layout outside ``views/`` (a variable number of
+        ``dim``-wide rows per video, with their boxes), e.g. SCALE's refined clips of a ragged view;
+        written and read as a ragged view (:class:`~vssl.features_store.views.RaggedView`)."""
+        parent, leaf = self._new_group_parent(group_path)
+        View.create(parent, leaf, self.num_videos, self.chunk_videos, None, dim, dtype, dict(attrs or {}), "none")
+        return self.ragged_rows(group_path)
+
+    def ragged_rows(self, group_path: str) -> View:
+        """A ragged row group made by :meth:`create_ragged_rows`."""
+        if not self.has_rows(group_path) or self.root[group_path.strip("/")].attrs.get("layout") != "ragged":
+            raise StoreError(f"{self.path} has no ragged row group '{group_path}'")
+        return open_view(group_path.strip("/"), self.root[group_path.strip("/")], self.path, self.chunk_videos)
+
+    def _new_group_parent(self, group_path: str) -> tuple[zarr.Group, str]:
+        """The parent group of a new row group (made as needed) and its leaf name; refuses an existing one."""
         *parents, leaf = group_path.strip("/").split("/")
         for part in (*parents, leaf):
             _check_name("group", part)
@@ -291,8 +312,7 @@ class FeatureStore:
             parent = parent[part] if part in parent.group_keys() else parent.create_group(part)
         if leaf in parent.group_keys():
             raise StoreError(f"{group_path} already exists in {self.path}")
-        RowGroup.create(parent, leaf, self.num_videos, self.chunk_videos, arrays, attrs or {}, compression)
-        return self.rows(group_path)
+        return parent, leaf
 
     def has_rows(self, group_path: str) -> bool:
         try:

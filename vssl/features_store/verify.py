@@ -65,10 +65,10 @@ def verify_store(store) -> list[str]:
     return problems
 
 
-def _check_ragged_view(store, view, done: np.ndarray) -> list[str]:
-    """A ragged view, chunk by chunk: counts agree with the stored rows, values finite, boxes valid."""
+def _check_ragged_view(store, view, done: np.ndarray, gpath: str) -> list[str]:
+    """A ragged view (or ragged row group), chunk by chunk: counts agree with the stored rows,
+    values finite, boxes valid."""
     problems = []
-    gpath = f"views/{view.name}"
     for start, stop in store.chunk_ranges():
         local_done = np.flatnonzero(done[start:stop]) + start
         if local_done.size == 0:
@@ -91,7 +91,9 @@ def _check_ragged_view(store, view, done: np.ndarray) -> list[str]:
 def _check_done_rows(store, gpath: str, rows, done: np.ndarray) -> list[str]:
     """Read done rows chunk by chunk (bounded memory): present on disk and finite."""
     if gpath.startswith("views/") and store.view(gpath.split("/", 1)[1]).layout == "ragged":
-        return _check_ragged_view(store, store.view(gpath.split("/", 1)[1]), done)
+        return _check_ragged_view(store, store.view(gpath.split("/", 1)[1]), done, gpath)
+    if rows.attrs.get("layout") == "ragged":       # e.g. the refined clips of a ragged view's SCALE export
+        return _check_ragged_view(store, store.ragged_rows(gpath), done, gpath)
     problems = []
     for start, stop in store.chunk_ranges():
         local_done = np.flatnonzero(done[start:stop]) + start

@@ -312,7 +312,7 @@ class RaggedView(View):
 
     def check_chunk(self, start: int, stop: int, done_rows: np.ndarray) -> list[str]:
         """Done videos of one chunk have clips, and the chunk's rows are on disk in the stated number."""
-        where = f"views/{self.name}"
+        where = self.name if "/" in self.name else f"views/{self.name}"  # a view, or a ragged row group
         c = start // self.chunk_videos
         pointer = self._pointer(c)
         counts = self._chunk_counts(c)

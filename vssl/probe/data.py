@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vssl.errors import VsslError
+from vssl.features_store.ragged import RaggedClips, iter_clips, read_clips
 
 from .labels import video_labels
 
@@ -41,8 +42,8 @@ class SplitData:
     split: str
     indices: np.ndarray            # store rows, sorted
     labels: np.ndarray             # int64 [n], or [n, C] multi-hot, or float [n] values (.labels)
-    features: np.ndarray           # [n, K, D], stored dtype
-    boxes: np.ndarray | None       # [n, K, 7] float32 when asked for
+    features: np.ndarray | RaggedClips   # [n, K, D], stored dtype (a ragged view: RaggedClips)
+    boxes: np.ndarray | RaggedClips | None  # [n, K, 7] float32 when asked for
     train_view: TrainView | None = None   # the same videos in --train-view (training split only)
 
     def subset(self, positions: np.ndarray) -> "SplitData":
@@ -85,8 +86,10 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     instead of the 5.5 GB of all float16 clips.
     """
     view = store.view(view_name)
-    view.fixed_clips("vssl probe")
     rows = labelled_rows(store, view, split, flag, target)
+    labels = video_labels(store, target)[0][rows]
+    if view.num_clips is None:
+        return _load_ragged(view, split, rows, labels, boxes, video_level)
     if video_level:
         from .knn import video_embeddings
 
@@ -94,7 +97,22 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     else:
         feats = read_rows(view.read_features, rows)
     bx = read_rows(view.read_boxes, rows) if boxes else None
-    return SplitData(split, rows, video_labels(store, target)[0][rows], feats, bx)
+    return SplitData(split, rows, labels, feats, bx)
+
+
+def _load_ragged(view, split: str, rows: np.ndarray, labels: np.ndarray, boxes: bool,
+                 video_level: bool) -> SplitData:
+    """A split of a ragged view: every real clip as :class:`RaggedClips` (no padding kept), or only
+    each video's k-NN embedding ``[n, 1, D]`` (over its real clips), reduced batch by batch."""
+    if video_level:
+        from .knn import video_embeddings
+
+        feats = np.zeros((len(rows), 1, view.dim), np.float32)
+        for group, clips, _ in iter_clips(view, rows):
+            feats[group, 0] = video_embeddings(clips)
+        return SplitData(split, rows, labels, feats, None)
+    feats, bxs = read_clips(view, rows)
+    return SplitData(split, rows, labels, feats, bxs if boxes else None)
 
 
 def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:

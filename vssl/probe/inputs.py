@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vssl.device import autocast
+from vssl.features_store.ragged import RaggedClips, padded_batches, segment_mean
 
 from .data import TrainView
 from .task import task_of, torch_labels
@@ -40,16 +41,25 @@ class ClipInputs:
     softmax outputs (SCALE §4.1's linear baseline: per-clip heads ensembled over the clips).
     """
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, eval_block: int = 256,
+    def __init__(self, features: np.ndarray | RaggedClips, labels: np.ndarray, eval_block: int = 256,
                  train_view: TrainView | None = None):
-        self.features = features                  # [n, K, D]
+        self.features = features                  # [n, K, D], or a ragged view's RaggedClips
         self.labels = torch_labels(labels)        # class indices, multi-hot or values (.task)
         self.train_view = train_view
         self.samples_per_video = features.shape[1] if train_view is None else train_view.clips
         self.eval_block = eval_block
 
+    def num_samples(self, positions: np.ndarray) -> int:
+        """Clips an epoch over videos ``positions`` trains on (a ragged view: their real clips)."""
+        if self.train_view is None and isinstance(self.features, RaggedClips):
+            return int(self.features.counts[positions].sum())
+        return len(positions) * self.samples_per_video
+
     def batches(self, positions: np.ndarray, batch_size: int, gen: torch.Generator,
                 device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+        if self.train_view is None and isinstance(self.features, RaggedClips):
+            yield from self._ragged_batches(positions, batch_size, gen, device)
+            return
         source = self.features if self.train_view is None else self.train_view.features
         k = source.shape[1]                       # clips stored per video in the view trained on
         flat = source.reshape(-1, source.shape[-1])
@@ -63,9 +73,23 @@ class ClipInputs:
             r = np.sort(rows[s:s + batch_size])      # sorted gathers are faster; order inside a batch is irrelevant
             yield (_to(flat[r], device),), _to_labels(self.labels[r // k], device)
 
+    def _ragged_batches(self, positions, batch_size, gen, device):
+        """Every real clip of the videos, shuffled, each with its video's label (a ragged view)."""
+        clips = self.features
+        rows = clips.rows(positions)
+        video = np.repeat(positions, clips.counts[positions])
+        order = torch.randperm(len(rows), generator=gen).numpy()
+        rows, video = rows[order], video[order]
+        for s in _starts(len(rows), batch_size):
+            keep = np.argsort(rows[s:s + batch_size], kind="stable")   # sorted gathers are faster
+            r, v = rows[s:s + batch_size][keep], video[s:s + batch_size][keep]
+            yield (_to(clips.flat[r], device),), _to_labels(self.labels[v], device)
+
     @torch.no_grad()
     def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
                 precision: str = "fp32") -> np.ndarray:
+        if isinstance(self.features, RaggedClips):
+            return self._predict_ragged(model, positions, device, precision)
         model.eval()
         out = []
         for s in range(0, len(positions), self.eval_block):
@@ -77,6 +101,23 @@ class ClipInputs:
             out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
         model.train()
         return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=np.float32)
+
+
+    @torch.no_grad()
+    def _predict_ragged(self, model, positions, device, precision: str) -> np.ndarray:
+        """A video's score: the mean of its real clips' softmax (sigmoid, value) outputs (never a padding row)."""
+        model.eval()
+        clips = self.features
+        rows = clips.rows(positions)
+        parts = []
+        for s in range(0, len(rows), self.eval_block * 64):    # bounded, however long the videos
+            with autocast(device, precision):
+                logits = model(_to(clips.flat[rows[s:s + self.eval_block * 64]], device))
+            parts.append(task_of(self.labels).activate(logits.float()).cpu().numpy())
+        model.train()
+        if not parts:
+            return np.zeros((0, 0, 0), dtype=np.float32)
+        return segment_mean(np.concatenate(parts).astype(np.float64), clips.counts[positions]).astype(np.float32)
 
 
 class SetInputs:
@@ -104,16 +145,23 @@ class SetInputs:
 
     def batches(self, positions, batch_size, gen, device):
         order = positions[torch.randperm(len(positions), generator=gen).numpy()]
+        ragged = self.train_view is None and isinstance(self.features, RaggedClips)
         clips = self.features.shape[1] if self.train_view is None else self.train_view.clips
-        k = clips if self.per_clip else 1
         for s in _starts(len(order), batch_size):
             r = np.sort(order[s:s + batch_size])
-            y = np.repeat(self.labels[r], k, axis=0)    # per clip: each clip carries its video's label
+            # per clip: each real clip carries its video's label (padding is no sample: SetGrid drops it)
+            k = (self.features.counts[r] if ragged else clips) if self.per_clip else 1
+            y = np.repeat(self.labels[r], k, axis=0)
             yield self._sets(r, gen, device), _to_labels(y, device)
 
-    def _sets(self, r: np.ndarray, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clip sets of videos ``r``: every clip, or a fresh subset of the training view's."""
+    def _sets(self, r: np.ndarray, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The clip sets of videos ``r``: every clip, or a fresh subset of the training view's.
+        A ragged view's sets are padded to the longest in ``r``, with the mask of real clips."""
         tv = self.train_view
+        if tv is None and isinstance(self.features, RaggedClips):
+            f, valid = self.features.padded(r)
+            b, _ = self.boxes.padded(r)
+            return _to(f, device), _to(b, device), torch.from_numpy(valid).to(device)
         if tv is None:
             return _to(self.features[r], device), _to(self.boxes[r], device)
         pick = random_clips(len(r), tv.features.shape[1], tv.clips, gen)
@@ -121,6 +169,8 @@ class SetInputs:
 
     @torch.no_grad()
     def predict(self, model, positions, device, precision: str = "fp32"):
+        if isinstance(self.features, RaggedClips):
+            return self._predict_ragged(model, positions, device, precision)
         model.eval()
         out = []
         for s in range(0, len(positions), self.eval_block):
@@ -133,6 +183,27 @@ class SetInputs:
             out.append(probs.cpu().numpy())
         model.train()
         return np.concatenate(out)
+
+
+    def _predict_ragged(self, model, positions, device, precision: str) -> np.ndarray:
+        """Videos batched by length (:func:`padded_batches`), each set with its padding mask; per clip,
+        a video's score is the mean of its real clips' softmax outputs."""
+        model.eval()
+        out: list[np.ndarray | None] = [None] * len(positions)
+        counts = self.features.counts[positions]
+        for group in padded_batches(counts.tolist(), self.eval_block):
+            r = positions[group]
+            f, valid = self.features.padded(r)
+            b, _ = self.boxes.padded(r)
+            with autocast(device, precision):
+                logits = model(_to(f, device), _to(b, device), torch.from_numpy(valid).to(device))
+            probs = task_of(self.labels).activate(logits.float()).cpu().numpy()
+            if self.per_clip:                           # [real clips, G, C] -> mean over each video's
+                probs = segment_mean(probs.astype(np.float64), counts[group]).astype(np.float32)
+            for j, p in zip(group, probs):
+                out[j] = p
+        model.train()
+        return np.stack(out)
 
 
 def _starts(n: int, batch_size: int) -> range:

@@ -25,6 +25,7 @@ import torch
 
 from vssl.device import matmul_numerics
 from vssl.errors import VsslError
+from vssl.features_store.ragged import RaggedClips, segment_mean
 
 from .common import resolve_device
 
@@ -60,8 +61,11 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
-def video_embeddings(clips: np.ndarray) -> np.ndarray:
-    """[n, K, D] clip features -> [n, D] float32: mean of l2-normalized clips, l2-normalized."""
+def video_embeddings(clips: np.ndarray | RaggedClips) -> np.ndarray:
+    """[n, K, D] clip features -> [n, D] float32: mean of l2-normalized clips, l2-normalized
+    (a ragged view's :class:`RaggedClips`: the mean over each video's real clips)."""
+    if isinstance(clips, RaggedClips):
+        return l2_normalize(segment_mean(l2_normalize(clips.flat), clips.counts))
     clips = np.asarray(clips)
     if clips.ndim == 2:
         return l2_normalize(clips)

@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from vssl.errors import VsslError
+from vssl.features_store.ragged import RaggedClips, read_clips
 
 from .data import SplitData, read_rows
 
@@ -36,6 +37,7 @@ class ScaleFeatures:
     rows: object           # vssl.features_store.RowGroup
     config: Any = None     # the run's ScaleConfig (its architecture)
     meta: dict = field(default_factory=dict)   # the checkpoint's meta (what it trained on)
+    refined: object = None  # a ragged view's Ĉ (its export's ragged row group); None: ``rows["clips"]``
 
     @classmethod
     def open(cls, store, run_dir: Path, view: str, needed: np.ndarray, quiet: bool = False) -> "ScaleFeatures":
@@ -66,7 +68,8 @@ class ScaleFeatures:
         if not rows.done()[needed].all():
             raise VsslError(f"{group} in {store.path} lacks rows for some probed videos after export; "
                             f"check `vssl store verify {store.path}`")
-        return cls(run_dir, group, model, cfg.width, rows, cfg, meta)
+        refined = store.ragged_rows(rows.attrs["clips_group"]) if rows.attrs.get("clips_group") else None
+        return cls(run_dir, group, model, cfg.width, rows, cfg, meta, refined)
 
     def set_token(self, indices: np.ndarray) -> np.ndarray:
         """SET token (CLS output) [n, H] of store rows ``indices``."""
@@ -80,6 +83,8 @@ class ScaleFeatures:
         Ĉ_i (``[C_i ⊕ Ĉ_i ⊕ SET]``, ``[n, K, D + 2H]``), vssl's earlier default.
         """
         token = self.set_token(split.indices)
+        if isinstance(split.features, RaggedClips):
+            return self._ragged_clip_inputs(split, token, append_refined)
         n, k, _ = split.features.shape
         dtype = split.features.dtype
         parts = [split.features]
@@ -88,6 +93,16 @@ class ScaleFeatures:
         parts.append(np.broadcast_to(token[:, None, :], (n, k, token.shape[-1])).astype(dtype))
         return np.concatenate(parts, axis=-1)
 
+    def _ragged_clip_inputs(self, split: SplitData, token: np.ndarray, append_refined: bool) -> RaggedClips:
+        """:meth:`clip_inputs` on a ragged view: per real clip of each video, its video's SET token."""
+        clips = split.features
+        parts = [clips.flat]
+        if append_refined:
+            refined, _ = read_clips(self.refined, split.indices)
+            parts.append(refined.flat.astype(clips.dtype))
+        parts.append(np.repeat(token, clips.counts, axis=0).astype(clips.dtype))
+        return RaggedClips(np.concatenate(parts, axis=-1), clips.offsets)
+
     def video_inputs(self, split: SplitData, features: str = "clip_set") -> np.ndarray:
         """What SCALE's k-NN embeds per video, ``[n, D + H]`` float32 before centring and l2:
         ``clip_set`` = the mean over clips of [C_i ⊕ SET] = [mean_i C_i ⊕ SET] (§4.1; released
@@ -95,5 +110,8 @@ class ScaleFeatures:
         token = self.set_token(split.indices)
         if features == "set":
             return token
-        mean_clip = np.asarray(split.features, dtype=np.float64).mean(axis=1).astype(np.float32)
+        if isinstance(split.features, RaggedClips):      # the mean over each video's real clips
+            mean_clip = split.features.mean()
+        else:
+            mean_clip = np.asarray(split.features, dtype=np.float64).mean(axis=1).astype(np.float32)
         return np.concatenate([mean_clip, token], axis=-1)

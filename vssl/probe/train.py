@@ -221,6 +221,8 @@ def make_optimizer(model: GridHeads, grid: Sequence[tuple[float, float]], optimi
 
 
 def _num_samples(inputs: Inputs, positions: np.ndarray) -> int:
+    if hasattr(inputs, "num_samples"):                 # e.g. a ragged view's clips: counts vary per video
+        return inputs.num_samples(positions)
     per = getattr(inputs, "samples_per_video", 1)
     return len(positions) * per
 

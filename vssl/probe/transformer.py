@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from vssl.errors import VsslError
+from vssl.features_store.ragged import RaggedClips
 
 from .data import TrainView
 from .inputs import SetInputs
@@ -112,11 +113,13 @@ class SetClassifier(nn.Module):
             if fold:
                 _fold_standardization(encoder.input_proj, mean, std)
 
-    def forward(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid [B, K]`` (a ragged view's padded sets): the real clips; padding is left out of
+        attention, and its rows of the output are meaningless (:class:`SetGrid` drops them)."""
         x = features.float()
         if self.standardize:
             x = (x - self.in_mean) / self.in_std
-        _, cls = self.encoder.encode(x, boxes)
+        _, cls = self.encoder.encode(x, boxes, valid=valid)
         k = x.shape[1]
         return self.head(torch.cat([x, cls.float()[:, None].expand(-1, k, -1)], dim=-1))   # [B, K, C]
 
@@ -141,19 +144,23 @@ def set_dropout(encoder: nn.Module, p: float) -> None:
 
 
 class SetGrid(GridHeads):
-    """The grid of set classifiers; per-clip logits [B, G, K, C] become [B*K, G, C] (see SetInputs)."""
+    """The grid of set classifiers; per-clip logits [B, G, K, C] become [B*K, G, C] (see SetInputs),
+    or, given the mask of real clips (a ragged view), [real clips, G, C]: padding is never a sample."""
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = super().forward(*inputs)
         if out.ndim == 4:
             b, g, k, c = out.shape
-            out = out.transpose(1, 2).reshape(b * k, g, c)
+            out = out.transpose(1, 2)
+            out = out[inputs[2]] if len(inputs) == 3 else out.reshape(b * k, g, c)
         return out
 
 
 def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std over every clip of the videos at ``positions`` (float64 sums)."""
-    x = np.asarray(features[positions], dtype=np.float64).reshape(-1, features.shape[-1])
+    """Per-dimension mean and std over every (real) clip of the videos at ``positions`` (float64 sums)."""
+    chosen = features[positions]
+    x = np.asarray(chosen.flat if isinstance(chosen, RaggedClips) else chosen, dtype=np.float64)
+    x = x.reshape(-1, features.shape[-1])
     mean, std = x.mean(axis=0), x.std(axis=0)
     return torch.from_numpy(mean), torch.from_numpy(np.maximum(std, 1e-6 * max(std.max(), 1e-12)))
 
