@@ -18,6 +18,8 @@ Adding a kind is one class here. Built in (DESIGN.md, SCALE §3.3 and §4):
 - ``segment:TxS`` — TSN-style views (VideoMAE-SSv2, SCMA): ``frames`` frames, one per equal
   segment of the whole video (segment centres, or T evenly shifted picks; ``jitter=1`` a
   random frame per segment for training), times uniform's S crops. ``stride`` does not apply.
+- ``dense:S`` — one centre-cropped clip every S seconds over the whole video, placed on the
+  frames' presentation times (:mod:`vssl.extract.dense`; a variable count: the ragged layout).
 
 A clip is ``frames`` frames, ``stride`` apart (``segment``: one per segment). **Short videos**: when a video has fewer
 frames than a clip spans, the clip starts at frame 0 and indices past the end repeat the
