@@ -116,7 +116,7 @@ def child(film: str, views: str, whole: bool) -> None:
                              precision="fp32", progress=False, model=pool_backbone(), backbone="pool")
         seconds = time.perf_counter() - t
     assert s.failed == 0, s.failures
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
     print(json.dumps({"clips": s.clips, "seconds": seconds, "rss_mb": rss}))
 
 
@@ -214,6 +214,7 @@ def main() -> None:
     longest, shortest = dense[max(minutes)], dense[min(minutes)]
     speed = (base["clips"] / base["seconds"]) / (fixed["clips"] / fixed["seconds"])
     body = "\n\n".join([
+        "## Dense views (`dense:S`) on long films: extraction memory and speed, ragged reads",
         f"`python benchmarks/bench_dense.py --minutes {args.minutes} --compare-minutes {args.compare_minutes:g}` "
         f"({machine()}; a shared 2-core machine with other jobs running, so absolute rates move; the ratios are "
         f"from one run, side by side; total {time.perf_counter() - t_start:.0f} s).",
