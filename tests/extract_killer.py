@@ -1,4 +1,7 @@
-"""Run an extraction that SIGKILLs itself right after its second chunk write (resume test)."""
+"""Run an extraction that SIGKILLs itself right after its second chunk write (resume test).
+
+Arguments: VIDEOS STORE [VIEWS] (default random:3,uniform:2x2).
+"""
 
 import os
 import signal
@@ -20,5 +23,6 @@ def write_then_die(self, *args, **kwargs):
 
 FeatureStore.write_videos = write_then_die
 src, out = sys.argv[1], sys.argv[2]
-pipeline.extract(src, out, views="random:3,uniform:2x2", chunk_videos=2, batch_size=5, frames=4, size=32,
+views = sys.argv[3] if len(sys.argv) > 3 else "random:3,uniform:2x2"
+pipeline.extract(src, out, views=views, chunk_videos=2, batch_size=5, frames=4, size=32,
                  progress=False)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vssl.device import cudnn_autotune
-from vssl.extract.prefetch import decode_ahead
+from vssl.extract.prefetch import decode_ahead, stream_ahead
 from vssl.extract.writer import BackgroundWriter
 
 
@@ -46,6 +46,38 @@ def test_decode_ahead_stops_decoding_when_the_consumer_stops():
     assert next(items) == 0
     items.close()  # the run failed or was interrupted
     assert len(data.asked) <= 4
+
+
+def test_stream_ahead_keeps_order_bounds_how_far_it_runs_ahead_and_stops_with_the_consumer():
+    made = []
+
+    def stream(n):  # extraction's stream of plans and clip parts
+        for i in range(n):
+            made.append(i)
+            yield i * 10
+
+    seen = []
+    for item in stream_ahead(stream(7), depth=2):
+        time.sleep(0.01)
+        seen.append(item)
+        assert len(made) <= len(seen) + 3  # the queue's 2 and the one waiting to go in
+    assert seen == [i * 10 for i in range(7)]
+    made.clear()
+    items = stream_ahead(stream(50), depth=2)
+    assert next(items) == 0
+    items.close()
+    assert len(made) <= 5
+
+
+def test_stream_ahead_hands_an_error_to_the_consumer():
+    def stream():
+        yield 1
+        raise RuntimeError("decoder crashed")
+
+    items = stream_ahead(stream())
+    assert next(items) == 1
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        next(items)
 
 
 def test_writer_runs_writes_in_order_and_hands_back_a_failure_unchanged():

@@ -96,14 +96,31 @@ def store_verify(store: Path = typer.Argument(..., help="feature store directory
         raise typer.Exit(1)
 
 
+EXPORT_FORMATS = ("hdf5", "npy")
+
+
 @store_app.command("export")
 def store_export(store: Path = typer.Argument(..., help="feature store directory"),
-                 output: Path = typer.Argument(..., help="HDF5 file to write")) -> None:
-    """Write the whole store (groups, arrays, attributes) to one HDF5 file."""
-    from vssl.features_store import FeatureStore, export_hdf5
+                 output: Path = typer.Argument(..., help="HDF5 file to write (npy: a directory)"),
+                 fmt: str = typer.Option("hdf5", "--format", help="hdf5: the whole store in one file; npy: one "
+                                         "[num_clips, D] float32 .npy per video of --view, plus index.csv"),
+                 view: Optional[str] = typer.Option(None, "--view", help="the view to export (--format npy)")) -> None:
+    """Write the whole store to one HDF5 file, or one view as .npy files per video (TAD tools' layout)."""
+    from vssl.features_store import FeatureStore, export_hdf5, export_npy
 
-    export_hdf5(FeatureStore.open(store), output)
-    err.print(f"wrote {output}")
+    if fmt not in EXPORT_FORMATS:
+        raise VsslError(f"--format {fmt!r}: choose {' or '.join(EXPORT_FORMATS)}")
+    if fmt == "hdf5":
+        if view is not None:
+            raise VsslError("--view is for --format npy; the HDF5 export holds the whole store")
+        export_hdf5(FeatureStore.open(store), output)
+        err.print(f"wrote {output}")
+        return
+    if view is None:
+        raise VsslError("--format npy exports one view: add --view NAME (`vssl store info` lists them)")
+    done = export_npy(FeatureStore.open(store), output, view)
+    err.print(f"wrote {done.written} .npy files to {output} ({done.kept} already there, {done.skipped} videos not "
+              f"done or failed left out) · index {output / 'index.csv'}", highlight=False, soft_wrap=True)
 
 
 @store_app.command("import")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -61,6 +61,9 @@ class VideoInfo:
     height: int
     width: int
     sequential: bool
+    #: presentation time of each frame in seconds from the first one (None: the file has no usable
+    #: timestamps; frame ``i`` is then taken to be at ``i / fps``). Variable-fps files have uneven steps.
+    times: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,21 @@ class _Probe:
     fps: float
     height: int
     width: int
+    time_base: float = 0.0  # seconds per pts unit (0: unknown)
+
+
+def frame_times(pts: Sequence[int | None], time_base: float) -> tuple[float, ...] | None:
+    """Seconds from the first frame of frames with presentation timestamps ``pts`` (in order).
+
+    None when they cannot place frames in time: a timestamp or the time base missing, or not
+    strictly increasing (frame ``i`` is then taken to be at ``i / fps`` by whoever needs times).
+    """
+    if not pts or time_base <= 0 or any(p is None for p in pts):
+        return None
+    if any(b <= a for a, b in zip(pts, pts[1:])):
+        return None
+    first = pts[0]
+    return tuple((p - first) * time_base for p in pts)
 
 
 class VideoReader(ABC):
@@ -167,7 +185,8 @@ def probe(path: str | Path) -> _Probe:
         keyframes = sorted(pos[p] for p in set(key_pts) if p in pos) if safe else []
         if safe and (not keyframes or keyframes[0] != 0):
             keyframes = [0] + keyframes  # the first frame is always reachable by decoding from the start
-        return _Probe(sorted_pts, keyframes, safe, _fps(stream), ctx.height, ctx.width)
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        return _Probe(sorted_pts, keyframes, safe, _fps(stream), ctx.height, ctx.width, time_base)
     finally:
         container.close()
 
@@ -184,10 +203,13 @@ class PyAVReader(VideoReader):
         self._pts = pr.pts
         self._pos = {p: i for i, p in enumerate(pr.pts)}
         self._keyframes = pr.keyframes
-        count = len(pr.pts) if self._seek else self._count_decoded()
+        if self._seek:
+            count, times = len(pr.pts), frame_times(pr.pts, pr.time_base)
+        else:
+            count, times = self._count_decoded()
         if count == 0:
             raise DecodeError(f"{self.path}: no decodable frames")
-        self.info = VideoInfo(count, pr.fps, pr.height, pr.width, sequential=not self._seek)
+        self.info = VideoInfo(count, pr.fps, pr.height, pr.width, sequential=not self._seek, times=times)
 
     def _open(self):
         container = _open_container(self.path)
@@ -198,19 +220,21 @@ class PyAVReader(VideoReader):
             stream.codec_context.thread_count = self.threads
         return container, stream
 
-    def _count_decoded(self) -> int:
+    def _count_decoded(self) -> tuple[int, tuple[float, ...] | None]:
+        """Frames the decoder yields, and their presentation times (from the decoded frames' pts)."""
         import av
 
         container, stream = self._open()
-        n = 0
+        pts: list[int | None] = []
+        time_base = float(stream.time_base) if stream.time_base else 0.0
         try:
-            for _ in container.decode(stream):
-                n += 1
+            for frame in container.decode(stream):
+                pts.append(frame.pts)
         except av.error.FFmpegError:
             pass  # a corrupt tail ends the video: the frames before it are its frames
         finally:
             container.close()
-        return n
+        return len(pts), frame_times(pts, time_base)
 
     def frames(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         idx = _check_indices(indices, self.info.num_frames)
@@ -295,7 +319,8 @@ class DecordReader(VideoReader):
         count = len(self._vr)
         if count != len(pr.pts):
             raise FrameIndexError(f"{path}: decord counts {count} frames, the packet index {len(pr.pts)}")
-        self.info = VideoInfo(count, pr.fps, pr.height, pr.width, sequential=False)
+        self.info = VideoInfo(count, pr.fps, pr.height, pr.width, sequential=False,
+                              times=frame_times(pr.pts, pr.time_base))
 
     def frames(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         import decord

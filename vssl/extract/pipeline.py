@@ -2,7 +2,10 @@
 
 Workers (a torch DataLoader, ``workers`` processes; with 0, one decode-ahead thread:
 :mod:`vssl.extract.prefetch`) decode each pending video once and cut the clips of every view it
-still needs (:mod:`vssl.extract.clips`, uint8). The main process
+still needs (:mod:`vssl.extract.clips`, uint8), streaming them in parts of at most
+``PART_CLIPS`` clips: a video's plan (frame count, boxes) first, then its clips, so a long
+film's hundreds of clips are never in memory at once (only its features, ``[clips, D]``, wait
+for its chunk). The main process
 packs clips of consecutive videos into batches of ``batch_size``, normalizes them on the
 device and runs the backbone under ``torch.inference_mode`` (autocast for bf16/fp16).
 The store takes whole chunks only (DESIGN.md), so finished videos wait, in order, until
@@ -25,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from vssl.device import autocast, cudnn_autotune, resolve_device, resolve_precision
 from vssl.distributed import refuse_undivided_work
@@ -37,7 +40,7 @@ from vssl.progress import ProgressBar
 from .backbones import Backbone, create_backbone
 from .backbones.base import runs_convolutions
 from .backbones.hub_cache import resolve_checkpoint
-from .clips import cut_video
+from .clips import VideoPlan, stream_video
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .finite import unusable_reason, unusable_rows
 from .inputs import VideoInputs, collect_inputs
@@ -198,25 +201,41 @@ class _Job:
     views: tuple[str, ...]
 
 
-class _VideoDataset(Dataset):
-    """One item per pending video: its clips for the views it still needs, or its error."""
+class _VideoStream(IterableDataset):
+    """The pending videos as a stream of items, each video's first item its plan (or its error).
+
+    Items (dicts with the video's ``slot``): ``kind`` "video" — the plan: ``num_frames``, ``fps``,
+    ``boxes`` per view, or ``error``; a second one for a slot replaces the first (re-read
+    sequentially); "clips" — ``clips [n, 3, T, S, S]`` of ``view`` at positions ``index``;
+    "error" — the video failed after its plan. Worker ``w`` of ``W`` streams slots ``w, w + W, ...``.
+    """
 
     def __init__(self, jobs: Sequence[_Job], views: dict[str, SamplerSpec], decoder: str, threads: int) -> None:
         self.jobs, self.views, self.decoder, self.threads = list(jobs), views, decoder, threads
 
-    def __len__(self) -> int:
-        return len(self.jobs)
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker = get_worker_info()
+        first, step = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        for slot in range(first, len(self.jobs), step):
+            yield from self.items(slot)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        job = self.jobs[i]
+    def items(self, slot: int) -> Iterator[dict[str, Any]]:
+        job = self.jobs[slot]
+        planned = False
         try:
-            vc = cut_video(job.path, {v: self.views[v] for v in job.views}, job.key,
-                           decoder=self.decoder, threads=self.threads)
+            for event in stream_video(job.path, {v: self.views[v] for v in job.views}, job.key,
+                                      decoder=self.decoder, threads=self.threads):
+                if isinstance(event, VideoPlan):
+                    planned = True
+                    yield {"slot": slot, "kind": "video", "error": None, "num_frames": event.info.num_frames,
+                           "fps": event.info.fps, "boxes": {k: torch.from_numpy(v) for k, v in event.boxes.items()}}
+                else:
+                    yield {"slot": slot, "kind": "clips", "view": event.view, "index": torch.from_numpy(event.index),
+                           "clips": event.clips}
         except Exception as exc:  # a bad video fails alone; the run goes on (DESIGN.md conventions)
             msg = " ".join(str(exc).split()) or type(exc).__name__
-            return {"slot": i, "error": msg if isinstance(exc, VsslError) else f"{type(exc).__name__}: {msg}"}
-        return {"slot": i, "error": None, "num_frames": vc.info.num_frames, "fps": vc.info.fps,
-                "clips": vc.clips, "boxes": {k: torch.from_numpy(v) for k, v in vc.boxes.items()}}
+            yield {"slot": slot, "kind": "error" if planned else "video",
+                   "error": msg if isinstance(exc, VsslError) else f"{type(exc).__name__}: {msg}"}
 
 
 def _worker_init(_: int) -> None:
@@ -231,6 +250,7 @@ class _Pending:
 
     def __init__(self, job: _Job, item: dict[str, Any], views: dict[str, SamplerSpec], dim: int) -> None:
         self.job = job
+        self.slot = item["slot"]
         self.error = item["error"]
         self.num_frames = item.get("num_frames", 0)
         self.fps = item.get("fps", 0.0)
@@ -245,6 +265,14 @@ class _Pending:
         self.features = {v: np.zeros((count[v], dim), np.float32) for v in job.views}
         self.left = 0 if self.error else sum(count.values())
         self.clips = self.left
+        self.delivered = 0  # clips handed to the batcher so far
+        self.abandoned = False  # replaced by a re-read (a restart plan): never finishes
+
+    def fail_rest(self, reason: str) -> None:
+        """Fail this video mid-stream: the clips it will never receive no longer count as left."""
+        self.fail(reason)
+        self.left -= self.clips - self.delivered
+        self.delivered = self.clips
 
     def fail(self, reason: str) -> None:
         """Fail this video (its first reason wins); its rows are zeroed so nothing unusable is written."""
@@ -266,14 +294,18 @@ class _Batcher:
                  norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16") -> None:
         self.model, self.device, self.batch_size = model, device, batch_size
         self.precision, self.store_dtype = precision, store_dtype
-        self.queue: deque[tuple[_Pending, str, int, torch.Tensor]] = deque()  # (video, view, first k, clips)
+        self.queue: deque[tuple[_Pending, str, np.ndarray, torch.Tensor]] = deque()  # (video, view, positions, clips)
         self.queued = 0
         self.mean, self.std = norm or (model.spec.mean, model.spec.std)
         self.transfers = Transfers(device)
-        self.in_flight: tuple[list[tuple[_Pending, str, int, int]], HostCopy] | None = None
+        self.in_flight: tuple[list[tuple[_Pending, str, np.ndarray, int]], HostCopy] | None = None
 
-    def add(self, video: _Pending, view: str, clips: torch.Tensor) -> Iterator[_Pending]:
-        self.queue.append((video, view, 0, clips))
+    def add(self, video: _Pending, view: str, clips: torch.Tensor,
+            index: np.ndarray | None = None) -> Iterator[_Pending]:
+        """Queue ``clips`` of ``view`` (at positions ``index``, default 0..n-1); run full batches."""
+        index = np.arange(clips.shape[0]) if index is None else np.asarray(index, np.int64)
+        video.delivered += clips.shape[0]
+        self.queue.append((video, view, index, clips))
         self.queued += clips.shape[0]
         while self.queued >= self.batch_size:
             yield from self.run(self.batch_size)
@@ -287,12 +319,12 @@ class _Batcher:
         """Launch the first ``n`` queued clips; yield the videos the previous batch finishes."""
         parts, owners = [], []
         while n:
-            video, view, k0, clips = self.queue.popleft()
+            video, view, index, clips = self.queue.popleft()
             take = min(n, clips.shape[0])
             parts.append(clips[:take])
-            owners.append((video, view, k0, take))
+            owners.append((video, view, index[:take], take))
             if take < clips.shape[0]:
-                self.queue.appendleft((video, view, k0 + take, clips[take:]))
+                self.queue.appendleft((video, view, index[take:], clips[take:]))
             n -= take
         x = self.transfers.join(parts)
         self.queued -= x.shape[0]
@@ -309,16 +341,17 @@ class _Batcher:
         features = copy.numpy()
         bad = unusable_rows(features, self.store_dtype)
         offset = 0
-        for video, view, k0, take in owners:
+        for video, view, index, take in owners:
             rows = features[offset:offset + take]
             worst = np.flatnonzero(bad[offset:offset + take])
             if worst.size:  # the video fails; the run goes on
-                video.fail(unusable_reason(rows[worst[0]], view, k0 + int(worst[0]), self.precision, self.store_dtype))
+                video.fail(unusable_reason(rows[worst[0]], view, int(index[worst[0]]), self.precision,
+                                           self.store_dtype))
             if video.error is None:
-                video.features[view][k0:k0 + take] = rows
+                video.features[view][index] = rows
             offset += take
             video.left -= take
-            if video.left == 0:
+            if video.left == 0 and not video.abandoned:
                 yield video
 
     def launch(self, clips: torch.Tensor) -> HostCopy:
@@ -450,7 +483,7 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
     """Step 4: decode in workers, embed in batches, write each chunk once all its videos are finished."""
     cfg, store = run.cfg, run.store
     workers = cfg.workers
-    loader = decoded_items(_VideoDataset(jobs, run.specs, cfg.decoder, threads=1 if workers else 0), workers,
+    loader = decoded_items(_VideoStream(jobs, run.specs, cfg.decoder, threads=1 if workers else 0), workers,
                            pin=run.device.type == "cuda", worker_init=_worker_init)
     batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size, run.norm, cfg.dtype)
     autotune = run.device.type == "cuda" and runs_convolutions(run.model)
@@ -475,17 +508,46 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
                                 f"clips/s · {summary.failed} failed")
             chunks.finish(video)
 
+        stream = _StreamState(jobs, run.specs, run.model.embed_dim)
         for item in loader:
-            job = jobs[item["slot"]]
-            video = _Pending(job, item, run.specs, run.model.embed_dim)
-            if video.left == 0:
-                finish(video)
-                continue
-            for view in job.views:
-                for finished in batcher.add(video, view, item["clips"][view]):
-                    finish(finished)
+            for finished in stream.take(item, batcher):
+                finish(finished)
         for finished in batcher.flush():
             finish(finished)
+
+
+class _StreamState:
+    """The videos whose streams are open: turns worker items into batcher work and finished videos.
+
+    A slot is finished once (later items for it are dropped); a second plan for a slot (the video
+    re-read sequentially) abandons the first, whose clips still queued are embedded and ignored.
+    """
+
+    def __init__(self, jobs: Sequence[_Job], specs: dict[str, SamplerSpec], dim: int) -> None:
+        self.jobs, self.specs, self.dim = jobs, specs, dim
+        self.open: dict[int, _Pending] = {}
+        self.closed: set[int] = set()
+
+    def take(self, item: dict[str, Any], batcher: _Batcher) -> Iterator[_Pending]:
+        slot = item["slot"]
+        if slot in self.closed:
+            return
+        if item["kind"] == "video":
+            old = self.open.pop(slot, None)
+            if old is not None:
+                old.abandoned = True
+            video = self.open[slot] = _Pending(self.jobs[slot], item, self.specs, self.dim)
+            finished = [video] if video.left == 0 else []
+        elif item["kind"] == "error":
+            video = self.open[slot]
+            video.fail_rest(item["error"])
+            finished = [video] if video.left == 0 else []
+        else:
+            finished = list(batcher.add(self.open[slot], item["view"], item["clips"], item["index"].numpy()))
+        for video in finished:
+            self.closed.add(video.slot)
+            del self.open[video.slot]
+            yield video
 
 
 class _ChunkAssembler:

@@ -9,14 +9,16 @@ torch's kernels both run outside the GIL. Measured on EfficientNet-Lite0 (docs/P
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-#: videos decoded ahead of the one the backbone is on (bounds memory: each holds its clips)
+#: items decoded ahead of the one the backbone is on (bounds memory: each holds its clips)
 DECODE_AHEAD = 2
 
 
@@ -39,10 +41,58 @@ def decode_ahead(dataset: Dataset, depth: int = DECODE_AHEAD, pin: bool = False)
                 future.cancel()
 
 
+def stream_ahead(stream: Iterable[Any], depth: int = DECODE_AHEAD, pin: bool = False) -> Iterator[Any]:
+    """The items of ``stream`` in order, up to ``depth`` of them produced ahead by one thread.
+
+    For an iterable dataset (extraction's stream of plans and clip parts): the bounded queue
+    keeps memory at ``depth`` items whatever the videos' lengths.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in stream:
+                item = _pinned(item) if pin else item
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            items.put(exc)
+
+    thread = threading.Thread(target=produce, name="vssl-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # the consumer stopped early (error, interrupt): let the producer end
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.1)
+
+
 def decoded_items(dataset: Dataset, workers: int, pin: bool, worker_init: Callable[[int], None]) -> Iterable[Any]:
-    """Items of ``dataset`` in order: ``workers`` decoding processes, or the decode-ahead thread for 0."""
+    """Items of ``dataset`` in order: ``workers`` decoding processes, or the decode-ahead thread for 0
+    (:func:`stream_ahead` for an iterable dataset)."""
     if workers == 0:
-        return decode_ahead(dataset, pin=pin)
+        return stream_ahead(dataset, pin=pin) if isinstance(dataset, IterableDataset) else \
+            decode_ahead(dataset, pin=pin)
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                       pin_memory=pin, worker_init_fn=worker_init, prefetch_factor=2, persistent_workers=False)
 

@@ -18,6 +18,8 @@ Adding a kind is one class here. Built in (DESIGN.md, SCALE §3.3 and §4):
 - ``segment:TxS`` — TSN-style views (VideoMAE-SSv2, SCMA): ``frames`` frames, one per equal
   segment of the whole video (segment centres, or T evenly shifted picks; ``jitter=1`` a
   random frame per segment for training), times uniform's S crops. ``stride`` does not apply.
+- ``dense:S`` — one centre-cropped clip every S seconds over the whole video, placed on the
+  frames' presentation times (:mod:`vssl.extract.dense`; a variable count: the ragged layout).
 
 A clip is ``frames`` frames, ``stride`` apart (``segment``: one per segment). **Short videos**: when a video has fewer
 frames than a clip spans, the clip starts at frame 0 and indices past the end repeat the
@@ -67,12 +69,18 @@ class Clip:
 
 @dataclass(frozen=True)
 class VideoGeometry:
-    """What a view kind may use to place clips: the decoded frame count, size and time base."""
+    """What a view kind may use to place clips: the decoded frame count, size and time base.
+
+    ``times``: each decoded frame's presentation time in seconds from the first (from the
+    decoder's timestamps; None when the file has none). Only kinds that place clips by seconds
+    (``timed``) are given them; the others count frames on the time base.
+    """
 
     num_frames: int
     height: int
     width: int
     fps: float = 0.0
+    times: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------------- the view-kind protocol
@@ -106,6 +114,9 @@ class SamplerSpec:
     #: options accepted after the count, ``:key=value``
     options: ClassVar[tuple[str, ...]] = ()
     fixed_count: ClassVar[bool] = True
+    #: True for a kind that places clips by seconds on the frames' real presentation times: it gets
+    #: the file's geometry with ``times`` and applies the time base (``fps``) itself
+    timed: ClassVar[bool] = False
 
     @property
     def num_clips(self) -> int | None:
@@ -525,12 +536,19 @@ def _even(n: int, hi: int) -> list[int]:
 
 
 def sample_clips(spec: SamplerSpec, num_frames: int, height: int, width: int, video_key: str,
-                 fps: float = 0.0) -> list[Clip]:
+                 fps: float = 0.0, times: Sequence[float] | None = None) -> list[Clip]:
     """The clips of one video for one view, in storage order (the view kind places them).
 
-    ``fps`` is the file's frame rate; with a time base (``spec.fps``) the kind places clips on
-    the video resampled to it (:mod:`vssl.extract.timebase`).
+    ``fps`` is the file's frame rate and ``times`` its frames' presentation times (seconds, or
+    None); with a time base (``spec.fps``) a kind places clips on the video resampled to it
+    (:mod:`vssl.extract.timebase`), except a ``timed`` kind, which places them by seconds itself.
     """
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError("a video needs at least one frame of at least one pixel")
+    if spec.timed:
+        usable = tuple(times) if times is not None and len(times) == num_frames else None
+        return spec.place(VideoGeometry(num_frames, height, width, fps, usable), video_key)
     return on_time_base(spec.place, VideoGeometry(num_frames, height, width, fps), spec.fps, video_key)
+
+
+from . import dense  # noqa: E402,F401  (registers the dense:S view kind, which builds on this module)

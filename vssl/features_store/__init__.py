@@ -2,6 +2,7 @@
 
 from vssl.errors import StoreError
 
+from .export_npy import NpyExport, export_npy
 from .hdf5 import export_hdf5, import_hdf5
 from .info import store_summary
 from .rows import COMPRESSIONS, RowGroup
@@ -15,4 +16,5 @@ __all__ = [
     "FeatureStore", "View", "RaggedView", "ViewRows", "LAYOUTS", "RowGroup", "BackboneSpec", "VideoEntry", "StoreError",
     "STATUS_PENDING", "STATUS_DONE", "STATUS_FAILED", "BOX_DIM", "BOX_FIELDS", "FORMAT_VERSION",
     "COMPRESSIONS", "default_chunk_videos", "export_hdf5", "import_hdf5", "store_summary", "verify_store",
+    "export_npy", "NpyExport",
 ]

@@ -158,27 +158,27 @@ class RaggedView(View):
         self.dtype = np.dtype(self.group.attrs["dtype"])
         self._chunks_dir = self.root / self.group.path / "chunks"
         self._pointers: dict[int, tuple[tuple[int, int], dict]] = {}
+        self._pointer_files: dict[int, str] = {}
         self._row_readers: dict[tuple[int, str, str], ChunkMemmapReader | None] = {}
 
     # ------------------------------------------------------------- the chunk pointers
 
     def _pointer(self, c: int) -> dict:
         """``{"data": generation or None, "counts": [...]}`` of chunk ``c`` (re-read when replaced)."""
-        path = self._chunks_dir / str(c) / "zarr.json"
         stamp = self._stamp(c)
         if stamp is None:
             return {"data": None, "counts": None}
         cached = self._pointers.get(c)
         if cached is None or cached[0] != stamp:
-            with open(path) as f:
+            with open(self._pointer_files[c]) as f:
                 attrs = json.load(f).get("attributes", {})
             cached = (stamp, {"data": attrs.get("data"), "counts": attrs.get("counts")})
             self._pointers[c] = cached
         return cached[1]
 
-    def _chunk_counts(self, c: int) -> np.ndarray:
+    def _chunk_counts(self, c: int, pointer: dict | None = None) -> np.ndarray:
         start, stop = c * self.chunk_videos, min(self.num_videos, (c + 1) * self.chunk_videos)
-        counts = self._pointer(c)["counts"]
+        counts = (pointer or self._pointer(c))["counts"]
         return np.zeros(stop - start, np.int64) if counts is None else np.asarray(counts, np.int64)
 
     def _rows_reader(self, c: int, gen: str, name: str) -> ChunkMemmapReader | None:
@@ -192,8 +192,7 @@ class RaggedView(View):
     def _rows_array(self, c: int, gen: str, name: str) -> zarr.Array:
         return self.group[f"chunks/{c}/{gen}/{name}"]
 
-    def _chunk_rows(self, c: int, name: str, rows: np.ndarray) -> np.ndarray:
-        gen = self._pointer(c)["data"]
+    def _chunk_rows(self, c: int, name: str, rows: np.ndarray, gen: str) -> np.ndarray:
         reader = self._rows_reader(c, gen, name)
         if reader is not None:
             return reader.read(rows)
@@ -233,31 +232,42 @@ class RaggedView(View):
         return self.read(indices).boxes
 
     def _stamp(self, c: int) -> tuple[int, int] | None:
+        path = self._pointer_files.get(c)
+        if path is None:  # the path as a string, once: pathlib joins cost more than the stat itself
+            path = self._pointer_files[c] = str(self._chunks_dir / str(c) / "zarr.json")
         try:
-            st = os.stat(self._chunks_dir / str(c) / "zarr.json")
+            st = os.stat(path)
         except FileNotFoundError:
             return None
         return st.st_mtime_ns, st.st_ino
 
     def _read_once(self, idx: np.ndarray, pad_to: int | None) -> ViewRows:
-        counts = self.counts(idx)
+        chunk_of = idx // self.chunk_videos
+        chunks = np.unique(chunk_of).tolist()
+        pointers = {c: self._pointer(c) for c in chunks}  # one look per chunk: counts and rows agree
+        counts = np.zeros(len(idx), np.int64)
+        offsets = {}
+        for c in chunks:
+            chunk_counts = self._chunk_counts(c, pointers[c])
+            sel = chunk_of == c
+            counts[sel] = chunk_counts[idx[sel] - c * self.chunk_videos]
+            offsets[c] = np.concatenate(([0], np.cumsum(chunk_counts)))
         width = int(counts.max(initial=0)) if pad_to is None else int(pad_to)
         if counts.size and counts.max() > width:
             raise ValueError(f"pad_to={pad_to} is less than the {int(counts.max())} clips of a video read")
         features = np.zeros((len(idx), width, self.dim), self.dtype)
         boxes = np.zeros((len(idx), width, BOX_DIM), np.float32)
-        chunk_of = idx // self.chunk_videos
-        for c in np.unique(chunk_of).tolist():
+        for c in chunks:
             positions = np.flatnonzero((chunk_of == c) & (counts > 0))
             if positions.size == 0:
                 continue
-            offsets = np.concatenate(([0], np.cumsum(self._chunk_counts(c))))
-            local = idx[positions] - c * self.chunk_videos
-            rows = np.concatenate([np.arange(offsets[v], offsets[v + 1]) for v in local.tolist()])
-            slot = np.concatenate([np.full(counts[p], p) for p in positions.tolist()])
-            clip = np.concatenate([np.arange(counts[p]) for p in positions.tolist()])
-            features[slot, clip] = self._chunk_rows(c, "features", rows)
-            boxes[slot, clip] = self._chunk_rows(c, "boxes", rows)
+            lens = counts[positions]
+            clip = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)  # 0..k-1 per video
+            rows = np.repeat(offsets[c][idx[positions] - c * self.chunk_videos], lens) + clip
+            slot = np.repeat(positions, lens)
+            gen = pointers[c]["data"]
+            features[slot, clip] = self._chunk_rows(c, "features", rows, gen)
+            boxes[slot, clip] = self._chunk_rows(c, "boxes", rows, gen)
         return ViewRows(features, boxes, counts)
 
     # ------------------------------------------------------------- writing

@@ -1,0 +1,126 @@
+"""`vssl store export --format npy`: one [num_clips, D] float32 file per video, read back with numpy."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from vssl.cli import main
+from vssl.errors import StoreError
+from vssl.features_store import BackboneSpec, FeatureStore, VideoEntry, export_npy
+from vssl.features_store.export_npy import npy_names
+
+D = 6
+BACKBONE = BackboneSpec(name="tiny", embed_dim=D, frames=4, stride=2, size=32, mean=(0.5,) * 3, std=(0.2,) * 3)
+PATHS = ["jump/v0.mp4", "jump/v1.avi", "run/v2.mkv", "run/deep/v3.mp4", "run/v4.mp4"]
+
+
+def clips_of(i: int) -> np.ndarray:
+    return (i * 10 + np.arange(2 * i + 1)[:, None] + np.arange(D)[None, :] / 8).astype(np.float32)
+
+
+def make_store(path, paths=PATHS, dtype="float16"):
+    store = FeatureStore.create(path, BACKBONE, [VideoEntry(p, 0, "train") for p in paths], ["a"], chunk_videos=2)
+    store.create_view("dense1", None, {"sampler": "dense", "seconds": 1.0}, dtype=dtype)
+    store.create_view("uniform2x1", 2, {"sampler": "uniform"}, dtype=dtype)
+    for start, stop in store.chunk_ranges():
+        idx = list(range(start, stop))
+        feats = [clips_of(i) for i in idx]
+        store.write_videos(idx, {"dense1": (feats, [np.tile([0, 0, 0, 1, 1, 1, 0], (len(f), 1)) for f in feats]),
+                                 "uniform2x1": ([f[:1].repeat(2, 0) for f in feats],
+                                                [np.tile([0, 0, 0, 1, 1, 1, 0], (2, 1))] * len(idx))},
+                           num_frames=[30] * len(idx), fps=[25.0] * len(idx),
+                           errors=["broken file" if i == 4 else None for i in idx])
+    return store
+
+
+def read_index(directory) -> list[dict]:
+    with open(directory / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_file_per_usable_video_mirroring_folders(tmp_path):
+    store = make_store(tmp_path / "s")
+    done = export_npy(store, tmp_path / "out", "dense1")
+    assert (done.written, done.kept, done.skipped) == (4, 0, 1)  # the failed video is left out
+    stored = store.view("dense1").read(np.arange(5))
+    for i, name in enumerate(["jump/v0.npy", "jump/v1.npy", "run/v2.npy", "run/deep/v3.npy"]):
+        arr = np.load(tmp_path / "out" / name)
+        assert arr.dtype == np.float32 and arr.shape == (2 * i + 1, D)
+        np.testing.assert_array_equal(arr, stored.features[i, :2 * i + 1].astype(np.float32))
+        np.testing.assert_allclose(arr, clips_of(i), rtol=1e-3)  # float16 in the store
+    assert not (tmp_path / "out" / "run" / "v4.npy").exists()
+    index = read_index(tmp_path / "out")
+    assert [r["path"] for r in index] == PATHS[:4] and [int(r["clips"]) for r in index] == [1, 3, 5, 7]
+    assert {r["seconds_per_clip"] for r in index} == {"1.0"} and index[3]["file"] == "run/deep/v3.npy"
+
+
+def test_fixed_views_export_too(tmp_path):
+    store = make_store(tmp_path / "s")
+    export_npy(store, tmp_path / "out", "uniform2x1")
+    arr = np.load(tmp_path / "out" / "run" / "v2.npy")
+    assert arr.shape == (2, D)
+    np.testing.assert_array_equal(arr, store.view("uniform2x1").read([2]).features[0].astype(np.float32))
+    assert {r["seconds_per_clip"] for r in read_index(tmp_path / "out")} == {""}  # not evenly spaced in time
+
+
+def test_resuming_rewrites_only_missing_or_broken_files(tmp_path):
+    store = make_store(tmp_path / "s")
+    export_npy(store, tmp_path / "out", "dense1")
+    (tmp_path / "out" / "jump" / "v1.npy").unlink()
+    (tmp_path / "out" / "run" / "v2.npy").write_bytes(b"half a file")
+    (tmp_path / "out" / "index.csv").unlink()  # killed before the index
+    again = export_npy(store, tmp_path / "out", "dense1")
+    assert (again.written, again.kept) == (2, 2)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "run" / "v2.npy"), clips_of(2), rtol=1e-3)
+    assert len(read_index(tmp_path / "out")) == 4
+    assert not list((tmp_path / "out").rglob("*.partial"))
+
+
+def test_directory_rules(tmp_path):
+    store = make_store(tmp_path / "s")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty and is not a vssl npy export"):
+        export_npy(store, tmp_path / "busy", "dense1")
+    export_npy(store, tmp_path / "out", "dense1")
+    with pytest.raises(StoreError, match="holds an export of .* view 'dense1'"):
+        export_npy(store, tmp_path / "out", "uniform2x1")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        export_npy(store, tmp_path / "file", "dense1")
+    with pytest.raises(StoreError, match="no view 'nope'"):
+        export_npy(store, tmp_path / "new", "nope")
+
+
+def test_names_mirror_the_input_root_or_the_common_root_and_refuse_collisions():
+    assert npy_names(["a/x.mp4", "b/y.avi"]) == ["a/x.npy", "b/y.npy"]
+    assert npy_names(["/data/films/a/x.mp4", "/data/films/b/y.mp4"]) == ["a/x.npy", "b/y.npy"]
+    assert npy_names(["../films/x.mp4", "../films/sub/y.mp4"]) == ["x.npy", "sub/y.npy"]
+    with pytest.raises(StoreError, match="'a/x.mp4' and 'a/x.avi' would both be exported as a/x.npy"):
+        npy_names(["a/x.mp4", "b/x.mp4", "a/x.avi"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "npy"], "add --view NAME"),
+    (["--format", "npy", "--view", "nope"], "no view 'nope'"),
+    (["--view", "dense1"], "--view is for --format npy"),
+    (["--format", "csv"], "choose hdf5 or npy"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
+    make_store(tmp_path / "s")
+    with pytest.raises(SystemExit) as done:
+        main(["store", "export", str(tmp_path / "s"), str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_cli_exports_npy(tmp_path, capsys):
+    make_store(tmp_path / "s", dtype="float32")
+    with pytest.raises(SystemExit) as done:
+        main(["store", "export", str(tmp_path / "s"), str(tmp_path / "out"), "--format", "npy", "--view", "dense1"])
+    assert done.value.code == 0
+    assert "wrote 4 .npy files" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "run" / "deep" / "v3.npy"), clips_of(3))
