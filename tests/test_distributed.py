@@ -118,8 +118,11 @@ def test_video_weights_follow_file_size(tmp_path):
 def test_shards_plan_alone_and_together_equal_one_run(videos, reference_store, tmp_path):
     out = tmp_path / "sharded"
     summaries = [extract_shared(videos, out, shard=f"{i}/2", **workers.extract_kwargs())[0] for i in range(2)]
-    assert sum(s.processed for s in summaries) == 9 and all(s.processed for s in summaries)
+    # one after the other: the first claims its share, then the second's (nobody claimed it); the second
+    # finds nothing left (before claims, each did its own share whatever the other had done)
+    assert [s.processed for s in summaries] == [9, 0] and [s.assigned for s in summaries] == [9, 0]
     assert_same_store(out, reference_store)
+    assert not any((tmp_path / "sharded.claims").iterdir())  # every claim released
     # the plan depends on the files only: a late shard computes the same split as an early one
     st = FeatureStore.open(out)
     paths = [str(videos / p) for p in st.paths()]
