@@ -230,9 +230,15 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
     for name, p in sb["model"].items():
         torch.testing.assert_close(sc["model"][name], p, rtol=0, atol=0, msg=name)
     assert [r["loss"] for r in _metrics(runs / "resumed")] == [r["loss"] for r in b]
-    # a 2-rank run does not silently resume as a 1-process run (another global batch)
-    with pytest.raises(VsslError, match="ranks 2 -> 1"):
+    # a 2-rank run does not silently resume as a 1-process run with another global batch (8 x 1 ranks)...
+    with pytest.raises(VsslError, match=r"batch_size x ranks \(run 8 x 2 = 16, now 8 x 1 = 8\)"):
         train(store, "v", runs / "ddp", workers.small_cfg(epochs=3), resume=True, quiet=True)
+    # ...but does with the same one (16 x 1): epoch 3 as the 1-process run with batch 16 goes
+    train(store, "v", runs / "ddp", workers.small_cfg(epochs=3, batch_size=16), resume=True, quiet=True)
+    train(store, "v", runs / "single", workers.small_cfg(epochs=3, batch_size=16), resume=True, quiet=True)
+    a3, b3 = _metrics(runs / "single")[2], _metrics(runs / "ddp")[2]
+    for key in ("loss", "mcm_loss", "set_loss"):
+        assert float(b3[key]) == pytest.approx(float(a3[key]), rel=1e-3), key
 
 
 def test_torchrun_ranks_never_redo_the_whole_job(videos, tmp_path, monkeypatch):
