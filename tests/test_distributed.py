@@ -206,6 +206,8 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
         check = json.loads((runs / f"gradcheck-rank{rank}.json").read_text())
         assert check["mean_loss"] == pytest.approx(check["ref_loss"], rel=1e-5)
         assert check["grad_err"] < 1e-5
+        # under bf16 autocast, keys gathered in fp32 give one process's gradient; gathered in bf16 they did not
+        assert check["bf16_err_now"] < 1e-6 < check["bf16_err_before"], check
     a, b = _metrics(runs / "single"), _metrics(runs / "ddp")
     assert len(a) == len(b) == 2 and single.steps == 2  # one writer of metrics
     for ra, rb in zip(a, b):  # step 1 (epoch 1) and step 2: same losses and accuracies
