@@ -153,7 +153,7 @@ def cluster(write_doc: bool) -> None:
 
 {markdown_table(["1M videos, 7,813 chunks, 64 workers", "time"], work)}
 
-{markdown_table(["memory maps", "live maps, peak", "after", "verify time"], maps)}
+{markdown_table(["memory maps", "live maps, peak", "live after", "time"], maps)}
 
 {markdown_table(["killed worker", "state", "re-run", "result"], kill)}
 

@@ -3,7 +3,8 @@
 A process (a ``--shard`` task, a torchrun rank, a plain ``vssl extract``) claims a chunk of
 videos by creating ``OUT.claims/<chunk>`` (:mod:`vssl.distributed.claims`: owner host, pid,
 job; a dead owner's claim is taken over), re-reads that chunk's status, extracts what is left of
-it and releases the claim once the chunk is written. So two processes never write one chunk, a
+it and releases the claim once the chunk is written, leaving a marker (``OUT.claims/done-*/<chunk>``)
+so that the others skip it with one directory listing instead of a claim and a status read. So two processes never write one chunk, a
 chunk is never left without an owner while a process runs, a killed process's chunks go to
 whoever comes next, and stragglers are absorbed: a process that finishes its share goes on with
 the chunks nobody has claimed yet, from the far end of the others' shares.
@@ -15,7 +16,10 @@ video sizes the store recorded at creation (:func:`plan_chunks`); process ``i`` 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -116,30 +120,62 @@ class ClaimQueue:
         if not claims.try_claim(self._path(c), self.stale_s, what=f"chunk {c} of {self.store.path}"):
             return False
         self.heartbeat.add(self._path(c))
-        if work_left(self.store, self.views, self.retry_failed, slice(*self._bounds(c))).any():
+        if self._has_work(c):
             return True
         self._release(c)  # finished by another process since the plan was made
         return False
 
-    def _release(self, c: int) -> None:
+    def _has_work(self, c: int) -> bool:
+        """The truth, read after claiming: this chunk's status in the store."""
+        return bool(work_left(self.store, self.views, self.retry_failed, slice(*self._bounds(c))).any())
+
+    def _release(self, c: int, finished: bool = False) -> None:
+        """Give chunk ``c`` back; ``finished`` (written, and still ours) leaves a marker that spares the
+        others a claim and a status read of it (one listing shows every marker)."""
         self.heartbeat.discard(self._path(c))
+        if finished and self.still_mine(c):
+            self._done_dir().mkdir(parents=True, exist_ok=True)
+            (self._done_dir() / str(c)).touch()
         claims.release(self._path(c))
+
+    def _done_dir(self) -> Path:
+        """Markers of chunks finished in this kind of run (same store, views and failure rule): only a
+        hint to skip; a marker of another run's views is in another folder, and the store stays the truth."""
+        store_id = os.stat(self.store.path).st_ino  # a store made anew at the same path is another store
+        key = hashlib.sha1(json.dumps([store_id, sorted(self.views), self.retry_failed]).encode()).hexdigest()[:12]
+        return self.dir / f"done-{key}"
+
+    def _finished_elsewhere(self) -> set[int]:
+        try:
+            return {int(n) for n in os.listdir(self._done_dir()) if n.isdigit()}
+        except OSError:
+            return set()
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         held: list[int] = []
+        finished: set[int] = set()
+        look = True  # list the markers again after a claim that found nothing to do
         try:
             for c in self.order():
+                if look:
+                    finished, look = self._finished_elsewhere(), False
+                if c in finished:
+                    continue
                 if not self._claim(c):
+                    look = True
                     continue
                 held.append(c)
                 self.claimed.append(c)
                 if len(held) == self.plan.per_claim:
                     yield merge_ranges([self._bounds(x) for x in sorted(held)])
                     for x in held:
-                        self._release(x)
+                        self._release(x, finished=True)
                     held = []
             if held:
                 yield merge_ranges([self._bounds(x) for x in sorted(held)])
+                for x in held:
+                    self._release(x, finished=True)
+                held = []
         finally:  # finished, or stopped (SIGTERM, an error): what is held goes back to the others
             for x in held:
                 self._release(x)

@@ -109,6 +109,11 @@ class ChunkMemmapReader:
         stamp = (st.st_mtime_ns, st.st_ino)
         if cached is not None and cached[0] == stamp:
             return cached[1]
+        while len(_LIVE) >= max_maps():  # unmap the least recently used (of any reader) first
+            (_, old), ref = _LIVE.popitem(last=False)
+            owner = ref()
+            if owner is not None:
+                owner._maps.pop(old, None)
         # A plain ndarray over the mapping: np.memmap's subclass overhead on every slice
         # costs more than the copy for small gathers.
         with open(path, "rb") as f:
@@ -117,11 +122,6 @@ class ChunkMemmapReader:
         self._maps[c] = (stamp, arr)
         _LIVE[(id(self), c)] = weakref.ref(self)
         _LIVE.move_to_end((id(self), c))
-        while len(_LIVE) > max_maps():  # unmap the least recently used (of any reader)
-            (_, old), ref = _LIVE.popitem(last=False)
-            owner = ref()
-            if owner is not None:
-                owner._maps.pop(old, None)
         return arr
 
     def release(self) -> None:
