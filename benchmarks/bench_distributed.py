@@ -147,7 +147,7 @@ def cluster(write_doc: bool) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     load = os.getloadavg()[0]
     work, maps, kill, notes = run_all(env)
-    text = f"""## Measured: a cluster, simulated (`bench_distributed.py --cluster`)
+    text = f"""### Measured: a cluster, simulated (`bench_distributed.py --cluster`)
 
 {machine()}; load average at the start {load:.1f} (2 cores shared with other jobs).
 
