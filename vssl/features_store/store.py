@@ -5,7 +5,9 @@ Layout (DESIGN.md): root attrs ``vssl_format``, ``vssl_version``, ``backbone``, 
 ``views/<name>/`` (features [N,K,D], boxes [N,K,7], status [N], or the ragged layout of
 :mod:`.views`); ``aggregates/<run>/<view>/``.
 Every per-video array is chunked by the same ``chunk_videos`` rows along N, so a writer that
-owns a chunk-aligned range of videos owns every file those rows live in.
+owns a chunk-aligned range of videos owns every file those rows live in. The one exception,
+``videos/size`` (each file's size, recorded at creation for planning), is written once, by the
+creator, as one chunk, and never again: a planner reads it in one file.
 """
 
 from __future__ import annotations
