@@ -12,7 +12,11 @@ Three measurements, each a side-by-side comparison in one run:
 3. Training: ``python -m vssl aggregate`` with batch 2B vs 2 ranks of batch B (gloo, CPU), the
    second epoch's videos/s from metrics.csv.
 
-    python benchmarks/bench_distributed.py [--write-doc]
+4. ``--cluster``: a simulated cluster (:mod:`benchmarks.cluster_sim`): planning and claiming at
+   1M videos / 7,813 chunks / 64 workers, memory maps during verify, a killed worker's re-run;
+   written to docs/SCALING.md.
+
+    python benchmarks/bench_distributed.py [--cluster] [--write-doc]
 """
 
 from __future__ import annotations
@@ -136,10 +140,38 @@ def training(rows: list, tmp: Path, env: dict) -> None:
                  f"{b / a:.2f}x"])
 
 
+def cluster(write_doc: bool) -> None:
+    """Issue 18: planning and claiming at 1M videos / 64 workers, maps during verify, a killed worker."""
+    from benchmarks.cluster_sim import run_all
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    load = os.getloadavg()[0]
+    work, maps, kill, notes = run_all(env)
+    text = f"""### Measured: a cluster, simulated (`bench_distributed.py --cluster`)
+
+{machine()}; load average at the start {load:.1f} (2 cores shared with other jobs).
+
+{markdown_table(["1M videos, 7,813 chunks, 64 workers", "time"], work)}
+
+{markdown_table(["memory maps", "live maps, peak", "live after", "time"], maps)}
+
+{markdown_table(["killed worker", "state", "re-run", "result"], kill)}
+
+{chr(10).join('- ' + n for n in notes)}
+"""
+    print(text)
+    if write_doc:
+        write_section("cluster", text, REPO / "docs" / "SCALING.md")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--cluster", action="store_true", help="issue 18's simulated cluster measurements only")
     args = ap.parse_args()
+    if args.cluster:
+        cluster(args.write_doc)
+        return
     plan_rows: list = []
     notes: list = []
     planning(plan_rows, notes)

@@ -42,12 +42,12 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- bench:name -->`` markers in PERFORMANCE.md."""
+def write_section(name: str, body: str, doc: Path = PERF_DOC) -> None:
+    """Replace (or append) the section between ``<!-- bench:name -->`` markers in ``doc`` (PERFORMANCE.md)."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body.strip()}\n{end}"
-    text = PERF_DOC.read_text() if PERF_DOC.exists() else "# Performance\n"
+    text = doc.read_text() if doc.exists() else "# Performance\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    PERF_DOC.parent.mkdir(exist_ok=True)
-    PERF_DOC.write_text(text)
+    doc.parent.mkdir(exist_ok=True)
+    doc.write_text(text)

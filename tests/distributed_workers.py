@@ -72,6 +72,7 @@ def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> Non
         check = {"mean_loss": float(torch.stack(losses).mean()), "ref_loss": float(ref.detach()),
                  "grad_err": float(max((a.grad - world * ref_a.grad[rows]).abs().max(),
                                        (b.grad - world * ref_b.grad[rows]).abs().max()))}
+        check.update(bf16_gather_errors(rank, world))
         with open(Path(runs) / f"gradcheck-rank{rank}.json", "w") as fh:
             json.dump(check, fh)
 
@@ -91,6 +92,40 @@ def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> Non
             pass
         train_mod.lr_at = lr_at
         train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), resume=True, quiet=True)
+
+
+def bf16_gather_errors(rank: int, world: int) -> dict:
+    """Under bf16 autocast, this rank's input gradient vs one process's on the whole batch (mean relative
+    error): today's symmetric loss across ranks, and the one before the fix (a and b cast to float per
+    use and gathered in bf16, so their gradients met in bf16, rounded twice)."""
+    from vssl.aggregate import losses
+    from vssl.distributed import all_gather_keys
+    from vssl.distributed.negatives import _GatherWithGrad
+
+    def before_fix(a, b, temperature, *, gather):
+        def bf16_gather(keys):
+            return _GatherWithGrad.apply(keys), torch.distributed.get_rank() * keys.shape[0]
+        b_all, offset = bf16_gather(b)
+        a_all, _ = bf16_gather(a)
+        target = torch.arange(a.shape[0]) + offset
+        ab = losses._scaled_logits(a, b_all, temperature).float()
+        ba = losses._scaled_logits(b, a_all, temperature).float()
+        return 0.5 * (F.cross_entropy(ab, target) + F.cross_entropy(ba, target)), None
+
+    g = torch.Generator().manual_seed(1)
+    x, y, w = torch.randn(64, 32, generator=g), torch.randn(64, 32, generator=g), torch.randn(32, 16, generator=g)
+    rows = slice(rank * 64 // world, (rank + 1) * 64 // world)
+
+    def grad(loss_fn, xs, ys, gather):
+        xs = xs.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = loss_fn(xs @ w, ys @ w, 0.1, gather=gather)  # bf16 keys, as a bf16 model's
+        loss.backward()
+        return xs.grad
+
+    ref = world * grad(losses.symmetric_info_nce, x, y, None)[rows]
+    return {f"bf16_err_{name}": float((grad(fn, x[rows], y[rows], all_gather_keys) - ref).abs().mean() / ref.abs().mean())
+            for name, fn in (("now", losses.symmetric_info_nce), ("before", before_fix))}
 
 
 class Stopped(Exception):

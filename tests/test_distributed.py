@@ -119,8 +119,11 @@ def test_video_weights_follow_file_size(tmp_path):
 def test_shards_plan_alone_and_together_equal_one_run(videos, reference_store, tmp_path):
     out = tmp_path / "sharded"
     summaries = [extract_shared(videos, out, shard=f"{i}/2", **workers.extract_kwargs())[0] for i in range(2)]
-    assert sum(s.processed for s in summaries) == 9 and all(s.processed for s in summaries)
+    # one after the other: the first claims its share, then the second's (nobody claimed it); the second
+    # finds nothing left (before claims, each did its own share whatever the other had done)
+    assert [s.processed for s in summaries] == [9, 0] and [s.assigned for s in summaries] == [9, 0]
     assert_same_store(out, reference_store)
+    assert [p.name[:5] for p in (tmp_path / "sharded.claims").iterdir()] == ["done-"]  # no claim left
     # the plan depends on the files only: a late shard computes the same split as an early one
     st = FeatureStore.open(out)
     paths = [str(videos / p) for p in st.paths()]
@@ -204,6 +207,8 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
         check = json.loads((runs / f"gradcheck-rank{rank}.json").read_text())
         assert check["mean_loss"] == pytest.approx(check["ref_loss"], rel=1e-5)
         assert check["grad_err"] < 1e-5
+        # under bf16 autocast, keys gathered in fp32 give one process's gradient; gathered in bf16 they did not
+        assert check["bf16_err_now"] < 1e-6 < check["bf16_err_before"], check
     a, b = _metrics(runs / "single"), _metrics(runs / "ddp")
     assert len(a) == len(b) == 2 and single.steps == 2  # one writer of metrics
     for ra, rb in zip(a, b):  # step 1 (epoch 1) and step 2: same losses and accuracies
@@ -222,9 +227,15 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
     for name, p in sb["model"].items():
         torch.testing.assert_close(sc["model"][name], p, rtol=0, atol=0, msg=name)
     assert [r["loss"] for r in _metrics(runs / "resumed")] == [r["loss"] for r in b]
-    # a 2-rank run does not silently resume as a 1-process run (another global batch)
-    with pytest.raises(VsslError, match="ranks 2 -> 1"):
+    # a 2-rank run does not silently resume as a 1-process run with another global batch (8 x 1 ranks)...
+    with pytest.raises(VsslError, match=r"batch_size x ranks \(run 8 x 2 = 16, now 8 x 1 = 8\)"):
         train(store, "v", runs / "ddp", workers.small_cfg(epochs=3), resume=True, quiet=True)
+    # ...but does with the same one (16 x 1): epoch 3 as the 1-process run with batch 16 goes
+    train(store, "v", runs / "ddp", workers.small_cfg(epochs=3, batch_size=16), resume=True, quiet=True)
+    train(store, "v", runs / "single", workers.small_cfg(epochs=3, batch_size=16), resume=True, quiet=True)
+    a3, b3 = _metrics(runs / "single")[2], _metrics(runs / "ddp")[2]
+    for key in ("loss", "mcm_loss", "set_loss"):
+        assert float(b3[key]) == pytest.approx(float(a3[key]), rel=1e-3), key
 
 
 def test_ddp_training_on_a_ragged_view_matches_single_process(tmp_path):

@@ -284,12 +284,13 @@ def test_cli_info_verify_export_import(tmp_path, vssl_cli):
     r = vssl_cli("store", "info", tmp_path / "s", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["videos"] == {"done": 3, "failed": 1, "pending": 8}
+    assert info["videos"] == {"done": 3, "failed": 1, "pending": 8, "incomplete": 8}
     assert info["groups"]["views/v"]["done"] == 3 and info["groups"]["views/v"]["pending"] == 8
     assert info["backbone"]["checkpoint_sha256"] == "ab" * 32
     r = vssl_cli("store", "info", tmp_path / "s")
     assert r.returncode == 0 and "views/v" in r.stdout
-    assert vssl_cli("store", "verify", tmp_path / "s").returncode == 0
+    r = vssl_cli("store", "verify", tmp_path / "s")  # consistent, but not finished: not "all is well"
+    assert r.returncode == 1 and "incomplete: 8 videos pending" in r.stdout and "consistent so far" in r.stdout
     assert vssl_cli("store", "export", tmp_path / "s", tmp_path / "x.h5").returncode == 0
     assert vssl_cli("store", "import", tmp_path / "x.h5", tmp_path / "t").returncode == 0
     assert_same_store(tmp_path / "s", tmp_path / "t")

@@ -49,6 +49,7 @@ def store_info(store: Path = typer.Argument(..., help="feature store directory")
                as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Backbone, videos done/failed/pending per view, dims, bytes on disk, compression ratio."""
     from vssl.features_store import FeatureStore, store_summary
+    from vssl.features_store.verify import incomplete_line
 
     summary = store_summary(FeatureStore.open(store))
     if as_json:
@@ -61,6 +62,8 @@ def store_info(store: Path = typer.Argument(..., help="feature store directory")
               f"{bb['size']} px) checkpoint {bb.get('checkpoint') or '-'}")
     v = summary["videos"]
     out.print(f"videos: {v['done']} done, {v['failed']} failed, {v['pending']} pending")
+    if v["incomplete"]:
+        out.print(f"[yellow]{incomplete_line(v['incomplete'])}[/yellow]", highlight=False)
     table = Table("view / rows", "K", "D", "dtype", "done", "pending", "on disk", "ratio")
     for name, s in summary["groups"].items():
         clips = "ragged" if s.get("layout") == "ragged" else str(s.get("num_clips", ""))
@@ -81,18 +84,26 @@ def _human_bytes(n: float) -> str:
 @store_app.command("verify")
 def store_verify(store: Path = typer.Argument(..., help="feature store directory"),
                  as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check shapes, NaN/inf in done rows and status consistency; exit 1 when broken."""
+    """Check shapes, NaN/inf in done rows and status consistency, count pending videos; exit 1 when broken
+    or incomplete."""
     from vssl.features_store import FeatureStore, verify_store
+    from vssl.features_store.verify import incomplete_line, pending_videos
 
-    problems = verify_store(FeatureStore.open(store))
+    opened = FeatureStore.open(store)
+    problems = verify_store(opened)
+    pending = pending_videos(opened)
     if as_json:
-        _print_json({"ok": not problems, "problems": problems})
-    elif problems:
+        _print_json({"ok": not problems and not pending, "problems": problems, "pending": pending})
+    else:
         for p in problems:
             out.print(f"[red]✗[/red] {p}")
-    else:
-        out.print("[green]✓[/green] store is consistent")
-    if problems:
+        if pending:
+            out.print(f"[yellow]✗[/yellow] {incomplete_line(pending)}", highlight=False)
+        if not problems and not pending:
+            out.print("[green]✓[/green] store is consistent and complete")
+        elif not problems:
+            out.print("store is consistent so far", highlight=False)
+    if problems or pending:
         raise typer.Exit(1)
 
 

@@ -6,13 +6,46 @@ import hashlib
 from pathlib import Path
 
 
+#: hashes computed (or received from rank 0) in this process, by (path, size, mtime) of the file
+_KNOWN: dict[tuple[str, int, int], str] = {}
+
+
+def _identity(p: Path) -> tuple[str, int, int] | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns) if p.is_file() else None
+
+
+def known_hashes() -> dict[tuple[str, int, int], str]:
+    """The file hashes this process knows (rank 0 broadcasts them, so a checkpoint is hashed once per job)."""
+    return dict(_KNOWN)
+
+
+def remember_hashes(known: dict[tuple[str, int, int], str] | None) -> None:
+    """Take hashes computed by another rank; used only while the file is unchanged (same size and mtime)."""
+    _KNOWN.update(known or {})
+
+
 def sha256_of(path: str | Path) -> str:
     """sha256 of a file, or of a directory's files (relative names and contents, in sorted order).
 
     A directory (a Hugging Face model folder) hashes each file's relative name before its bytes,
-    so renaming or moving a file inside it changes the hash.
+    so renaming or moving a file inside it changes the hash. A file's hash is remembered for as
+    long as its size and mtime stay the same (hashing a 1 GB checkpoint takes seconds).
     """
     p = Path(path)
+    key = _identity(p)
+    if key is not None and key in _KNOWN:
+        return _KNOWN[key]
+    digest = _sha256(p)
+    if key is not None:
+        _KNOWN[key] = digest
+    return digest
+
+
+def _sha256(p: Path) -> str:
     h = hashlib.sha256()
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
     for f in files:

@@ -1,7 +1,8 @@
 """Run directory I/O: ``RUN_DIR/checkpoint.pt`` holds the model, optimiser, config and meta.
 
-Checkpoints are written to a temporary file and renamed over the old one, so a crash (or a
-run stopped for a NaN loss) always leaves the last good checkpoint readable.
+Checkpoints are written to a temporary file, synced, and renamed over the old one, so a crash
+(or a run stopped for a NaN loss, or a node lost mid-write) always leaves the last good
+checkpoint readable.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.model import ScaleModel
 from vssl.errors import CheckpointError
 from vssl.features_store import BackboneSpec, FeatureStore
+from vssl.features_store.rows import sync_file
 from vssl.hashing import sha256_of as file_sha256  # the checkpoint's identity, as the store records weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -33,7 +35,9 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
     path = checkpoint_path(run_dir)
     tmp = path.with_suffix(".pt.tmp")
     torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    sync_file(tmp)  # durable before it replaces the last good one (network file systems reorder writes)
     os.replace(tmp, path)
+    sync_file(path.parent)  # the rename itself
     return path
 
 

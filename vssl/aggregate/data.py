@@ -81,6 +81,7 @@ class ResidentSource(BatchSource):
             boxes[start:start + len(sel)] = torch.from_numpy(np.ascontiguousarray(b)).to(device)
             if progress is not None:
                 progress(len(sel))
+        view.release_maps()  # a sequential scan: its chunk maps are not read again
         self.features, self.boxes = feats, boxes
 
     def get(self, positions: Tensor) -> tuple[Tensor, Tensor]:

@@ -20,10 +20,16 @@ from vssl.distributed.negatives import Gather
 
 
 def _scaled_logits(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
-    """cos(q, k) / tau for every pair; 1/tau is folded into the (smaller) query side."""
-    q = F.normalize(queries.float(), dim=-1) * (1.0 / temperature)
-    k = F.normalize(keys.float(), dim=-1)
-    return q @ k.transpose(0, 1)
+    """cos(q, k) / tau for every pair; 1/tau is folded into the (smaller) query side.
+
+    In float32 even under autocast: a bf16 product would round each direction's logit gradients
+    separately, which one process (one matrix for both directions) and DDP (one per direction,
+    against gathered keys) do differently; in float32 they agree to float32 rounding.
+    """
+    with torch.autocast(queries.device.type, enabled=False):
+        q = F.normalize(queries.float(), dim=-1) * (1.0 / temperature)
+        k = F.normalize(keys.float(), dim=-1)
+        return q @ k.transpose(0, 1)
 
 
 def info_nce(queries: Tensor, keys: Tensor, temperature: float, positives: Tensor | None = None, *,
@@ -74,8 +80,12 @@ def symmetric_info_nce(a: Tensor, b: Tensor, temperature: float, *,
 def _symmetric_across_ranks(a: Tensor, b: Tensor, temperature: float, gather: Gather) -> tuple[Tensor, Tensor]:
     """Eq. 3 for this rank's rows of a global batch: local a vs every rank's b, local b vs every a.
 
-    The mean of the ranks' losses is the single-process loss on the concatenated batch.
+    The mean of the ranks' losses is the single-process loss on the concatenated batch. Each of a, b
+    is used twice (local rows and gathered keys): cast to float32 once, so under bf16 autocast their
+    two gradients meet in float32 and are rounded to bf16 once, as in one process (cast per use,
+    they were rounded twice and summed in bf16, and DDP drifted from one process).
     """
+    a, b = a.float(), b.float()
     b_all, offset = gather(b)
     a_all, _ = gather(a)
     target = torch.arange(a.shape[0], device=a.device) + offset

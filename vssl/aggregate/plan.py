@@ -14,6 +14,7 @@ from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.distributed import DataParallel
 from vssl.aggregate.masking import expected_count
 from vssl.device import resolve_device, resolve_precision
+from vssl.errors import VsslError
 from vssl.features_store import FeatureStore, View
 
 
@@ -39,6 +40,9 @@ def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: Data
     num_masked = cfg.num_masked(set_size)
     device = par.device(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
+    if num_videos < par.world:
+        raise VsslError(f"{num_videos} training videos for {par.world} ranks: every rank needs at least one video "
+                        "per batch; run fewer ranks (or one process) or train on more videos")
     batch = min(cfg.batch_size, num_videos // par.world)  # per rank
     global_batch = batch * par.world
     steps_per_epoch = num_videos // global_batch  # drop_last, as the released code

@@ -289,7 +289,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     par = DataParallel()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
     log = (log or (lambda msg: None)) if par.is_main else (lambda msg: None)
     run_dir = Path(out_dir)
-    resumed = resume_point(run_dir, cfg, resume, log)
+    resumed = resume_point(run_dir, cfg, resume, log, par.world)
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)

@@ -49,9 +49,11 @@ def all_gather_keys(keys: Tensor) -> tuple[Tensor, int]:
     """Every rank's ``keys`` concatenated in rank order, and this rank's row offset in it.
 
     Differentiable; needs an initialized process group and equal row counts on every rank
-    (drop-last batches).
+    (drop-last batches). Gathered in float32 (the losses score in float32 anyway): under bf16
+    autocast a bf16 gather would also sum the ranks' key gradients in bf16, one rounding more
+    than one process makes, and DDP would drift from one process.
     """
-    return _GatherWithGrad.apply(keys), dist.get_rank() * keys.shape[0]
+    return _GatherWithGrad.apply(keys.float()), dist.get_rank() * keys.shape[0]
 
 
 def key_gather(world: RankEnv) -> Gather | None:

@@ -25,12 +25,25 @@ def video_weights(paths: Sequence[str]) -> np.ndarray:
     opening 240k containers costs minutes, and because header durations/frame counts lie on
     real files (see :mod:`vssl.extract.decode`). Missing files weigh one unit (they fail fast).
     """
-    sizes = np.zeros(len(paths), dtype=np.float64)
+    return size_weights(file_sizes(paths))
+
+
+def file_sizes(paths: Sequence[str]) -> np.ndarray:
+    """Each file's size in bytes (0 when it cannot be stat'ed). Stores record these at creation
+    (the ``size`` column), so every process plans from the same numbers: a file unreadable on
+    one node must not move chunks between owners on that node alone."""
+    sizes = np.zeros(len(paths), dtype=np.int64)
     for i, p in enumerate(paths):
         try:
             sizes[i] = os.stat(p).st_size
         except OSError:
-            sizes[i] = 0.0
+            sizes[i] = 0
+    return sizes
+
+
+def size_weights(sizes: np.ndarray) -> np.ndarray:
+    """:func:`video_weights` from known sizes: one unit plus size / mean size (0 bytes: one unit)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
     mean = sizes[sizes > 0].mean() if (sizes > 0).any() else 1.0
     return 1.0 + sizes / mean
 
@@ -52,10 +65,11 @@ def balance_chunks(chunks: Sequence[tuple[int, int]], weights: np.ndarray, parts
         p = min(range(parts), key=lambda r: (load[r], r))
         load[p] += cost[c]
         owned[p].append(chunks[c])
-    return [_merge(sorted(o)) for o in owned]
+    return [merge_ranges(sorted(o)) for o in owned]
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted (start, stop) ranges with adjacent ones joined."""
     out: list[tuple[int, int]] = []
     for start, stop in ranges:
         if out and out[-1][1] == start:

@@ -24,6 +24,7 @@ from vssl.errors import VsslError
 
 # Collectives in stage one only wait at the start and the end, but the end can be hours away
 # for a rank that finished its share early; NCCL's and gloo's 30-minute default would kill it.
+# Stage two keeps torch's default: there a rank waiting for hours is a hung rank idling the job.
 DEFAULT_TIMEOUT_S = 24 * 3600
 TIMEOUT_ENV = "VSSL_DIST_TIMEOUT_S"
 
@@ -59,8 +60,11 @@ def rank_env(environ: dict[str, str] | None = None) -> RankEnv:
     return RankEnv(rank, world, local)
 
 
-def _timeout() -> timedelta:
+def _timeout(long_waits: bool) -> timedelta | None:
+    """``VSSL_DIST_TIMEOUT_S`` when set; else 24 h for ``long_waits`` (extraction), else torch's default."""
     text = os.environ.get(TIMEOUT_ENV, "")
+    if not text and not long_waits:
+        return None
     try:
         return timedelta(seconds=float(text) if text else DEFAULT_TIMEOUT_S)
     except ValueError:
@@ -68,7 +72,7 @@ def _timeout() -> timedelta:
 
 
 @contextmanager
-def process_group(backend: str = "auto", device: str = "auto") -> Iterator[RankEnv]:
+def process_group(backend: str = "auto", device: str = "auto", long_waits: bool = False) -> Iterator[RankEnv]:
     """Join the run's process group for the duration of the block (nothing to do for one process).
 
     ``device`` is the run's ``--device``: on CUDA each rank takes the GPU of its ``LOCAL_RANK``.
@@ -76,6 +80,8 @@ def process_group(backend: str = "auto", device: str = "auto") -> Iterator[RankE
     GPU machine must not get NCCL, which cannot reduce CPU tensors); ``gloo`` for runs that only
     exchange small Python objects (stage one), so no GPU memory or NCCL watchdog is involved.
     A group that is already initialized (by the caller) is used and left alone.
+    ``long_waits``: ranks may wait hours in a collective (stage one's end): a 24-hour timeout
+    instead of torch's default (``VSSL_DIST_TIMEOUT_S`` overrides both).
     """
     env = rank_env()
     if not env.distributed or dist.is_initialized():
@@ -89,7 +95,9 @@ def process_group(backend: str = "auto", device: str = "auto") -> Iterator[RankE
         backend = "nccl" if on_gpu else "gloo"
     if on_gpu:  # "cuda" then means this rank's GPU, whatever the backend
         torch.cuda.set_device(rank_gpu(env))
-    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, timeout=_timeout())
+    timeout = _timeout(long_waits)
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
+                            **({"timeout": timeout} if timeout is not None else {}))
     try:
         yield env
     finally:

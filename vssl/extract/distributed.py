@@ -1,14 +1,20 @@
-"""Stage one on many processes: torchrun ranks or ``--shard i/n`` tasks share one store.
+"""Stage one on many processes: torchrun ranks, ``--shard i/n`` tasks and plain processes share one store.
 
-Under torchrun (``WORLD_SIZE`` > 1): rank 0 creates the store and its views while the other
-ranks wait at a barrier; rank 0 then plans which whole chunks each rank extracts, balanced by
-the expected cost of the videos still to do (:func:`vssl.distributed.video_weights`), and
-broadcasts the plan; every rank extracts its chunks into the one store (writers own disjoint
-chunks, DESIGN.md); the summaries meet at rank 0, which verifies the store. A killed rank
-loses at most its unfinished chunks: re-running the same command re-plans what is left.
+Every process claims chunks of the store as it goes (:mod:`vssl.extract.work`): a claim file per
+chunk with its owner (host, pid, job), taken over when the owner is dead, so any number of
+processes (array tasks started at any time, ranks, a second ``vssl extract`` on the same store)
+divide the work without a plan they must agree on, and a killed process loses at most the
+chunks it held. The plan (balanced shares by the sizes recorded in the store) only orders the
+claims: process ``i`` of ``n`` starts with share ``i``.
 
-``--shard i/n`` (no process group, e.g. SLURM job arrays) plans from file sizes alone, so
-every task computes the same split without talking to the others, whenever it starts.
+Creation: the first process to claim ``OUT.creating`` (:mod:`vssl.distributed.claims`) creates the
+store and its views; the others wait, at most :data:`CREATION_WAIT_S`, and take the lock over if
+its owner died (a SIGTERMed creator releases it on its way out). Creation is atomic anyway (a
+staging directory renamed into place), so the lock only spares the others redundant work.
+
+Under torchrun rank 0 creates the store (the others wait at a barrier), hashes the checkpoint
+once (broadcast to the others), plans from the stored sizes and broadcasts the plan; at the end
+every rank verifies its own share of the chunks and rank 0 the video table.
 """
 
 from __future__ import annotations
@@ -19,57 +25,71 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from vssl.distributed import (balance_chunks, barrier, broadcast_object, gather_objects, process_group, rank_env,
-                              video_weights)
+from vssl.distributed import balance_chunks, broadcast_object, claims, gather_objects, process_group, rank_env
 from vssl.errors import VsslError
-from vssl.features_store import STATUS_FAILED, FeatureStore, verify_store
+from vssl.features_store import FeatureStore, verify_store
+from vssl.features_store.verify import incomplete_line, pending_videos
+from vssl.hashing import known_hashes, remember_hashes
 
 from .config import ExtractConfig
-from .pipeline import ExtractSummary, extract, parse_shard, views_to_do
+from .pipeline import ExtractSummary, extract, parse_shard
+from .work import ClaimQueue, WorkPlan, plan_chunks, store_weights, work_left
 
 log = logging.getLogger("vssl.extract")
 
 
 def plan_shares(store: FeatureStore, paths: Sequence[str], parts: int, views: Sequence[str] | None = None,
                 retry_failed: bool = False) -> list[list[tuple[int, int]]]:
-    """Whole-chunk video ranges per part, balanced by file size.
+    """Whole-chunk video ranges per part, balanced by the video sizes recorded in the store (a stat of
+    ``paths`` for a store made before sizes were kept).
 
     With ``views``, videos already done in all of them (or failed, unless ``retry_failed``)
-    weigh nothing, so a resumed run balances the work that is left; without, the plan depends
-    only on the files, as independent shards need.
+    weigh nothing, so a resumed run balances the work that is left.
     """
-    weights = video_weights(paths)
+    weights = store_weights(store, paths)
     if views:
-        done = ~views_to_do(store, views).any(axis=1)
-        if not retry_failed:
-            done |= store.video_status() == STATUS_FAILED
-        weights[done] = 0.0
+        weights[~work_left(store, views, retry_failed)] = 0.0
     return balance_chunks(store.chunk_ranges(), weights, parts)
 
 
-def _claim_creation(out: Path, poll_s: float = 2.0) -> Path | None:
-    """Serialize store creation between independent shards (job-array tasks start together).
+#: how long a process waits for another to create the store before creating it itself (atomic anyway)
+CREATION_WAIT_S = 900.0
 
-    The first shard to make the directory ``OUT.creating`` (``mkdir`` is atomic) creates the
-    store and removes it once the store and views exist; the others wait for that, so no shard
-    opens a store whose video table is half written. Returns the claimed directory, or None.
+
+def _claim_creation(out: Path, poll_s: float = 2.0, wait_s: float | None = None) -> Path | None:
+    """Serialize store creation between independent processes (job-array tasks start together).
+
+    Returns the lock (``OUT.creating``) when this process is to create the store, None when the
+    store exists (or the wait is over: creation is atomic, so creating it concurrently is safe).
+    A lock whose owner died is taken over; the wait is bounded.
     """
-    if FeatureStore.exists(out) and not _lock_path(out).exists():
-        return None
     lock = _lock_path(out)
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        lock.mkdir()
-        return lock
-    except FileExistsError:
-        log.warning("waiting for %s to be created by another shard (remove %s if none is running)", out, lock)
-        while lock.exists():
-            time.sleep(poll_s)
-        return None
+    deadline = time.monotonic() + (CREATION_WAIT_S if wait_s is None else wait_s)
+    warned = False
+    while not FeatureStore.exists(out):
+        if claims.try_claim(lock, what=f"the creation of {out}"):
+            if FeatureStore.exists(out):  # created between our look and our claim
+                claims.release(lock)
+                return None
+            return lock
+        if time.monotonic() > deadline:
+            log.warning("%s is still held by %s; going on (store creation is atomic)", lock,
+                        claims.describe_owner(lock))
+            return None
+        if not warned:
+            log.warning("waiting for %s to be created by another process (%s)", out, claims.describe_owner(lock))
+            warned = True
+        time.sleep(poll_s)
+    return None
 
 
 def _lock_path(out: Path) -> Path:
     return out.with_name(out.name + ".creating")
+
+
+def _release(lock: Path | None) -> None:
+    if lock is not None:
+        claims.release(lock)
 
 
 def combine(summaries: Sequence[ExtractSummary]) -> ExtractSummary:
@@ -88,47 +108,80 @@ def combine(summaries: Sequence[ExtractSummary]) -> ExtractSummary:
 def extract_shared(videos: Any, out: str | Path, *, shard: tuple[int, int] | str | None = None,
                    progress: bool = True, verify: bool = True,
                    **kwargs: Any) -> tuple[ExtractSummary, list[str] | None]:
-    """:func:`~vssl.extract.pipeline.extract` as one rank of torchrun, one ``shard``, or alone.
+    """:func:`~vssl.extract.pipeline.extract` as one rank of torchrun, one ``shard``, or alone, by claims.
 
     Returns ``(summary, problems)``: under torchrun, rank 0 gets the summary of all ranks and
-    ``verify_store``'s problems (``[]`` = consistent); other ranks get their own summary and
-    ``None``. A shard or a single process gets its own summary and ``None``.
+    ``verify_store``'s problems (``[]`` = consistent; "incomplete: N videos pending" when chunks
+    were left undone); other ranks get their own summary and ``None``. A shard or a single
+    process gets its own summary and ``None``; its summary counts the videos finished before
+    (``skipped_*``) only for share 0, so the shards' summaries add up to the store.
     """
     env = rank_env()
-    retry_failed = kwargs.get("retry_failed", (kwargs.get("config") or ExtractConfig()).retry_failed)
+    cfg = kwargs.get("config") or ExtractConfig()
+    retry_failed = kwargs.get("retry_failed", cfg.retry_failed)
     if shard is not None and env.distributed:
         raise VsslError("--shard and torchrun both divide the work; use one of them")
-    if not env.distributed:
-        if shard is None:
-            return extract(videos, out, progress=progress, **kwargs), None
-        i, n = parse_shard(shard) if isinstance(shard, str) else shard
-        creating = _claim_creation(Path(out))
+    with claims.sigterm_unwinds():
+        if not env.distributed:
+            i, n = (parse_shard(shard) if isinstance(shard, str) else shard) if shard is not None else (0, 1)
+            creating = _claim_creation(Path(out))
+            made: list[WorkPlan] = []
 
-        def shard_plan(store: FeatureStore, views: list[str], paths: list[str]) -> list[tuple[int, int]]:
-            if creating:
-                creating.rmdir()  # store and views exist: waiting shards may open them
-            return plan_shares(store, paths, n)[i]
+            def shard_plan(store: FeatureStore, views: list[str], paths: list[str]) -> ClaimQueue:
+                _release(creating)  # store and views exist: waiting processes may open them
+                made.append(plan_chunks(store, n, views, retry_failed, paths))
+                return ClaimQueue(store, views, made[0], i, retry_failed)
 
-        try:
-            return extract(videos, out, ranges=shard_plan, progress=progress, **kwargs), None
-        finally:
-            if creating and creating.exists():
-                creating.rmdir()
+            try:
+                summary = extract(videos, out, ranges=shard_plan, progress=progress, **kwargs)
+                return _finished_before(summary, i, made), None
+            finally:
+                _release(creating)
+        return _extract_ranks(videos, out, progress, verify, retry_failed, kwargs.get("device", cfg.device), kwargs)
 
-    device = kwargs.get("device", (kwargs.get("config") or ExtractConfig()).device)
-    with process_group("gloo", device=device) as env:
-        def rank_plan(store: FeatureStore, views: list[str], paths: list[str]) -> list[tuple[int, int]]:
-            shares = None
+
+def _finished_before(summary: ExtractSummary, share: int, made: list[WorkPlan]) -> ExtractSummary:
+    """Count the videos of chunks finished before this run (never claimed) in share 0's summary."""
+    if share == 0 and made:
+        summary.skipped_done += made[0].finished_done
+        summary.skipped_failed += made[0].finished_failed
+        summary.assigned += made[0].finished_done + made[0].finished_failed
+    return summary
+
+
+def _extract_ranks(videos: Any, out: str | Path, progress: bool, verify: bool, retry_failed: bool, device: str,
+                   kwargs: dict[str, Any]) -> tuple[ExtractSummary, list[str] | None]:
+    """One torchrun rank: rank 0 creates, hashes, plans; everybody claims; each verifies its share."""
+    with process_group("gloo", device=device, long_waits=True) as env:
+        made: list[WorkPlan] = []
+
+        def rank_plan(store: FeatureStore, views: list[str], paths: list[str]) -> ClaimQueue:
+            plan = None
             if env.is_main:
-                barrier()  # the store and its views exist: the other ranks may open them
-                shares = plan_shares(store, paths, env.world_size, views, retry_failed)
-            shares = broadcast_object(shares)
-            return shares[env.rank]
+                _release(creating)
+                broadcast_object(known_hashes())  # the store and its views exist; the checkpoint's hash
+                plan = plan_chunks(store, env.world_size, views, retry_failed, paths)
+            made.append(broadcast_object(plan))
+            return ClaimQueue(store, views, made[0], env.rank, retry_failed)
 
-        if not env.is_main:
-            barrier()  # wait for rank 0 to create the store
-        mine = extract(videos, out, ranges=rank_plan, progress=progress and env.is_main, **kwargs)
-        everyone = gather_objects(mine)  # also the final barrier: every chunk is written
+        creating = _claim_creation(Path(out)) if env.is_main else None
+        try:
+            if not env.is_main:
+                remember_hashes(broadcast_object(None))  # wait for rank 0 to create the store; hash once
+            mine = _finished_before(extract(videos, out, ranges=rank_plan, progress=progress and env.is_main,
+                                            **kwargs), env.rank, made)
+        finally:
+            _release(creating)
+        everyone = gather_objects(mine)  # also the barrier: every chunk is written
+        problems = None
+        if verify:  # each rank reads its own share of the chunks; rank 0 the video table
+            store = FeatureStore.open(out)
+            problems = verify_store(store, store.chunk_ranges((env.rank, env.world_size)), table=env.is_main)
+        found = gather_objects(problems)
         if not env.is_main:
             return mine, None
-        return combine(everyone), verify_store(FeatureStore.open(out)) if verify else []
+        if not verify:
+            return combine(everyone), []
+        problems = [p for part in found for p in part]
+        pending = pending_videos(FeatureStore.open(out))
+        return combine(everyone), problems + ([incomplete_line(pending)] if pending else [])

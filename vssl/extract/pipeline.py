@@ -24,16 +24,16 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vssl.device import autocast, cudnn_autotune, resolve_device, resolve_precision
-from vssl.distributed import refuse_undivided_work
+from vssl.distributed import file_sizes, refuse_undivided_work
 from vssl.errors import StoreError, VsslError
-from vssl.features_store import BOX_DIM, STATUS_FAILED, STATUS_PENDING, BackboneSpec, FeatureStore, VideoEntry
+from vssl.features_store import BOX_DIM, STATUS_DONE, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
 from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
 
@@ -52,8 +52,26 @@ from .transforms import normalize
 
 log = logging.getLogger("vssl.extract")
 
+
+
+@runtime_checkable
+class WorkQueue(Protocol):
+    """Chunk ranges handed out one batch at a time while a call runs (claims: :mod:`vssl.extract.work`).
+
+    Iterating yields lists of chunk-aligned ranges; the next batch is asked for once the previous
+    one is written. ``still_mine(chunk)`` is asked right before a chunk is written: False means
+    another process took the work over (this one was presumed dead) and the chunk is left to it.
+    """
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]: ...
+
+    def still_mine(self, chunk: int) -> bool: ...
+
+
 #: what ``ranges`` may be: chunk-aligned (start, stop) pairs, or a planner called once the store exists
-Ranges = Sequence[tuple[int, int]] | Callable[[FeatureStore, list[str], list[str]], Sequence[tuple[int, int]]]
+#: (returning such pairs, or a :class:`WorkQueue`)
+Ranges = Sequence[tuple[int, int]] | Callable[[FeatureStore, list[str], list[str]],
+                                              Sequence[tuple[int, int]] | WorkQueue]
 
 
 @dataclass
@@ -142,8 +160,9 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
     """Create ``out`` for ``inputs``, or reopen it after checking backbone and video list match."""
     out = Path(out)
     if not FeatureStore.exists(out):
-        try:
-            return FeatureStore.create(out, spec, inputs.videos, inputs.classes, chunk_videos)
+        try:  # the files' sizes are recorded once, here: every process plans the work from them
+            return FeatureStore.create(out, spec, inputs.videos, inputs.classes, chunk_videos,
+                                       sizes=file_sizes([str(inputs.resolve(v)) for v in inputs.videos]))
         except Exception:
             if not FeatureStore.exists(out):  # not a concurrent shard's creation: a real error
                 raise
@@ -402,14 +421,20 @@ def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | 
     if ranges is None and shard is None:  # under torchrun every rank would write every chunk
         refuse_undivided_work("extract()", "use `vssl extract` or vssl.extract.distributed.extract_shared")
     run = _open_run(videos, out, cfg, model, root)
-    chosen = _choose_ranges(run, ranges, shard)
+    work = _choose_ranges(run, ranges, shard)
     summary = ExtractSummary(str(run.store.path), run.store.num_videos, list(run.specs),
-                             assigned=sum(stop - start for start, stop in chosen),
                              skipped_files=run.inputs.skipped_lines())
     for line in summary.skipped_files:
         log.info(line)
-    jobs = _pending_jobs(run, chosen, summary)
-    _embed_and_write(run, jobs, summary, progress)
+    batches = iter(work if isinstance(work, WorkQueue) else [work])
+    try:
+        for chosen in batches:  # one batch, or claims one after the other
+            _check_ranges(chosen, run.store.chunk_videos, run.store.num_videos)
+            summary.assigned += sum(stop - start for start, stop in chosen)
+            jobs = _pending_jobs(run, chosen, summary)
+            _embed_and_write(run, jobs, summary, progress, work.still_mine if isinstance(work, WorkQueue) else None)
+    finally:
+        getattr(batches, "close", lambda: None)()  # a queue releases what it still holds
     summary.seconds = time.perf_counter() - t_start
     return summary
 
@@ -438,38 +463,41 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     return _Run(cfg, inputs, model, device, precision, specs, store, norm)
 
 
-def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | str | None) -> list[tuple[int, int]]:
-    """Step 2: the chunk-aligned video ranges this call owns (all, a shard, or a planner's choice)."""
+def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | str | None
+                   ) -> list[tuple[int, int]] | WorkQueue:
+    """Step 2: the chunk-aligned video ranges this call owns (all, a shard, or a planner's choice,
+    which may be a queue of claims handed out as the work goes)."""
     store = run.store
     if callable(ranges):
         ranges = ranges(store, list(run.specs), [str(run.inputs.resolve(v)) for v in run.inputs.videos])
     elif ranges is None:
         ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
-    _check_ranges(ranges, store.chunk_videos, store.num_videos)
-    return list(ranges)
+    return ranges if isinstance(ranges, WorkQueue) else list(ranges)
 
 
-def views_to_do(store: FeatureStore, views: Sequence[str]) -> np.ndarray:
-    """Boolean ``[N, len(views)]``: which view each video still needs (the one "what is left" rule).
+def views_to_do(store: FeatureStore, views: Sequence[str], rows: slice | None = None) -> np.ndarray:
+    """Boolean ``[N, len(views)]`` (or for the videos of ``rows``): which view each video still needs
+    (the one "what is left" rule).
 
-    A video still pending in the table was cut off between its views' rows and its table entry
-    (the store writes them in that order): it is done again, in every view. Whether a failed
-    video is retried is the caller's choice (``retry_failed``).
+    A view is done for a video only when its done flag and the video table agree: a video the
+    table does not call done (pending: cut off before its table entry; failed: a retry cut off
+    before it) is done again, in every view. Whether a failed video is retried is the caller's
+    choice (``retry_failed``).
     """
-    pending = store.video_status() == STATUS_PENDING
-    return np.stack([~store.view(name).done() | pending for name in views], axis=1)
+    not_done = store.video_status(rows) != STATUS_DONE
+    return np.stack([~store.view(name).done(rows) | not_done for name in views], axis=1)
 
 
 def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: ExtractSummary) -> list[_Job]:
     """Step 3: the videos of ``ranges`` that still miss a view (failed ones only with ``retry_failed``)."""
-    status = run.store.video_status()
     names = list(run.specs)
-    todo = views_to_do(run.store, names)
     jobs: list[_Job] = []
-    for start, stop in ranges:
+    for start, stop in ranges:  # reads the status of these videos only (a claim's share of a 1M-video store)
+        status = run.store.video_status(slice(start, stop))
+        todo = views_to_do(run.store, names, slice(start, stop))
         for i in range(start, stop):
-            need = tuple(name for name, missing in zip(names, todo[i]) if missing)
-            if status[i] == STATUS_FAILED and not run.cfg.retry_failed:
+            need = tuple(name for name, missing in zip(names, todo[i - start]) if missing)
+            if status[i - start] == STATUS_FAILED and not run.cfg.retry_failed:
                 summary.skipped_failed += 1
             elif not need:
                 summary.skipped_done += 1
@@ -479,8 +507,12 @@ def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: Extract
     return jobs
 
 
-def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progress: bool) -> None:
-    """Step 4: decode in workers, embed in batches, write each chunk once all its videos are finished."""
+def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progress: bool,
+                     keep: Callable[[int], bool] | None = None) -> None:
+    """Step 4: decode in workers, embed in batches, write each chunk once all its videos are finished
+    (and, with ``keep``, only while ``keep(chunk)`` says the chunk is still this call's)."""
+    if not jobs and keep is not None:  # a claim whose videos were all done meanwhile
+        return
     cfg, store = run.cfg, run.store
     workers = cfg.workers
     loader = decoded_items(_VideoStream(jobs, run.specs, cfg.decoder, threads=1 if workers else 0), workers,
@@ -490,7 +522,7 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
 
     with ProgressBar("extract", len(jobs), quiet=not progress) as bar, BackgroundWriter() as writer, \
             cudnn_autotune(autotune):
-        chunks = _ChunkAssembler(store, jobs, writer.submit)
+        chunks = _ChunkAssembler(store, jobs, keep, writer.submit)
         bar.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
                 f"{summary.skipped_failed} failed before) · views {', '.join(run.specs)} · {cfg.backbone} on "
                 f"{run.device} {run.precision} · decoder {cfg.decoder} · {workers} workers")
@@ -557,9 +589,9 @@ class _ChunkAssembler:
     (the run's one writer thread, :mod:`vssl.extract.writer`).
     """
 
-    def __init__(self, store: FeatureStore, jobs: Sequence[_Job],
+    def __init__(self, store: FeatureStore, jobs: Sequence[_Job], keep: Callable[[int], bool] | None = None,
                  submit: Callable[..., None] = lambda fn, *args: fn(*args)) -> None:
-        self.store, self.submit = store, submit
+        self.store, self.keep, self.submit = store, keep, submit
         self.waiting: dict[int, list[_Pending]] = {}
         self.left: dict[int, int] = {}
         for j in jobs:
@@ -571,7 +603,16 @@ class _ChunkAssembler:
         self.waiting.setdefault(c, []).append(video)
         self.left[c] -= 1
         if self.left[c] == 0:
-            self.submit(_write_chunk, self.store, self.waiting.pop(c))
+            self.submit(self._write, c, self.waiting.pop(c))
+
+    def _write(self, c: int, videos: list[_Pending]) -> None:
+        """On the writer thread: write chunk ``c`` unless another process has taken it over meanwhile
+        (checked as late as possible, just before the write)."""
+        if self.keep is None or self.keep(c):
+            _write_chunk(self.store, videos)
+        else:
+            log.warning("chunk %d (videos %d-%d) was taken over by another process; left to it", c,
+                        c * self.store.chunk_videos, c * self.store.chunk_videos + len(videos) - 1)
 
 
 def _check_ranges(ranges: Sequence[tuple[int, int]], chunk: int, n: int) -> None:

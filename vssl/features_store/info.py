@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .schema import STATUS_DONE, STATUS_FAILED
+from .verify import pending_videos
 
 
 def _disk_bytes(path: Path, chunks_only: bool = False) -> int:
@@ -45,6 +46,7 @@ def store_summary(store) -> dict:
             "done": int((status == STATUS_DONE).sum()),
             "failed": int(failed_mask.sum()),
             "pending": int((status == 0).sum()),
+            "incomplete": pending_videos(store),  # pending in the table or in a view (verify's count)
         },
         "groups": {},
         "bytes_on_disk": _disk_bytes(store.path),

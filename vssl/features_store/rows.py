@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -38,12 +40,39 @@ def compressors_for(compression: str):
     raise StoreError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
 
 
+MAX_MAPS_ENV = "VSSL_MAX_MAPS"
+#: live chunk maps a process keeps at most (Linux refuses maps past vm.max_map_count, 65,530 by default,
+#: which a 1M-video store's ~8k chunk files per array pass in one verify or training load)
+DEFAULT_MAX_MAPS = 4096
+
+#: every live chunk map of the process, least recently used first: (reader id, chunk) -> reader
+_LIVE: "OrderedDict[tuple[int, int], weakref.ref]" = OrderedDict()
+
+
+def max_maps() -> int:
+    """The process's bound on live chunk maps (``VSSL_MAX_MAPS``, default 4096)."""
+    try:
+        return max(1, int(os.environ.get(MAX_MAPS_ENV, "") or DEFAULT_MAX_MAPS))
+    except ValueError:
+        return DEFAULT_MAX_MAPS
+
+
+def live_maps() -> int:
+    """Chunk maps currently held by this process's readers."""
+    return sum(1 for ref in _LIVE.values() if ref() is not None)
+
+
 class ChunkMemmapReader:
     """Gathers rows of an uncompressed, unsharded zarr array by memory-mapping its chunk files.
 
     In a writable store, chunk files are re-mapped when they change on disk (a writer replaced
     them), so a reader that lives across writes never sees stale data; a read-only store maps
     each chunk once. Chunks never written read as the fill value.
+
+    Maps are bounded process-wide (least recently used first out, :func:`max_maps`) and
+    :meth:`release` drops a reader's after a sequential scan: every map costs one of the
+    kernel's ``vm.max_map_count`` entries until it is unmapped (rows are copied out, so dropping
+    the reference unmaps it).
     """
 
     def __init__(self, array: zarr.Array, root: Path) -> None:
@@ -64,6 +93,8 @@ class ChunkMemmapReader:
 
     def _chunk(self, c: int) -> np.ndarray | None:
         cached = self._maps.get(c)
+        if cached is not None and cached[1] is not None and (id(self), c) in _LIVE:
+            _LIVE.move_to_end((id(self), c))
         if cached is not None and not self.revalidate:
             return cached[1]  # a read-only store does not change under us
         path = self.root / self.array.path / self.array.metadata.encode_chunk_key((c,) + (0,) * len(self.row_shape))
@@ -78,13 +109,26 @@ class ChunkMemmapReader:
         stamp = (st.st_mtime_ns, st.st_ino)
         if cached is not None and cached[0] == stamp:
             return cached[1]
+        while len(_LIVE) >= max_maps():  # unmap the least recently used (of any reader) first
+            (_, old), ref = _LIVE.popitem(last=False)
+            owner = ref()
+            if owner is not None:
+                owner._maps.pop(old, None)
         # A plain ndarray over the mapping: np.memmap's subclass overhead on every slice
         # costs more than the copy for small gathers.
         with open(path, "rb") as f:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         arr = np.frombuffer(mapped, dtype=self.dtype).reshape((self.chunk_rows,) + self.row_shape)
         self._maps[c] = (stamp, arr)
+        _LIVE[(id(self), c)] = weakref.ref(self)
+        _LIVE.move_to_end((id(self), c))
         return arr
+
+    def release(self) -> None:
+        """Unmap every chunk this reader holds (after a sequential scan)."""
+        for c in list(self._maps):
+            _LIVE.pop((id(self), c), None)
+        self._maps.clear()
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices),) + self.row_shape, dtype=self.dtype.newbyteorder("="))
@@ -115,6 +159,24 @@ def persistent(array: zarr.Array) -> zarr.Array:
     zeros is still data, and "done but its chunk file is missing" must mean a lost write.
     """
     return array.with_config({"write_empty_chunks": True})
+
+
+def sync_file(path: str | Path) -> None:
+    """fsync one file (gone or unreadable: nothing to do). Network file system clients (NFS, Lustre)
+    may send writes out of order; what must land before a done flag is synced before it is written."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_chunk(root: Path, array: zarr.Array, c: int) -> None:
+    """fsync the file of chunk ``c`` (along N) of ``array`` in the store at ``root``."""
+    sync_file(root / array.path / array.metadata.encode_chunk_key((c,) + (0,) * (array.ndim - 1)))
 
 
 def chunk_bounds(indices: np.ndarray, chunk_videos: int, num_videos: int) -> tuple[int, int]:
@@ -185,9 +247,15 @@ class RowGroup:
             raise IndexError(f"video index out of range [0, {self.num_videos})")
         return read_rows(self._arrays[name], idx, self._reader(name))
 
-    def done(self) -> np.ndarray:
-        """Boolean [N]: rows whose data is complete."""
-        return np.asarray(self._arrays["status"][:]) == STATUS_DONE
+    def release_maps(self) -> None:
+        """Unmap the chunk files read so far (a sequential scan is over; reads map them again)."""
+        for reader in self._readers.values():
+            if reader is not None:
+                reader.release()
+
+    def done(self, rows: slice | None = None) -> np.ndarray:
+        """Boolean [N] (or of ``rows``, reading only their chunks): rows whose data is complete."""
+        return np.asarray(self._arrays["status"][slice(None) if rows is None else rows]) == STATUS_DONE
 
     def pending(self, exclude: np.ndarray | None = None) -> np.ndarray:
         """Indices of rows not done (minus the boolean mask ``exclude``, e.g. failed videos)."""
@@ -199,11 +267,12 @@ class RowGroup:
     # ------------------------------------------------------------- writing
 
     def write(self, indices: np.ndarray, data: Mapping[str, np.ndarray],
-              done: np.ndarray | None = None) -> None:
-        """Write rows ``indices`` (inside one chunk) of every array, then their done flags.
+              done: np.ndarray | None = None, mark: bool = True) -> None:
+        """Write rows ``indices`` (inside one chunk) of every array, fsync them, then their done flags.
 
         ``done`` (bool per index, default all True) lets a caller write rows that stay pending
         (a failed video). Rows of the chunk not in ``indices`` keep their stored values.
+        ``mark=False`` writes the data only; the caller sets the flags later (:meth:`mark`).
         """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
@@ -220,7 +289,19 @@ class RowGroup:
                      else np.asarray(arr[start:stop]))
             block[local] = np.asarray(data[name], dtype=arr.dtype)
             arr[start:stop] = block
+            sync_chunk(self.root, arr, start // self.chunk_videos)
+        if mark:
+            self.mark(indices, done)
+
+    def mark(self, indices: np.ndarray, done: np.ndarray | None = None) -> None:
+        """Set the done flags of rows ``indices`` (inside one chunk; ``done`` False: pending), durably."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return
+        start, stop = chunk_bounds(indices, self.chunk_videos, self.num_videos)
+        local = indices - start
         status = self._arrays["status"]
         flags = np.asarray(status[start:stop])
         flags[local] = STATUS_DONE if done is None else np.where(np.asarray(done, bool), STATUS_DONE, 0)
         status[start:stop] = flags
+        sync_chunk(self.root, status, start // self.chunk_videos)

@@ -5,7 +5,9 @@ Layout (DESIGN.md): root attrs ``vssl_format``, ``vssl_version``, ``backbone``, 
 ``views/<name>/`` (features [N,K,D], boxes [N,K,7], status [N], or the ragged layout of
 :mod:`.views`); ``aggregates/<run>/<view>/``.
 Every per-video array is chunked by the same ``chunk_videos`` rows along N, so a writer that
-owns a chunk-aligned range of videos owns every file those rows live in.
+owns a chunk-aligned range of videos owns every file those rows live in. The one exception,
+``videos/size`` (each file's size, recorded at creation for planning), is written once, by the
+creator, as one chunk, and never again: a planner reads it in one file.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import zarr
 from vssl import __version__
 from vssl.errors import StoreError
 
-from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent
+from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent, sync_chunk
 from .schema import FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry, default_chunk_videos
 from .views import View, open_view
 
@@ -31,6 +33,9 @@ VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
     "path": str, "label": "int64", "split": str, "num_frames": "int64",
     "fps": "float64", "status": "int8", "error": str,
 }
+#: written at creation by this vssl, absent from older stores: each video's file size in bytes
+#: (0: unreadable then), the weight multi-process planning balances by (vssl.distributed.planning)
+SIZE_COLUMN = "size"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 #: optional video-table arrays: ``videos/multi_hot`` [N, C] uint8 and ``videos/target_<name>``
 #: [N] float64, written only for multi-label / regression data, so older stores open unchanged
@@ -78,7 +83,8 @@ class FeatureStore:
         self.chunk_videos = int(attrs["chunk_videos"])
         self.read_only = root.read_only
         # zarr opens an array by reading its metadata from disk: keep the handles.
-        self._table = {name: persistent(root[f"videos/{name}"]) for name in VIDEO_COLUMNS}
+        columns = [*VIDEO_COLUMNS, *([SIZE_COLUMN] if SIZE_COLUMN in root["videos"].array_keys() else [])]
+        self._table = {name: persistent(root[f"videos/{name}"]) for name in columns}
         self.num_videos = int(self._table["status"].shape[0])
         self._views: dict[str, View] = {}
 
@@ -86,8 +92,13 @@ class FeatureStore:
 
     @classmethod
     def create(cls, path: str | Path, backbone: BackboneSpec, videos: Sequence[VideoEntry],
-               classes: Sequence[str] = (), chunk_videos: int | None = None) -> "FeatureStore":
-        """Create a new store for ``videos`` whose clips ``backbone`` will embed."""
+               classes: Sequence[str] = (), chunk_videos: int | None = None,
+               sizes: Sequence[int] | None = None) -> "FeatureStore":
+        """Create a new store for ``videos`` whose clips ``backbone`` will embed.
+
+        ``sizes``: each video's file size in bytes, stored so that every process plans the work
+        from the same numbers (a file unreadable on one node must not change anyone's plan).
+        """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise StoreError(f"{path} already exists and is not empty; open it or choose another --out")
@@ -113,6 +124,9 @@ class FeatureStore:
             table["label"][:] = np.array([v.label for v in videos], dtype=np.int64)
             table["split"][:] = np.array([v.split for v in videos], dtype=str)
             _write_label_columns(table, videos, len(classes), chunk)
+            if sizes is not None:
+                table.create_array(SIZE_COLUMN, shape=(n,), chunks=(max(n, 1),), dtype="int64", compressors=None,
+                                   fill_value=0)[:] = np.asarray(sizes, dtype=np.int64)
             root.create_group("views")
             root.create_group("aggregates")
             os.rename(staging, path)  # replaces an empty directory; fails if another creator won
@@ -188,8 +202,15 @@ class FeatureStore:
     def splits(self) -> np.ndarray:
         return self._text_column("split")
 
-    def video_status(self) -> np.ndarray:
+    def video_status(self, rows: slice | None = None) -> np.ndarray:
+        """Status of every video, or of the videos of ``rows`` (reads only their chunks)."""
+        if rows is not None:
+            return np.asarray(self._table["status"][rows]).astype(np.int8)
         return self._column("status").astype(np.int8)
+
+    def sizes(self) -> np.ndarray | None:
+        """File size of each video recorded at creation (None for a store made before sizes were kept)."""
+        return self._column(SIZE_COLUMN) if SIZE_COLUMN in self._table else None
 
     def errors(self) -> np.ndarray:
         return self._text_column("error")
@@ -220,11 +241,13 @@ class FeatureStore:
         return [(c * self.chunk_videos, min(self.num_videos, (c + 1) * self.chunk_videos)) for c in chunks]
 
     def usable(self, view: str) -> np.ndarray:
-        """Boolean [N]: videos whose rows in ``view`` are done and whose video is not failed.
+        """Boolean [N]: videos whose rows in ``view`` are done and whose table entry says done.
 
-        The one rule every stage uses to choose the rows it may read.
+        The one rule every stage uses to choose the rows it may read. A view done for a video the
+        table calls pending or failed (a writer killed between the two, or an older vssl's order)
+        is not done.
         """
-        return self.view(view).done() & (self.video_status() != STATUS_FAILED)
+        return self.view(view).done() & (self.video_status() == STATUS_DONE)
 
     def check_backbone(self, backbone: BackboneSpec, fields: Sequence[str] | None = None,
                        fix: str = "use a new --out store", who: str | None = None) -> None:
@@ -258,6 +281,9 @@ class FeatureStore:
         if compression not in COMPRESSIONS:
             raise StoreError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
         spec = dict(spec)
+        if name not in self.view_names() and self._create_view_atomically(
+                name, num_clips, dtype, spec, compression, record):
+            return self.view(name)
         if name in self.view_names():
             view = self.view(name)
             wanted = (num_clips, self.backbone.embed_dim, np.dtype(dtype), spec)
@@ -268,9 +294,27 @@ class FeatureStore:
                                  f"spec {view.spec}; requested K={k(num_clips)}, {np.dtype(dtype)}, spec {spec}; "
                                  "name the new view differently (NAME=SPEC)")
             return view
-        View.create(self.root["views"], name, self.num_videos, self.chunk_videos, num_clips,
-                    self.backbone.embed_dim, dtype, spec, compression, record)
-        return self.view(name)
+        raise StoreError(f"cannot create view '{name}' in {self.path}")
+
+    def _create_view_atomically(self, name: str, num_clips: int | None, dtype: str, spec: Mapping,
+                                compression: str, record: Mapping | None) -> bool:
+        """Build ``views/<name>`` whole in a staging folder beside the store and rename it into place (the
+        store's own creation rule), so a concurrent process sees the view complete or not at all (never
+        the group before its ``features`` array). False when another process created it first."""
+        staging = self.path.with_name(f".{self.path.name}.view-{name}-{uuid.uuid4().hex[:8]}")
+        try:
+            parent = zarr.open_group(str(staging), mode="w-", zarr_format=3)
+            View.create(parent, name, self.num_videos, self.chunk_videos, num_clips, self.backbone.embed_dim, dtype,
+                        spec, compression, record)
+            try:
+                os.rename(staging / name, self.path / "views" / name)
+            except OSError:
+                if not (self.path / "views" / name / "zarr.json").is_file():
+                    raise
+                return False  # another process's view is in place
+            return True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def view(self, name: str) -> View:
         if name not in self._views:
@@ -354,8 +398,11 @@ class FeatureStore:
         array per video (any k for a ragged view).
 
         A video with an error is marked failed (status 2, its error text kept) and stays pending
-        in every view; the others become done. View data and flags are written before the video
-        table, and the table's status column last, so a crash never shows a done row without data.
+        in every view; the others become done. Order: the views' data, then the video table
+        (status column last), then the views' done flags, each step synced before the next, so a
+        killed writer never leaves a done row without data or without its table entry
+        (num_frames, fps, status); readers treat a view done for a video the table does not
+        call done as not done (:meth:`usable`, ``views_to_do``).
         """
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
@@ -365,13 +412,15 @@ class FeatureStore:
         chunk_bounds(idx, self.chunk_videos, self.num_videos)  # refuse a block spanning chunks up front
         ok = np.array([e is None for e in errors])
         for name, (features, boxes) in views.items():
-            self.view(name).write_clips(idx, features, boxes, done=ok)
+            self.view(name).write_clips(idx, features, boxes, done=ok, mark=False)
         self._record_videos(idx, {
             "num_frames": np.asarray(num_frames, dtype=np.int64),
             "fps": np.asarray(fps, dtype=np.float64),
             "error": np.array(["" if e is None else str(e) for e in errors], dtype=object),
             "status": np.where(ok, STATUS_DONE, STATUS_FAILED).astype(np.int8),
         })
+        for name in views:  # the done flags last
+            self.view(name).mark(idx, ok)
 
     def _record_videos(self, idx: np.ndarray, updates: Mapping[str, np.ndarray]) -> None:
         """Second step of :meth:`write_videos`: the video table's columns for ``idx``, status last."""
@@ -384,3 +433,4 @@ class FeatureStore:
                 block = block.astype(object)
             block[local] = values
             table[column][start:stop] = _to_unicode(block) if block.dtype == object else block
+            sync_chunk(self.path, table[column], start // self.chunk_videos)  # each column lands before status

@@ -4,6 +4,13 @@ Checked: array shapes agree with the video table and the backbone; done rows hav
 features and boxes inside [0, 1] with t0 < t1, y0 < y1, x0 < x1 and a 0/1 flip flag; a done
 row's chunk file exists; a row is not done in a view while its video is failed; a failed
 video has its error text. Returns a list of problems, empty when the store is consistent.
+
+Consistent is not complete: :func:`pending_videos` counts the videos extraction has not
+finished (no failure recorded, not done in the table or in some view), which ``vssl store
+verify`` and ``vssl store info`` report as "incomplete: N videos pending" — a store whose
+chunks were left without an owner must not look finished.
+Under torchrun each rank checks the rows of its own share of chunks (``ranges``) and rank 0
+alone the video table (``table``), so nobody reads the whole store.
 """
 
 from __future__ import annotations
@@ -25,10 +32,28 @@ def _check_boxes(name: str, boxes: np.ndarray, rows: np.ndarray) -> list[str]:
     return problems
 
 
-def verify_store(store) -> list[str]:
+def pending_videos(store) -> int:
+    """Videos not finished: not failed, and not done in the video table or in one of the views."""
+    status = store.video_status()
+    todo = status != STATUS_DONE
+    for name in store.view_names():
+        todo |= ~store.view(name).done()
+    return int((todo & (status != STATUS_FAILED)).sum())
+
+
+def incomplete_line(pending: int) -> str:
+    """The one line that says a store is not finished."""
+    return f"incomplete: {pending} videos pending"
+
+
+def verify_store(store, ranges=None, table: bool = True) -> list[str]:
+    """Problems of ``store`` (see the module docstring); ``ranges``: check the done rows of these
+    chunk-aligned video ranges only (default all); ``table``: check the video table too."""
     problems: list[str] = []
     n = store.num_videos
     status = store.video_status()
+    if not table:
+        return _check_views(store, status, problems, ranges)
     for column in ("path", "label", "split", "num_frames", "fps", "status", "error"):
         shape = store.root[f"videos/{column}"].shape
         if shape != (n,):
@@ -45,7 +70,12 @@ def verify_store(store) -> list[str]:
     labels = store.labels()
     if store.classes and ((labels < -1) | (labels >= len(store.classes))).any():
         problems.append(f"videos: labels outside [-1, {len(store.classes)})")
+    return _check_views(store, status, problems, ranges)
 
+
+def _check_views(store, status: np.ndarray, problems: list[str], ranges) -> list[str]:
+    n = store.num_videos
+    failed = status == STATUS_FAILED
     for gpath in store.row_group_paths():
         rows = store.rows(gpath)
         done = rows.done()
@@ -61,15 +91,18 @@ def verify_store(store) -> list[str]:
             stray = np.flatnonzero(done & failed)
             if stray.size:
                 problems.append(f"{gpath}: rows done for failed videos {stray[:5].tolist()}")
-        problems += _check_done_rows(store, gpath, rows, done)
+        problems += _check_done_rows(store, gpath, rows, done, ranges)
+        rows.release_maps()  # a sequential scan: none of its chunk maps is read again
+        if gpath.startswith("views/"):
+            store.view(gpath.split("/", 1)[1]).release_maps()
     return problems
 
 
-def _check_ragged_view(store, view, done: np.ndarray, gpath: str) -> list[str]:
+def _check_ragged_view(store, view, done: np.ndarray, gpath: str, ranges=None) -> list[str]:
     """A ragged view (or ragged row group), chunk by chunk: counts agree with the stored rows,
     values finite, boxes valid."""
     problems = []
-    for start, stop in store.chunk_ranges():
+    for start, stop in _chunks(store, ranges):
         local_done = np.flatnonzero(done[start:stop]) + start
         if local_done.size == 0:
             continue
@@ -88,14 +121,21 @@ def _check_ragged_view(store, view, done: np.ndarray, gpath: str) -> list[str]:
     return problems
 
 
-def _check_done_rows(store, gpath: str, rows, done: np.ndarray) -> list[str]:
+def _chunks(store, ranges) -> list[tuple[int, int]]:
+    """The store's chunks inside ``ranges`` (chunk-aligned video ranges; None: every chunk)."""
+    if ranges is None:
+        return store.chunk_ranges()
+    return [c for c in store.chunk_ranges() if any(a <= c[0] < b for a, b in ranges)]
+
+
+def _check_done_rows(store, gpath: str, rows, done: np.ndarray, ranges=None) -> list[str]:
     """Read done rows chunk by chunk (bounded memory): present on disk and finite."""
     if gpath.startswith("views/") and store.view(gpath.split("/", 1)[1]).layout == "ragged":
-        return _check_ragged_view(store, store.view(gpath.split("/", 1)[1]), done, gpath)
+        return _check_ragged_view(store, store.view(gpath.split("/", 1)[1]), done, gpath, ranges)
     if rows.attrs.get("layout") == "ragged":       # e.g. the refined clips of a ragged view's SCALE export
-        return _check_ragged_view(store, store.ragged_rows(gpath), done, gpath)
+        return _check_ragged_view(store, store.ragged_rows(gpath), done, gpath, ranges)
     problems = []
-    for start, stop in store.chunk_ranges():
+    for start, stop in _chunks(store, ranges):
         local_done = np.flatnonzero(done[start:stop]) + start
         if local_done.size == 0:
             continue

@@ -34,7 +34,7 @@ import zarr
 
 from vssl.errors import StoreError
 
-from .rows import ChunkMemmapReader, RowGroup, chunk_bounds, compressors_for, persistent
+from .rows import ChunkMemmapReader, RowGroup, chunk_bounds, compressors_for, persistent, sync_chunk, sync_file
 from .schema import BOX_DIM
 
 LAYOUTS = ("fixed", "ragged")
@@ -136,9 +136,13 @@ class View(RowGroup):
     # ------------------------------------------------------------- writing
 
     def write_clips(self, indices: Sequence[int], features: np.ndarray | Sequence[np.ndarray],
-                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None) -> None:
-        """Write videos ``indices`` (inside one chunk): per video ``[k, D]`` features and ``[k, 7]`` boxes."""
-        super().write(np.asarray(indices, dtype=np.int64), {"features": features, "boxes": boxes}, done=done)
+                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None, mark: bool = True) -> None:
+        """Write videos ``indices`` (inside one chunk): per video ``[k, D]`` features and ``[k, 7]`` boxes.
+
+        ``mark=False``: data only, the done flags are set later by the caller (:meth:`RowGroup.mark`).
+        """
+        super().write(np.asarray(indices, dtype=np.int64), {"features": features, "boxes": boxes}, done=done,
+                      mark=mark)
 
     # ------------------------------------------------------------- checking
 
@@ -273,7 +277,7 @@ class RaggedView(View):
     # ------------------------------------------------------------- writing
 
     def write_clips(self, indices: Sequence[int], features: np.ndarray | Sequence[np.ndarray],
-                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None) -> None:
+                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None, mark: bool = True) -> None:
         """Replace videos ``indices`` (inside one chunk) and write the chunk whole as a new generation.
 
         Videos of the chunk not in ``indices`` keep their stored clips; a video written with
@@ -306,13 +310,22 @@ class RaggedView(View):
                 arr = data.create_array(name, shape=flat.shape, chunks=flat.shape, dtype=dtype, fill_value=0,
                                         compressors=compressors_for("none"))
                 persistent(arr)[...] = flat
+                sync_chunk(self.root, arr, 0)
         chunk.attrs.update({"data": gen, "counts": counts})  # the switch: one atomic file write
-        RowGroup.write(self, idx, {}, done=ok)
+        sync_file(self._chunks_dir / str(c) / "zarr.json")
+        RowGroup.write(self, idx, {}, done=ok, mark=mark)
         # the old generation, and any left by a writer killed before its switch
         for stale in (p for p in (self._chunks_dir / str(c)).iterdir() if p.is_dir() and p.name != gen):
             shutil.rmtree(stale, ignore_errors=True)
         for key in [k for k in self._row_readers if k[0] == c]:
             del self._row_readers[key]
+
+    def release_maps(self) -> None:
+        super().release_maps()
+        for reader in self._row_readers.values():
+            if reader is not None:
+                reader.release()
+        self._row_readers.clear()
 
     def _chunk_group(self, c: int) -> zarr.Group:
         chunks = self.group["chunks"]
