@@ -21,6 +21,7 @@ from vssl.device import autocast
 from vssl.features_store.ragged import RaggedClips, padded_batches, segment_mean
 
 from .data import TrainView
+from .resident import ResidentArrays, upload
 from .task import task_of, torch_labels
 
 
@@ -29,11 +30,7 @@ def random_clips(n: int, available: int, keep: int, gen: torch.Generator) -> np.
     return torch.rand(n, available, generator=gen).argsort(dim=1)[:, :keep].numpy()
 
 
-def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True).float()
-    return t.float()
+_to = upload  # host rows that are built per batch (padded sets, random picks): uploaded as they are
 
 
 class ClipInputs:
@@ -46,6 +43,7 @@ class ClipInputs:
         self.features = features                  # [n, K, D], or a ragged view's RaggedClips
         self.labels = torch_labels(labels)        # class indices, multi-hot or values (.task)
         self.train_view = train_view
+        self.resident = ResidentArrays()          # features gathered on the device (resident.py)
         self.samples_per_video = features.shape[1] if train_view is None else train_view.clips
         self.eval_block = eval_block
 
@@ -62,7 +60,6 @@ class ClipInputs:
             return
         source = self.features if self.train_view is None else self.train_view.features
         k = source.shape[1]                       # clips stored per video in the view trained on
-        flat = source.reshape(-1, source.shape[-1])
         if self.train_view is None:
             order = torch.randperm(len(positions) * k, generator=gen).numpy()
             rows = positions[order // k] * k + order % k
@@ -71,7 +68,7 @@ class ClipInputs:
             rows = chosen.reshape(-1)[torch.randperm(chosen.size, generator=gen).numpy()]
         for s in _starts(len(rows), batch_size):
             r = np.sort(rows[s:s + batch_size])      # sorted gathers are faster; order inside a batch is irrelevant
-            yield (_to(flat[r], device),), _to_labels(self.labels[r // k], device)
+            yield (self.resident.gather(source, r, device, rows=True),), _to_labels(self.labels[r // k], device)
 
     def _ragged_batches(self, positions, batch_size, gen, device):
         """Every real clip of the videos, shuffled, each with its video's label (a ragged view)."""
@@ -83,7 +80,7 @@ class ClipInputs:
         for s in _starts(len(rows), batch_size):
             keep = np.argsort(rows[s:s + batch_size], kind="stable")   # sorted gathers are faster
             r, v = rows[s:s + batch_size][keep], video[s:s + batch_size][keep]
-            yield (_to(clips.flat[r], device),), _to_labels(self.labels[v], device)
+            yield (self.resident.gather(clips.flat, r, device),), _to_labels(self.labels[v], device)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
@@ -93,10 +90,10 @@ class ClipInputs:
         model.eval()
         out = []
         for s in range(0, len(positions), self.eval_block):
-            x = self.features[positions[s:s + self.eval_block]]
+            x = self.resident.gather(self.features, positions[s:s + self.eval_block], device)
             b, k, d = x.shape
             with autocast(device, precision):
-                logits = model(_to(x.reshape(b * k, d), device))
+                logits = model(x.reshape(b * k, d))
             probs = task_of(self.labels).activate(logits.float())
             out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
         model.train()
@@ -112,7 +109,7 @@ class ClipInputs:
         parts = []
         for s in range(0, len(rows), self.eval_block * 64):    # bounded, however long the videos
             with autocast(device, precision):
-                logits = model(_to(clips.flat[rows[s:s + self.eval_block * 64]], device))
+                logits = model(self.resident.gather(clips.flat, rows[s:s + self.eval_block * 64], device))
             parts.append(task_of(self.labels).activate(logits.float()).cpu().numpy())
         model.train()
         if not parts:
@@ -136,6 +133,7 @@ class SetInputs:
         self.labels = torch_labels(labels)
         self.train_view = train_view
         self.samples_per_video = 1             # a minibatch counts videos, whatever the head
+        self.resident = ResidentArrays()
         self.eval_block = eval_block
         self.per_clip = per_clip
 
@@ -163,7 +161,7 @@ class SetInputs:
             b, _ = self.boxes.padded(r)
             return _to(f, device), _to(b, device), torch.from_numpy(valid).to(device)
         if tv is None:
-            return _to(self.features[r], device), _to(self.boxes[r], device)
+            return self.resident.gather(self.features, r, device), self.resident.gather(self.boxes, r, device)
         pick = random_clips(len(r), tv.features.shape[1], tv.clips, gen)
         return _to(tv.features[r[:, None], pick], device), _to(tv.boxes[r[:, None], pick], device)
 
@@ -176,7 +174,8 @@ class SetInputs:
         for s in range(0, len(positions), self.eval_block):
             r = positions[s:s + self.eval_block]
             with autocast(device, precision):
-                logits = model(_to(self.features[r], device), _to(self.boxes[r], device))
+                logits = model(self.resident.gather(self.features, r, device),
+                               self.resident.gather(self.boxes, r, device))
             probs = task_of(self.labels).activate(logits.float())
             if self.per_clip:                           # [B*K, G, C] -> mean over each video's K clips
                 probs = probs.reshape(len(r), -1, *probs.shape[1:]).mean(1)
