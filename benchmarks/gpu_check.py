@@ -108,6 +108,28 @@ def extraction(c: Check) -> None:
         c.row(f"extract {precision}", "ok" if ok else "FAIL",
               f"{s.clips_per_s:.0f} clips/s, {s.failed} failed, max abs diff to fp32 {diff:.3g}"
               + (f", verify: {problems[0]}" if problems else ""), time.perf_counter() - t)
+    if c.device.type == "cuda":
+        same_rows_as_cpu(c, reference)
+
+
+def same_rows_as_cpu(c: Check, on_device: np.ndarray) -> None:
+    """The CUDA path (pinned joins of batches spanning videos, upload stream, results read one batch
+    late) gives every video its own rows: fp32 features agree with a CPU run's, row by row."""
+    from vssl.extract.pipeline import extract
+    from vssl.features_store import FeatureStore
+
+    t = time.perf_counter()
+    out = c.out / "extract-cpu-reference.zarr"
+    extract(c.out / "videos" / "manifest.csv", out, backbone=c.sizes.backbone, views=["uniform:2x1"],
+            frames=c.sizes.frames, size=c.sizes.size, precision="fp32", device="cpu", batch_size=3,
+            progress=False)
+    store = FeatureStore.open(out)
+    cpu = store.view(EVAL_VIEW).read(np.arange(store.num_videos)).features.astype(np.float32)
+    a, b = on_device.reshape(-1, on_device.shape[-1]), cpu.reshape(-1, cpu.shape[-1])
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    worst = float(cos.min())  # TF32 convolutions on the GPU move a row a little; a wrong row moves it a lot
+    c.row("extract cuda = cpu rows", "ok" if worst > 0.999 else "FAIL", f"min cosine {worst:.5f}",
+          time.perf_counter() - t)
 
 
 def _scale_config(c: Check, **kw):
