@@ -100,14 +100,16 @@ def test_writer_runs_writes_in_order_and_hands_back_a_failure_unchanged():
     assert "after" not in done  # ...but nothing after a failed chunk is written
 
 
-def test_extraction_with_batches_in_flight_equals_one_clip_at_a_time(tmp_path, shared_videos):
+def test_extraction_with_batches_in_flight_equals_one_clip_at_a_time(tmp_path):
     """Batches span videos and are read back one batch late; every video still gets its own rows."""
+    from vssl.demo.dataset import generate_dataset
     from vssl.extract.pipeline import extract
     from vssl.features_store import FeatureStore
 
+    videos = generate_dataset(tmp_path / "videos", num_videos=5, frames=(20, 30), sizes=(48, 64))
     kw = dict(backbone="tiny", views="uniform:3x1", progress=False, device="cpu", precision="fp32", dtype="float32")
-    extract(shared_videos, tmp_path / "a", batch_size=4, **kw)  # 4 videos x 3 clips: batches cross videos
-    extract(shared_videos, tmp_path / "b", batch_size=1, **kw)
+    extract(videos, tmp_path / "a", batch_size=4, **kw)  # 5 videos x 3 clips: batches cross videos
+    extract(videos, tmp_path / "b", batch_size=1, **kw)
     a, b = FeatureStore.open(tmp_path / "a"), FeatureStore.open(tmp_path / "b")
     n = a.num_videos
     fa, fb = a.view("uniform3x1").read(np.arange(n)), b.view("uniform3x1").read(np.arange(n))
