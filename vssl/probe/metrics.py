@@ -44,10 +44,17 @@ LEVEL = 0.95
 
 
 def ranked_classes(scores: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` highest-scoring classes of each row, best first; ties go to the lower index."""
+    """The ``k`` highest-scoring classes of each row, best first.
+
+    Ties: for k = 1 the lower index (``argmax``, as scikit-learn's ``accuracy_score`` on predictions);
+    for k > 1 the higher index, as scikit-learn's ``top_k_accuracy_score`` ranks them. It matters for
+    k-NN votes, where most classes tie at exactly 0.
+    """
     scores = np.asarray(scores)
     k = min(k, scores.shape[1])
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    if k == 1:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :1]
+    return np.argsort(scores, axis=1, kind="stable")[:, ::-1][:, :k]
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -76,7 +76,7 @@ class ScaleSource:
 
     scale: Any                                  # vssl.probe.scale.ScaleFeatures
     transductive: bool = False                  # see vssl.probe.transductive
-    _clips: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict, repr=False)
+    _clips: dict[tuple[bytes, bool], np.ndarray] = field(default_factory=dict, repr=False)
 
     name = "scale"
 
@@ -101,7 +101,8 @@ class ScaleSource:
         """[C_i ⊕ SET] per clip ([C_i ⊕ Ĉ_i ⊕ SET] with the config's ``append_refined``), built
         once per split and variant and shared by every clip head."""
         refined = bool(getattr(cfg, "append_refined", False))
-        key = (id(split), refined)          # by identity: a low-shot train split may share a test split's name
+        # by the videos it holds: ids of freed splits (another seed's low-shot subset) are reused
+        key = (split.indices.tobytes(), refined)
         if key not in self._clips:
             self._clips[key] = self.scale.clip_inputs(split, refined)
         return self._clips[key], "[C_i, Ĉ_i, SET] per clip" if refined else "[C_i, SET] per clip"

@@ -169,14 +169,21 @@ def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float
     history = np.concatenate(histories, axis=1)                 # [epoch, pass x grid, (score, loss)]
     points = [(run, lr, wd) for run in passes for lr, wd in grid]
     acc, nll = history[..., 0], history[..., 1]
-    # Highest held-out score (top-1; mAP; -MSE: :meth:`Task.selection`); a tie (common: small
-    # held-out sets saturate) goes to the lowest held-out loss, i.e. the more confident, usually
-    # later, epoch.
-    best = min(np.ndindex(*acc.shape), key=lambda eg: (-acc[eg], nll[eg], eg))
+    best = select(acc, nll)
     epoch, (run, lr, wd) = int(best[0]) + 1, points[int(best[1])]
     model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance)
     return FitResult(model, lr, wd, epoch, float(acc[best]), cfg.precision, acc.tolist(), run.batch_size,
                      run.optimizer, task.selection_metric)
+
+
+def select(score: np.ndarray, loss: np.ndarray) -> tuple[int, int]:
+    """(epoch index, grid point) of the highest held-out ``score`` (top-1; mAP; -MSE:
+    :meth:`Task.selection`); a tie (common: small held-out sets saturate) goes to the lowest held-out
+    ``loss``, i.e. the more confident, usually later, epoch. A diverged head (NaN score or loss, e.g.
+    a regression head's MSE) is never selected over a finite one."""
+    score = np.where(np.isfinite(score), score, -np.inf)
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    return min(np.ndindex(*score.shape), key=lambda eg: (-score[eg], loss[eg], eg))
 
 
 def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, build, grid, cfg: TrainConfig,
