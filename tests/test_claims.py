@@ -242,3 +242,37 @@ def test_rerunning_one_array_task_keeps_the_pinned_shard_count(tmp_path):
     r = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "40"}, capture_output=True,
                        text=True)
     assert r.returncode == 2 and "outside the 32 shards" in r.stderr
+
+
+def test_a_store_made_anew_at_the_same_path_ignores_the_old_ones_finished_markers(videos, reference_store, tmp_path):
+    """The claims folder sits beside the store: deleting the store leaves its markers, and a new
+    directory often gets the old inode back; the new store must still be extracted."""
+    import shutil
+
+    out = tmp_path / "s"
+    kwargs = workers.extract_kwargs()
+    extract_shared(videos, out, **kwargs)
+    shutil.rmtree(out)
+    assert any(p.name.startswith("done-") for p in claims_dir(out).iterdir())  # left behind
+    summary, _ = extract_shared(videos, out, **kwargs)
+    assert summary.processed == 9
+    assert_same_store(out, reference_store)
+
+
+def test_a_chunk_given_back_unfinished_by_another_process_is_picked_up(videos, reference_store, tmp_path,
+                                                                       monkeypatch):
+    """Chunk 1 is held by a live process when this one passes it; that process is then preempted and
+    gives it back unfinished: this process's next walk takes it (before, it was left to nobody)."""
+    real = claims.try_claim
+    refused = []
+
+    def held_once(path, *a, **k):
+        if Path(path).name == "1" and not refused:
+            refused.append(path)
+            return False
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(claims, "try_claim", held_once)
+    summary, _ = extract_shared(videos, tmp_path / "s", **workers.extract_kwargs())
+    assert refused and summary.processed == 9
+    assert_same_store(tmp_path / "s", reference_store)

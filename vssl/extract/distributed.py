@@ -52,8 +52,12 @@ def plan_shares(store: FeatureStore, paths: Sequence[str], parts: int, views: Se
     return balance_chunks(store.chunk_ranges(), weights, parts)
 
 
-#: how long a process waits for another to create the store before creating it itself (atomic anyway)
-CREATION_WAIT_S = 900.0
+#: how long a process waits for a live creator before creating the store itself (atomic anyway); a
+#: creator stats every file of the dataset, minutes on a network file system at a million videos
+CREATION_WAIT_S = 3600.0
+#: the creation locks this process holds, each kept fresh by a heartbeat: a long creation must not
+#: look dead to processes on other hosts (claims.stale_after)
+_HEARTBEATS: dict[Path, claims.Heartbeat] = {}
 
 
 def _claim_creation(out: Path, poll_s: float = 2.0, wait_s: float | None = None) -> Path | None:
@@ -71,6 +75,8 @@ def _claim_creation(out: Path, poll_s: float = 2.0, wait_s: float | None = None)
             if FeatureStore.exists(out):  # created between our look and our claim
                 claims.release(lock)
                 return None
+            _HEARTBEATS[lock] = beat = claims.Heartbeat()
+            beat.add(lock)
             return lock
         if time.monotonic() > deadline:
             log.warning("%s is still held by %s; going on (store creation is atomic)", lock,
@@ -89,6 +95,9 @@ def _lock_path(out: Path) -> Path:
 
 def _release(lock: Path | None) -> None:
     if lock is not None:
+        beat = _HEARTBEATS.pop(lock, None)
+        if beat is not None:
+            beat.stop()
         claims.release(lock)
 
 

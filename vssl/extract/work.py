@@ -141,8 +141,10 @@ class ClaimQueue:
     def _done_dir(self) -> Path:
         """Markers of chunks finished in this kind of run (same store, views and failure rule): only a
         hint to skip; a marker of another run's views is in another folder, and the store stays the truth."""
-        store_id = os.stat(self.store.path).st_ino  # a store made anew at the same path is another store
-        key = hashlib.sha1(json.dumps([store_id, sorted(self.views), self.retry_failed]).encode()).hexdigest()[:12]
+        # keyed by the store's creation id: markers left beside a deleted store (the claims folder is a
+        # sibling) never apply to one made anew at the same path, whatever inode it gets
+        key = hashlib.sha1(json.dumps([self.store.store_id, sorted(self.views), self.retry_failed]).encode()
+                           ).hexdigest()[:12]
         return self.dir / f"done-{key}"
 
     def _finished_elsewhere(self) -> set[int]:
@@ -156,21 +158,30 @@ class ClaimQueue:
         finished: set[int] = set()
         look = True  # list the markers again after a claim that found nothing to do
         try:
-            for c in self.order():
-                if look:
-                    finished, look = self._finished_elsewhere(), False
-                if c in finished:
-                    continue
-                if not self._claim(c):
-                    look = True
-                    continue
-                held.append(c)
-                self.claimed.append(c)
-                if len(held) == self.plan.per_claim:
-                    yield merge_ranges([self._bounds(x) for x in sorted(held)])
-                    for x in held:
-                        self._release(x, finished=True)
-                    held = []
+            # Walk again as long as the last walk claimed something: a chunk held by another process
+            # when this one passed it may have been given back unfinished since (its owner was
+            # preempted or SIGTERMed). A walk that claims nothing ends it: what is left is finished,
+            # or held by live owners.
+            claimed_this_walk = True
+            while claimed_this_walk:
+                claimed_this_walk = False
+                for c in self.order():
+                    if look:
+                        finished, look = self._finished_elsewhere(), False
+                    if c in finished or c in held:
+                        continue
+                    if not self._claim(c):
+                        look = True
+                        continue
+                    claimed_this_walk = True
+                    held.append(c)
+                    self.claimed.append(c)
+                    if len(held) == self.plan.per_claim:
+                        yield merge_ranges([self._bounds(x) for x in sorted(held)])
+                        for x in held:
+                            self._release(x, finished=True)
+                        finished |= set(held)
+                        held = []
             if held:
                 yield merge_ranges([self._bounds(x) for x in sorted(held)])
                 for x in held:

@@ -71,6 +71,11 @@ def _check_name(kind: str, name: str) -> None:
         raise StoreError(f"invalid {kind} name '{name}': use letters, digits, '_', '-', '.'")
 
 
+def _legacy_store_id(path: Path) -> str:
+    st = os.stat(path / "zarr.json")
+    return f"{os.stat(path).st_ino}-{st.st_mtime_ns}"
+
+
 class FeatureStore:
     """A vssl feature store on local disk. Use :meth:`create` or :meth:`open`."""
 
@@ -81,6 +86,8 @@ class FeatureStore:
         self.backbone = BackboneSpec.from_dict(attrs["backbone"])
         self.classes: list[str] = list(attrs.get("classes", []))
         self.chunk_videos = int(attrs["chunk_videos"])
+        # stores made before the attribute: the directory's inode and metadata time (a remade store differs)
+        self.store_id = str(attrs.get("store_id") or _legacy_store_id(path))
         self.read_only = root.read_only
         # zarr opens an array by reading its metadata from disk: keep the handles.
         columns = [*VIDEO_COLUMNS, *([SIZE_COLUMN] if SIZE_COLUMN in root["videos"].array_keys() else [])]
@@ -114,6 +121,7 @@ class FeatureStore:
             root = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
                 "vssl_format": FORMAT_VERSION, "vssl_version": __version__,
                 "backbone": backbone.to_dict(), "classes": list(classes), "chunk_videos": chunk,
+                "store_id": uuid.uuid4().hex,  # this creation: a store made anew at the same path is another
             })
             n = len(videos)
             table = root.create_group("videos")
