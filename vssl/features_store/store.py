@@ -429,6 +429,11 @@ class FeatureStore:
         })
         for name in views:  # the done flags last
             self.view(name).mark(idx, ok)
+        failed = idx[~ok]
+        if failed.size:  # a video failing while a view is added is failed in every view, not only the new one
+            for name in self.view_names():
+                if name not in views:
+                    self.view(name).mark(failed, np.zeros(failed.size, bool))
 
     def _record_videos(self, idx: np.ndarray, updates: Mapping[str, np.ndarray]) -> None:
         """Second step of :meth:`write_videos`: the video table's columns for ``idx``, status last."""
