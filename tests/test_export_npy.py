@@ -124,3 +124,17 @@ def test_cli_exports_npy(tmp_path, capsys):
     assert done.value.code == 0
     assert "wrote 4 .npy files" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "run" / "deep" / "v3.npy"), clips_of(3))
+
+
+def test_names_never_leave_the_export_directory_and_mixed_paths_are_one_rule():
+    assert npy_names(["../o/v.mp4", "a/b.mp4"]) == ["o/v.npy", "a/b.npy"]      # was ../o/v.npy: outside DIR
+    assert npy_names(["/abs/x.mp4", "a/b.mp4"]) == ["abs/x.npy", "a/b.npy"]    # was a ValueError traceback
+
+
+def test_a_store_made_anew_at_the_same_path_does_not_reuse_the_old_exports_files(tmp_path):
+    import shutil
+
+    export_npy(make_store(tmp_path / "s"), tmp_path / "out", "dense1")
+    shutil.rmtree(tmp_path / "s")
+    with pytest.raises(StoreError, match="holds an export of"):
+        export_npy(make_store(tmp_path / "s"), tmp_path / "out", "dense1")

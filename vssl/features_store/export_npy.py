@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -59,8 +60,11 @@ def npy_names(paths: list[str]) -> list[str]:
     """
     pure = [PurePosixPath(p.replace("\\", "/")) for p in paths]
     if any(p.is_absolute() or ".." in p.parts for p in pure):
-        common = PurePosixPath(os.path.commonpath([str(p.parent) for p in pure]) or ".")
-        pure = [PurePosixPath(os.path.relpath(str(p), str(common))) for p in pure]
+        # every path made absolute under one root (relative ones under "/", ".." resolved), then taken
+        # relative to their common folder: absolute and relative paths mix, and nothing lands above DIR
+        rooted = [posixpath.normpath(str(p) if p.is_absolute() else "/" + str(p)) for p in pure]
+        common = posixpath.commonpath([posixpath.dirname(p) for p in rooted])
+        pure = [PurePosixPath(posixpath.relpath(p, common)) for p in rooted]
     names = [str(p.with_suffix(".npy")) for p in pure]
     first: dict[str, int] = {}
     for i, name in enumerate(names):
@@ -83,8 +87,8 @@ def _check_directory(directory: Path, marker: dict) -> None:
         raise StoreError(f"{directory} is not empty and is not a vssl npy export; choose an empty or new "
                          "directory") from None
     if {k: found.get(k) for k in marker} != marker:
-        raise StoreError(f"{directory} holds an export of {found.get('store')} view '{found.get('view')}'; "
-                         "export this view into another directory")
+        raise StoreError(f"{directory} holds an export of {found.get('store')} view '{found.get('view')}' "
+                         f"(store id {found.get('store_id')}); export this view into another directory")
 
 
 def _kept(path: Path, shape: tuple[int, int]) -> bool:
@@ -111,7 +115,8 @@ def export_npy(store: FeatureStore, directory: str | Path, view: str) -> NpyExpo
     directory = Path(directory)
     paths = store.paths().tolist()
     names = npy_names(paths)
-    marker = {"store": str(Path(store.path).resolve()), "view": view}
+    # the store's creation id: a store made anew at the same path must not keep the old one's files
+    marker = {"store": str(Path(store.path).resolve()), "view": view, "store_id": store.store_id}
     _check_directory(directory, marker)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text(json.dumps({**marker, "backbone": store.backbone.to_dict(), "spec": rows.spec},
