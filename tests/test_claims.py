@@ -276,3 +276,14 @@ def test_a_chunk_given_back_unfinished_by_another_process_is_picked_up(videos, r
     summary, _ = extract_shared(videos, tmp_path / "s", **workers.extract_kwargs())
     assert refused and summary.processed == 9
     assert_same_store(tmp_path / "s", reference_store)
+
+
+def test_a_file_system_without_hard_links_is_one_line(tmp_path, monkeypatch):
+    from vssl.errors import VsslError
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(claims.os, "link", no_links)
+    with pytest.raises(VsslError, match="hard link"):
+        claims.try_claim(tmp_path / "claims" / "0")

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from vssl.errors import VsslError
+
 log = logging.getLogger("vssl.claims")
 
 STALE_ENV = "VSSL_CLAIM_STALE_S"
@@ -156,6 +158,9 @@ def _link_claim(path: Path, record: dict[str, Any]) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError as exc:  # a file system without hard links: say so in one line
+        raise VsslError(f"cannot claim {path}: the file system refused a hard link ({exc.strerror}); "
+                        "claims need a file system with hard links (local, NFS, Lustre)") from None
     finally:
         os.unlink(tmp)
 
