@@ -132,15 +132,13 @@ def export_npy(store: FeatureStore, directory: str | Path, view: str) -> NpyExpo
         if idx.size == 0:
             continue
         counts = rows.counts(idx)
-        features = None  # read only when a file of the chunk is missing
         for j, i in enumerate(idx.tolist()):
             path, k = directory / names[i], int(counts[j])
             if _kept(path, (k, rows.dim)):
                 result.kept += 1
-            else:
-                if features is None:
-                    features = rows.read(idx).features
-                _save(path, np.ascontiguousarray(features[j, :k], dtype=np.float32))
+            else:  # one video at a time: a chunk read whole is padded to its longest film
+                features = rows.read(np.array([i])).features[0, :k]
+                _save(path, np.ascontiguousarray(features, dtype=np.float32))
                 result.written += 1
             table.writerow((paths[i], names[i], k, seconds))
     tmp = directory / f".{INDEX}.partial"
