@@ -1,9 +1,8 @@
-"""Extraction's overlapping parts: decode-ahead thread, one batch in flight, the store writer thread."""
+"""Extraction's overlapping parts: the decode-ahead thread, one batch in flight, the store writer thread."""
 
 from __future__ import annotations
 
 import errno
-import threading
 import time
 
 import numpy as np
@@ -11,41 +10,8 @@ import pytest
 import torch
 
 from vssl.device import cudnn_autotune
-from vssl.extract.prefetch import decode_ahead, stream_ahead
+from vssl.extract.prefetch import stream_ahead
 from vssl.extract.writer import BackgroundWriter
-
-
-class _Recorder:
-    """A dataset that records which items were asked for, and when."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.asked, self.lock = n, [], threading.Lock()
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        with self.lock:
-            self.asked.append(i)
-        return i * 10
-
-
-def test_decode_ahead_keeps_order_and_bounds_how_far_it_runs_ahead():
-    data = _Recorder(7)
-    seen = []
-    for item in decode_ahead(data, depth=2):
-        time.sleep(0.01)  # the consumer is slow: the thread may run ahead, but only by `depth`
-        seen.append(item)
-        assert len(data.asked) <= len(seen) + 2
-    assert seen == [i * 10 for i in range(7)] and sorted(data.asked) == list(range(7))
-
-
-def test_decode_ahead_stops_decoding_when_the_consumer_stops():
-    data = _Recorder(50)
-    items = decode_ahead(data, depth=2)
-    assert next(items) == 0
-    items.close()  # the run failed or was interrupted
-    assert len(data.asked) <= 4
 
 
 def test_stream_ahead_keeps_order_bounds_how_far_it_runs_ahead_and_stops_with_the_consumer():

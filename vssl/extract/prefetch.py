@@ -11,41 +11,21 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
-#: items decoded ahead of the one the backbone is on (bounds memory: each holds its clips)
+#: items decoded ahead of the one the backbone is on (bounds memory: a plan, or a part of at most
+#: ``clips.PART_CLIPS`` clips)
 DECODE_AHEAD = 2
-
-
-def decode_ahead(dataset: Dataset, depth: int = DECODE_AHEAD, pin: bool = False) -> Iterator[Any]:
-    """``dataset[0], dataset[1], ...`` in order, up to ``depth`` items decoded ahead by one thread."""
-    fetch: Callable[[int], Any] = (lambda i: _pinned(dataset[i])) if pin else dataset.__getitem__
-    n = len(dataset)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vssl-decode") as pool:
-        pending: deque[Future] = deque(pool.submit(fetch, i) for i in range(min(depth, n)))
-        next_index = len(pending)
-        try:
-            while pending:
-                item = pending.popleft().result()
-                if next_index < n:
-                    pending.append(pool.submit(fetch, next_index))
-                    next_index += 1
-                yield item
-        finally:  # the consumer stopped early (error, interrupt): drop what is queued
-            for future in pending:
-                future.cancel()
 
 
 def stream_ahead(stream: Iterable[Any], depth: int = DECODE_AHEAD, pin: bool = False) -> Iterator[Any]:
     """The items of ``stream`` in order, up to ``depth`` of them produced ahead by one thread.
 
-    For an iterable dataset (extraction's stream of plans and clip parts): the bounded queue
-    keeps memory at ``depth`` items whatever the videos' lengths.
+    Extraction's stream of plans and clip parts: the bounded queue keeps memory at ``depth``
+    items whatever the videos' lengths.
     """
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -87,12 +67,11 @@ def stream_ahead(stream: Iterable[Any], depth: int = DECODE_AHEAD, pin: bool = F
             thread.join(timeout=0.1)
 
 
-def decoded_items(dataset: Dataset, workers: int, pin: bool, worker_init: Callable[[int], None]) -> Iterable[Any]:
-    """Items of ``dataset`` in order: ``workers`` decoding processes, or the decode-ahead thread for 0
-    (:func:`stream_ahead` for an iterable dataset)."""
+def decoded_items(dataset: IterableDataset, workers: int, pin: bool,
+                  worker_init: Callable[[int], None]) -> Iterable[Any]:
+    """Items of ``dataset`` in order: ``workers`` decoding processes, or the decode-ahead thread for 0."""
     if workers == 0:
-        return stream_ahead(dataset, pin=pin) if isinstance(dataset, IterableDataset) else \
-            decode_ahead(dataset, pin=pin)
+        return stream_ahead(dataset, pin=pin)
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                       pin_memory=pin, worker_init_fn=worker_init, prefetch_factor=2, persistent_workers=False)
 
