@@ -5,8 +5,8 @@ minibatch on the host and uploading it makes every step wait on the host and the
 two keeps its features resident on the GPU for the same reason (``aggregate/data.py``). Here an
 array is uploaded once, in its stored dtype, when it fits in ``RESIDENT_FRACTION`` of the free
 device memory, and a step's gather is one device-side index; arrays that do not fit are gathered
-on the host and uploaded from pinned memory, as before. On the CPU the "upload" is a zero-copy view
-of the array, so the CPU runs the same gathers.
+on the host and uploaded from pinned memory, as before. On the CPU nothing moves: numpy gathers
+float16 rows about twice as fast as torch's indexing (0.10 vs 0.22 ms for 1,024 rows of 768).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def upload(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.float()
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device`` in its own dtype (float16 features stay half the size)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
 class ResidentArrays:
     """The arrays one probe's batches gather from, each resident on a device once it is asked for."""
 
@@ -37,10 +42,10 @@ class ResidentArrays:
     def _resident(self, array: np.ndarray, device: torch.device) -> torch.Tensor | None:
         key = (id(array), device)
         if key not in self._on:  # the array is kept with its copy, so its id cannot be reused meanwhile
-            if device.type != "cuda":
-                copy = torch.from_numpy(np.ascontiguousarray(array))
+            if device.type != "cuda":  # the host already holds it: numpy's gather is the fast one here
+                copy = None
             elif array.nbytes <= RESIDENT_FRACTION * free_memory_bytes(device):
-                copy = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+                copy = to_device(array, device)
             else:
                 copy = None
             self._on[key] = (array, copy)
