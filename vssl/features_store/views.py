@@ -105,6 +105,11 @@ class View(RowGroup):
                         {"features": ((num_clips, dim), str(np.dtype(dtype))),
                          "boxes": ((num_clips, BOX_DIM), "float32")}, attrs, compression)
 
+    def update_record(self, **settings) -> None:
+        """Add ``settings`` to the view's record of how it was extracted (one atomic metadata write)."""
+        self.record = {**self.record, **settings}
+        self.group.attrs["extract"] = self.record
+
     # ------------------------------------------------------------- reading
 
     def read(self, indices, pad_to: int | None = None) -> ViewRows:  # type: ignore[override]
