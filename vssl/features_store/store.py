@@ -447,6 +447,12 @@ class FeatureStore:
                 if name not in views:
                     self.view(name).mark(failed, np.zeros(failed.size, bool))
 
+    def mark_pending(self, start: int, stop: int) -> None:
+        """Make videos ``start``-``stop - 1`` (inside one chunk) pending in the video table, so extraction
+        redoes them in every view: what ``vssl store verify --repair`` does once their table rows were lost."""
+        idx = np.arange(start, stop)
+        self._record_videos(idx, {"status": np.zeros(idx.size, np.int8)})
+
     def _record_videos(self, idx: np.ndarray, updates: Mapping[str, np.ndarray]) -> None:
         """Second step of :meth:`write_videos`: the video table's columns for ``idx``, status last."""
         table = self._table
