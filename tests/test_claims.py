@@ -287,3 +287,24 @@ def test_a_file_system_without_hard_links_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(claims.os, "link", no_links)
     with pytest.raises(VsslError, match="hard link"):
         claims.try_claim(tmp_path / "claims" / "0")
+
+
+def test_a_second_retry_failed_run_retries_what_still_failed(tmp_path):
+    """Finished-chunk markers of an earlier run are only a hint: after one --retry-failed run (the file
+    still broken), fixing the file and retrying again extracts it (before, the marker said the chunk was
+    finished and the run did nothing: "0 done, 0 failed")."""
+    from tests.videos import write_broken, write_video
+
+    root, out = tmp_path / "videos", tmp_path / "s"
+    write_video(root / "a" / "v0.mp4", 20)
+    write_video(root / "a" / "v1.mp4", 24)
+    write_broken(root / "a" / "v2.mp4", "text")
+    kwargs = dict(views="random:2", chunk_videos=2, frames=4, size=32, progress=False)
+    first, _ = extract_shared(root, out, **kwargs)
+    assert (first.done, first.failed) == (2, 1)
+    again, _ = extract_shared(root, out, retry_failed=True, **kwargs)
+    assert (again.done, again.failed) == (0, 1)  # still broken
+    write_video(root / "a" / "v2.mp4", 18)  # fixed
+    fixed, _ = extract_shared(root, out, retry_failed=True, **kwargs)
+    assert (fixed.done, fixed.failed) == (1, 0)
+    assert (FeatureStore.open(out).video_status() == 1).all()

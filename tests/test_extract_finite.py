@@ -9,6 +9,8 @@ import torch
 import zarr
 
 from tests.test_extract import Recorder
+from vssl.cli import main as cli_main
+from vssl.device import resolve_precision
 from tests.videos import write_video
 from vssl.errors import StoreError
 from vssl.extract.finite import unusable_reason, unusable_rows
@@ -72,16 +74,68 @@ def test_reasons_name_fp16_overflow():
         "NaN/inf features in clip 4 of view 'v' under fp16 (fp16 overflows where bf16 and fp32 do not")
 
 
-def test_resuming_with_another_precision_is_refused_old_stores_resume(tmp_path, videos):
+def forget_precisions(store, view: str, view_record: str | None) -> None:
+    """Make ``store`` look as an older vssl left it: no precision in the backbone record, and the view's
+    record holding ``view_record`` as its precision (the flag as given; None: no such key)."""
+    root = zarr.open_group(str(store), mode="r+")
+    backbone = dict(root.attrs["backbone"])
+    del backbone["precision"]
+    root.attrs["backbone"] = backbone
+    group = root[f"views/{view}"]
+    record = {k: v for k, v in group.attrs["extract"].items() if k != "precision"}
+    group.attrs["extract"] = record if view_record is None else {**record, "precision": view_record}
+
+
+def test_resuming_with_another_precision_is_refused_old_stores_resume_in_theirs(tmp_path, videos):
     run(videos, tmp_path / "s", Recorder(), chunk_videos=2, shard="0/2")
     assert FeatureStore.open(tmp_path / "s").backbone.precision == "fp32"
     with pytest.raises(StoreError, match=r"precision: store has 'fp32', got 'bf16'\); resume with the same .*"
                                          r"--precision"):
         run(videos, tmp_path / "s", Recorder(), chunk_videos=2, precision="bf16")
-    root = zarr.open_group(str(tmp_path / "s"), mode="r+")
-    record = dict(root.attrs["backbone"])
-    del record["precision"]  # as the previous version wrote it
-    root.attrs["backbone"] = record
-    resumed = run(videos, tmp_path / "s", Recorder(), chunk_videos=2, precision="bf16")
+    # before auto existed a view recorded the flag as given, an explicit one: what its rows were computed in
+    forget_precisions(tmp_path / "s", "uniform2x1", view_record="fp32")
+    with pytest.raises(StoreError, match=r"view 'uniform2x1' was extracted in fp32, this run computes bf16; .*"
+                                         r"resume with --precision fp32"):
+        run(videos, tmp_path / "s", Recorder(), chunk_videos=2, precision="bf16")
+    resumed = run(videos, tmp_path / "s", Recorder(), chunk_videos=2, precision="fp32")
     assert (resumed.done, resumed.skipped_done) == (1, 2)
-    assert FeatureStore.open(tmp_path / "s").backbone.precision == ""
+    assert FeatureStore.open(tmp_path / "s").backbone.precision == ""  # old stores still open and read
+    assert FeatureStore.open(tmp_path / "s").usable("uniform2x1").all()
+
+
+def test_a_view_records_the_precision_it_was_computed_in_and_never_mixes_two(tmp_path, videos, capsys):
+    """The view records the precision ``auto`` resolved to; a view of an older store that records none
+    resumes under an explicit --precision only (before, ``auto`` added bf16 rows to fp32 ones where the
+    CPU or GPU has bf16); another precision than the recorded one is one line naming the flag, exit 2."""
+    out = tmp_path / "s"
+    args = ["extract", str(videos), "--out", str(out), "--views", "uniform:2x1", "--chunk-videos", "2",
+            "--frames", "4", "--size", "32", "--device", "cpu", "--quiet"]
+
+    def cli(*more: str) -> int:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as ended:
+            cli_main([*args, *more])
+        return ended.value.code
+
+    def redo_video_2() -> None:
+        FeatureStore.open(out, "r+").view("uniform2x1").mark(np.array([2]), np.array([False]))
+
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert cli() == 0  # --precision auto
+    assert FeatureStore.open(out).view("uniform2x1").record["precision"] == auto  # resolved, never "auto"
+    forget_precisions(out, "uniform2x1", view_record="auto")  # a view an older vssl's store got under auto
+    redo_video_2()
+    assert cli() == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "view 'uniform2x1' records no precision" in line
+    assert "--precision fp32" in line
+    assert not FeatureStore.open(out).view("uniform2x1").done()[2]  # nothing was written
+    assert cli("--precision", "fp32") == 0  # the user says what it was extracted in: resumed, and recorded
+    st = FeatureStore.open(out)
+    assert st.view("uniform2x1").done().all() and st.view_precision("uniform2x1") == "fp32"
+    redo_video_2()
+    assert cli("--precision", "bf16") == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "view 'uniform2x1' was extracted in fp32, this run computes bf16" in line
+    assert "resume with --precision fp32" in line
+    assert cli() == (0 if auto == "fp32" else 2)  # auto: only where it resolves to the recorded fp32

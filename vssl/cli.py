@@ -83,18 +83,28 @@ def _human_bytes(n: float) -> str:
 
 @store_app.command("verify")
 def store_verify(store: Path = typer.Argument(..., help="feature store directory"),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check shapes, NaN/inf in done rows and status consistency, count pending videos; exit 1 when broken
-    or incomplete."""
-    from vssl.features_store import FeatureStore, verify_store
-    from vssl.features_store.verify import incomplete_line, pending_videos
+                 as_json: bool = typer.Option(False, "--json"),
+                 repair: bool = typer.Option(False, "--repair", help="make the videos of unreadable chunks pending "
+                                             "(damaged files go to STORE.unreadable/) for the same extract to redo"
+                                             )) -> None:
+    """Check shapes, readable chunks, NaN/inf in done rows and status consistency, count pending videos; exit 1
+    when broken or incomplete."""
+    from vssl.features_store import FeatureStore
+    from vssl.features_store.repair import repair_store
+    from vssl.features_store.verify import check_store, incomplete_line
 
-    opened = FeatureStore.open(store)
-    problems = verify_store(opened)
-    pending = pending_videos(opened)
+    opened = FeatureStore.open(store, "r+" if repair else "r")
+    found = check_store(opened)
+    repaired = repair_store(opened, found.lost) if repair and found.lost else []
+    if repaired:
+        found = check_store(FeatureStore.open(store))
+    problems, pending = found.lines(), found.pending
     if as_json:
-        _print_json({"ok": not problems and not pending, "problems": problems, "pending": pending})
+        _print_json({"ok": not problems and not pending, "problems": problems, "pending": pending,
+                     **({"repaired": repaired} if repair else {})})
     else:
+        for line in repaired:
+            out.print(f"[green]repaired[/green] {line}", highlight=False, soft_wrap=True)
         for p in problems:
             out.print(f"[red]✗[/red] {p}")
         if pending:

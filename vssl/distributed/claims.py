@@ -80,8 +80,9 @@ def read_claim(path: str | Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _fs_now(directory: Path) -> float:
-    """The file system's current time, as the mtime of a file touched now (node clocks drift)."""
+def fs_now(directory: Path) -> float:
+    """The file system's current time, as the mtime of a file touched now in ``directory`` (node clocks
+    drift; the times of files other nodes wrote there are compared with this one)."""
     clock = directory / f".clock-{socket.gethostname()}-{os.getpid()}"
     try:
         clock.touch()
@@ -109,7 +110,7 @@ def owner_alive(record: dict[str, Any] | None, path: Path, stale_s: float | None
             pass  # another user's live process
         start = record.get("start", "")
         return not (start and _process_start(pid) and _process_start(pid) != start)  # reused pid: dead
-    return _fs_now(path.parent) - mtime < stale_s
+    return fs_now(path.parent) - mtime < stale_s
 
 
 def try_claim(path: str | Path, stale_s: float | None = None, what: str = "") -> bool:

@@ -102,7 +102,8 @@ class ExtractConfig(Settings):
         return pairs
 
     def record(self) -> dict[str, Any]:
-        """What a view records about the run that extracted it (settings that shape its features)."""
+        """What a view records about the run that extracted it (settings that shape its features; extraction
+        records ``precision`` as resolved, the one the rows were computed in, never ``auto``)."""
         keep = ("backbone", "checkpoint", "views", "frames", "stride", "size", "decoder", "precision", "seed",
                 "dtype", "fps", "mean", "std", "recipe")
         return {k: v for k, v in self.to_dict().items() if k in keep}

@@ -177,15 +177,24 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
 
 
 def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str,
-                  record: dict[str, Any] | None = None) -> None:
-    """Create each view (or check the existing one has the same sampler spec and recipe).
+                  record: dict[str, Any] | None = None, requested_precision: str = "auto") -> None:
+    """Create each view (or check the existing one has the same sampler spec, recipe and precision).
 
     A kind with a variable clip count gets the ragged row layout; ``record`` (the extraction
-    settings) is kept in the view's attributes when it is created.
+    settings, its ``precision`` the one ``requested_precision`` resolved to) is kept in the view's
+    attributes when it is created. An existing view that records no precision is resumed only
+    under an explicit ``--precision``, which it then records.
     """
+    unrecorded = []
     for name in views:
         if record is not None and name in store.view_names():
             check_recipe(name, store.view(name).record, record)
+            stored = store.view_precision(name)
+            check_precision(name, stored, requested_precision, record["precision"])
+            if not stored:
+                unrecorded.append(name)
+    for name in unrecorded:  # the explicit flag vouches for the rows extracted before
+        store.view(name).update_record(precision=record["precision"])
     for name, spec in views.items():
         args = (name, spec.num_clips if spec.fixed_count else None, spec.to_dict(), dtype)
         try:
@@ -207,6 +216,24 @@ def check_recipe(view: str, stored: dict[str, Any] | None, record: dict[str, Any
     if diff:
         raise StoreError(f"view '{view}' was extracted with other recipe settings: {'; '.join(diff)}; resume with "
                          "the same --recipe and settings, or name the new view differently (NAME=SPEC)")
+
+
+def check_precision(view: str, stored: str, requested: str, computed: str) -> None:
+    """Refuse to add rows computed in another precision than the view's (bf16 rows differ from fp32
+    ones far beyond rounding), and to resume a view that records none under ``auto``.
+
+    ``stored``: the view's precision, "" when unrecorded (:meth:`FeatureStore.view_precision`);
+    ``requested``: the flag as given; ``computed``: what it resolved to on this device.
+    """
+    now = f"{computed} (--precision auto on this device)" if requested == "auto" else computed
+    if stored and stored != computed:
+        raise StoreError(f"view '{view}' was extracted in {stored}, this run computes {now}; one view never "
+                         f"mixes precisions: resume with --precision {stored}, or name the new view differently "
+                         "(NAME=SPEC)")
+    if not stored and requested == "auto":
+        raise StoreError(f"view '{view}' records no precision (an older vssl extracted it, by default in fp32) "
+                         f"and --precision auto computes {computed} here; resume with the precision it was "
+                         "extracted in, e.g. --precision fp32 (then recorded)")
 
 
 # ---------------------------------------------------------------- workers
@@ -459,7 +486,8 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     norm = (cfg.mean or model.spec.mean, cfg.std or model.spec.std)  # --mean/--std beat the backbone's
     store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint, norm, precision), inputs,
                                  cfg.chunk_videos)
-    prepare_views(store, specs, cfg.dtype, record=cfg.record())
+    prepare_views(store, specs, cfg.dtype, record={**cfg.record(), "precision": precision},
+                  requested_precision=cfg.precision)
     return _Run(cfg, inputs, model, device, precision, specs, store, norm)
 
 

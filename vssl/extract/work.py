@@ -4,7 +4,10 @@ A process (a ``--shard`` task, a torchrun rank, a plain ``vssl extract``) claims
 videos by creating ``OUT.claims/<chunk>`` (:mod:`vssl.distributed.claims`: owner host, pid,
 job; a dead owner's claim is taken over), re-reads that chunk's status, extracts what is left of
 it and releases the claim once the chunk is written, leaving a marker (``OUT.claims/done-*/<chunk>``)
-so that the others skip it with one directory listing instead of a claim and a status read. So two processes never write one chunk, a
+so that the others skip it with one directory listing instead of a claim and a status read. A marker
+is this run's only when it is newer than the status read the plan was made from: an older one was
+seen by that read, which still found work in its chunk (a second ``--retry-failed`` run, videos made
+pending by ``vssl store verify --repair``), so the store decides. So two processes never write one chunk, a
 chunk is never left without an owner while a process runs, a killed process's chunks go to
 whoever comes next, and stragglers are absorbed: a process that finishes its share goes on with
 the chunks nobody has claimed yet, from the far end of the others' shares.
@@ -46,9 +49,13 @@ class WorkPlan:
     Small and picklable: rank 0 makes it and broadcasts it under torchrun.
     """
 
-    def __init__(self, shares: list[list[int]], finished_done: int, finished_failed: int, per_claim: int) -> None:
+    def __init__(self, shares: list[list[int]], finished_done: int, finished_failed: int, per_claim: int,
+                 planned_at: float = float("inf")) -> None:
         self.shares, self.per_claim = shares, per_claim
         self.finished_done, self.finished_failed = finished_done, finished_failed
+        #: the file system's time just before the status read the shares come from: finished-chunk
+        #: markers older than it were seen by that read (inf: no marker is this run's)
+        self.planned_at = planned_at
 
 
 def store_weights(store: FeatureStore, paths: Sequence[str] | None = None) -> np.ndarray:
@@ -71,6 +78,7 @@ def work_left(store: FeatureStore, views: Sequence[str], retry_failed: bool, row
 def plan_chunks(store: FeatureStore, parts: int, views: Sequence[str], retry_failed: bool = False,
                 paths: Sequence[str] | None = None) -> WorkPlan:
     """Chunks with work left split in ``parts`` shares balanced by recorded video size; one status read."""
+    planned_at = _claims_clock(store)  # before the read: a marker newer than this was not seen by it
     todo = work_left(store, views, retry_failed)
     status = store.video_status()
     weights = np.where(todo, store_weights(store, paths), 0.0)
@@ -85,7 +93,14 @@ def plan_chunks(store: FeatureStore, parts: int, views: Sequence[str], retry_fai
     # claims of a few chunks each: a process asks for work ~8 times per share, at most 8 chunks at once
     per_claim = int(np.clip(len(open_chunks) // max(1, parts * 8), 1, 8))
     return WorkPlan(shares, int((finished & (status == STATUS_DONE)).sum()),
-                    int((finished & (status == STATUS_FAILED)).sum()), per_claim)
+                    int((finished & (status == STATUS_FAILED)).sum()), per_claim, planned_at)
+
+
+def _claims_clock(store: FeatureStore) -> float:
+    """The file system's time in the claims folder of ``store`` (where the markers are stamped)."""
+    directory = claims_dir(store.path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return claims.fs_now(directory)
 
 
 class ClaimQueue:
@@ -98,6 +113,8 @@ class ClaimQueue:
         self.dir = claims_dir(store.path)
         self.heartbeat = claims.Heartbeat(stale_s)
         self.claimed: list[int] = []  # every chunk this process claimed (and found work in), in order
+        self._planned = {c for share in plan.shares for c in share}
+        self._this_run: set[int] = set()  # chunks whose markers are newer than the plan (they stay so)
 
     def order(self) -> list[int]:
         """Own share forward, then every other share from its far end (where its owner gets last)."""
@@ -148,14 +165,28 @@ class ClaimQueue:
         return self.dir / f"done-{key}"
 
     def _finished_elsewhere(self) -> set[int]:
+        """Chunks of the plan that a marker says were finished by this run: the marker is newer than the
+        plan's status read. An older marker was seen by that read, which found work in its chunk anyway
+        (the store is the truth): the chunk is claimed, and its status read again, as if unmarked."""
         try:
-            return {int(n) for n in os.listdir(self._done_dir()) if n.isdigit()}
+            names = os.listdir(self._done_dir())
         except OSError:
-            return set()
+            return set(self._this_run)
+        for c in (int(n) for n in names if n.isdigit()):
+            if c in self._planned and c not in self._this_run and self._marked_since_plan(c):
+                self._this_run.add(c)
+        return set(self._this_run)
+
+    def _marked_since_plan(self, c: int) -> bool:
+        try:
+            return os.stat(self._done_dir() / str(c)).st_mtime > self.plan.planned_at
+        except OSError:
+            return False
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         held: list[int] = []
         finished: set[int] = set()
+        mine: set[int] = set()  # written by this process (its marker is only a hint to the others)
         look = True  # list the markers again after a claim that found nothing to do
         try:
             # Walk again as long as the last walk claimed something: a chunk held by another process
@@ -168,7 +199,7 @@ class ClaimQueue:
                 for c in self.order():
                     if look:
                         finished, look = self._finished_elsewhere(), False
-                    if c in finished or c in held:
+                    if c in finished or c in mine or c in held:
                         continue
                     if not self._claim(c):
                         look = True
@@ -180,7 +211,7 @@ class ClaimQueue:
                         yield merge_ranges([self._bounds(x) for x in sorted(held)])
                         for x in held:
                             self._release(x, finished=True)
-                        finished |= set(held)
+                        mine |= set(held)
                         held = []
             if held:
                 yield merge_ranges([self._bounds(x) for x in sorted(held)])

@@ -64,7 +64,8 @@ def store_summary(store) -> dict:
         if gpath.startswith("views/"):
             view = store.view(gpath.split("/", 1)[1])
             entry.update(num_clips=view.num_clips, dim=view.dim, dtype=str(view.dtype), spec=view.spec,
-                         layout=view.layout, clips=int(view.counts()[done].sum()))
+                         layout=view.layout, clips=int(view.counts()[done].sum()),
+                         precision=store.view_precision(view.name))  # "": not recorded (an older store)
             if view.layout == "ragged":  # rows are stored exactly, uncompressed
                 entry["compression_ratio"] = 1.0
         summary["groups"][gpath] = entry

@@ -176,7 +176,33 @@ def sync_file(path: str | Path) -> None:
 
 def sync_chunk(root: Path, array: zarr.Array, c: int) -> None:
     """fsync the file of chunk ``c`` (along N) of ``array`` in the store at ``root``."""
-    sync_file(root / array.path / array.metadata.encode_chunk_key((c,) + (0,) * (array.ndim - 1)))
+    sync_file(root / chunk_path(array, c))
+
+
+def chunk_path(array: zarr.Array, c: int) -> Path:
+    """The file of chunk ``c`` (along N) of ``array``, relative to the store's root."""
+    return Path(array.path) / array.metadata.encode_chunk_key((c,) + (0,) * (array.ndim - 1))
+
+
+def chunk_file_problem(root: Path, array: zarr.Array, c: int) -> str | None:
+    """Why the file of chunk ``c`` of ``array`` cannot hold its rows, from a ``stat`` alone: "missing", or
+    a raw (uncompressed) chunk of another size than its rows take (truncated by a full disk or a copy cut
+    short); None otherwise (a compressed chunk tells only when decoded)."""
+    try:
+        size = os.stat(root / chunk_path(array, c)).st_size
+    except FileNotFoundError:
+        return "missing"
+    if ChunkMemmapReader.supports(array):
+        expected = int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
+        if size != expected:
+            return f"{'truncated: ' if size < expected else ''}{size} bytes, {expected} expected"
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as a short clause of a one-line message: its type and first 120 characters."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
 
 
 def chunk_bounds(indices: np.ndarray, chunk_videos: int, num_videos: int) -> tuple[int, int]:

@@ -14,6 +14,8 @@ STATUS_PENDING = 0
 STATUS_DONE = 1
 STATUS_FAILED = 2
 BOX_FIELDS = ("t0", "y0", "x0", "t1", "y1", "x1", "flip")
+#: the precisions features are computed in (vssl.device resolves ``auto`` to one of them)
+PRECISIONS = ("fp32", "bf16", "fp16")
 BOX_DIM = len(BOX_FIELDS)
 
 # Chunks along N hold whole videos. ~4 MiB of float16 features for K=16 clips gives

@@ -26,7 +26,8 @@ from vssl import __version__
 from vssl.errors import StoreError
 
 from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent, sync_chunk
-from .schema import FORMAT_VERSION, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry, default_chunk_videos
+from .schema import (FORMAT_VERSION, PRECISIONS, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry,
+                     default_chunk_videos)
 from .views import View, open_view
 
 VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
@@ -332,6 +333,17 @@ class FeatureStore:
             self._views[name] = open_view(name, self.root[f"views/{name}"], self.path, self.chunk_videos)
         return self._views[name]
 
+    def view_precision(self, name: str) -> str:
+        """The precision the rows of view ``name`` were computed in; "" when no record says.
+
+        Its record's (a view made by this vssl records the resolved one; before ``auto`` existed a
+        record held the flag as given, always a concrete one), else the store's (recorded since
+        one store holds one precision). Neither: a view of a store made before precisions were
+        recorded, extracted then under the flag's default (fp32), or since under ``auto``.
+        """
+        recorded = self.view(name).record.get("precision")
+        return recorded if recorded in PRECISIONS else self.backbone.precision
+
     def create_rows(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
                     attrs: Mapping | None = None, compression: str = "none") -> RowGroup:
         """Create a per-video row group such as ``aggregates/<run>/<view>`` (parents made as needed)."""
@@ -434,6 +446,12 @@ class FeatureStore:
             for name in self.view_names():
                 if name not in views:
                     self.view(name).mark(failed, np.zeros(failed.size, bool))
+
+    def mark_pending(self, start: int, stop: int) -> None:
+        """Make videos ``start``-``stop - 1`` (inside one chunk) pending in the video table, so extraction
+        redoes them in every view: what ``vssl store verify --repair`` does once their table rows were lost."""
+        idx = np.arange(start, stop)
+        self._record_videos(idx, {"status": np.zeros(idx.size, np.int8)})
 
     def _record_videos(self, idx: np.ndarray, updates: Mapping[str, np.ndarray]) -> None:
         """Second step of :meth:`write_videos`: the video table's columns for ``idx``, status last."""

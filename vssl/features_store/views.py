@@ -34,7 +34,8 @@ import zarr
 
 from vssl.errors import StoreError
 
-from .rows import ChunkMemmapReader, RowGroup, chunk_bounds, compressors_for, persistent, sync_chunk, sync_file
+from .rows import (ChunkMemmapReader, RowGroup, chunk_bounds, chunk_file_problem, chunk_path, compressors_for,
+                   describe_error, persistent, sync_chunk, sync_file)
 from .schema import BOX_DIM
 
 LAYOUTS = ("fixed", "ragged")
@@ -104,6 +105,11 @@ class View(RowGroup):
         RowGroup.create(parent, name, num_videos, chunk_videos,
                         {"features": ((num_clips, dim), str(np.dtype(dtype))),
                          "boxes": ((num_clips, BOX_DIM), "float32")}, attrs, compression)
+
+    def update_record(self, **settings) -> None:
+        """Add ``settings`` to the view's record of how it was extracted (one atomic metadata write)."""
+        self.record = {**self.record, **settings}
+        self.group.attrs["extract"] = self.record
 
     # ------------------------------------------------------------- reading
 
@@ -335,6 +341,32 @@ class RaggedView(View):
             return chunks.create_group(str(c))
 
     # ------------------------------------------------------------- checking
+
+    def chunk_folder(self, c: int) -> Path:
+        """The folder of chunk ``c`` (its pointer and generations), relative to the store's root."""
+        return Path(self.group.path) / "chunks" / str(c)
+
+    def unreadable_file(self, c: int) -> tuple[Path, str] | None:
+        """The first file of chunk ``c`` that cannot be read back (its pointer, its rows' metadata, a rows
+        file of another size than the pointer's generation holds), relative to the store, and why."""
+        folder = self.chunk_folder(c)
+        try:
+            gen = self._pointer(c)["data"]
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged pointer raises, it is unreadable
+            return folder / "zarr.json", describe_error(exc)
+        if gen is None:
+            return None
+        for name in ("features", "boxes"):
+            try:
+                arr = self._rows_array(c, str(gen), name)
+            except KeyError:
+                return folder / str(gen) / name, "missing"
+            except Exception as exc:  # noqa: BLE001
+                return folder / str(gen) / name / "zarr.json", describe_error(exc)
+            problem = chunk_file_problem(self.root, arr, 0)
+            if problem:
+                return chunk_path(arr, 0), problem
+        return None
 
     def check_chunk(self, start: int, stop: int, done_rows: np.ndarray) -> list[str]:
         """Done videos of one chunk have clips, and the chunk's rows are on disk in the stated number."""
