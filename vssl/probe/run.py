@@ -205,7 +205,8 @@ def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult
     common = {"low_shot": req.low_shot, "seed": req.seed, "seeds": list(seeds_of(req))}
     interval = "wilson" if isinstance(row.config, KnnConfig) else "bootstrap"
     result = make_result(row.probe.name, source.name, scores, data.test.labels, data.classes, n_train,
-                         {**params, **source.params, **common}, source.transductive, interval, row.variant)
+                         {**params, **source.params, **common}, source.transductive, interval, row.variant,
+                         seeded=not fixed)
     log.info("%s (%s): %s", result.name, result.features, result.headline())
     return result
 
