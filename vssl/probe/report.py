@@ -224,7 +224,7 @@ def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Pat
 
     cm = np.asarray(result.confusion, dtype=np.float64)
     seeds = len(cm) if cm.ndim == 3 else 1
-    cm = cm.sum(axis=0) if cm.ndim == 3 else cm         # each seed's matrix: row-normalized, the seeds' mean
+    cm = cm.sum(axis=0) if cm.ndim == 3 else cm         # every seed has the same support: the seeds' mean rates
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     c = len(classes)
     size = min(4 + 0.18 * c, 30)
