@@ -375,9 +375,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        err.print("interrupted; finished work is kept: re-run the same command to resume "
-                  "(`vssl aggregate` training: add --resume)")
-        raise SystemExit(130) from None
+        _interrupted(args)
+    except SystemExit as exc:
+        if exc.code == 130 and _from_interrupt(exc):  # typer ends a Ctrl-C in a silent exit 130
+            _interrupted(args)
+        raise
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             _unexpected(exc, args)
@@ -387,6 +389,29 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001 - the last guard: a line and a log, never a traceback
         _unexpected(exc, args)
+
+
+def _from_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling a KeyboardInterrupt (typer's ``Exit(130)`` chain)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _interrupted(args: list[str]) -> None:
+    """The Ctrl-C line: what was interrupted and how to go on; exit code 130 (128 + SIGINT)."""
+    words = [a for a in args[:2] if not a.startswith("-")]
+    command = " ".join(words if words[:1] == ["store"] else words[:1])
+    again = ("re-run the same command with --resume to continue training"
+             if command == "aggregate" and "--export" not in args else "re-run the same command to resume")
+    err.print(f"interrupted: `vssl {command}` stopped (Ctrl-C); finished work is kept: {again}",
+              highlight=False, soft_wrap=True)
+    raise SystemExit(130) from None
 
 
 def _unexpected(exc: BaseException, args: list[str]) -> None:
