@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import REPO, run_vssl
 from tests.videos import write_video
+from vssl.cli import main
 from vssl.features_store import STATUS_DONE, FeatureStore, verify_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,3 +64,84 @@ def test_ctrl_c_while_starting_is_one_line_too(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and len(err.strip().splitlines()) == 1 and err.startswith("interrupted:"), err
+
+
+# ---------------------------------------------------------------- unexpected errors name their file
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    """The CLI in this process (so a failure can be injected); exit code and stderr."""
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return done.value.code or 0, capsys.readouterr().err
+
+
+@pytest.fixture
+def videos(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSSL_LOG_DIR", str(tmp_path / "logs"))
+    for i in range(3):
+        write_video(tmp_path / "v" / "a" / f"{i}.mp4", 10)
+    return tmp_path / "v"
+
+
+def extract_args(videos, out) -> list[str]:
+    return ["extract", str(videos), "--out", str(out), "--quiet", "--views", "uniform:2x1", "--chunk-videos", "2",
+            "--frames", "4", "--size", "32"]
+
+
+def test_an_unexpected_error_decoding_a_video_names_the_video(videos, tmp_path, capsys, monkeypatch):
+    import vssl.extract.clips as clips
+
+    real = clips.sample_clips
+
+    def broken_for_one(spec, num_frames, height, width, video_key, *args):
+        if video_key == "a/1.mp4":
+            raise RuntimeError("injected sampler bug")
+        return real(spec, num_frames, height, width, video_key, *args)
+
+    monkeypatch.setattr(clips, "sample_clips", broken_for_one)
+    code, err = run(extract_args(videos, tmp_path / "s"), capsys)
+    assert code == 0  # the video fails alone
+    (line,) = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert "RuntimeError: injected sampler bug" in line and str(videos / "a" / "1.mp4") in line
+
+
+def test_an_unexpected_error_embedding_names_the_videos_of_the_batch(videos, tmp_path, capsys, monkeypatch):
+    from vssl.extract.backbones.tiny import TinyVideoNet
+
+    def broken(self, clips):
+        raise RuntimeError("injected backbone bug")
+
+    monkeypatch.setattr(TinyVideoNet, "forward_features", broken)
+    code, err = run([*extract_args(videos, tmp_path / "s"), "--batch-size", "4"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "unexpected RuntimeError in `vssl extract`: injected backbone bug" in err
+    assert f"while processing clips of {videos / 'a' / '0.mp4'}, {videos / 'a' / '1.mp4'}" in err
+
+
+def test_an_unexpected_error_loading_a_checkpoint_names_the_checkpoint(videos, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from vssl.extract.backbones.tiny import TinyVideoNet
+
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(TinyVideoNet().state_dict(), checkpoint)
+
+    def broken(self, state_dict, strict=True, assign=False):
+        raise RuntimeError("injected loading bug")
+
+    monkeypatch.setattr(TinyVideoNet, "load_state_dict", broken)
+    code, err = run([*extract_args(videos, tmp_path / "s"), "--checkpoint", str(checkpoint)], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "injected loading bug" in err and f"while processing checkpoint {checkpoint}" in err
+
+
+def test_an_unexpected_error_reading_a_store_names_the_chunk_file(videos, tmp_path, capsys):
+    assert run(extract_args(videos, tmp_path / "s"), capsys)[0] == 0
+    features = tmp_path / "s" / "views" / "uniform2x1" / "features"
+    chunk = sorted(p for p in features.rglob("*") if p.is_file() and p.name != "zarr.json")[0]
+    chunk.write_bytes(chunk.read_bytes()[:100])  # truncated (a disk fault, a bad copy)
+    code, err = run(["store", "export", str(tmp_path / "s"), str(tmp_path / "npy"), "--format", "npy",
+                     "--view", "uniform2x1"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "unexpected ValueError" in err
+    assert f"while processing store chunk {chunk}" in err

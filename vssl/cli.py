@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vssl.aggregate.config import ScaleConfig
-from vssl.errors import VsslError
+from vssl.errors import VsslError, file_note, with_file
 from vssl.extract.config import ExtractConfig
 from vssl.probe.config import probe_options
 from vssl.settings import settings_options
@@ -383,9 +383,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             _unexpected(exc, args)
-        where = f" ({exc.filename})" if exc.filename else ""
-        err.print(f"[red]error:[/red] {exc.strerror or exc}{where}; finished work is kept: fix it (free space, "
-                  "permissions) and re-run the same command to resume", highlight=False, soft_wrap=True)
+        where = exc.filename or file_note(exc)  # the file, or the one being processed
+        err.print(f"[red]error:[/red] {exc.strerror or exc}{f' ({where})' if where else ''}; finished work is kept: "
+                  "fix it (free space, permissions) and re-run the same command to resume", highlight=False,
+                  soft_wrap=True)
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001 - the last guard: a line and a log, never a traceback
         _unexpected(exc, args)
@@ -425,7 +426,7 @@ def _unexpected(exc: BaseException, args: list[str]) -> None:
         pointer = f"traceback in {log}"
     except OSError:
         pointer = "the traceback could not be written to a log (set VSSL_LOG_DIR)"
-    message = " ".join(str(exc).split()) or "(no message)"
+    message = with_file(" ".join(str(exc).split()) or "(no message)", exc)
     err.print(f"[red]error:[/red] unexpected {type(exc).__name__} in `vssl {args[0] if args else ''}`: {message}; "
               f"{pointer}; finished work is kept, so re-running resumes", highlight=False, soft_wrap=True)
     raise SystemExit(1) from None
