@@ -130,8 +130,10 @@ def store_export(store: Path = typer.Argument(..., help="feature store directory
     if view is None:
         raise VsslError("--format npy exports one view: add --view NAME (`vssl store info` lists them)")
     done = export_npy(FeatureStore.open(store), output, view)
-    err.print(f"wrote {done.written} .npy files to {output} ({done.kept} already there, {done.skipped} videos not "
-              f"done or failed left out) · index {output / 'index.csv'}", highlight=False, soft_wrap=True)
+    removed = f", their {done.removed} earlier files removed" if done.removed else ""
+    err.print(f"wrote {done.written} .npy files to {output} ({done.kept} already there and up to date, "
+              f"{done.skipped} videos not done or failed left out{removed}) · index {output / 'index.csv'}",
+              highlight=False, soft_wrap=True)
 
 
 @store_app.command("import")
@@ -356,8 +358,9 @@ def demo(
         out.print(f"{name:>17}: {path}", highlight=False)
 
 
-#: errno values a user fixes on their side (disk full, read-only or forbidden paths): exit code 2
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+#: errno values a user fixes on their side (disk full, read-only or forbidden paths, a file size limit:
+#: ``ulimit -f``, FAT32's 4 GiB): exit code 2
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
