@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vssl.aggregate import ScaleConfig, export, train
 from vssl.demo.dataset import generate_dataset
@@ -122,7 +123,9 @@ def difference(rows_a: list[dict], rows_b: list[dict], a: str, b: str) -> dict:
     hits_b = np.array([r["hits"] for r in rows_b], bool)
     d = paired_difference(hits_a, hits_b, a, b)
     top_a, top_b = hits_a.mean(axis=1) * 100, hits_b.mean(axis=1) * 100
+    per_seed = (top_a - top_b) if len(top_a) == len(top_b) else np.array([d.diff])
     return {"a": a, "b": b, "seeds": len(hits_a), "n_test": hits_a.shape[1],
+            "diff_per_seed": per_seed.round(2).tolist(),
             "top1_a": float(top_a.mean()), "std_a": float(top_a.std(ddof=1)) if len(top_a) > 1 else 0.0,
             "top1_b": float(top_b.mean()), "std_b": float(top_b.std(ddof=1)) if len(top_b) > 1 else 0.0,
             "diff": d.diff, "low": d.low, "high": d.high, "method": d.method, "resolved": d.resolved,
@@ -130,11 +133,9 @@ def difference(rows_a: list[dict], rows_b: list[dict], a: str, b: str) -> dict:
 
 
 def run_rows(args, store: Path, seed: int, **settings) -> dict:
-    """The SCALE rows of one run; a baseline run's report also holds the Transformer (the
-    standardisation item reads both set probes from it)."""
+    """The SCALE rows (``--rows``) of one run."""
     run = scale_run(args, store, seed, **settings)
-    baseline = all(settings.get(k, v) == v for k, v in BASELINE.items())
-    return scale_rows(args, store, run, f"{run.name}_rows", seed, transformer=baseline)
+    return scale_rows(args, store, run, f"{run.name}_{'_'.join(args.rows)}", seed)
 
 
 def compare_runs(args, store: Path, option: str, values: tuple[str, str]) -> list[dict]:
@@ -143,7 +144,7 @@ def compare_runs(args, store: Path, option: str, values: tuple[str, str]) -> lis
     for seed in range(args.seeds):
         for v in values:
             per[v].append(run_rows(args, store, seed, **{option: v}))
-    rows = sorted(row for row in per[values[1]][0] if row in per[values[0]][0])
+    rows = sorted(row for row in per[values[1]][0] if row in per[values[0]][0] and row.endswith("/scale"))
     return [{"row": row, **difference([r[row] for r in per[values[1]]], [r[row] for r in per[values[0]]],
                                       f"{option}={values[1]}", f"{option}={values[0]}")} for row in rows]
 
@@ -169,12 +170,11 @@ def knn_rule(args, store: Path) -> list[dict]:
 
 
 def standardize(args, store: Path) -> list[dict]:
-    """Transformer and SCALE_ft with vs without head-input standardisation, on each baseline run
-    (with it: the baseline runs' own reports)."""
-    per = {True: [run_rows(args, store, seed) for seed in range(args.seeds)],
-           False: [scale_rows(replace_rows(args, ("ft",)), store, scale_run(args, store, seed),
-                              f"ft_standardize0_e{args.epochs}_s{seed}", seed, standardize=False, transformer=True)
-                   for seed in range(args.seeds)]}
+    """Transformer and SCALE_ft with vs without head-input standardisation, on each baseline run."""
+    per = {flag: [scale_rows(replace_rows(args, ("ft",)), store, scale_run(args, store, seed),
+                             f"ft_standardize{int(flag)}_e{args.epochs}_s{seed}", seed, standardize=flag,
+                             transformer=True)
+                  for seed in range(args.seeds)] for flag in (True, False)}
     rows = ("transformer/backbone", "scale_ft/scale")
     return [{"row": row, **difference([r[row] for r in per[False]], [r[row] for r in per[True]],
                                       "standardize=off", "standardize=on")} for row in rows]
@@ -185,13 +185,14 @@ def replace_rows(args, rows: tuple[str, ...]):
 
 
 def render(results: dict) -> str:
-    lines = ["| item | row | option a | top-1 a (mean ± std) | option b | top-1 b | a − b [95% CI] | seeds × test |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| item | row | option a | top-1 a (mean ± std) | option b | top-1 b | a − b [95% CI] | a − b per seed "
+             "| seeds × test |", "|---|---|---|---|---|---|---|---|---|"]
     for item, rows in results["items"].items():
         for r in rows:
             lines.append(f"| {item} | {r['row']} | {r['a']} | {r['top1_a']:.1f} ± {r['std_a']:.1f} | {r['b']} | "
                          f"{r['top1_b']:.1f} ± {r['std_b']:.1f} | {r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]"
-                         f"{' *' if r['resolved'] else ''} | {r['seeds']} × {r['n_test']} |")
+                         f"{' *' if r['resolved'] else ''} | {', '.join(f'{v:+.1f}' for v in r['diff_per_seed'])} "
+                         f"| {r['seeds']} × {r['n_test']} |")
     return "\n".join(lines)
 
 
@@ -204,8 +205,10 @@ def main() -> None:
     ap.add_argument("--probe-epochs", type=int, default=30, help="epochs of the trained probes")
     ap.add_argument("--items", default=",".join(ITEMS))
     ap.add_argument("--rows", default="knn,linear,ft", help="SCALE rows of box-encoding and mask-mode")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
     args = ap.parse_args()
     args.rows = tuple(args.rows.split(","))
+    torch.set_num_threads(args.threads)
     items = [i for i in args.items.split(",") if i]
     unknown = set(items) - set(ITEMS)
     if unknown:

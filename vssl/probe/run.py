@@ -149,8 +149,8 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     store = FeatureStore.open(req.store)
     store.view(req.view)                                    # a clear error when the view is missing
     boxes = any("boxes" in r.probe.needs for r in rows)
-    # Only the backbone's k-NN reduces clips to DINO's normalized mean while reading; SCALE's
-    # k-NN averages the raw clips (its [C_i ⊕ SET]), so a SCALE row reads every clip.
+    # Only the backbone's k-NN reduces clips to its rule's per-video vector while reading; SCALE's
+    # k-NN averages its [C_i ⊕ SET], so a SCALE row reads every clip.
     video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
     rule = next((r.config.resolved_rule() for r in rows if isinstance(r.config, KnnConfig)), "dino")
     train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level, req.target, rule)
