@@ -79,8 +79,9 @@ def scale_run(args, store: Path, seed: int, **settings) -> Path:
 
 
 def trained(args, seed: int) -> dict:
-    """Explicit training settings of every trained probe (a fixed budget, independent of defaults)."""
-    return dict(epochs=args.probe_epochs, device="cpu", precision="fp32", seed=seed)
+    """Explicit training settings of every trained probe: a fixed budget of ``--probe-epochs``
+    (no step floor), the same for both options of an item, independent of later defaults."""
+    return dict(epochs=args.probe_epochs, device="cpu", precision="fp32", seed=seed, min_steps=0)
 
 
 def probe(args, store: Path, name: str, seed: int = 0, **request) -> dict:
@@ -108,7 +109,7 @@ def scale_rows(args, store: Path, run: Path, name: str, seed: int, **options) ->
         request["knn"] = KnnConfig(device="cpu", rule=options.get("knn_rule"))
     if "linear" in args.rows:
         request["linear"] = LinearConfig(**trained(args, seed), lrs=(1e-3, 3e-3, 1e-2), weight_decays=(0.0, 1e-4),
-                                         batch_size=256)
+                                         batch_size=256, solver="minibatch")
     if "ft" in args.rows:
         head = dict(**trained(args, seed), batch_size=16, standardize=options.get("standardize", True))
         request["finetune"] = FinetuneConfig(**head)

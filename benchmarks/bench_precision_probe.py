@@ -40,7 +40,8 @@ def main() -> None:
         seconds[precision] = time.perf_counter() - t
         stores[precision] = FeatureStore.open(store)
         report = run_probes(ProbeRequest(store=store, view="uniform5x3", knn=KnnConfig(device="cpu"),
-                                         linear=LinearConfig(epochs=60, device="cpu", precision="fp32"), quiet=True))
+                                         linear=LinearConfig(epochs=60, device="cpu", precision="fp32",
+                                                                             solver="minibatch"), quiet=True))
         rows[precision] = {r.probe: r.top1 for r in report.results}
     a = stores["fp32"].view("uniform5x3").read_features(np.arange(stores["fp32"].num_videos)).astype(np.float64)
     b = stores["bf16"].view("uniform5x3").read_features(np.arange(stores["bf16"].num_videos)).astype(np.float64)

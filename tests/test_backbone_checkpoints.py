@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import zipfile
 
 import pytest
 import torch
@@ -60,6 +63,42 @@ def test_truncated_torch_and_safetensors_files(tmp_path, suffix):
     with pytest.raises(CheckpointError, match="truncated") as info:
         read_checkpoint(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+class _RunsCode:
+    """What a malicious checkpoint holds: unpickling it calls os.system."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _write_code_running(path, writer: str, marker) -> None:
+    obj = {"w": torch.zeros(2), "hook": _RunsCode(marker)}
+    if writer == "torch.save":
+        torch.save(obj, path)
+    elif writer == "pickle.dump":
+        path.write_bytes(pickle.dumps(obj))
+    else:  # a TorchScript-shaped archive whose data.pkl is the payload
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("m/data.pkl", pickle.dumps(_RunsCode(marker), protocol=2))
+            archive.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+            archive.writestr("m/code/__torch__.py", "")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump", "torchscript"])
+def test_a_pickle_that_would_run_code_is_refused_naming_it(tmp_path, writer):
+    marker = tmp_path / "it-ran"
+    _write_code_running(tmp_path / "evil.pt", writer, marker)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "evil.pt")
+    msg = str(info.value)
+    assert not marker.exists()  # nothing executed
+    assert "refused" in msg and "system" in msg and "run" in msg and "\n" not in msg, msg
+    assert "truncated" not in msg and "download it again" not in msg, msg
 
 
 def test_containers_and_prefixes(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import signal
 
 import numpy as np
 import pytest
@@ -138,3 +139,71 @@ def test_a_store_made_anew_at_the_same_path_does_not_reuse_the_old_exports_files
     shutil.rmtree(tmp_path / "s")
     with pytest.raises(StoreError, match="holds an export of"):
         export_npy(make_store(tmp_path / "s"), tmp_path / "out", "dense1")
+
+
+def boxes_for(features: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.tile([0, 0, 0, 1, 1, 1, 0], (len(f), 1)) for f in features]
+
+
+def file_ids(directory) -> dict[str, tuple[int, int]]:
+    """Each .npy file's inode and modification time: a rewritten file (renamed into place) changes both."""
+    return {str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.rglob("*.npy")}
+
+
+def test_a_file_is_kept_only_while_it_holds_the_videos_rows(tmp_path):
+    """A file of the right shape used to be kept: a video re-extracted since (as many clips, other rows)
+    kept its stale file. Now exactly that file is rewritten, and the file of a video that failed since
+    is removed; the others are kept untouched."""
+    store = make_store(tmp_path / "s", dtype="float32")
+    out = tmp_path / "out"
+    export_npy(store, out, "dense1")
+    before = file_ids(out)
+    again = [clips_of(2) + 0.5, clips_of(3)]  # chunk [2, 3] extracted again: video 2's rows changed
+    store.write_videos([2, 3], {"dense1": (again, boxes_for(again))}, num_frames=[30, 30], fps=[25.0, 25.0],
+                       errors=[None, None])
+    failed = [clips_of(0), clips_of(1)]  # chunk [0, 1] again: video 1 fails this time
+    store.write_videos([0, 1], {"dense1": (failed, boxes_for(failed))}, num_frames=[30, 30], fps=[25.0, 25.0],
+                       errors=[None, "broken file"])
+    done = export_npy(FeatureStore.open(tmp_path / "s"), out, "dense1")
+    assert (done.written, done.kept, done.skipped, done.removed) == (1, 2, 2, 1)
+    np.testing.assert_array_equal(np.load(out / "run" / "v2.npy"), clips_of(2) + 0.5)
+    after = file_ids(out)
+    assert after["run/v2.npy"] != before["run/v2.npy"] and "jump/v1.npy" not in after
+    assert {k: after[k] for k in ("jump/v0.npy", "run/deep/v3.npy")} == {k: before[k] for k in
+                                                                         ("jump/v0.npy", "run/deep/v3.npy")}
+    assert [r["file"] for r in read_index(out)] == ["jump/v0.npy", "run/v2.npy", "run/deep/v3.npy"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_a_write_refused_mid_file_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    """A disk that fills in the middle of a file: `np.save` reported it as "N requested and M written",
+    with no errno (an "unexpected OSError", exit 1), and left `.NAME.npy.partial` behind. The kernel
+    refuses writes mid-file the same way past a file size limit (EFBIG instead of ENOSPC), which a test
+    can set: 40 clips x 256 floats are 40 KB a file, over an 8 KB limit."""
+    import resource
+
+    from vssl.features_store.synthetic import make_synthetic_store
+
+    monkeypatch.setenv("VSSL_LOG_DIR", str(tmp_path / "logs"))
+    rng = np.random.default_rng(0)
+    features = [rng.standard_normal((40, 256)).astype(np.float32) for _ in range(3)]
+    make_synthetic_store(tmp_path / "s", features, [0, 0, 0], ["train"] * 3, view="dense1", dtype="float32")
+    args = ["store", "export", str(tmp_path / "s"), str(tmp_path / "out"), "--format", "npy", "--view", "dense1"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))
+    try:
+        with pytest.raises(SystemExit) as done:
+            main(args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1 and "File too large" in err, err
+    assert str(tmp_path / "out" / "video000000.npy") in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["vssl-export.json"]  # nothing half-written
+    with pytest.raises(SystemExit) as done:
+        main(args)  # room again: the same command finishes the export
+    assert done.value.code == 0
+    for i, f in enumerate(features):
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / f"video{i:06d}.npy"), f)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import signal
+import threading
 import time
 
 import numpy as np
@@ -64,6 +66,28 @@ def test_writer_runs_writes_in_order_and_hands_back_a_failure_unchanged():
         writer.submit(done.append, "later")
     assert exc.value.errno == errno.ENOSPC
     assert "after" not in done  # ...but nothing after a failed chunk is written
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs a signal sent to the main thread")
+def test_a_ctrl_c_while_waiting_for_the_writer_lets_the_chunk_being_written_finish():
+    """Ctrl-C while the main thread waited for the last chunk's write ended the wait: the writer, a daemon
+    thread, died with the interpreter in the middle of the chunk (redone by the rerun, or an abort)."""
+    started, written = threading.Event(), []
+
+    def slow_write(i):
+        started.set()
+        time.sleep(0.5)
+        written.append(i)
+
+    writer = BackgroundWriter()
+    writer.submit(slow_write, 0)
+    started.wait()
+    ctrl_c = threading.Timer(0.1, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    ctrl_c.join()
+    assert written == [0]
 
 
 def test_extraction_with_batches_in_flight_equals_one_clip_at_a_time(tmp_path):

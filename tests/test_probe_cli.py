@@ -15,7 +15,8 @@ jsonschema = pytest.importorskip("jsonschema")
 
 VIEW = "uniform5x3"
 N_TRAIN, N_TEST, K, D, C = 150, 60, 4, 12, 3
-FAST = ["--epochs", "4", "--batch-size", "64", "--lr", "0.01", "--weight-decay", "0.0001", "--quiet"]
+FAST = ["--epochs", "4", "--batch-size", "64", "--lr", "0.01", "--weight-decay", "0.0001", "--quiet",
+        "--min-steps", "0", "--holdout-min", "0"]
 
 # The schema of issue 6, written independently of vssl/probe/report.py.
 REPORT_SCHEMA = {
@@ -123,6 +124,65 @@ def test_every_number_of_a_row_is_scikit_learns_on_the_saved_scores(store, tmp_p
     r_alone = json.loads(alone.read_text())["results"][0]
     r_both = json.loads(report.read_text())["results"][0]
     assert (r_both["top1"], r_both["per_class_stats"]) == (r_alone["top1"], r_alone["per_class_stats"])
+
+
+def _tied_knn_store(path):
+    """Seven classes, one training video on each axis e_c; each test video lies exactly between two
+    axes, so k-NN (k = 2) gives both classes the same vote and the five others 0: ties at the top
+    and across top-5's boundary. Labels put the true class first, second and around the 5th place."""
+    eye = np.eye(7, dtype=np.float32)
+    pairs = [(0, 1, 0), (2, 5, 5), (3, 6, 4), (3, 6, 1), (0, 4, 4), (1, 2, 2)]     # (axis, axis, label)
+    test = np.stack([eye[a] + eye[b] for a, b, _ in pairs])
+    x = np.concatenate([eye, test])[:, None].repeat(2, axis=1)
+    y = np.concatenate([np.arange(7), [label for *_, label in pairs]])
+    make_synthetic_store(path, x, y, ["train"] * 7 + ["test"] * len(pairs), view=VIEW)
+    return path
+
+
+def test_ties_are_scikit_learns_in_the_report_and_the_predictions(tmp_path, capsys):
+    """Tied k-NN votes: top-1, top-5, the saved predictions and the confusion matrix are what
+    scikit-learn's top_k_accuracy_score and confusion_matrix make of the saved scores."""
+    from sklearn import metrics as skm
+
+    from tests.test_probe_metrics import sklearn_predictions
+
+    store = _tied_knn_store(tmp_path / "store")
+    report, npz = tmp_path / "r.json", tmp_path / "p.npz"
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--k", "2", "--quiet", "--report", report,
+                        "--predictions", npz)
+    assert code == 0, err
+    saved = np.load(npz)
+    y, scores = saved["labels"], saved["knn/backbone/scores"]
+    assert ((scores == scores.max(axis=1, keepdims=True)).sum(axis=1) == 2).all()      # every row tied at the top
+    pred = sklearn_predictions(scores)
+    r = json.loads(report.read_text())["results"][0]
+    assert r["top1"] == pytest.approx(100 * skm.top_k_accuracy_score(y, scores, k=1, labels=range(7)))
+    assert r["top5"] == pytest.approx(100 * skm.top_k_accuracy_score(y, scores, k=5, labels=range(7)))
+    assert (r["top1"], r["top5"]) == (pytest.approx(100 * 3 / 6), pytest.approx(100 * 5 / 6))   # by hand
+    assert saved["knn/backbone/predicted"].tolist() == pred.tolist()
+    assert r["confusion"] == skm.confusion_matrix(y, pred, labels=range(7)).tolist()
+
+
+def test_a_confusion_matrix_counts_each_test_video_once(store, tmp_path, capsys):
+    """--seeds 3: k-NN (training-free, one result) has one matrix; the linear probe one per seed,
+    each that seed's saved predictions against the labels."""
+    from sklearn import metrics as skm
+
+    report, npz = tmp_path / "r.json", tmp_path / "p.npz"
+    code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", *FAST, "--seeds", "3",
+                        "--report", report, "--predictions", npz)
+    assert code == 0, err
+    saved = np.load(npz)
+    y = saved["labels"]
+    rows = {r["probe"]: r for r in json.loads(report.read_text())["results"]}
+    knn = np.asarray(rows["knn"]["confusion"])
+    assert knn.shape == (C, C) and knn.sum() == N_TEST
+    assert knn.tolist() == skm.confusion_matrix(y, saved["knn/backbone/predicted"], labels=range(C)).tolist()
+    linear = np.asarray(rows["linear"]["confusion"])
+    assert linear.shape == (3, C, C)
+    for seed in range(3):
+        pred = saved[f"linear/backbone/seed{seed}/predicted"]
+        assert linear[seed].tolist() == skm.confusion_matrix(y, pred, labels=range(C)).tolist()
 
 
 def test_low_shot_subsets_are_class_balanced_and_seeded():

@@ -123,8 +123,60 @@ def test_seeds_report_mean_std_and_each_value():
     assert row["seeds"]["top1"] == pytest.approx(each)
     assert row["top1"] == pytest.approx(np.mean(each)) and row["std"]["top1"] == pytest.approx(np.std(each))
     assert row["correct"].shape == (3, len(y))
-    pooled = sum(skm.confusion_matrix(y, s.argmax(axis=1), labels=range(7)) for s in runs)
-    np.testing.assert_array_equal(row["confusion"], pooled)
+    each_cm = [skm.confusion_matrix(y, s.argmax(axis=1), labels=range(7)) for s in runs]
+    np.testing.assert_array_equal(row["confusion"], np.stack(each_cm))       # one matrix per seed
+    assert [m.sum() for m in row["confusion"]] == [len(y)] * 3                 # each video once per matrix
+
+
+def test_one_result_repeated_per_seed_has_one_confusion_matrix():
+    scores, y = _single()
+    row = row_metrics([scores] * 3, y, CLASSES, seeded=False)
+    np.testing.assert_array_equal(row["confusion"], skm.confusion_matrix(y, scores.argmax(axis=1), labels=range(7)))
+    assert row["seeds"]["top1"] == [row["top1"]] * 3
+
+
+def sklearn_predictions(scores: np.ndarray) -> np.ndarray:
+    """The class scikit-learn's ``top_k_accuracy_score`` counts as each row's top-1, asked row by row."""
+    c = scores.shape[1]
+    return np.array([next(k for k in range(c) if skm.top_k_accuracy_score([k], row[None], k=1, labels=range(c)))
+                     for row in scores])
+
+
+def _tied_rows(c=7):
+    """Every label against rows with ties: all equal, tied at the top, and tied across the 5th place."""
+    patterns = np.array([
+        [0.3] * c,                                   # all equal
+        [0.5, 0.5, 0.1, 0.1, 0.2, 0.0, 0.0],         # a tie at the top, more below
+        [0.1, 0.9, 0.1, 0.9, 0.1, 0.0, 0.2],         # two ties, one at the top
+        [0.9, 0.8, 0.7, 0.6, 0.2, 0.2, 0.2],         # three tied for 5th (k = 5's boundary)
+        [0.2, 0.2, 0.2, 0.9, 0.8, 0.7, 0.6],         # the same, lower indices tied
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],         # no tie
+    ])
+    scores = np.repeat(patterns, c, axis=0)
+    return scores, np.tile(np.arange(c), len(patterns))
+
+
+def test_the_issue_row_a_tied_row_scores_what_scikit_learn_scores():
+    scores, y = np.full((1, 10), 0.1), np.array([0])
+    row = row_metrics(scores, y, [f"c{i}" for i in range(10)])
+    assert (row["top1"], row["top5"]) == (0.0, 0.0)                 # scikit-learn: 0 and 0 (not 100 and 0)
+    assert row["top1"] == 100 * skm.top_k_accuracy_score(y, scores, k=1, labels=range(10))
+
+
+def test_ties_follow_one_rule_scikit_learns_for_every_number():
+    scores, y = _tied_rows()
+    row = row_metrics(scores, y, CLASSES)
+    pred = sklearn_predictions(scores)
+    assert row["top1"] == pytest.approx(100 * skm.top_k_accuracy_score(y, scores, k=1, labels=range(7)))
+    assert row["top5"] == pytest.approx(100 * skm.top_k_accuracy_score(y, scores, k=5, labels=range(7)))
+    assert row["top1"] == pytest.approx(100 * skm.accuracy_score(y, pred))        # top-1 and its predictions agree
+    np.testing.assert_array_equal(row["confusion"], skm.confusion_matrix(y, pred, labels=range(7)))
+    np.testing.assert_array_equal(row["correct"][0], pred == y)
+    assert row["balanced_accuracy"] == pytest.approx(100 * skm.balanced_accuracy_score(y, pred))
+    p, r, _, _ = skm.precision_recall_fscore_support(y, pred, labels=range(7), zero_division=0)
+    for i, name in enumerate(CLASSES):
+        stats = row["per_class_stats"][name]
+        assert (stats["precision"] or 0.0, stats["recall"]) == (pytest.approx(100 * p[i]), pytest.approx(100 * r[i]))
 
 
 def test_seeded_rows_are_compared_by_a_paired_bootstrap():

@@ -29,7 +29,8 @@ from vssl.probe.transformer import SetClassifier, SetGrid, clip_statistics
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 N, N_TRAIN, D = 30, 21, 6
-FIT = dict(epochs=2, batch_size=8, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,))
+FIT = dict(epochs=2, batch_size=8, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,),
+           min_steps=0, holdout_min=0)
 
 
 def _clips(seed: int = 0):

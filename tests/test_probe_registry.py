@@ -24,7 +24,8 @@ from vssl.probe.transformer import train_finetune, train_transformer
 from tests.probe_helpers import CLASSES, VIEW, dino_knn, l2, tiny_store_and_run
 
 CPU = torch.device("cpu")
-FIT = dict(epochs=2, batch_size=16, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,))
+FIT = dict(epochs=2, batch_size=16, device="cpu", precision="fp32", lrs=(0.01,), weight_decays=(1e-4,),
+           min_steps=0, holdout_min=0)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

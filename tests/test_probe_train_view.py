@@ -52,7 +52,8 @@ def _store(path, seed=0, shuffle_test=False):
 def _probe(capsys, store, out, *flags):
     """Run `vssl probe` in-process: (exit code, stderr, rows by probe name or None)."""
     args = ["probe", store, "--view", EVAL, "--epochs", "6", "--batch-size", "16", "--lr", "0.01",
-            "--weight-decay", "0", "--quiet", "--device", "cpu", "--precision", "fp32", "--report", out, *flags]
+            "--weight-decay", "0", "--quiet", "--device", "cpu", "--precision", "fp32", "--min-steps", "0",
+            "--holdout-min", "0", "--report", out, *flags]
     try:
         main([str(a) for a in args])
         code = 0
@@ -82,7 +83,7 @@ def test_set_model_fits_on_the_training_view_and_is_tested_on_the_probed_view():
     boxes = np.zeros((len(y), 3, 7), np.float32)
     tv = TrainView(TRAIN, x_train[:N_TRAIN].astype(np.float32), np.zeros((N_TRAIN, 16, 7), np.float32), clips=8)
     cfg = TransformerConfig(lrs=(3e-3,), weight_decays=(0.0,), epochs=6, batch_size=8, width=32, layers=1,
-                            holdout=0.0, device="cpu", precision="fp32")   # no selection: a fixed schedule
+                            holdout=0.0, min_steps=0, device="cpu", precision="fp32")   # a fixed schedule
     test = np.arange(N_TRAIN, len(y))
     for view, lo, hi in ((None, 0, 10), (tv, 90, 100)):
         result, inputs = train_transformer(x_eval[:N_TRAIN], boxes[:N_TRAIN], y[:N_TRAIN], np.arange(N_TRAIN), C,

@@ -41,7 +41,7 @@ def test_probe_lr_is_linear_warmup_then_cosine_per_step(monkeypatch):
     monkeypatch.setattr(train_mod, "make_optimizer", recording)
     x, y = _clips(40)
     cfg = LinearConfig(lrs=(0.1,), weight_decays=(0.0,), epochs=2, batch_size=4, holdout=0.0, warmup=0.1,
-                       device="cpu", precision="fp32")
+                       device="cpu", precision="fp32", solver="minibatch", min_steps=0)
     train_linear(x, y, np.arange(40), C, cfg)
     # by hand: 40 clips / 4 = 10 steps per epoch, 20 in all; warm-up 0.1 * 20 = 2 steps
     assert len(seen) == 20
@@ -73,7 +73,7 @@ def test_param_groups_linear_and_mlp_heads():
     x, y = _clips(30)
     grid = [(1e-3, 0.05), (1e-2, 0.5)]
     lin, _ = train_linear(x, y, np.arange(30), C, LinearConfig(lrs=(1e-3,), weight_decays=(0.05,), epochs=1,
-                                                               holdout=0.0, device="cpu"))
+                                                               holdout=0.0, device="cpu", solver="minibatch"))
     groups = _check_groups(lin.model, grid[:1])
     assert groups["heads.0.weight"] == (0.05, 1e-3) and groups["heads.0.bias"] == (0.0, 1e-3)
     mlp, _ = train_mlp(x, y, np.arange(30), C, MlpConfig(lrs=(1e-3,), weight_decays=(0.05,), epochs=1,
@@ -108,7 +108,8 @@ def test_param_groups_set_probes_spare_tokens_norms_biases(kind):
 def test_batch_size_and_optimizer_are_searched_as_separate_passes():
     x, y = _clips(60, k=2)
     cfg = LinearConfig(lrs=(1e-3, 1e-2), weight_decays=(0.0,), epochs=2, batch_sizes=(8, 32),
-                       optimizers=("adamw", "sgd"), holdout=0.2, device="cpu", precision="fp32")
+                       optimizers=("adamw", "sgd"), holdout=0.2, device="cpu", precision="fp32",
+                       solver="minibatch", min_steps=0)
     assert [(p.batch_size, p.optimizer) for p in cfg.passes()] == [(8, "adamw"), (8, "sgd"), (32, "adamw"),
                                                                    (32, "sgd")]
     result, _ = train_linear(x, y, np.arange(60), C, cfg)
@@ -122,7 +123,11 @@ def test_holdout_zero_needs_one_point_on_every_axis():
     from vssl.errors import VsslError
 
     with pytest.raises(VsslError, match="--batch-size"):
-        LinearConfig(lrs=(1e-3,), weight_decays=(0.0,), batch_sizes=(8, 16), holdout=0.0).validate()
+        LinearConfig(lrs=(1e-3,), weight_decays=(0.0,), batch_sizes=(8, 16), holdout=0.0,
+                     solver="minibatch").validate()
+    with pytest.raises(VsslError, match="--l2"):                 # the solved head selects only λ
+        LinearConfig(l2s=(1e-2, 1e-4), holdout=0.0).validate()
+    LinearConfig(l2s=(1e-4,), batch_sizes=(8, 16), holdout=0.0).validate()
     with pytest.raises(VsslError, match="warmup"):
         LinearConfig(warmup=1.0).validate()
 

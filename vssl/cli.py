@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vssl.aggregate.config import ScaleConfig
-from vssl.errors import VsslError
+from vssl.errors import VsslError, file_note, with_file
 from vssl.extract.config import ExtractConfig
 from vssl.probe.config import probe_options
 from vssl.settings import settings_options
@@ -140,8 +140,10 @@ def store_export(store: Path = typer.Argument(..., help="feature store directory
     if view is None:
         raise VsslError("--format npy exports one view: add --view NAME (`vssl store info` lists them)")
     done = export_npy(FeatureStore.open(store), output, view)
-    err.print(f"wrote {done.written} .npy files to {output} ({done.kept} already there, {done.skipped} videos not "
-              f"done or failed left out) · index {output / 'index.csv'}", highlight=False, soft_wrap=True)
+    removed = f", their {done.removed} earlier files removed" if done.removed else ""
+    err.print(f"wrote {done.written} .npy files to {output} ({done.kept} already there and up to date, "
+              f"{done.skipped} videos not done or failed left out{removed}) · index {output / 'index.csv'}",
+              highlight=False, soft_wrap=True)
 
 
 @store_app.command("import")
@@ -366,8 +368,9 @@ def demo(
         out.print(f"{name:>17}: {path}", highlight=False)
 
 
-#: errno values a user fixes on their side (disk full, read-only or forbidden paths): exit code 2
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+#: errno values a user fixes on their side (disk full, read-only or forbidden paths, a file size limit:
+#: ``ulimit -f``, FAT32's 4 GiB): exit code 2
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -385,18 +388,44 @@ def main(argv: Optional[list[str]] = None) -> None:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        err.print("interrupted; finished work is kept: re-run the same command to resume "
-                  "(`vssl aggregate` training: add --resume)")
-        raise SystemExit(130) from None
+        _interrupted(args)
+    except SystemExit as exc:
+        if exc.code == 130 and _from_interrupt(exc):  # typer ends a Ctrl-C in a silent exit 130
+            _interrupted(args)
+        raise
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             _unexpected(exc, args)
-        where = f" ({exc.filename})" if exc.filename else ""
-        err.print(f"[red]error:[/red] {exc.strerror or exc}{where}; finished work is kept: fix it (free space, "
-                  "permissions) and re-run the same command to resume", highlight=False, soft_wrap=True)
+        where = exc.filename or file_note(exc)  # the file, or the one being processed
+        err.print(f"[red]error:[/red] {exc.strerror or exc}{f' ({where})' if where else ''}; finished work is kept: "
+                  "fix it (free space, permissions) and re-run the same command to resume", highlight=False,
+                  soft_wrap=True)
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001 - the last guard: a line and a log, never a traceback
         _unexpected(exc, args)
+
+
+def _from_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling a KeyboardInterrupt (typer's ``Exit(130)`` chain)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _interrupted(args: list[str]) -> None:
+    """The Ctrl-C line: what was interrupted and how to go on; exit code 130 (128 + SIGINT)."""
+    words = [a for a in args[:2] if not a.startswith("-")]
+    command = " ".join(words if words[:1] == ["store"] else words[:1])
+    again = ("re-run the same command with --resume to continue training"
+             if command == "aggregate" and "--export" not in args else "re-run the same command to resume")
+    err.print(f"interrupted: `vssl {command}` stopped (Ctrl-C); finished work is kept: {again}",
+              highlight=False, soft_wrap=True)
+    raise SystemExit(130) from None
 
 
 def _unexpected(exc: BaseException, args: list[str]) -> None:
@@ -410,7 +439,7 @@ def _unexpected(exc: BaseException, args: list[str]) -> None:
         pointer = f"traceback in {log}"
     except OSError:
         pointer = "the traceback could not be written to a log (set VSSL_LOG_DIR)"
-    message = " ".join(str(exc).split()) or "(no message)"
+    message = with_file(" ".join(str(exc).split()) or "(no message)", exc)
     err.print(f"[red]error:[/red] unexpected {type(exc).__name__} in `vssl {args[0] if args else ''}`: {message}; "
               f"{pointer}; finished work is kept, so re-running resumes", highlight=False, soft_wrap=True)
     raise SystemExit(1) from None

@@ -67,6 +67,11 @@ class ProgressBar:
         self.done += n
         self.progress.update(self.task, completed=self.done, **({} if info is None else {"info": info}))
 
+    def expect(self, total: int) -> None:
+        """The total, once the work has found out how much there is (e.g. a probe's budget)."""
+        self.total = total
+        self.progress.update(self.task, total=total)
+
     def say(self, text: str) -> None:
         """One log line above the bar (stderr); nothing when quiet."""
         if isinstance(self.progress, Progress):

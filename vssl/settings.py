@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import sys
+import tomllib
 from pathlib import Path
 from types import UnionType
 from typing import (Any, Callable, ClassVar, Mapping, Optional, TypeVar, Union, get_args, get_origin,
@@ -25,10 +25,6 @@ from typing import (Any, Callable, ClassVar, Mapping, Optional, TypeVar, Union, 
 
 from vssl.errors import VsslError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
-    import tomli as tomllib
 
 S = TypeVar("S", bound="Settings")
 

@@ -73,7 +73,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
 
     ``meta`` holds: store (path), view, backbone (name), backbone_sha256, in_dim, num_clips,
     set_size, num_masked (None when drawn per set), mask_mode, expected_masked, split (resolved, never
-    'auto'), trained_on_splits, epochs (done), epochs_total, step, checkpoint_sha256.
+    'auto'), trained_on_splits, store_id and trained_on_videos (absent from older runs; see
+    :func:`~vssl.aggregate.plan.run_meta`), epochs (done), epochs_total, step, checkpoint_sha256.
     """
     state = read_checkpoint(run_dir)
     cfg = ScaleConfig.from_stored(state["config"])

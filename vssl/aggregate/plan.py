@@ -16,6 +16,7 @@ from vssl.aggregate.masking import expected_count
 from vssl.device import resolve_device, resolve_precision
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore, View
+from vssl.hashing import video_keys
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
     """What the checkpoint records about the data and the run (read by ``load_run``, the probes and --resume).
 
     ``split`` is the resolved one ('train', 'all', ...; never 'auto'); ``trained_on_splits`` the
-    distinct split names of the videos trained on, so a probe can tell a transductive run (one
-    that saw its test videos, as the released code does for UCF/HMDB) from an inductive one.
+    distinct split names of the videos trained on; ``trained_on_videos`` their keys (sorted int64,
+    :func:`vssl.hashing.video_keys` of their paths) and ``store_id`` the creation id of the store,
+    so a probe can tell a transductive run (one that saw its test videos, as the released code
+    does for UCF/HMDB) from an inductive one on any store holding those videos, moved or not.
     """
     expected = expected_count(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else 0.0
     return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
@@ -66,5 +69,7 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
             "mask_mode": cfg.mask_mode, "expected_masked": expected,
             "num_videos": int(rows.size), "split": split,
             "trained_on_splits": sorted({str(x) for x in store.splits()[rows]}),
+            "store_id": store.store_id,
+            "trained_on_videos": torch.from_numpy(np.unique(video_keys(store.paths()[rows]))),
             "batch_size": plan.batch, "world_size": world,
             "epochs_total": cfg.epochs, "vssl_version": __version__}

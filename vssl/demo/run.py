@@ -46,6 +46,7 @@ class DemoConfig:
     target_hidden: int = 512
     probe_epochs: int = 60
     probe_batch_size: int = 16  # small batches: enough steps on ~80 training videos
+    probe_min_steps: int | None = None   # None: the probes' own floor (500 steps)
     workers: int = 0
     device: str = "auto"        # every stage: CUDA when present (the GPU check runs the demo there)
 
@@ -53,7 +54,8 @@ class DemoConfig:
     def quick(cls, **overrides) -> "DemoConfig":
         """A smoke-sized run (the test suite's): seconds, not minutes; numbers are not meaningful."""
         base = cls(videos=24, train_views="random:8", eval_views="uniform:2x1", epochs=3, batch_size=8,
-                   width=64, pred_hidden=128, target_hidden=128, probe_epochs=5, backbone="tiny", size=32)
+                   width=64, pred_hidden=128, target_hidden=128, probe_epochs=5, probe_min_steps=0,
+                   backbone="tiny", size=32)
         return replace(base, **overrides)
 
 
@@ -172,9 +174,10 @@ def run_demo(out: str | Path = "vssl-demo", cfg: DemoConfig | None = None, quiet
 
     t = time.perf_counter()
     log("[5/5] probing backbone and SCALE features (k-NN, linear, Transformer and SCALE_ft side by side)")
-    trained = dict(epochs=cfg.probe_epochs, device=cfg.device)
+    trained = dict(epochs=cfg.probe_epochs, device=cfg.device,
+                   **({} if cfg.probe_min_steps is None else {"min_steps": cfg.probe_min_steps}))
     request = ProbeRequest(store=store, view=eval_view, knn=KnnConfig(device=cfg.device),
-                           linear=LinearConfig(**trained),
+                           linear=LinearConfig(device=cfg.device),              # solved: no epochs
                            transformer=TransformerConfig(**trained, batch_size=cfg.probe_batch_size),
                            finetune=FinetuneConfig(**trained, batch_size=cfg.probe_batch_size),
                            scale_run=run_dir,

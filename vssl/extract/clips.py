@@ -22,6 +22,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import torch
 
+from vssl.errors import working_on
 from vssl.features_store import BOX_DIM
 
 from .decode import FrameIndexError, VideoInfo, VideoReader, open_video
@@ -190,11 +191,13 @@ def stream_video(path: str | Path, views: Mapping[str, SamplerSpec], video_key: 
     """Open ``path`` and stream its clips (:func:`stream_from_reader`); when seeking misleads, the
     stream starts again from a sequential read with a ``restart`` plan.
 
-    Raises :class:`~vssl.extract.decode.DecodeError` for files that are not decodable videos.
+    Raises :class:`~vssl.extract.decode.DecodeError` for files that are not decodable videos; any
+    other exception carries a note naming ``path`` (:func:`~vssl.errors.working_on`).
     """
-    try:
-        with open_video(path, decoder, threads=threads) as reader:
-            yield from stream_from_reader(reader, views, video_key, part_clips)
-    except FrameIndexError:
-        with open_video(path, "pyav", sequential=True, threads=threads) as reader:
-            yield from stream_from_reader(reader, views, video_key, part_clips, restart=True)
+    with working_on("video", path):
+        try:
+            with open_video(path, decoder, threads=threads) as reader:
+                yield from stream_from_reader(reader, views, video_key, part_clips)
+        except FrameIndexError:
+            with open_video(path, "pyav", sequential=True, threads=threads) as reader:
+                yield from stream_from_reader(reader, views, video_key, part_clips, restart=True)

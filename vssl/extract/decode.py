@@ -306,7 +306,7 @@ class DecordReader(VideoReader):
         try:
             import decord
         except ImportError:
-            raise VsslError("--decoder decord: decord is not installed (pip install decord), "
+            raise VsslError("--decoder decord: decord is not installed (pip install decord2), "
                             "or use --decoder pyav") from None
         self.path = Path(path)
         pr = probed if probed is not None else probe(path)

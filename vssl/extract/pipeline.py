@@ -32,7 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vssl.device import autocast, cudnn_autotune, resolve_device, resolve_precision
 from vssl.distributed import file_sizes, refuse_undivided_work
-from vssl.errors import StoreError, VsslError
+from vssl.errors import StoreError, VsslError, with_file, working_on
 from vssl.features_store import BOX_DIM, STATUS_DONE, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
 from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
@@ -280,8 +280,9 @@ class _VideoStream(IterableDataset):
                            "clips": event.clips}
         except Exception as exc:  # a bad video fails alone; the run goes on (DESIGN.md conventions)
             msg = " ".join(str(exc).split()) or type(exc).__name__
-            yield {"slot": slot, "kind": "error" if planned else "video",
-                   "error": msg if isinstance(exc, VsslError) else f"{type(exc).__name__}: {msg}"}
+            if not isinstance(exc, VsslError):  # a user error names its file; an unexpected one has a note
+                msg = with_file(f"{type(exc).__name__}: {msg}", exc)
+            yield {"slot": slot, "kind": "error" if planned else "video", "error": msg}
 
 
 def _worker_init(_: int) -> None:
@@ -374,7 +375,8 @@ class _Batcher:
             n -= take
         x = self.transfers.join(parts)
         self.queued -= x.shape[0]
-        launched = (owners, self.launch(x))
+        with working_on("clips of", _videos_named(owners)):
+            launched = (owners, self.launch(x))
         yield from self._read_back()
         self.in_flight = launched
 
@@ -411,6 +413,13 @@ class _Batcher:
     def forward(self, clips: torch.Tensor) -> np.ndarray:
         """The features of ``clips`` now (benchmarks and tests; the run loop uses ``launch``)."""
         return self.launch(clips).numpy()
+
+
+def _videos_named(owners: Sequence[tuple[_Pending, str, np.ndarray, int]], show: int = 3) -> str:
+    """The videos a batch holds clips of, for an error's note: the first ``show`` and how many more."""
+    paths = list(dict.fromkeys(video.job.path for video, *_ in owners))
+    more = f" and {len(paths) - show} more videos" if len(paths) > show else ""
+    return ", ".join(paths[:show]) + more
 
 
 @dataclass
@@ -592,22 +601,26 @@ class _StreamState:
         slot = item["slot"]
         if slot in self.closed:
             return
+        with working_on("video", self.jobs[slot].path):
+            finished = self._finished(slot, item, batcher)
+        for video in finished:
+            self.closed.add(video.slot)
+            del self.open[video.slot]
+            yield video
+
+    def _finished(self, slot: int, item: dict[str, Any], batcher: _Batcher) -> list[_Pending]:
+        """Hand ``item`` of video ``slot`` on; the videos it finishes."""
         if item["kind"] == "video":
             old = self.open.pop(slot, None)
             if old is not None:
                 old.abandoned = True
             video = self.open[slot] = _Pending(self.jobs[slot], item, self.specs, self.dim)
-            finished = [video] if video.left == 0 else []
-        elif item["kind"] == "error":
+            return [video] if video.left == 0 else []
+        if item["kind"] == "error":
             video = self.open[slot]
             video.fail_rest(item["error"])
-            finished = [video] if video.left == 0 else []
-        else:
-            finished = list(batcher.add(self.open[slot], item["view"], item["clips"], item["index"].numpy()))
-        for video in finished:
-            self.closed.add(video.slot)
-            del self.open[video.slot]
-            yield video
+            return [video] if video.left == 0 else []
+        return list(batcher.add(self.open[slot], item["view"], item["clips"], item["index"].numpy()))
 
 
 class _ChunkAssembler:

@@ -23,20 +23,26 @@ class BackgroundWriter:
     def __init__(self, depth: int = 2) -> None:
         self._calls: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        # set by the thread as it ends: Thread.join cannot be waited on again after a Ctrl-C interrupted
+        # it (Python 3.11 then takes the thread for finished, bpo-45274)
+        self._ended = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="vssl-store-writer", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while True:
-            call = self._calls.get()
-            if call is _STOP:
-                return
-            if self._error is None:  # after a failure nothing more is written; the rerun redoes it
-                fn, args = call
-                try:
-                    fn(*args)
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread unchanged
-                    self._error = exc
+        try:
+            while True:
+                call = self._calls.get()
+                if call is _STOP:
+                    return
+                if self._error is None:  # after a failure nothing more is written; the rerun redoes it
+                    fn, args = call
+                    try:
+                        fn(*args)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the main thread unchanged
+                        self._error = exc
+        finally:
+            self._ended.set()
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -50,9 +56,24 @@ class BackgroundWriter:
 
     def close(self) -> None:
         """Wait for every queued write; raise the first one's error, if any."""
-        self._calls.put(_STOP)
-        self._thread.join()
+        self._finish()
         self._raise_pending()
+
+    def _finish(self) -> None:
+        """Let the queued writes finish, then end the thread.
+
+        A Ctrl-C while waiting does not cut the chunk being written short: the thread is a daemon,
+        killed wherever it is when the interpreter exits, which leaves that chunk to be redone by the
+        rerun (or aborts in native code). The wait goes on, then the interrupt goes up; a second
+        Ctrl-C stops waiting (the store's write order keeps even that consistent).
+        """
+        try:
+            self._calls.put(_STOP)
+            self._ended.wait()
+        except KeyboardInterrupt:
+            self._calls.put(_STOP)  # again, in case the first was not queued; the thread ends at the first
+            self._ended.wait()
+            raise
 
     def __enter__(self) -> "BackgroundWriter":
         return self
@@ -62,5 +83,4 @@ class BackgroundWriter:
             self.close()
             return
         # the run is failing already: let the queued writes finish (they are whole chunks), keep its error
-        self._calls.put(_STOP)
-        self._thread.join()
+        self._finish()

@@ -11,10 +11,13 @@ given to ``vssl extract``, or the manifest's folder); absolute paths and paths l
 (``..``) are taken relative to their common folder instead.
 
 Only usable videos (done, not failed: :meth:`FeatureStore.usable`) are written. The export is
-resumable and idempotent: ``DIR/vssl-export.json`` records the store and view, a video's file
-is written to a temporary name and renamed (so a killed export never leaves half a file), a
-file already there with the right shape is kept, and ``index.csv`` is written last. A
-non-empty ``DIR`` that is not an export of the same store and view is refused.
+resumable and idempotent: ``DIR/vssl-export.json`` records the store and view, every file is
+written to a temporary name and renamed (so a killed export never leaves half a file, and a
+failed write, a full disk say, leaves nothing of it), a file already there is kept only when it
+holds the video's rows as the store has them now (compared bit for bit: a re-extracted video's
+file is rewritten even when its shape did not change), the file of a video no longer usable is
+removed, and ``index.csv`` is written last. A non-empty ``DIR`` that is not an export of the
+same store and view is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from vssl.errors import StoreError
+from vssl.errors import StoreError, working_on
 
 from .store import FeatureStore
 
@@ -40,13 +43,15 @@ INDEX_COLUMNS = ("path", "file", "clips", "seconds_per_clip")
 
 @dataclass
 class NpyExport:
-    """What one export did: files written now, files kept from before, videos not usable (skipped)."""
+    """What one export did: files written now, files kept from before (they held the same rows),
+    videos not usable (skipped) and the files of those removed (left by an earlier export)."""
 
     directory: str
     view: str
     written: int = 0
     kept: int = 0
     skipped: int = 0
+    removed: int = 0
 
     @property
     def files(self) -> int:
@@ -91,22 +96,56 @@ def _check_directory(directory: Path, marker: dict) -> None:
                          f"(store id {found.get('store_id')}); export this view into another directory")
 
 
-def _kept(path: Path, shape: tuple[int, int]) -> bool:
-    """A finished file of the right shape from an earlier run of this export."""
+def _holds(path: Path, rows: np.ndarray) -> bool:
+    """Whether ``path`` is a finished ``.npy`` file holding exactly ``rows`` (float32, bit for bit).
+
+    The content, not the shape: a video re-extracted since the last export has as many clips as
+    before and other rows. Reading the file back costs what writing it would, but a resumed
+    export rewrites nothing that is already right.
+    """
     try:
-        arr = np.load(path, mmap_mode="r")
+        found = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return False
-    return arr.shape == shape and arr.dtype == np.float32
+    return (found.shape == rows.shape and found.dtype == rows.dtype
+            and np.array_equal(np.asarray(found).view(np.uint32), rows.view(np.uint32)))
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _npy_bytes(array: np.ndarray) -> memoryview:
+    """``array`` as the bytes of a ``.npy`` file.
+
+    Built in memory (a video's rows, megabytes) and written with Python's file object: ``np.save``
+    to a file writes with ``tofile``, which reports a full disk as "N requested and M written"
+    with no errno, so it could not be told from a bug.
+    """
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getbuffer()
+
+
+def _write_file(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` under a temporary name, then rename it into place; a failed write leaves nothing."""
     tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    with working_on("export file", path):  # an OSError from write() names no file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _remove_stale(directory: Path, names: list[str], usable: np.ndarray) -> int:
+    """Remove the files an earlier export wrote for videos not usable now; how many there were."""
+    removed = 0
+    for i in np.flatnonzero(~usable).tolist():
+        path = directory / names[i]
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def export_npy(store: FeatureStore, directory: str | Path, view: str) -> NpyExport:
@@ -119,10 +158,11 @@ def export_npy(store: FeatureStore, directory: str | Path, view: str) -> NpyExpo
     marker = {"store": str(Path(store.path).resolve()), "view": view, "store_id": store.store_id}
     _check_directory(directory, marker)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MARKER).write_text(json.dumps({**marker, "backbone": store.backbone.to_dict(), "spec": rows.spec},
-                                               indent=2))
+    _write_file(directory / MARKER, json.dumps({**marker, "backbone": store.backbone.to_dict(), "spec": rows.spec},
+                                               indent=2).encode())
     usable = store.usable(view)
     result = NpyExport(str(directory), view, skipped=int((~usable).sum()))
+    result.removed = _remove_stale(directory, names, usable)
     seconds = rows.spec.get("seconds", "")
     index = io.StringIO()
     table = csv.writer(index, lineterminator="\n")
@@ -134,14 +174,13 @@ def export_npy(store: FeatureStore, directory: str | Path, view: str) -> NpyExpo
         counts = rows.counts(idx)
         for j, i in enumerate(idx.tolist()):
             path, k = directory / names[i], int(counts[j])
-            if _kept(path, (k, rows.dim)):
+            # one video at a time: a chunk read whole is padded to its longest film
+            features = np.ascontiguousarray(rows.read(np.array([i])).features[0, :k], dtype=np.float32)
+            if _holds(path, features):
                 result.kept += 1
-            else:  # one video at a time: a chunk read whole is padded to its longest film
-                features = rows.read(np.array([i])).features[0, :k]
-                _save(path, np.ascontiguousarray(features, dtype=np.float32))
+            else:
+                _write_file(path, _npy_bytes(features))
                 result.written += 1
             table.writerow((paths[i], names[i], k, seconds))
-    tmp = directory / f".{INDEX}.partial"
-    tmp.write_text(index.getvalue())
-    os.replace(tmp, directory / INDEX)
+    _write_file(directory / INDEX, index.getvalue().encode())
     return result

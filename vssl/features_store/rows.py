@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from vssl.errors import StoreError
+from vssl.errors import StoreError, working_on
 
 from .schema import STATUS_DONE
 
@@ -97,7 +97,7 @@ class ChunkMemmapReader:
             _LIVE.move_to_end((id(self), c))
         if cached is not None and not self.revalidate:
             return cached[1]  # a read-only store does not change under us
-        path = self.root / self.array.path / self.array.metadata.encode_chunk_key((c,) + (0,) * len(self.row_shape))
+        path = chunk_file(self.root, self.array, c)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -116,9 +116,10 @@ class ChunkMemmapReader:
                 owner._maps.pop(old, None)
         # A plain ndarray over the mapping: np.memmap's subclass overhead on every slice
         # costs more than the copy for small gathers.
-        with open(path, "rb") as f:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        arr = np.frombuffer(mapped, dtype=self.dtype).reshape((self.chunk_rows,) + self.row_shape)
+        with working_on("store chunk", path):  # a truncated or emptied file fails here
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            arr = np.frombuffer(mapped, dtype=self.dtype).reshape((self.chunk_rows,) + self.row_shape)
         self._maps[c] = (stamp, arr)
         _LIVE[(id(self), c)] = weakref.ref(self)
         _LIVE.move_to_end((id(self), c))
@@ -174,6 +175,17 @@ def sync_file(path: str | Path) -> None:
         os.close(fd)
 
 
+def chunk_file(root: Path, array: zarr.Array, c: int) -> Path:
+    """The file of chunk ``c`` (along N; whole along the other axes) of ``array`` in the store at ``root``."""
+    return root / chunk_path(array, c)
+
+
+def array_dir(array: zarr.Array) -> str:
+    """The folder of ``array`` on disk (its address off a local disk), for messages."""
+    root = getattr(array.store_path.store, "root", None)
+    return str(Path(root) / array.path) if root is not None else str(array.store_path)
+
+
 def sync_chunk(root: Path, array: zarr.Array, c: int) -> None:
     """fsync the file of chunk ``c`` (along N) of ``array`` in the store at ``root``."""
     sync_file(root / chunk_path(array, c))
@@ -218,7 +230,8 @@ def read_rows(array: zarr.Array, indices: np.ndarray, reader: ChunkMemmapReader 
     if reader is not None:
         return reader.read(indices)
     uniq, inverse = np.unique(indices, return_inverse=True)
-    return np.asarray(array.oindex[uniq])[inverse]
+    with working_on("store array", array_dir(array)):  # e.g. a chunk file that does not decompress
+        return np.asarray(array.oindex[uniq])[inverse]
 
 
 class RowGroup:
@@ -311,11 +324,12 @@ class RowGroup:
         whole = len(np.unique(local)) == stop - start
         for name in self.array_names:
             arr = self._arrays[name]
-            block = (np.zeros((stop - start, *arr.shape[1:]), dtype=arr.dtype) if whole
-                     else np.asarray(arr[start:stop]))
-            block[local] = np.asarray(data[name], dtype=arr.dtype)
-            arr[start:stop] = block
-            sync_chunk(self.root, arr, start // self.chunk_videos)
+            with working_on("store chunk", chunk_file(self.root, arr, start // self.chunk_videos)):
+                block = (np.zeros((stop - start, *arr.shape[1:]), dtype=arr.dtype) if whole
+                         else np.asarray(arr[start:stop]))
+                block[local] = np.asarray(data[name], dtype=arr.dtype)
+                arr[start:stop] = block
+                sync_chunk(self.root, arr, start // self.chunk_videos)
         if mark:
             self.mark(indices, done)
 
@@ -327,7 +341,8 @@ class RowGroup:
         start, stop = chunk_bounds(indices, self.chunk_videos, self.num_videos)
         local = indices - start
         status = self._arrays["status"]
-        flags = np.asarray(status[start:stop])
-        flags[local] = STATUS_DONE if done is None else np.where(np.asarray(done, bool), STATUS_DONE, 0)
-        status[start:stop] = flags
-        sync_chunk(self.root, status, start // self.chunk_videos)
+        with working_on("store chunk", chunk_file(self.root, status, start // self.chunk_videos)):
+            flags = np.asarray(status[start:stop])
+            flags[local] = STATUS_DONE if done is None else np.where(np.asarray(done, bool), STATUS_DONE, 0)
+            status[start:stop] = flags
+            sync_chunk(self.root, status, start // self.chunk_videos)

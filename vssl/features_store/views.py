@@ -32,10 +32,10 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import zarr
 
-from vssl.errors import StoreError
+from vssl.errors import StoreError, working_on
 
-from .rows import (ChunkMemmapReader, RowGroup, chunk_bounds, chunk_file_problem, chunk_path, compressors_for,
-                   describe_error, persistent, sync_chunk, sync_file)
+from .rows import (ChunkMemmapReader, RowGroup, array_dir, chunk_bounds, chunk_file_problem, chunk_path,
+                   compressors_for, describe_error, persistent, sync_chunk, sync_file)
 from .schema import BOX_DIM
 
 LAYOUTS = ("fixed", "ragged")
@@ -180,7 +180,7 @@ class RaggedView(View):
             return {"data": None, "counts": None}
         cached = self._pointers.get(c)
         if cached is None or cached[0] != stamp:
-            with open(self._pointer_files[c]) as f:
+            with working_on("store chunk", self._pointer_files[c]), open(self._pointer_files[c]) as f:
                 attrs = json.load(f).get("attributes", {})
             cached = (stamp, {"data": attrs.get("data"), "counts": attrs.get("counts")})
             self._pointers[c] = cached
@@ -206,7 +206,9 @@ class RaggedView(View):
         reader = self._rows_reader(c, gen, name)
         if reader is not None:
             return reader.read(rows)
-        return np.asarray(self._rows_array(c, gen, name).oindex[rows])
+        array = self._rows_array(c, gen, name)
+        with working_on("store array", array_dir(array)):
+            return np.asarray(array.oindex[rows])
 
     # ------------------------------------------------------------- reading
 
@@ -308,17 +310,18 @@ class RaggedView(View):
         counts = [len(f) for f in per_video_f]
         chunk = self._chunk_group(c)
         gen = None
-        if sum(counts):
-            gen = f"g{uuid.uuid4().hex[:12]}"
-            data = chunk.create_group(gen)
-            for name, values, dtype in (("features", per_video_f, self.dtype), ("boxes", per_video_b, np.float32)):
-                flat = np.concatenate(values).astype(dtype, copy=False)
-                arr = data.create_array(name, shape=flat.shape, chunks=flat.shape, dtype=dtype, fill_value=0,
-                                        compressors=compressors_for("none"))
-                persistent(arr)[...] = flat
-                sync_chunk(self.root, arr, 0)
-        chunk.attrs.update({"data": gen, "counts": counts})  # the switch: one atomic file write
-        sync_file(self._chunks_dir / str(c) / "zarr.json")
+        with working_on("store chunk", self._chunks_dir / str(c)):
+            if sum(counts):
+                gen = f"g{uuid.uuid4().hex[:12]}"
+                data = chunk.create_group(gen)
+                for name, values, dtype in (("features", per_video_f, self.dtype), ("boxes", per_video_b, np.float32)):
+                    flat = np.concatenate(values).astype(dtype, copy=False)
+                    arr = data.create_array(name, shape=flat.shape, chunks=flat.shape, dtype=dtype, fill_value=0,
+                                            compressors=compressors_for("none"))
+                    persistent(arr)[...] = flat
+                    sync_chunk(self.root, arr, 0)
+            chunk.attrs.update({"data": gen, "counts": counts})  # the switch: one atomic file write
+            sync_file(self._chunks_dir / str(c) / "zarr.json")
         RowGroup.write(self, idx, {}, done=ok, mark=mark)
         # the old generation, and any left by a writer killed before its switch
         for stale in (p for p in (self._chunks_dir / str(c)).iterdir() if p.is_dir() and p.name != gen):

@@ -28,10 +28,11 @@ from .train import TrainConfig, with_defaults
 #: its released default: lr 3e-4 (eval.py:66), wd 0 (eval.py:67) and 1e-4 (train.py:31, the value
 #: eval.py:308 really trains with), batch 512 (eval.py:69), 60 epochs (eval.py:70), 5% warm-up
 #: (eval.py:71). docs/DESIGN_NOTES.md gives its measured cost, the reason it is not the default.
+#: Under ``scale`` linear heads are trained by minibatch steps as released, not solved (``--solver``).
 GRIDS: dict[str, dict] = {
     "default": {},
     "scale": {"lrs": (1e-4, 3e-4, 1e-3), "weight_decays": (0.0, 1e-4), "batch_sizes": (256, 512),
-              "optimizers": ("adamw", "sgd"), "epochs": 60, "warmup": 0.05},
+              "optimizers": ("adamw", "sgd"), "epochs": 60, "warmup": 0.05, "solver": "minibatch"},
 }
 
 
@@ -80,6 +81,19 @@ class ProbeConfig(Settings):
     optimizer: tuple[str, ...] | None = setting(None, "adamw or sgd (repeatable: both are searched)")
     warmup: float | None = setting(None, "fraction of the steps of linear warm-up before the cosine")
     holdout: float | None = setting(None, "fraction of the train split used for selection")
+    holdout_min: int | None = setting(None, "videos selection scores on at least: disjoint held-out parts in "
+                                            "turn when one --holdout part holds fewer (linear heads: 100; "
+                                            "trained heads: 0, each part is one more training)")
+    min_steps: int | None = setting(None, "optimizer steps a trained head takes at least, however small the "
+                                          "split (default 500): the batch shrinks, then epochs are added")
+    solver: str | None = setting(None, "linear heads: lbfgs (solved to convergence, the default) or minibatch "
+                                       "(trained like the other heads, as the released eval)")
+    l2: tuple[float, ...] | None = setting(None, "linear heads solved by lbfgs: the λ path of the penalty "
+                                                 "λ/2·||W||² on the mean clip loss (repeatable; λ = 1/(C·clips))",
+                                           flag="--l2")
+    max_iter: int | None = setting(None, "linear heads solved by lbfgs: L-BFGS iterations per λ at most (1000)")
+    tolerance: float | None = setting(None, "linear heads solved by lbfgs: converged when no gradient component "
+                                            "exceeds this (1e-5)")
     batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
     append_refined: bool = setting(False, "SCALE_linear on [C_i, Ĉ_i, SET] instead of [C_i, SET]",
                                    flag="--append-refined")
@@ -98,7 +112,7 @@ class ProbeConfig(Settings):
 
     def coerce(self) -> None:
         """A single value (TOML ``batch-size = 64``, the Python API) is a grid of one."""
-        for key in ("lr", "weight_decay", "batch_size", "optimizer"):
+        for key in ("lr", "weight_decay", "batch_size", "optimizer", "l2"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, (tuple, list)):
                 setattr(self, key, (value,))
@@ -142,25 +156,25 @@ class ProbeConfig(Settings):
 
     def train_config(self, option: str) -> TrainConfig:
         """Option ``option``'s config (the registry's class): its defaults, under the named
-        ``--grid``, under the training settings that are set; ``--batchnorm`` where the config
-        has it (linear, MLP). One ``--batch-size``/``--optimizer`` fixes it, several are searched."""
-        base = with_defaults(option_config(option)(), **GRIDS[self.grid])
+        ``--grid``, under the training settings that are set; the options only some configs have
+        (``--batchnorm``, ``--solver``, ...) where the config has them. One
+        ``--batch-size``/``--optimizer`` fixes it, several are searched."""
+        default = option_config(option)()
+        base = with_defaults(default, **own_fields(default, GRIDS[self.grid]))
         shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
                   **_axis("batch_size", self.batch_size), **_axis("optimizer", self.optimizer),
-                  "warmup": self.warmup, "holdout": self.holdout,
-                  "seed": self.seed, "device": self.device, "precision": self.precision}
-        if "batchnorm" in {f.name for f in dataclasses.fields(base)}:
-            shared["batchnorm"] = self.batchnorm or None
-        shared.update(self.row_options(base))
+                  "warmup": self.warmup, "holdout": self.holdout, "holdout_min": self.holdout_min,
+                  "min_steps": self.min_steps, "seed": self.seed, "device": self.device, "precision": self.precision}
+        shared.update(own_fields(base, self.config_options()))
         return with_defaults(base, **shared)
 
-    def row_options(self, base: TrainConfig) -> dict[str, object]:
-        """The row-definition options the config ``base`` has: ``--append-refined`` (SCALE_linear),
-        ``--standardize/--no-standardize`` and ``--box-encoding`` (the set probes)."""
-        options = {"append_refined": self.append_refined or None, "standardize": self.standardize,
-                   "box_encoding": self.box_encoding}
-        names = {f.name for f in dataclasses.fields(base)}
-        return {name: value for name, value in options.items() if name in names}
+    def config_options(self) -> dict[str, object]:
+        """The settings only some probe configs have (unset: ``None``): the batch norm of linear and
+        MLP heads, the linear solver's, ``--append-refined`` (SCALE_linear's row definition), and
+        the set probes' ``--standardize/--no-standardize`` and ``--box-encoding``."""
+        return {"batchnorm": self.batchnorm or None, "append_refined": self.append_refined or None,
+                "solver": self.solver, "l2s": self.l2 or None, "max_iter": self.max_iter,
+                "tolerance": self.tolerance, "standardize": self.standardize, "box_encoding": self.box_encoding}
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""
@@ -170,6 +184,12 @@ class ProbeConfig(Settings):
                             train_view=self.train_view, train_clips=self.train_clips,
                             low_shot=self.low_shot, seed=self.seed, seeds=self.seeds, knn_ks=self.knn_ks(),
                             target=self.target, quiet=self.quiet, **configs)
+
+
+def own_fields(config: object, values: dict[str, object]) -> dict[str, object]:
+    """The entries of ``values`` that are fields of the dataclass ``config``."""
+    names = {f.name for f in dataclasses.fields(config)}
+    return {name: value for name, value in values.items() if name in names}
 
 
 def _axis(name: str, values: tuple | None) -> dict:

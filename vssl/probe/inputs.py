@@ -53,6 +53,16 @@ class ClipInputs:
             return int(self.features.counts[positions].sum())
         return len(positions) * self.samples_per_video
 
+    def clip_rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every training clip of the videos ``positions`` as rows ``[m, D]`` (stored dtype: all
+        clips of the training view, or a ragged view's real clips) and each row's label."""
+        if self.train_view is None and isinstance(self.features, RaggedClips):
+            clips = self.features
+            return clips.flat[clips.rows(positions)], np.repeat(self.labels[positions], clips.counts[positions], 0)
+        source = self.features if self.train_view is None else self.train_view.features
+        k = source.shape[1]
+        return source[positions].reshape(-1, source.shape[-1]), np.repeat(self.labels[positions], k, axis=0)
+
     def batches(self, positions: np.ndarray, batch_size: int, gen: torch.Generator,
                 device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
         if self.train_view is None and isinstance(self.features, RaggedClips):

@@ -45,3 +45,37 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[n
     fit_idx = np.sort(np.concatenate(fit)) if fit else np.zeros(0, dtype=np.int64)
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
     return fit_idx.astype(np.int64), held_idx.astype(np.int64)
+
+
+def selection_folds(labels: np.ndarray, fraction: float, min_held: int, seed: int = 0
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) position pairs that model selection scores on, stratified by class.
+
+    One pair (:func:`holdout_split`) when its held-out part holds at least ``min_held`` videos.
+    On a smaller training split a couple of dozen held-out videos would pick a grid point by
+    noise (one video is 4 points of accuracy), so disjoint held-out parts are drawn in turn,
+    each ``fraction`` of every class, until together they hold ``min_held`` videos or every video
+    has been held out once (at most ``round(1 / fraction)`` parts: k-fold cross-validation). A
+    class with a single video is never held out.
+    """
+    labels = np.asarray(labels)
+    fit, held = holdout_split(labels, fraction, seed)
+    slots = max(1, int(round(1.0 / fraction))) if fraction > 0 else 1
+    if len(held) == 0 or len(held) >= min_held or slots == 1:
+        return [(fit, held)]
+    folds = min(slots, -(-min_held // len(held)))
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(folds)]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if len(members) < 2:
+            continue
+        for f, part in enumerate(np.array_split(members, slots)[:folds]):
+            parts[f].append(part)
+    everyone = np.arange(len(labels))
+    pairs = []
+    for chosen in parts:
+        held_f = np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, np.int64)
+        if len(held_f):
+            pairs.append((np.setdiff1d(everyone, held_f).astype(np.int64), held_f))
+    return pairs

@@ -14,13 +14,20 @@ row, so every probe (and every feature source) is scored the same way. The kind 
 - regression targets: MSE and R².
 
 A row may hold several seeds (``--seeds N``): each headline metric is the mean over seeds,
-with its standard deviation and each seed's value; per-class numbers and the confusion matrix
-pool the seeds' predictions (so with one seed they are that seed's). Every row carries a 95%
-interval of its headline metric: a bootstrap over test videos (the seeds' mean recomputed on
-each resample), or for k-NN's top-1 the Wilson score interval.
+with its standard deviation and each seed's value; per-class numbers pool the seeds'
+predictions. A confusion matrix counts each test video once: a row whose seeds each computed
+their own scores lists one matrix per seed ``[seeds, C, C]``; a row with one seed, or a
+training-free one whose single result stands for every seed, has one ``[C, C]``. Every row
+carries a 95% interval of its headline metric: a bootstrap over test videos (the seeds' mean
+recomputed on each resample), or for k-NN's top-1 the Wilson score interval.
 
-Ties are broken by class index (a stable sort of the negated scores), so a metric never
-depends on the order a backend happened to return equal scores in.
+Ties follow one rule everywhere (the prediction, top-1, top-k, the confusion matrix, the
+``correct`` hits the comparisons read): among equal scores the *higher* class index ranks
+first. That is scikit-learn's ``top_k_accuracy_score`` (a stable ascending sort, reversed), for
+every k, so top-1 and top-5 of the same scores agree with it together; the predicted class is
+that ranking's first, which is not ``np.argmax`` (the lower index) on a tied row. A metric never
+depends on the order a backend happened to return equal scores in, and k-NN votes, where most
+classes tie at exactly 0, score the same as scikit-learn scores them.
 """
 
 from __future__ import annotations
@@ -43,17 +50,20 @@ LEVEL = 0.95
 # ---------------------------------------------------------------------- single-label
 
 
-def ranked_classes(scores: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` highest-scoring classes of each row, best first.
+def predicted_classes(scores: np.ndarray) -> np.ndarray:
+    """The predicted class along the last axis of ``scores``: the highest score, the highest index
+    among tied ones (the first of :func:`ranked_classes`; ``np.argmax`` would take the lowest)."""
+    scores = np.asarray(scores)
+    return scores.shape[-1] - 1 - np.argmax(scores[..., ::-1], axis=-1)
 
-    Ties: for k = 1 the lower index (``argmax``, as scikit-learn's ``accuracy_score`` on predictions);
-    for k > 1 the higher index, as scikit-learn's ``top_k_accuracy_score`` ranks them. It matters for
-    k-NN votes, where most classes tie at exactly 0.
-    """
+
+def ranked_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` highest-scoring classes of each row, best first; equal scores rank the higher class
+    index first, for every k (scikit-learn's ``top_k_accuracy_score``: a stable sort, reversed)."""
     scores = np.asarray(scores)
     k = min(k, scores.shape[1])
     if k == 1:
-        return np.argsort(-scores, axis=1, kind="stable")[:, :1]
+        return predicted_classes(scores)[:, None]
     return np.argsort(scores, axis=1, kind="stable")[:, ::-1][:, :k]
 
 
@@ -179,7 +189,7 @@ def bootstrap_metric(kind: str, per_seed: Sequence[np.ndarray], labels: np.ndarr
     labels = np.asarray(labels)
     n = len(labels)
     if kind == "single":
-        hits = np.mean([ranked_classes(s, 1)[:, 0] == labels for s in per_seed], axis=0)
+        hits = np.mean([predicted_classes(s) == labels for s in per_seed], axis=0)
         return weights @ hits / n * 100.0
     if kind == "multi":
         y = labels.astype(np.float64)
@@ -196,19 +206,24 @@ def _interval(metric: str, value: float, low: float, high: float, method: str) -
 
 
 def row_metrics(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, classes: list[str],
-                interval: str = "bootstrap") -> dict[str, Any]:
+                interval: str = "bootstrap", seeded: bool = True) -> dict[str, Any]:
     """The report-row fields of the test scores ``[n_test, C]`` (or one such array per seed).
 
     ``labels``' kind picks the metrics (:func:`~vssl.probe.task.task_of`). ``interval``:
     ``bootstrap`` over test videos, or ``wilson`` (k-NN's top-1; other targets bootstrap).
+    ``seeded`` False: the arrays are one result repeated per seed (a training-free row), so its
+    confusion matrix is that result's alone (each test video counted once).
     Besides the JSON fields the row keeps ``correct`` ``[seeds, n_test]`` (each seed's top-1 hit
     per video, for paired comparisons of rows, :mod:`vssl.probe.compare`) and the raw
     ``scores`` of each seed (``--predictions``).
     """
     per_seed = [np.asarray(s) for s in ([scores] if isinstance(scores, np.ndarray) else scores)]
     task = task_of(labels)
-    out = {"single": _single_label, "multi": _multi_label, "regression": _regression}[task.kind](
-        per_seed, np.asarray(labels), classes, interval)
+    if task.kind == "single":
+        out = _single_label(per_seed, np.asarray(labels), classes, interval, seeded)
+    else:
+        out = {"multi": _multi_label, "regression": _regression}[task.kind](per_seed, np.asarray(labels), classes,
+                                                                          interval)
     values = out.pop("seed_values")
     out["seeds"] = {name: [_num(v) for v in vs] for name, vs in values.items()}
     out["std"] = {name: float(np.std(vs)) if len(vs) > 1 else 0.0 for name, vs in values.items()}
@@ -220,17 +235,18 @@ def _num(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _single_label(per_seed, labels, classes, interval) -> dict[str, Any]:
+def _single_label(per_seed, labels, classes, interval, seeded) -> dict[str, Any]:
     c = len(classes)
-    preds = [ranked_classes(s, 1)[:, 0] for s in per_seed]
+    preds = [predicted_classes(s) for s in per_seed]
     cms = [confusion_matrix(p, labels, c) for p in preds]
     values = {"top1": [topk_accuracy(s, labels, 1) for s in per_seed],
               "balanced_accuracy": [balanced_accuracy(cm) for cm in cms]}
     if c > 5:                                           # top-5 can miss only with more than 5 classes
         values["top5"] = [topk_accuracy(s, labels, 5) for s in per_seed]
     correct = np.stack([p == labels for p in preds])    # [seeds, n]
-    cm = np.sum(cms, axis=0)                            # the seeds' predictions pooled
-    recall, precision = recall_precision(cm)
+    if not seeded:
+        cms = cms[:1]                                   # one result standing for every seed
+    recall, precision = recall_precision(np.sum(cms, axis=0))       # the seeds' predictions pooled
     support = np.bincount(labels, minlength=c)
     top1 = float(np.mean(values["top1"]))
     n = len(labels)
@@ -243,7 +259,7 @@ def _single_label(per_seed, labels, classes, interval) -> dict[str, Any]:
             "per_class": dict(zip(classes, recall)),
             "per_class_stats": {name: {"precision": p, "recall": r, "support": int(s)}
                                 for name, p, r, s in zip(classes, precision, recall, support)},
-            "confusion": cm, "correct": correct,
+            "confusion": cms[0] if len(cms) == 1 else np.stack(cms), "correct": correct,
             "ci": _interval("top1", top1, low, high, interval if interval == "wilson" else "bootstrap"),
             "seed_values": values}
 

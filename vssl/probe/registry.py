@@ -101,7 +101,7 @@ def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
         train, test = call.data.train, call.data.test
         (train_x, what), (test_x, _) = call.source.clips(train, call.config), call.source.clips(test, call.config)
         view = fit_view(call, what)
-        with call.progress(call.probe, epochs_total(call.config), " epochs") as advance:
+        with call.progress(call.probe, *work(call.config)) as advance:
             result, _ = train_fn(train_x, train.labels, np.arange(len(train_x)), call.data.num_classes,
                                  call.config, advance, train_view=view)
         extra = {} if what is None else {"input": what}
@@ -119,7 +119,7 @@ def set_probe(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
         train, test, cfg = call.data.train, call.data.test, call.config
         fn = train_fn(call)
         view = encoded_view(train.train_view, cfg)  # set models read the raw clips: any view serves
-        with call.progress(call.probe, epochs_total(cfg), " epochs") as advance:
+        with call.progress(call.probe, *work(cfg)) as advance:
             result, inputs = fn(train.features, encoded_boxes(train.boxes, cfg), train.labels,
                                 np.arange(len(train.labels)), call.data.num_classes, cfg, advance, train_view=view)
         return scored_fit(result, inputs.like(test.features, encoded_boxes(test.boxes, cfg), test.labels), cfg,
@@ -152,9 +152,13 @@ def scored_fit(result: FitResult, test_inputs, cfg: TrainConfig, extra: dict[str
     return ProbeScores(scores[:, 0], {**cfg.params(), "selected": result.params(), **extra})
 
 
-def epochs_total(cfg: TrainConfig) -> int:
-    """Epochs the progress bar counts: the selection pass plus the refit (at most as long)."""
-    return cfg.epochs * (2 if cfg.holdout > 0 else 1)
+def work(cfg: TrainConfig) -> tuple[int, str]:
+    """What a trained row's progress bar counts, and a first estimate of how many: epochs (the
+    selection passes plus the refit), or L-BFGS solves for a solved linear head. The fit corrects
+    the total once it knows its budget and held-out parts (``ProgressBar.expect``)."""
+    if getattr(cfg, "solver", None) == "lbfgs":
+        return len(cfg.l2s) + 1, " solves"
+    return cfg.epochs * (2 if cfg.holdout > 0 else 1), " epochs"
 
 
 def _finetune(call: ProbeCall) -> Callable:

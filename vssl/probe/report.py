@@ -13,7 +13,7 @@ import numpy as np
 
 from vssl.errors import VsslError
 
-from .metrics import row_metrics
+from .metrics import predicted_classes, row_metrics
 
 PROBES = ("knn", "linear", "mlp", "transformer", "scale_linear", "scale_ft")
 FEATURES = ("backbone", "scale")
@@ -32,7 +32,9 @@ class ProbeResult:
     n_test: int
     params: dict[str, Any]
     per_class: dict[str, float | None]
-    confusion: np.ndarray = field(repr=False, default=None)   # [true, predicted], seeds pooled
+    # [true, predicted] counting each test video once; [seeds, C, C] (one per seed) for a row whose
+    # seeds each computed their own scores
+    confusion: np.ndarray = field(repr=False, default=None)
     transductive: bool = False      # read a SCALE run pretrained on videos of the test split
     correct: np.ndarray = field(repr=False, default=None)     # [seeds, n_test] (or [n_test]) top-1 hits
     variant: str | None = None      # a row of a grid reported row by row (k-NN's --knn-k: "k20")
@@ -82,10 +84,11 @@ class ProbeResult:
 
 def make_result(probe: str, features: str, scores: np.ndarray | list[np.ndarray], labels: np.ndarray,
                 classes: list[str], n_train: int, params: dict[str, Any], transductive: bool = False,
-                interval: str = "bootstrap", variant: str | None = None) -> ProbeResult:
-    """Score a probe from its ``[n_test, C]`` test scores (one array per seed)."""
+                interval: str = "bootstrap", variant: str | None = None, seeded: bool = True) -> ProbeResult:
+    """Score a probe from its ``[n_test, C]`` test scores (one array per seed; ``seeded`` False: one
+    result repeated per seed, see :func:`~vssl.probe.metrics.row_metrics`)."""
     return ProbeResult(probe, features, n_train=int(n_train), params=params, transductive=transductive,
-                       variant=variant, **row_metrics(scores, labels, classes, interval))
+                       variant=variant, **row_metrics(scores, labels, classes, interval, seeded))
 
 
 @dataclass
@@ -134,16 +137,26 @@ class Report:
     def write_predictions(self, path: str | Path) -> None:
         """``--predictions P.npz``: the test videos' ``paths`` and ``labels`` and, per row, its test
         scores ``"<probe>/<features>/scores"`` ``[n_test, C]`` (the first seed's; with several seeds
-        also ``"<probe>/<features>/seed<S>/scores"`` each), from which every number is recomputed."""
+        also ``"<probe>/<features>/seed<S>/scores"`` each), from which every number is recomputed;
+        a single-label row also has its predicted classes ``".../predicted"`` ``[n_test]`` (the
+        report's tie rule, :func:`~vssl.probe.metrics.predicted_classes`)."""
         check_writable(path, "--predictions")
         arrays = {"paths": np.asarray(self.test_paths, dtype=str), "labels": np.asarray(self.test_labels)}
         for r in self.results:
-            arrays[f"{r.name}/{r.features}/scores"] = np.asarray(r.scores[0])
+            arrays.update(_row_arrays(f"{r.name}/{r.features}", r.scores[0], r.task))
             if len(r.scores) > 1:
                 for seed, s in zip(r.seed_list(), r.scores):
-                    arrays[f"{r.name}/{r.features}/seed{seed}/scores"] = np.asarray(s)
+                    arrays.update(_row_arrays(f"{r.name}/{r.features}/seed{seed}", s, r.task))
         with open(path, "wb") as f:                      # np.savez would append .npz to another suffix
             np.savez(f, **arrays)
+
+
+def _row_arrays(prefix: str, scores: np.ndarray, task: str) -> dict[str, np.ndarray]:
+    """One seed's arrays of a row in ``--predictions``: its scores, and its predictions (classes)."""
+    arrays = {f"{prefix}/scores": np.asarray(scores)}
+    if task == "single":
+        arrays[f"{prefix}/predicted"] = predicted_classes(scores)
+    return arrays
 
 
 def _label(r: ProbeResult) -> str:
@@ -215,7 +228,9 @@ def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = result.confusion.astype(np.float64)
+    cm = np.asarray(result.confusion, dtype=np.float64)
+    seeds = len(cm) if cm.ndim == 3 else 1
+    cm = cm.sum(axis=0) if cm.ndim == 3 else cm         # every seed has the same support: the seeds' mean rates
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     c = len(classes)
     size = min(4 + 0.18 * c, 30)
@@ -223,7 +238,8 @@ def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Pat
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{result.name} ({result.features}): top-1 {result.top1:.1f}%")
+    ax.set_title(f"{result.name} ({result.features}): top-1 {result.top1:.1f}%"
+                 + (f", {seeds} seeds pooled" if seeds > 1 else ""))
     if c <= 60:
         ax.set_xticks(range(c), classes, rotation=90, fontsize=6)
         ax.set_yticks(range(c), classes, fontsize=6)

@@ -33,7 +33,7 @@ from .labels import class_names
 from .sources import BackboneSource, ProbeData, ScaleSource
 from .task import task_of
 from .train import TrainConfig
-from .transductive import transductive_note
+from .transductive import judge_run
 from .transformer import FinetuneConfig, TransformerConfig, match_architecture
 
 log = logging.getLogger("vssl.probe")
@@ -177,10 +177,10 @@ def open_sources(req: ProbeRequest, store, data: ProbeData) -> dict[str, Any]:
 
         needed = np.concatenate([data.train.indices, data.test.indices])
         scale = ScaleFeatures.open(store, req.scale_run, req.view, needed, quiet=req.quiet)
-        note = transductive_note(scale.meta, store, req.test_split, req.scale_run)
-        if note is not None:
-            print(note, file=sys.stderr, flush=True)        # one line, even with --quiet: never silent
-        sources["scale"] = ScaleSource(scale, transductive=note is not None)
+        verdict = judge_run(scale.meta, store, req.test_split, data.test.indices, req.scale_run)
+        if verdict.line is not None:
+            print(verdict.line, file=sys.stderr, flush=True)        # one line, even with --quiet: never silent
+        sources["scale"] = ScaleSource(scale, transductive=verdict.transductive)
     return sources
 
 
@@ -216,7 +216,8 @@ def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult
     common = {"low_shot": req.low_shot, "seed": req.seed, "seeds": list(seeds_of(req))}
     interval = "wilson" if isinstance(row.config, KnnConfig) else "bootstrap"
     result = make_result(row.probe.name, source.name, scores, data.test.labels, data.classes, n_train,
-                         {**params, **source.params, **common}, source.transductive, interval, row.variant)
+                         {**params, **source.params, **common}, source.transductive, interval, row.variant,
+                         seeded=not fixed)
     log.info("%s (%s): %s", result.name, result.features, result.headline())
     return result
 

@@ -42,9 +42,12 @@ class Task:
 
     def selection(self, scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per head of ``scores`` ``[n, G, C]``: (what selection maximises, the tie-breaker it
-        minimises): top-1 then cross-entropy; mAP then binary cross-entropy; -MSE then MSE."""
+        minimises): top-1 (the report's tie rule, :func:`~vssl.probe.metrics.predicted_classes`)
+        then cross-entropy; mAP then binary cross-entropy; -MSE then MSE."""
         if self.kind == "single":
-            top1 = (scores.argmax(axis=-1) == y[:, None]).mean(axis=0) * 100.0
+            from .metrics import predicted_classes
+
+            top1 = (predicted_classes(scores) == y[:, None]).mean(axis=0) * 100.0
             p_true = np.take_along_axis(scores, y[:, None, None], axis=-1)[..., 0]
             return top1, -np.log(np.maximum(p_true, 1e-12)).mean(axis=0)
         if self.kind == "multi":

@@ -1,4 +1,4 @@
-"""Supervised training of probe heads with model selection on a held-out part of the training split.
+"""Supervised training of probe heads with model selection on held-out parts of the training split.
 
 Every grid point (learning rate x weight decay) is a separate head; all heads of a grid see
 the same minibatches and are trained side by side in one pass over the data (the data
@@ -8,6 +8,17 @@ each epoch every head is scored on the held-out videos; the best (batch size, op
 wd, epoch) is then refit on the whole training split with the same schedule, stopped at that
 epoch. The test split takes no part in any choice (unlike the official SCALE eval.py, which
 reports the best test epoch).
+
+The budget is counted in optimizer steps, not only in epochs: a head gets ``epochs`` passes over
+its training clips but never fewer than ``min_steps`` steps. Counted in epochs alone, a few
+hundred training videos get a few dozen steps and a head stops far from convergence; so on a
+small split the minibatch shrinks (never below :data:`MIN_BATCH`) until the epochs hold
+``min_steps`` steps, and epochs are added only past that floor. On a large split the floor is
+already met and nothing changes. Selection can score on at least ``holdout_min`` held-out
+videos, drawn as several disjoint parts in turn where one ``holdout`` part holds fewer
+(:func:`~vssl.probe.lowshot.selection_folds`): a couple of dozen held-out videos select by noise.
+Each part is one more training of every head, so the trained heads default to one part (0) and
+the solved linear heads, for which a part costs a few solves, to 100 videos.
 
 Optimisation follows released SCALE (``src/train.py`` ``get_optimizer``, which ``src/eval.py``
 uses for its probes): a linear warm-up over ``warmup`` (released: 5%) of the steps, then a
@@ -32,11 +43,13 @@ from vssl.errors import VsslError
 from vssl.optim import lr_at, param_groups
 
 from .common import resolve_device, seed_everything
-from .lowshot import holdout_split
+from .lowshot import selection_folds
 from .task import task_of
 
 #: ``--precision`` values of the trained probes: the toolkit's, less fp16 (no loss scaling here)
 PROBE_PRECISIONS = tuple(p for p in PRECISION_CHOICES if p != "fp16")
+#: the smallest minibatch the step floor shrinks a batch to (samples: clips, or videos for set probes)
+MIN_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class TrainConfig:
     batch_sizes: tuple[int, ...] = ()  # when given, searched instead of batch_size
     optimizers: tuple[str, ...] = ()   # when given, searched instead of optimizer
     holdout: float = 0.1              # fraction of the training split used to select grid point + epoch
+    holdout_min: int = 0              # videos selection scores on at least (several held-out parts if needed)
+    min_steps: int = 500              # optimizer steps a head takes at least, however small the split
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"           # auto (bf16 where the hardware is fast at it, else fp32) | bf16 | fp32
@@ -68,6 +83,14 @@ class TrainConfig:
     def params(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def candidates(self) -> int:
+        """How many settings selection chooses among (besides the epoch)."""
+        return len(self.grid()) * len(self.passes())
+
+    def candidate_flags(self) -> str:
+        """The flags that fix the one candidate of a run without selection (``--holdout 0``)."""
+        return "--lr, --weight-decay, --batch-size and --optimizer"
+
     def validate(self) -> None:
         if not self.lrs or not self.weight_decays:
             raise VsslError("the hyper-parameter grid is empty; give at least one --lr and one --weight-decay")
@@ -82,9 +105,10 @@ class TrainConfig:
             raise VsslError(f"--warmup {self.warmup}: use a fraction of the steps in [0, 1), e.g. 0.05")
         if not 0.0 <= self.holdout < 1.0:
             raise VsslError(f"--holdout {self.holdout}: use a fraction in [0, 1), e.g. 0.1")
-        if self.holdout == 0.0 and len(self.grid()) * len(self.passes()) > 1:
-            raise VsslError("--holdout 0 leaves nothing to select the grid on; fix one --lr, --weight-decay, "
-                            "--batch-size and --optimizer")
+        if self.holdout_min < 0 or self.min_steps < 0:
+            raise VsslError("--holdout-min and --min-steps must be at least 0")
+        if self.holdout == 0.0 and self.candidates() > 1:
+            raise VsslError(f"--holdout 0 leaves nothing to select the grid on; fix one {self.candidate_flags()}")
 
 
 class Inputs(Protocol):
@@ -115,23 +139,26 @@ class GridHeads(nn.Module):
 
 @dataclass
 class FitResult:
-    """The refit model, what was chosen, and the held-out accuracy that chose it."""
+    """The refit model, what was chosen, and the held-out score that chose it."""
 
     model: nn.Module
-    lr: float
-    weight_decay: float
-    epochs: int
-    val_top1: float | None                                       # held-out score: see ``val_metric``
+    lr: float | None                                             # None: a solved (not trained) head
+    weight_decay: float | None
+    epochs: int | None
+    val_score: float | None                                      # held-out score: see ``val_metric``
     precision: str = "fp32"                                      # as resolved; predict with the same
-    history: list[list[float]] = field(default_factory=list)   # [epoch][grid point] held-out top-1
+    history: list[list[float]] = field(default_factory=list)   # [epoch][grid point] held-out score
     batch_size: int | None = None
     optimizer: str | None = None
     val_metric: str = "top1"                                     # top1 | mAP | -mse (Task.selection)
+    held_out: int = 0                                            # videos the selection scored on
+    solver: dict | None = None                                   # a solved head: its solver's record
 
     def params(self) -> dict:
-        return {"lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
-                "batch_size": self.batch_size, "optimizer": self.optimizer,
-                "val_top1": self.val_top1, "val_metric": self.val_metric, "precision": self.precision}
+        chosen = {"lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
+                  "batch_size": self.batch_size, "optimizer": self.optimizer} if self.solver is None else self.solver
+        return {**chosen, "val_score": self.val_score, "val_metric": self.val_metric, "held_out": self.held_out,
+                "precision": self.precision}
 
 
 def probe_precision(precision: str, device: torch.device) -> str:
@@ -145,35 +172,68 @@ def probe_precision(precision: str, device: torch.device) -> str:
 
 def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float, float]]], GridHeads],
         cfg: TrainConfig, advance: Callable[[int], None] | None = None) -> FitResult:
-    """Select (lr, wd, epoch) on a held-out part of ``positions`` and refit on all of them.
+    """Select (lr, wd, epoch) on held-out parts of ``positions`` and refit on all of them.
 
     ``build(grid)`` returns a fresh :class:`GridHeads` with one head per ``(lr, wd)``.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
     cfg = replace(cfg, precision=probe_precision(cfg.precision, device))
-    grid, passes = cfg.grid(), cfg.passes()
+    grid = cfg.grid()
+    passes = [budget(run, _num_samples(inputs, positions)) for run in cfg.passes()]
     if cfg.holdout == 0.0:
         (lr, wd), run = grid[0], passes[0]
+        expect(advance, run.epochs)
         model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, run.epochs, device, advance)
-        return FitResult(model, lr, wd, cfg.epochs, None, cfg.precision, batch_size=run.batch_size,
+        return FitResult(model, lr, wd, run.epochs, None, cfg.precision, batch_size=run.batch_size,
                          optimizer=run.optimizer)
     task = task_of(inputs.labels)
-    fit_pos, held_pos = holdout_split(task.stratify(inputs.labels[positions]), cfg.holdout, cfg.seed)
-    fit_pos, held_pos = positions[fit_pos], positions[held_pos]
-    if len(held_pos) == 0:
-        raise VsslError("the training split is too small to hold out videos for model selection; "
-                        "use --holdout 0 with one --lr and one --weight-decay")
-    histories = [np.asarray(_train(inputs, fit_pos, held_pos, build, grid, run, run.epochs, device, advance)[1])
-                 for run in passes]
-    history = np.concatenate(histories, axis=1)                 # [epoch, pass x grid, (score, loss)]
+    folds = held_out_folds(inputs.labels, positions, cfg)
+    expect(advance, len(folds) * sum(run.epochs for run in passes) + max(run.epochs for run in passes))
+    score, loss = 0.0, 0.0                       # [epoch, pass x grid], averaged over held-out videos
+    for fit_pos, held_pos in folds:
+        history = np.concatenate([np.asarray(_train(inputs, fit_pos, held_pos, build, grid, run, run.epochs,
+                                                    device, advance)[1]) for run in passes], axis=1)
+        weight = len(held_pos) / sum(len(h) for _, h in folds)
+        score, loss = score + weight * history[..., 0], loss + weight * history[..., 1]
     points = [(run, lr, wd) for run in passes for lr, wd in grid]
-    acc, nll = history[..., 0], history[..., 1]
-    best = select(acc, nll)
+    best = select(score, loss)
     epoch, (run, lr, wd) = int(best[0]) + 1, points[int(best[1])]
     model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance)
-    return FitResult(model, lr, wd, epoch, float(acc[best]), cfg.precision, acc.tolist(), run.batch_size,
-                     run.optimizer, task.selection_metric)
+    return FitResult(model, lr, wd, epoch, float(score[best]), cfg.precision, score.tolist(), run.batch_size,
+                     run.optimizer, task.selection_metric, sum(len(h) for _, h in folds))
+
+
+def expect(advance: Callable[[int], None] | None, total: int) -> None:
+    """Tell a progress bar passed as ``advance`` how many units the fit will take, once known."""
+    set_total = getattr(advance, "expect", None)
+    if set_total is not None:
+        set_total(total)
+
+
+def held_out_folds(labels: np.ndarray, positions: np.ndarray, cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) positions model selection scores on (:func:`selection_folds`), a clear error
+    when the training split is too small to hold any video out."""
+    strata = task_of(labels).stratify(labels[positions])
+    folds = [(positions[f], positions[h]) for f, h in selection_folds(strata, cfg.holdout, cfg.holdout_min, cfg.seed)]
+    if not folds or len(folds[0][1]) == 0:
+        raise VsslError("the training split is too small to hold out videos for model selection; "
+                        "use --holdout 0 with one --lr and one --weight-decay")
+    return folds
+
+
+def budget(cfg: TrainConfig, samples: int) -> TrainConfig:
+    """``cfg`` with the minibatch and epochs that give at least ``min_steps`` optimizer steps over
+    ``samples`` training samples: the batch shrinks first (the same compute in more, smaller
+    steps; never below :data:`MIN_BATCH`), then epochs are added. A split whose ``epochs`` already
+    hold ``min_steps`` steps keeps its settings."""
+    steps = cfg.epochs * math.ceil(samples / cfg.batch_size)
+    if steps >= cfg.min_steps or samples == 0:
+        return cfg
+    per_epoch = math.ceil(cfg.min_steps / cfg.epochs)
+    batch = min(cfg.batch_size, max(MIN_BATCH, samples // per_epoch))
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / math.ceil(samples / batch)))
+    return replace(cfg, batch_size=batch, epochs=epochs)
 
 
 def select(score: np.ndarray, loss: np.ndarray) -> tuple[int, int]:

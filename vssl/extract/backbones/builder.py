@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from vssl.errors import working_on
+
 from .base import Backbone, InputSpec
 from .checkpoints import KeyMap, LoadedCheckpoint, StateDict, apply_key_map, load_strict, read_checkpoint
 from .per_frame import PerFrame
@@ -62,12 +64,13 @@ def build_model_with_cfg(
     if path is None:
         model: Backbone = model_cls(spec=spec, **given)
     else:
-        ckpt = read_checkpoint(path)
-        adapted = adapter(ckpt, key_map)
-        sd = adapted.state_dict
-        arch = model_cls.arch_from_state_dict(sd, spec, str(path), **{**adapted.arch_kwargs, **given})
-        model = model_cls(spec=spec, **arch)
-        load_strict(model, sd, str(path), family, file_keys=apply_key_map(ckpt.tensors, key_map).keys())
+        with working_on("checkpoint", path):  # the packaged default file too
+            ckpt = read_checkpoint(path)
+            adapted = adapter(ckpt, key_map)
+            sd = adapted.state_dict
+            arch = model_cls.arch_from_state_dict(sd, spec, str(path), **{**adapted.arch_kwargs, **given})
+            model = model_cls(spec=spec, **arch)
+            load_strict(model, sd, str(path), family, file_keys=apply_key_map(ckpt.tensors, key_map).keys())
     if per_frame:
         model = PerFrame(model, keep_frames=keep_frames)
     if path is not None:

@@ -3,9 +3,11 @@
 Every family adapter starts from the same flat ``{name: tensor}`` dictionary, whatever the
 container: a torch pickle (``.pth``/``.pyth``/``.pt``/``.bin``) whose weights sit under
 ``model``/``module``/``model_state``/``state_dict``/``teacher``; a safetensors file; a
-Hugging Face directory (``config.json`` + weights, possibly sharded); or a MindSpore
-``.ckpt`` (read by :mod:`.mindspore_ckpt`, no MindSpore needed). Loading is strict because a
-silently half-loaded backbone produces plausible-looking but meaningless features: any
+Hugging Face directory (``config.json`` + weights, possibly sharded); a MindSpore
+``.ckpt`` (read by :mod:`.mindspore_ckpt`, no MindSpore needed); or a TorchScript archive
+(OpenAI's CLIP releases; read by :mod:`.torchscript_ckpt` without running its code). A pickle
+that holds anything but weights is refused, naming what it holds: unpickling it would run code.
+Loading is strict because a silently half-loaded backbone produces plausible-looking but meaningless features: any
 missing, unexpected or mis-shaped key is a :class:`~vssl.errors.CheckpointError` that names
 the first offending keys and the ``--key-map`` escape hatch.
 """
@@ -43,7 +45,7 @@ class LoadedCheckpoint:
 
     path: Path
     tensors: StateDict
-    format: str  # "torch", "safetensors", "huggingface", "mindspore"
+    format: str  # "torch", "safetensors", "huggingface", "mindspore", "torchscript"
     config: dict[str, Any] = field(default_factory=dict)  # Hugging Face config.json, if any
     container: str = ""  # the key the state dict was found under ("model", "teacher", ...)
 
@@ -65,6 +67,10 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
         return LoadedCheckpoint(path, read_mindspore_checkpoint(path), "mindspore")
     if suffix == ".safetensors":
         return LoadedCheckpoint(path, _read_safetensors(path), "safetensors")
+    from .torchscript_ckpt import is_torchscript_archive, read_torchscript_checkpoint
+
+    if is_torchscript_archive(path):
+        return LoadedCheckpoint(path, read_torchscript_checkpoint(path), "torchscript")
     obj = _torch_load(path)
     tensors, container = unwrap_state_dict(obj, path)
     return LoadedCheckpoint(path, tensors, "torch", container=container)
@@ -106,15 +112,67 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = _first_line(exc)
-        if "weights_only" in msg or "Unsupported global" in msg or "global" in msg.lower():
-            raise CheckpointError(f"cannot read {path}: it pickles Python objects that safe loading refuses"
-                                  f" ({msg[:160]}); re-save just its state dict with torch.save") from None
-        raise CheckpointError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({msg[:160]});"
+        refused = _refused_name(str(exc)) or _foreign_global(path)
+        if refused:
+            raise refused_global(path, refused) from None
+        raise CheckpointError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({_first_line(exc)[:160]});"
                               " download it again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path}: truncated or not a PyTorch checkpoint"
                               f" ({_first_line(exc)[:160]}); download it again") from None
+
+
+def refused_global(path: Path | str, name: str) -> CheckpointError:
+    """The error for a pickle that names ``name``, a global that is not part of a weights file.
+
+    Unpickling calls what a pickle names (an ``os.system`` in a ``__reduce__``, a training
+    script's class), so such a file is refused before anything in it runs. It is not damaged:
+    saying "download it again" would send the user after a new copy of the same file.
+    """
+    return CheckpointError(f"refused {path}: its pickle names {name}, which is not a tensor or a container of"
+                           f" tensors (unpickling it would import and call {name}); nothing from the file was run."
+                           " If you trust its source, re-save its state_dict() with torch.save")
+
+
+# torch.load(weights_only=True) names the global it refused: "Unsupported global: GLOBAL
+# __main__.Evil was not an allowed global ..." or "unsupported GLOBAL posix.system whose module ...".
+_REFUSED_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL ([\w.]+)", re.I)
+# Modules whose globals a weights pickle may name (tensor rebuilding, storages, containers, dtypes).
+_WEIGHT_MODULES = ("torch", "collections", "numpy", "argparse", "_codecs")
+
+
+def _refused_name(message: str) -> str:
+    match = _REFUSED_GLOBAL.search(message)
+    return match.group(1) if match else ""
+
+
+def _foreign_global(path: Path) -> str:
+    """The first global outside torch's and numpy's that a plain (not zip) pickle names, if any.
+
+    torch's safe unpickler stops on opcodes it does not know (a ``pickle.dump`` stream's frames)
+    before it meets the globals, so it cannot say what it refused; the opcodes are listed here
+    with :func:`pickletools.genops`, which parses without loading anything.
+    """
+    import pickletools
+
+    if zipfile.is_zipfile(path):
+        return ""
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str) and "UNICODE" in op.name:
+                    strings.append(arg)
+                name = ""
+                if op.name in ("GLOBAL", "INST"):
+                    name = str(arg).replace(" ", ".")
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    name = f"{strings[-2]}.{strings[-1]}"
+                if name and name.split(".")[0] not in _WEIGHT_MODULES:
+                    return name
+    except (ValueError, EOFError, OSError, pickle.UnpicklingError):
+        pass  # not a pickle, or truncated: the caller says so
+    return ""
 
 
 def _read_hf_dir(path: Path) -> LoadedCheckpoint:

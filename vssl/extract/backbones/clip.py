@@ -11,9 +11,10 @@ Each frame is embedded as CLIP's image embedding (HF ``image_embeds``): ``ln_pos
 the clip embedding averages the frames. The activation is not in the state dict: OpenAI's weights
 were trained with QuickGELU, which is the default for the ``visual.*`` layout; open_clip models
 trained without it (LAION ``ViT-*`` without ``-quickgelu``) need ``act="gelu"``. A Hugging Face
-config's ``hidden_act`` decides for its files. OpenAI's TorchScript ``.pt`` archives are not read
-(re-save their ``state_dict()``). At another input size the position grid is resized bicubically,
-as transformers' ``interpolate_pos_encoding`` does.
+config's ``hidden_act`` decides for its files. OpenAI's TorchScript ``.pt`` archives (``ViT-B-32.pt``,
+...) are read as released: :mod:`.torchscript_ckpt` takes their ``state_dict()`` without running their
+code. At another input size the position grid is resized bicubically, as transformers'
+``interpolate_pos_encoding`` does.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from .vit_layers import STANDARD_HEADS, fuse_separate_qkv
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SPEC = InputSpec(frames=8, stride=8, size=224, mean=CLIP_MEAN, std=CLIP_STD)
-LAYOUTS = "OpenAI CLIP / open_clip visual.* state dict, Hugging Face CLIPVisionModelWithProjection dir"
+LAYOUTS = ("OpenAI CLIP / open_clip visual.* state dict or OpenAI TorchScript .pt, Hugging Face"
+           " CLIPVisionModelWithProjection dir")
 
 
 class CLIPVision(Backbone):
@@ -133,4 +135,4 @@ def _recognise(keys: set[str]) -> bool:
 register_recogniser("clip", "clip", _recognise)
 register_family("clip", model_cls=CLIPVision, adapter=adapt_clip, spec=CLIP_SPEC, family="clip", per_frame=True,
                 description="CLIP image encoder per frame, projected image embedding averaged over frames "
-                            "(OpenAI/open_clip visual.*, HF dir)")
+                            "(OpenAI/open_clip visual.*, OpenAI TorchScript .pt, HF dir)")

@@ -11,13 +11,14 @@ entry says what the listing and the store need without building it: width, pooli
 from __future__ import annotations
 
 import importlib
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable
 
-from vssl.errors import CheckpointError, VsslError
+from vssl.errors import CheckpointError, VsslError, working_on
 
 from .base import Backbone, InputSpec
 from .builder import Adapter, build_model_with_cfg
@@ -179,7 +180,8 @@ def create_backbone(
     if key_map:
         kwargs["key_map"] = key_map
     try:
-        model = entry.factory(checkpoint=path, spec=spec, **kwargs)
+        with working_on("checkpoint", path) if path is not None else nullcontext():  # plugins' loading too
+            model = entry.factory(checkpoint=path, spec=spec, **kwargs)
     except TypeError as exc:
         if kwargs and "unexpected keyword argument" in str(exc):
             raise VsslError(f"backbone '{name}' does not take {exc}".rstrip()) from None

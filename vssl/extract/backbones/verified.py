@@ -54,10 +54,12 @@ VERIFIED: dict[str, Verified] = {
         ("tests/test_backbone_dinov2.py",),
         unverified="hub checkpoints saved in chunks (blocks.C.N.* keys); the hub code's own resize (offset 0.1)"),
     "clip": Verified(
-        "OpenAI and open_clip visual.* state dicts; Hugging Face CLIPVisionModelWithProjection dirs",
+        "OpenAI and open_clip visual.* state dicts; OpenAI-layout TorchScript .pt archives (traced and scripted, "
+        "text tower included); Hugging Face CLIPVisionModelWithProjection dirs",
         "transformers CLIPVisionModelWithProjection (image_embeds), QuickGELU and GELU",
         ("tests/test_backbone_clip.py",),
-        unverified="OpenAI TorchScript .pt archives"),
+        unverified="OpenAI's released archives themselves (written by torch 1.7; the test writes its own with "
+                   "this torch)"),
     "siglip": Verified(
         "Hugging Face SiglipVisionModel dirs and state dicts; the vision_model.* part of a SiglipModel",
         "transformers SiglipVisionModel (pooler_output, the MAP head), at the trained and a resized grid",
