@@ -106,3 +106,14 @@ def test_selection_holds_out_enough_videos_in_disjoint_parts():
         assert set(y[fit]) == set(range(10))            # every class stays on the fit side
         assert np.bincount(y[h], minlength=10).max() - np.bincount(y[h], minlength=10).min() <= 1
     assert len(selection_folds(np.repeat(np.arange(10), 200), 0.1, 100, seed=0)) == 1   # 200 held: one part
+
+
+def test_a_solve_stopped_before_convergence_is_said(tmp_path, caplog):
+    """A head cut short by --max-iter is never a silent number: the row records it and a warning says it."""
+    x, y, splits = generated(60, 20, seed=2)
+    make_synthetic_store(tmp_path / "store", x, y, splits, view=VIEW)
+    with caplog.at_level("WARNING", logger="vssl.probe"):
+        report = run_probes(ProbeRequest(store=tmp_path / "store", view=VIEW, quiet=True,
+                                         linear=LinearConfig(device="cpu", max_iter=2, holdout=0.0, l2s=(1e-4,))))
+    assert report.results[0].params["selected"]["converged"] is False
+    assert any("--max-iter" in r.getMessage() for r in caplog.records)

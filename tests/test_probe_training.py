@@ -123,7 +123,11 @@ def test_holdout_zero_needs_one_point_on_every_axis():
     from vssl.errors import VsslError
 
     with pytest.raises(VsslError, match="--batch-size"):
-        LinearConfig(lrs=(1e-3,), weight_decays=(0.0,), batch_sizes=(8, 16), holdout=0.0).validate()
+        LinearConfig(lrs=(1e-3,), weight_decays=(0.0,), batch_sizes=(8, 16), holdout=0.0,
+                     solver="minibatch").validate()
+    with pytest.raises(VsslError, match="--l2"):                 # the solved head selects only λ
+        LinearConfig(l2s=(1e-2, 1e-4), holdout=0.0).validate()
+    LinearConfig(l2s=(1e-4,), batch_sizes=(8, 16), holdout=0.0).validate()
     with pytest.raises(VsslError, match="warmup"):
         LinearConfig(warmup=1.0).validate()
 

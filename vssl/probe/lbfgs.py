@@ -27,6 +27,7 @@ accurate far below the tolerance, and float32 products run twice as fast on a CP
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -35,11 +36,12 @@ import torch
 from torch import nn
 
 from vssl.device import matmul_numerics
-from vssl.errors import VsslError
 
 from .common import resolve_device
 from .task import Task, task_of, torch_labels
 from .train import FitResult, GridHeads, expect, held_out_folds, select
+
+log = logging.getLogger("vssl.probe")
 
 #: λ of the default path: decades from strong to weak regularisation of standardised features
 #: (scikit-learn's default C = 1 is λ = 1 / n_clips: 1e-3 at a thousand clips, 1e-6 at a million)
@@ -186,9 +188,8 @@ def fit_solved(inputs, positions: np.ndarray, num_outputs: int, cfg, advance: Ca
     """
     device = resolve_device(cfg.device)
     task = task_of(inputs.labels)
+    cfg.validate()
     l2s = sorted(set(float(v) for v in cfg.l2s), reverse=True)
-    if cfg.holdout == 0.0 and len(l2s) != 1:
-        raise VsslError("--holdout 0 leaves nothing to select λ on; give one --l2")
     folds = held_out_folds(inputs.labels, positions, cfg) if cfg.holdout > 0 else []
     expect(advance, len(folds) * len(l2s) + 1)
     solvers = [(PathSolver(_rows(inputs, f, device), task, num_outputs, cfg.max_iter, cfg.tolerance), h)
@@ -217,6 +218,10 @@ def fit_solved(inputs, positions: np.ndarray, num_outputs: int, cfg, advance: Ca
     expect(advance, getattr(advance, "done", 0) + 1)
     if advance:
         advance(1)
+    if not chosen.converged:
+        log.warning("linear head (λ %.3g): L-BFGS stopped after %d iterations with a gradient above %.0e; "
+                    "the row may be below its converged value: raise --max-iter", chosen.l2, chosen.iterations,
+                    cfg.tolerance)
     record = {"solver": "lbfgs", "l2": chosen.l2, "C": 1.0 / (chosen.l2 * len(rows)), "iterations": chosen.iterations,
               "converged": chosen.converged, "standardized": True,
               "path": [[l2, s, l] for l2, (s, l) in zip(l2s, scores)]}

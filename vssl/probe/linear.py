@@ -46,6 +46,12 @@ class LinearConfig(TrainConfig):
     max_iter: int = 1000
     tolerance: float = 1e-5
 
+    def candidates(self) -> int:
+        return len(self.l2s) if self.solver == "lbfgs" else super().candidates()
+
+    def candidate_flags(self) -> str:
+        return "--l2" if self.solver == "lbfgs" else super().candidate_flags()
+
     def validate(self) -> None:
         super().validate()
         if self.solver not in SOLVERS:
@@ -81,7 +87,6 @@ def train_linear(features: np.ndarray, labels: np.ndarray, train_pos: np.ndarray
     ``train_view``'s clips when given; selection still reads ``features``)."""
     inputs = ClipInputs(features, labels, train_view=train_view)
     if cfg.solver == "lbfgs":
-        cfg.validate()
         return fit_solved(inputs, train_pos, num_classes, cfg, advance), inputs
     result = fit(inputs, train_pos, linear_grid(features.shape[-1], num_classes, cfg.batchnorm), cfg, advance)
     return result, inputs

@@ -83,6 +83,14 @@ class TrainConfig:
     def params(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def candidates(self) -> int:
+        """How many settings selection chooses among (besides the epoch)."""
+        return len(self.grid()) * len(self.passes())
+
+    def candidate_flags(self) -> str:
+        """The flags that fix the one candidate of a run without selection (``--holdout 0``)."""
+        return "--lr, --weight-decay, --batch-size and --optimizer"
+
     def validate(self) -> None:
         if not self.lrs or not self.weight_decays:
             raise VsslError("the hyper-parameter grid is empty; give at least one --lr and one --weight-decay")
@@ -99,9 +107,8 @@ class TrainConfig:
             raise VsslError(f"--holdout {self.holdout}: use a fraction in [0, 1), e.g. 0.1")
         if self.holdout_min < 0 or self.min_steps < 0:
             raise VsslError("--holdout-min and --min-steps must be at least 0")
-        if self.holdout == 0.0 and len(self.grid()) * len(self.passes()) > 1:
-            raise VsslError("--holdout 0 leaves nothing to select the grid on; fix one --lr, --weight-decay, "
-                            "--batch-size and --optimizer")
+        if self.holdout == 0.0 and self.candidates() > 1:
+            raise VsslError(f"--holdout 0 leaves nothing to select the grid on; fix one {self.candidate_flags()}")
 
 
 class Inputs(Protocol):
