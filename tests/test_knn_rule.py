@@ -28,12 +28,17 @@ def tiny(tmp_path_factory):
     return tiny_store_and_run(tmp_path_factory.mktemp("knnrule"), seed=4)
 
 
-def _arrays(store, run):
+def _clips(store):
     s = FeatureStore.open(store)
-    idx = np.arange(s.num_videos)
-    clips = s.view(VIEW).read_features(idx).astype(np.float64)
-    token = s.rows(f"aggregates/{run.name}/{VIEW}").read("set_token", idx).astype(np.float64)
-    return clips, token, s.labels().astype(np.int64)
+    return s.view(VIEW).read_features(np.arange(s.num_videos)).astype(np.float64), s.labels().astype(np.int64)
+
+
+def _arrays(store, run):
+    """Clips, SET tokens and labels; the tokens exist once a probe with ``--scale`` has exported them."""
+    clips, labels = _clips(store)
+    s = FeatureStore.open(store)
+    token = s.rows(f"aggregates/{run.name}/{VIEW}").read("set_token", np.arange(s.num_videos)).astype(np.float64)
+    return clips, token, labels
 
 
 def _predict(video: np.ndarray, y: np.ndarray, center: bool) -> np.ndarray:
@@ -86,8 +91,8 @@ def test_the_dino_rule_on_both_sources(tiny):
 
 
 def test_backbone_alone_keeps_dino_and_the_released_rule_is_a_flag(tiny, tmp_path, capsys):
-    store, run = tiny
-    c, _, y = _arrays(store, run)
+    store, _ = tiny
+    c, y = _clips(store)
     code, out, err = run_cli(capsys, "probe", store, "--view", VIEW, "--knn", "--device", "cpu",
                              "--report", tmp_path / "d.json")
     assert code == 0, err
