@@ -8,6 +8,8 @@ on the same held-out parts of the training split (C = 1 / (λ · clips), the λ 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -112,8 +114,12 @@ def test_a_solve_stopped_before_convergence_is_said(tmp_path, caplog):
     """A head cut short by --max-iter is never a silent number: the row records it and a warning says it."""
     x, y, splits = generated(60, 20, seed=2)
     make_synthetic_store(tmp_path / "store", x, y, splits, view=VIEW)
-    with caplog.at_level("WARNING", logger="vssl.probe"):
+    probe_log = logging.getLogger("vssl.probe")     # its own stderr handler once a probe ran: listen there
+    probe_log.addHandler(caplog.handler)
+    try:
         report = run_probes(ProbeRequest(store=tmp_path / "store", view=VIEW, quiet=True,
                                          linear=LinearConfig(device="cpu", max_iter=2, holdout=0.0, l2s=(1e-4,))))
+    finally:
+        probe_log.removeHandler(caplog.handler)
     assert report.results[0].params["selected"]["converged"] is False
     assert any("--max-iter" in r.getMessage() for r in caplog.records)
