@@ -41,12 +41,16 @@ def _arrays(store, run):
     return clips, token, labels
 
 
-def _predict(video: np.ndarray, y: np.ndarray, center: bool) -> np.ndarray:
+def _votes(video: np.ndarray, y: np.ndarray, center: bool) -> np.ndarray:
     tr, te = video[:N_TRAIN], video[N_TRAIN:]
-    if center:
+    if center:                                      # both splits by the TRAINING mean
         mu = tr.mean(axis=0)
         tr, te = tr - mu, te - mu
-    return dino_knn(l2(tr), y[:N_TRAIN], l2(te), 3).argmax(axis=1)
+    return dino_knn(l2(tr), y[:N_TRAIN], l2(te), 3)
+
+
+def _predict(video: np.ndarray, y: np.ndarray, center: bool) -> np.ndarray:
+    return _votes(video, y, center).argmax(axis=1)
 
 
 def _released(clips):
@@ -73,6 +77,7 @@ def test_with_a_scale_run_both_knn_rows_use_the_released_rule(tiny):
     assert {r.params["rule"] for r in rows.values()} == {"released"}
     assert rows[("knn", "backbone")].top1 == _top1(_predict(_released(c), y, center=True), y)
     assert rows[("knn", "backbone")].params["center"] is True
+    np.testing.assert_allclose(rows[("knn", "backbone")].scores[0], _votes(_released(c), y, center=True), rtol=1e-4)
     clip_set = np.concatenate([c.mean(axis=1), s], axis=1)
     assert rows[("knn", "scale")].top1 == _top1(_predict(clip_set, y, center=True), y)
 
