@@ -77,9 +77,11 @@ def test_with_a_scale_run_both_knn_rows_use_the_released_rule(tiny):
     assert {r.params["rule"] for r in rows.values()} == {"released"}
     assert rows[("knn", "backbone")].top1 == _top1(_predict(_released(c), y, center=True), y)
     assert rows[("knn", "backbone")].params["center"] is True
+    assert "l2-normalized" not in rows[("knn", "scale")].params["representation"]
     np.testing.assert_allclose(rows[("knn", "backbone")].scores[0], _votes(_released(c), y, center=True), rtol=1e-4)
     clip_set = np.concatenate([c.mean(axis=1), s], axis=1)
     assert rows[("knn", "scale")].top1 == _top1(_predict(clip_set, y, center=True), y)
+    np.testing.assert_allclose(rows[("knn", "scale")].scores[0], _votes(clip_set, y, center=True), rtol=1e-4)
 
 
 def test_the_dino_rule_on_both_sources(tiny):
@@ -90,9 +92,13 @@ def test_the_dino_rule_on_both_sources(tiny):
     c, s, y = _arrays(store, run)
     assert {r.params["rule"] for r in rows.values()} == {"dino"}
     assert rows[("knn", "backbone")].top1 == _top1(_predict(_dino(c), y, center=False), y)
+    np.testing.assert_allclose(rows[("knn", "backbone")].scores[0], _votes(_dino(c), y, center=False), rtol=1e-4)
     per_clip = np.concatenate([c, np.repeat(s[:, None], c.shape[1], axis=1)], axis=-1)   # [C_i ⊕ SET]
     assert rows[("knn", "scale")].top1 == _top1(_predict(_dino(per_clip), y, center=False), y)
+    np.testing.assert_allclose(rows[("knn", "scale")].scores[0], _votes(_dino(per_clip), y, center=False),
+                               rtol=1e-4)
     assert rows[("knn", "scale")].params["center"] is False
+    assert "l2-normalized" in rows[("knn", "scale")].params["representation"]    # the report says what it did
 
 
 def test_backbone_alone_keeps_dino_and_the_released_rule_is_a_flag(tiny, tmp_path, capsys):
