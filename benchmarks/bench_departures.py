@@ -17,7 +17,7 @@ scored on the same test videos; the difference of two options is the paired 95% 
 :func:`vssl.probe.compare.paired_difference` (exact for one deterministic row, a paired
 bootstrap over the test videos of the seeds' mean hit rate for several seeds).
 
-    python benchmarks/bench_departures.py --out /tmp/departures [--videos 540] [--seeds 3] \\
+    python benchmarks/bench_departures.py --out DIR [--videos 540] [--seeds 3] \\
         [--items knn-rule,box-encoding,mask-mode,standardize] [--rows knn,linear,ft]
 
 Everything it makes is kept under ``--out`` (videos, store, runs, ``results.json``), and a re-run
