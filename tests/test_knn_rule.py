@@ -109,6 +109,7 @@ def test_backbone_alone_keeps_dino_and_the_released_rule_is_a_flag(tiny, tmp_pat
     assert code == 0, err
     row = json.loads((tmp_path / "d.json").read_text())["results"][0]
     assert row["params"]["rule"] == "dino" and row["top1"] == _top1(_predict(_dino(c), y, center=False), y)
+    assert row["params"]["representation"] == "mean of l2-normalized clip embeddings"
     assert "knn (dino)" in out
 
     # k-NN alone reads each video's vector while loading (no clips kept): the released one here
@@ -117,6 +118,7 @@ def test_backbone_alone_keeps_dino_and_the_released_rule_is_a_flag(tiny, tmp_pat
     assert code == 0, err
     row = json.loads((tmp_path / "r.json").read_text())["results"][0]
     assert row["params"]["rule"] == "released" and row["params"]["center"] is True
+    assert row["params"]["representation"] == "mean of clip embeddings"
     assert row["top1"] == _top1(_predict(_released(c), y, center=True), y)
     assert "knn (released)" in out
 

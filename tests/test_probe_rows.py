@@ -66,8 +66,9 @@ def test_scale_knn_is_the_centred_mean_of_clip_and_set(tiny):
     report = run_probes(ProbeRequest(store=store, view=VIEW, knn=KnnConfig(device="cpu", features="set", center=False),
                                      scale_run=run, quiet=True))
     row = report.results[-1]
-    pred = _dino_knn(_l2(s[:N_TRAIN]), y[:N_TRAIN], _l2(s[N_TRAIN:]), 3).argmax(axis=1)
-    assert row.top1 == pytest.approx((pred == y[N_TRAIN:]).mean() * 100)
+    votes = _dino_knn(_l2(s[:N_TRAIN]), y[:N_TRAIN], _l2(s[N_TRAIN:]), 3)
+    assert row.top1 == pytest.approx((votes.argmax(axis=1) == y[N_TRAIN:]).mean() * 100)
+    np.testing.assert_allclose(row.scores[0], votes, rtol=1e-4)          # center=False is obeyed
     assert row.params["representation"].startswith("SET")
 
 
