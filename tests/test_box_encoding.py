@@ -240,3 +240,11 @@ def test_set_probe_options_reach_the_rows(store, tmp_path, capsys):
     assert row["params"]["standardize"] is False and row["params"]["input"] == "[C_i, SET] per clip"
     assert row["params"]["box_encoding"] == "released"
     assert _among(seen.all(), reference(_stored_boxes(store)))
+
+
+def test_no_videos_encode_to_no_boxes():
+    """An empty split (fixed or ragged layout) passes through, as every other split does."""
+    assert encode_boxes(np.zeros((0, 5, 7), np.float32), "released").shape == (0, 5, 7)
+    empty = RaggedClips(np.zeros((0, 7), np.float32), np.zeros(1, np.int64))
+    assert encode_boxes(empty, "released").flat.shape == (0, 7)
+

@@ -80,5 +80,5 @@ def encode_boxes(boxes: np.ndarray | RaggedClips, encoding: str) -> np.ndarray |
         return RaggedClips(encode_flat(boxes.flat, boxes.offsets, encoding), boxes.offsets)
     boxes = np.asarray(boxes)
     n, k = boxes.shape[:2]
-    flat = encode_flat(boxes.reshape(n * k, -1), np.arange(n + 1, dtype=np.int64) * k, encoding)
+    flat = encode_flat(boxes.reshape(n * k, boxes.shape[-1]), np.arange(n + 1, dtype=np.int64) * k, encoding)
     return flat.reshape(boxes.shape)
