@@ -93,9 +93,11 @@ def test_budget_gives_small_splits_enough_steps_and_leaves_large_ones_alone():
     small = budget(cfg, 240 * 15)                        # 3,600 clips: 4 steps an epoch at batch 1024
     assert small.epochs * np.ceil(3600 / small.batch_size) >= 500
     assert small.epochs == 20 and small.batch_size < 1024     # the batch shrinks first: same compute
+    assert small.batch_size == 3600 // 25                # no further than needed: 25 steps an epoch x 20
     tiny = budget(cfg, 40)                               # the batch floor is reached: epochs are added
     assert tiny.batch_size == 16 and tiny.epochs * np.ceil(40 / 16) >= 500
     assert budget(cfg, 240_000 * 15) == cfg              # a large split already has its steps
+    assert budget(cfg, 0) == cfg                         # nothing to train on: nothing to scale
 
 
 def test_selection_holds_out_enough_videos_in_disjoint_parts():
