@@ -126,3 +126,19 @@ def test_a_solve_stopped_before_convergence_is_said(tmp_path, caplog):
         probe_log.removeHandler(caplog.handler)
     assert report.results[0].params["selected"]["converged"] is False
     assert any("--max-iter" in r.getMessage() for r in caplog.records)
+
+
+def test_held_out_parts_follow_the_settings_and_the_seed():
+    """A trained probe's selection parts: at least --holdout-min videos in all, the same parts for
+    the same --seed (a rerun reproduces its row), other parts for another seed."""
+    from vssl.probe.train import held_out_folds
+
+    labels, positions = np.repeat(np.arange(10), 24), np.arange(240)
+    cfg = TrainConfig(holdout=0.1, holdout_min=100, seed=3)
+    folds = held_out_folds(labels, positions, cfg)
+    assert sum(len(h) for _, h in folds) >= 100 and len(folds) > 1
+    again = held_out_folds(labels, positions, cfg)
+    assert all(np.array_equal(h, g) for (_, h), (_, g) in zip(folds, again))
+    other = held_out_folds(labels, positions, TrainConfig(holdout=0.1, holdout_min=100, seed=4))
+    assert not np.array_equal(folds[0][1], other[0][1])
+
