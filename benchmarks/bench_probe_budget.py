@@ -16,55 +16,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
-from vssl.features_store.synthetic import make_synthetic_store
-from vssl.probe import LinearConfig, ProbeRequest, run_probes
-from vssl.probe.compare import paired_difference
-from vssl.probe.lowshot import selection_folds
-from vssl.probe.mlp import MlpConfig
-from vssl.probe.transformer import TransformerConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.test_probe_convergence import generated, reference  # noqa: E402  (the test's features and reference)
+from vssl.features_store.synthetic import make_synthetic_store  # noqa: E402
+from vssl.probe import LinearConfig, ProbeRequest, run_probes  # noqa: E402
+from vssl.probe.compare import paired_difference  # noqa: E402
+from vssl.probe.mlp import MlpConfig  # noqa: E402
+from vssl.probe.transformer import TransformerConfig  # noqa: E402
 
 VIEW = "uniform4x1"
-
-
-def generated(n_train: int, n_test: int, seed: int, classes: int = 10, clips: int = 4, dim: int = 32):
-    """Clip features with a class direction, a video-level nuisance and clip noise, unstandardised."""
-    rng = np.random.default_rng(seed)
-    n = n_train + n_test
-    y = rng.permutation(np.arange(n) % classes)
-    means = 0.35 * rng.normal(size=(classes, dim))
-    x = means[y][:, None] + rng.normal(size=(n, 1, dim)) + 1.5 * rng.normal(size=(n, clips, dim))
-    x = x * np.exp(rng.normal(size=dim)) + 3 * rng.normal(size=dim)
-    return x.astype(np.float32), y, np.array(["train"] * n_train + ["test"] * n_test)
-
-
-def logistic_reference(x, y, train, test, l2s, holdout, holdout_min, seed) -> np.ndarray:
-    """scikit-learn's per-clip logistic regression, C on the same held-out parts; test scores."""
-    xt, yt, d = x[train], y[train], x.shape[-1]
-
-    def fit_predict(fit, videos, l2):
-        rows = xt[fit].reshape(-1, d)
-        scaler = StandardScaler().fit(rows)
-        model = LogisticRegression(C=1.0 / (l2 * len(rows)), max_iter=5000)
-        model.fit(scaler.transform(rows), np.repeat(yt[fit], x.shape[1]))
-        p = model.predict_proba(scaler.transform(videos.reshape(-1, d)))
-        return p.reshape(len(videos), -1, p.shape[-1]).mean(1)
-
-    correct, loss = np.zeros(len(l2s)), np.zeros(len(l2s))
-    for fit, held in selection_folds(yt, holdout, holdout_min, seed):
-        for i, l2 in enumerate(l2s):
-            p = fit_predict(fit, xt[held], l2)
-            correct[i] += (p.argmax(1) == yt[held]).sum()
-            loss[i] -= np.log(p[np.arange(len(held)), yt[held]]).sum()
-    best = min(range(len(l2s)), key=lambda i: (-correct[i], round(loss[i], 6), i))
-    return fit_predict(np.arange(len(yt)), x[test], l2s[best])
 
 
 def row(store: Path, **probes):
@@ -96,6 +64,7 @@ def main() -> None:
     print(f"{'comparison':<34} {'a':>6} {'b':>6}  {'b - a':>6} {'95% interval':>16}  time b/a")
     for n in (int(s) for s in args.sizes.split(",")):
         x, y, splits = generated(n, args.test, args.seed)
+        splits = np.asarray(splits)
         with tempfile.TemporaryDirectory() as tmp:
             store = Path(tmp) / "store"
             make_synthetic_store(store, x, y, splits, view=VIEW, chunk_videos=256)
@@ -104,10 +73,10 @@ def main() -> None:
                 cfg = LinearConfig(device="cpu")
                 ours, t_ours = row(store, linear=cfg)
                 t = time.perf_counter()
-                ref = logistic_reference(x, y, splits == "train", splits == "test", cfg.l2s, cfg.holdout,
-                                         cfg.holdout_min, cfg.seed)
+                train, test = splits == "train", splits == "test"
+                ref = reference(x[train], y[train], x[test], cfg.l2s, cfg.holdout, cfg.holdout_min, cfg.seed)
                 t_ref = time.perf_counter() - t
-                print(compare(f"n={n} sklearn LR (a) vs linear (b)", ref.argmax(1) == labels,
+                print(compare(f"n={n} sklearn LR (a) vs linear (b)", ref == labels,
                               np.asarray(ours.correct).reshape(-1), t_ref, t_ours))
             for name, cfg in (("mlp", MlpConfig(device="cpu", precision="fp32")),
                               ("transformer", TransformerConfig(device="cpu", precision="fp32"))):

@@ -112,6 +112,7 @@ class Sizes:
     size: int
     epochs: int
     probe_epochs: int
+    probe_min_steps: int | None     # None: the probes' own step floor; 0 in seconds-long CPU runs
     knn_train: int
     throughput_batch: int
     throughput_repeat: int
@@ -120,9 +121,9 @@ class Sizes:
     def for_device(cls, device: torch.device) -> "Sizes":
         if device.type == "cuda":
             return cls(videos=120, backbone="efficientnet-lite0", frames=2, size=112, epochs=20, probe_epochs=20,
-                       knn_train=200_000, throughput_batch=64, throughput_repeat=3)
-        return cls(videos=24, backbone="tiny", frames=4, size=32, epochs=2, probe_epochs=1, knn_train=2_000,
-                   throughput_batch=4, throughput_repeat=1)
+                       probe_min_steps=None, knn_train=200_000, throughput_batch=64, throughput_repeat=3)
+        return cls(videos=24, backbone="tiny", frames=4, size=32, epochs=2, probe_epochs=1, probe_min_steps=0,
+                   knn_train=2_000, throughput_batch=4, throughput_repeat=1)
 
 
 @dataclass
@@ -376,7 +377,8 @@ def _probe_top1(c: Check, store: Path, device: str, precision: str) -> ProbeRows
     from vssl.probe.run import run_probes
 
     cfg = ProbeConfig(view=EVAL_VIEW, knn=True, linear=True, mlp=True, transformer=True, finetune=True,
-                      scale=str(c.out / "run_resident"), epochs=c.sizes.probe_epochs, device=device,
+                      scale=str(c.out / "run_resident"), epochs=c.sizes.probe_epochs,
+                      min_steps=c.sizes.probe_min_steps, device=device,
                       precision=precision, knn_precision="fp32", quiet=True)
     report = run_probes(cfg.request(store))
     return {f"{r.probe}/{r.features}": (float(r.top1), int(r.n_test), np.asarray(r.scores[0])) for r in report.results}

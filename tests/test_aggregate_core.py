@@ -57,9 +57,15 @@ def test_info_nce_equals_hand_computation():
 def test_symmetric_info_nce_is_mean_of_both_directions():
     a = [[1.0, 0.2], [0.1, 1.0], [-1.0, 0.3]]
     b = [[0.9, 0.0], [0.5, 0.5], [-0.2, 1.0]]
-    loss, _ = symmetric_info_nce(torch.tensor(a), torch.tensor(b), 0.5)
+    loss, top1 = symmetric_info_nce(torch.tensor(a), torch.tensor(b), 0.5)
     ref = 0.5 * (_hand_info_nce(a, b, 0.5, [0, 1, 2]) + _hand_info_nce(b, a, 0.5, [0, 1, 2]))
     assert loss.item() == pytest.approx(ref, rel=1e-5)
+    # the reported accuracy: each a_i finds b_i among the b's, and each b_j finds a_j among the a's
+    na, nb = (np.asarray(v) / np.linalg.norm(v, axis=1, keepdims=True) for v in (a, b))
+    sims = na @ nb.T
+    a_to_b, b_to_a = (sims.argmax(1) == np.arange(3)).mean(), (sims.argmax(0) == np.arange(3)).mean()
+    assert a_to_b != b_to_a                                     # the two directions differ on this pair
+    assert top1.item() == pytest.approx(0.5 * (a_to_b + b_to_a))
 
 
 def test_info_nce_temperature_sharpens():

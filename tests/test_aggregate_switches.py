@@ -210,3 +210,11 @@ def test_cli_flags_and_summary_name_the_split(split_store, tmp_path, capsys):
     assert "split 'train'" in capsys.readouterr().out
     cfg = load_run(run)[1]
     assert (cfg.mask_mode, cfg.mask_ratio, cfg.mcm_weight, cfg.set_weight) == ("bernoulli", 0.5, 0.5, 2.0)
+
+
+def test_expected_masked_clips_follow_the_mode():
+    """The run record's mean masked count: the fixed count itself, or ratio x S for the coins."""
+    assert expected_count("fixed", 0.3, 8) == 2.0                   # round(2.4), clamped to [1, 7]
+    assert expected_count("fixed", 0.01, 8) == 1.0
+    assert expected_count("bernoulli", 0.3, 8) == pytest.approx(2.4)
+    assert expected_count("stochastic", 0.3, 8) == pytest.approx(2.4)

@@ -8,6 +8,8 @@ on the same held-out parts of the training split (C = 1 / (λ · clips), the λ 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -37,9 +39,10 @@ def generated(n_train: int, n_test: int, seed: int, classes: int = 10, clips: in
     return x.astype(np.float32), y, ["train"] * n_train + ["test"] * n_test
 
 
-def reference(x_train, y_train, x_test, holdout: float = 0.1, holdout_min: int = 100, seed: int = 0):
-    """scikit-learn's logistic regression per clip, C selected on the held-out parts (top-1, a tie
-    to the lower held-out log-loss, then to the stronger penalty), refit on all."""
+def reference(x_train, y_train, x_test, l2s=L2S, holdout: float = 0.1, holdout_min: int = 100, seed: int = 0):
+    """scikit-learn's logistic regression per clip, C = 1 / (λ clips) selected among ``l2s`` on the
+    held-out parts (top-1, a tie to the lower held-out log-loss, then to the stronger penalty), refit
+    on all: the test split's predicted classes."""
     d = x_train.shape[-1]
 
     def fit_predict(fit, videos, l2):
@@ -50,13 +53,13 @@ def reference(x_train, y_train, x_test, holdout: float = 0.1, holdout_min: int =
         p = model.predict_proba(scaler.transform(videos.reshape(-1, d)))
         return p.reshape(len(videos), -1, p.shape[-1]).mean(1)
 
-    correct, log_loss = np.zeros(len(L2S)), np.zeros(len(L2S))
+    correct, log_loss = np.zeros(len(l2s)), np.zeros(len(l2s))
     for fit, held in selection_folds(y_train, holdout, holdout_min, seed):
-        for i, l2 in enumerate(L2S):
+        for i, l2 in enumerate(l2s):
             p = fit_predict(fit, x_train[held], l2)
             correct[i] += (p.argmax(1) == y_train[held]).sum()
             log_loss[i] -= np.log(p[np.arange(len(held)), y_train[held]]).sum()
-    best = L2S[min(range(len(L2S)), key=lambda i: (-correct[i], round(log_loss[i], 6), i))]
+    best = l2s[min(range(len(l2s)), key=lambda i: (-correct[i], round(log_loss[i], 6), i))]
     return fit_predict(np.arange(len(y_train)), x_test, best).argmax(1)
 
 
@@ -90,9 +93,11 @@ def test_budget_gives_small_splits_enough_steps_and_leaves_large_ones_alone():
     small = budget(cfg, 240 * 15)                        # 3,600 clips: 4 steps an epoch at batch 1024
     assert small.epochs * np.ceil(3600 / small.batch_size) >= 500
     assert small.epochs == 20 and small.batch_size < 1024     # the batch shrinks first: same compute
+    assert small.batch_size == 3600 // 25                # no further than needed: 25 steps an epoch x 20
     tiny = budget(cfg, 40)                               # the batch floor is reached: epochs are added
     assert tiny.batch_size == 16 and tiny.epochs * np.ceil(40 / 16) >= 500
     assert budget(cfg, 240_000 * 15) == cfg              # a large split already has its steps
+    assert budget(cfg, 0) == cfg                         # nothing to train on: nothing to scale
 
 
 def test_selection_holds_out_enough_videos_in_disjoint_parts():
@@ -112,8 +117,28 @@ def test_a_solve_stopped_before_convergence_is_said(tmp_path, caplog):
     """A head cut short by --max-iter is never a silent number: the row records it and a warning says it."""
     x, y, splits = generated(60, 20, seed=2)
     make_synthetic_store(tmp_path / "store", x, y, splits, view=VIEW)
-    with caplog.at_level("WARNING", logger="vssl.probe"):
+    probe_log = logging.getLogger("vssl.probe")     # its own stderr handler once a probe ran: listen there
+    probe_log.addHandler(caplog.handler)
+    try:
         report = run_probes(ProbeRequest(store=tmp_path / "store", view=VIEW, quiet=True,
                                          linear=LinearConfig(device="cpu", max_iter=2, holdout=0.0, l2s=(1e-4,))))
+    finally:
+        probe_log.removeHandler(caplog.handler)
     assert report.results[0].params["selected"]["converged"] is False
     assert any("--max-iter" in r.getMessage() for r in caplog.records)
+
+
+def test_held_out_parts_follow_the_settings_and_the_seed():
+    """A trained probe's selection parts: at least --holdout-min videos in all, the same parts for
+    the same --seed (a rerun reproduces its row), other parts for another seed."""
+    from vssl.probe.train import held_out_folds
+
+    labels, positions = np.repeat(np.arange(10), 24), np.arange(240)
+    cfg = TrainConfig(holdout=0.1, holdout_min=100, seed=3)
+    folds = held_out_folds(labels, positions, cfg)
+    assert sum(len(h) for _, h in folds) >= 100 and len(folds) > 1
+    again = held_out_folds(labels, positions, cfg)
+    assert all(np.array_equal(h, g) for (_, h), (_, g) in zip(folds, again))
+    other = held_out_folds(labels, positions, TrainConfig(holdout=0.1, holdout_min=100, seed=4))
+    assert not np.array_equal(folds[0][1], other[0][1])
+

@@ -83,3 +83,31 @@ def test_fewer_training_videos_than_k():
     scores = knn_scores(tr, np.array([0, 1, 1]), tr[:1], 2, KnnConfig(device="cpu"))
     w = np.exp(np.array([1.0, 0.0, 0.0]) / 0.07)
     np.testing.assert_allclose(scores[0], [w[0], w[1] + w[2]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["multi", "regression"])
+def test_multi_label_and_regression_votes_are_weighted_fractions_and_means(kind):
+    """Multi-hot labels: class c's score is the exp(s/T)-weighted fraction of the k neighbours that
+    have c; a numeric target: the weighted mean of the neighbours' values ([n_test, 1])."""
+    rng = np.random.default_rng(5)
+    train, test = _unit(rng.normal(size=(30, 8))), _unit(rng.normal(size=(6, 8)))
+    labels = ((rng.random((30, 4)) < 0.4).astype(np.float32) if kind == "multi"
+              else rng.normal(2000, 10, size=30).astype(np.float32))
+    cfg = KnnConfig(k=5, temperature=0.1, backend="torch")
+    got = knn_scores(train, labels, test, 4, cfg)
+    sims = test.astype(np.float64) @ train.T.astype(np.float64)
+    want = []
+    for q in range(len(test)):
+        top = np.argsort(-sims[q])[:5]
+        w = np.exp(sims[q, top] / 0.1)
+        want.append((w[:, None] * labels[top].reshape(5, -1)).sum(0) / w.sum())
+    assert got.shape == ((6, 4) if kind == "multi" else (6, 1))
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-5)
+
+
+def test_per_video_vectors_are_l2_normalized_as_they_are():
+    """Already one vector per video ([n, D]: k-NN-only loads): only the final l2, no mean over anything."""
+    from vssl.probe.knn import video_embeddings
+
+    x = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+    np.testing.assert_allclose(video_embeddings(x), _unit(x), rtol=1e-6)

@@ -77,7 +77,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
     :func:`~vssl.aggregate.plan.run_meta`), epochs (done), epochs_total, step, checkpoint_sha256.
     """
     state = read_checkpoint(run_dir)
-    cfg = ScaleConfig.from_dict(state["config"])
+    cfg = ScaleConfig.from_stored(state["config"])
     meta = dict(state.get("meta", {}))
     model = ScaleModel(cfg, int(meta["in_dim"]))
     model.load_state_dict(state["model"])

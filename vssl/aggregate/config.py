@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.aggregate.masking import MASK_MODES, fixed_count
 from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
@@ -19,6 +20,11 @@ from vssl.settings import Settings, setting
 #: the most clips per set on a ragged view when --set-size is not given: the released sets
 #: (8 of the 16 clips stored per video, ``num_views=8``)
 RAGGED_SET_SIZE = 8
+
+
+#: what a run recorded before a setting existed did, whatever today's default: a checkpoint's
+#: config lacking the key reads as this value (so a default may change without changing old runs)
+LEGACY_VALUES = {"box_encoding": "absolute", "mask_mode": "fixed"}
 
 
 @dataclass
@@ -54,6 +60,11 @@ class ScaleConfig(Settings):
     mask_mode: str = setting("fixed", "how many clips a set masks: fixed (round(ratio x S), 1..S-1), "
                              "bernoulli (a coin per clip, as released), stochastic (ratio x S randomly "
                              "rounded, as released s_int)")
+    # -- inputs: how the stored boxes reach the box embedding (eq. 5); recorded in the run, so its
+    #    export and probes read boxes as it was trained (vssl.aggregate.boxes)
+    box_encoding: str = setting("absolute", "boxes as SCALE reads them: absolute (as stored: fractions of the "
+                                "frame and video, flip 1/0) or released (min-max over each video's clips in "
+                                "the view, flip +1/-1, as the released SlowFast datasets)")
     # -- optimisation: AdamW 3e-4, wd 1e-4 (none on biases/norms/tokens), 5% warmup, per-step cosine
     epochs: int = setting(500, "training epochs")
     batch_size: int = setting(512, "videos per step")
@@ -67,6 +78,11 @@ class ScaleConfig(Settings):
     checkpoint_every: int = setting(10, "epochs between checkpoints")
     # 0 = decide from free RAM / GPU memory; otherwise the most bytes the view may take in memory
     max_memory_bytes: int = setting(0, "most bytes the view may take in memory (0: auto)")
+
+    @classmethod
+    def from_stored(cls, data: dict) -> "ScaleConfig":
+        """The config a checkpoint recorded; keys it lacks (older runs) take :data:`LEGACY_VALUES`."""
+        return cls.from_dict({**LEGACY_VALUES, **data})
 
     def derive(self) -> None:
         # heads = width / 32 as in the released model (``scale.py``), unless set; to_dict()
@@ -117,6 +133,8 @@ class ScaleConfig(Settings):
             bad("use_set", "and use_mcm are both off (flag or weight 0): nothing to train")
         if self.mask_mode not in MASK_MODES:
             bad("mask_mode", f"must be one of {', '.join(MASK_MODES)}")
+        if self.box_encoding not in BOX_ENCODINGS:
+            bad("box_encoding", f"must be one of {', '.join(BOX_ENCODINGS)}")
         if self.mcm_on and self.mask_ratio == 0.0:
             bad("mask_ratio", "masks no clip, so MCM has nothing to predict; pass --no-mcm (or a ratio > 0)")
         if self.precision not in PRECISION_CHOICES:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vssl.aggregate.boxes import encode_boxes, encode_flat
 from vssl.features_store import BOX_DIM, View
 
 # Fraction of free memory the resident copy may take; the rest is left for activations.
@@ -40,14 +41,19 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 class BatchSource:
-    """Batches ``(features [B,K,D], boxes [B,K,7])`` on the device for positions of ``rows``."""
+    """Batches ``(features [B,K,D], boxes [B,K,7])`` on the device for positions of ``rows``.
+
+    Boxes are handed out in the run's ``box_encoding`` (:mod:`vssl.aggregate.boxes`), applied per
+    video over all its clips in the view as they are read; the store keeps them absolute.
+    """
 
     resident: bool = False
 
-    def __init__(self, view: View, rows: np.ndarray, device: torch.device) -> None:
+    def __init__(self, view: View, rows: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
         self.view = view
         self.rows = np.asarray(rows, dtype=np.int64)
         self.device = device
+        self.box_encoding = box_encoding
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -68,8 +74,8 @@ class ResidentSource(BatchSource):
     resident = True
 
     def __init__(self, view: View, rows: np.ndarray, device: torch.device,
-                 progress: Callable[[int], None] | None = None) -> None:
-        super().__init__(view, rows, device)
+                 progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> None:
+        super().__init__(view, rows, device, box_encoding)
         feats = torch.empty((len(self.rows), view.num_clips, view.dim), dtype=torch.float16
                             if view.dtype == np.float16 else torch.float32, device=device)
         boxes = torch.empty((len(self.rows), view.num_clips, BOX_DIM), dtype=torch.float32, device=device)
@@ -77,6 +83,7 @@ class ResidentSource(BatchSource):
         for start in range(0, len(self.rows), step):
             sel = self.rows[start:start + step]
             f, b = view.read(sel)
+            b = encode_boxes(b, box_encoding)
             feats[start:start + len(sel)] = torch.from_numpy(np.ascontiguousarray(f)).to(device)
             boxes[start:start + len(sel)] = torch.from_numpy(np.ascontiguousarray(b)).to(device)
             if progress is not None:
@@ -92,14 +99,15 @@ class ResidentSource(BatchSource):
 class StreamingSource(BatchSource):
     """Reads each batch from the store (memory-mapped chunks) one batch ahead on a thread."""
 
-    def __init__(self, view: View, rows: np.ndarray, device: torch.device) -> None:
-        super().__init__(view, rows, device)
+    def __init__(self, view: View, rows: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
+        super().__init__(view, rows, device, box_encoding)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vssl-batches")
         self._pending: dict[bytes, Future] = {}
         self._pin = device.type == "cuda"
 
     def _load(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
         f, b = self.view.read(self.rows[positions])
+        b = encode_boxes(b, self.box_encoding)
         feats, boxes = torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(b))
         if self._pin:
             feats, boxes = feats.pin_memory(), boxes.pin_memory()
@@ -154,8 +162,8 @@ class RaggedSource(BatchSource):
     """
 
     def __init__(self, view: View, rows: np.ndarray, device: torch.device, resident: bool,
-                 progress: Callable[[int], None] | None = None) -> None:
-        super().__init__(view, rows, device)
+                 progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> None:
+        super().__init__(view, rows, device, box_encoding)
         self.resident = resident
         self.counts = view.counts(self.rows)
         self._pin = device.type == "cuda"
@@ -174,7 +182,8 @@ class RaggedSource(BatchSource):
         self.starts = torch.from_numpy(offsets[:-1]).to(self.device)
         step = max(1, view.chunk_videos)
         for start in range(0, len(self.rows), step):
-            f, b, _ = view.read(self.rows[start:start + step]).flat()
+            f, b, offs = view.read(self.rows[start:start + step]).flat()
+            b = encode_flat(b, offs, self.box_encoding)
             lo, hi = int(offsets[start]), int(offsets[min(start + step, len(self.rows))])
             self.features[lo:hi] = torch.from_numpy(np.ascontiguousarray(f)).to(self.device)
             self.boxes[lo:hi] = torch.from_numpy(np.ascontiguousarray(b)).to(self.device)
@@ -183,6 +192,7 @@ class RaggedSource(BatchSource):
 
     def _load(self, positions: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         f, b, offsets = self.view.read(self.rows[positions]).flat()
+        b = encode_flat(b, offsets, self.box_encoding)
         feats, boxes = torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(b))
         if self._pin:
             feats, boxes = feats.pin_memory(), boxes.pin_memory()
@@ -209,14 +219,15 @@ class RaggedSource(BatchSource):
 
 
 def open_source(view: View, rows: np.ndarray, device: torch.device, max_memory_bytes: int = 0,
-                progress: Callable[[int], None] | None = None) -> BatchSource:
+                progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> BatchSource:
     """Resident source when the view's rows fit the budget (``max_memory_bytes`` or half the free
-    memory of the device), else the streaming source; a ragged view's source either way."""
+    memory of the device), else the streaming source; a ragged view's source either way. Boxes
+    come in ``box_encoding`` (the run's)."""
     clips = int(view.counts(rows).sum()) if view.num_clips is None else len(rows) * view.num_clips
     need = clips * (view.dim * np.dtype(view.dtype).itemsize + BOX_DIM * 4)
     budget = max_memory_bytes or int(MEMORY_FRACTION * free_memory_bytes(device))
     if view.num_clips is None:
-        return RaggedSource(view, rows, device, need <= budget, progress)
+        return RaggedSource(view, rows, device, need <= budget, progress, box_encoding)
     if need <= budget:
-        return ResidentSource(view, rows, device, progress)
-    return StreamingSource(view, rows, device)
+        return ResidentSource(view, rows, device, progress, box_encoding)
+    return StreamingSource(view, rows, device, box_encoding)

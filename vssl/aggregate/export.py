@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vssl.aggregate.boxes import encode_boxes
 from vssl.aggregate.checkpoint import check_trained_on, load_run
 from vssl.device import autocast, resolve_device, resolve_precision
 from vssl.errors import StoreError, VsslError
@@ -60,6 +61,9 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
            batch_size: int = 256, device: str = "auto", precision: str = "fp32",
            max_clips: int = EXPORT_MAX_CLIPS, quiet: bool = False) -> dict[str, Any]:
     """Write ``set_token [N, H]`` and ``clips [N, K, H]`` for every done video of ``view``.
+
+    The model reads each video's boxes in the run's ``box_encoding`` (over all of the video's clips
+    in ``view``, :mod:`vssl.aggregate.boxes`), as it was trained; what is written keeps them absolute.
 
     ``name`` is the run name in the store (default: the run directory's name). On a ragged view
     the refined clips go to ``aggregates/<run>/<view>.clips`` (ragged, the source view's counts
@@ -109,7 +113,7 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
                 continue
             if ragged:
                 _export_ragged_chunk(model, the_view, idx, rows, refined, batch_size, max_clips, dev, prec,
-                                     lambda n: progress.advance(task, n))
+                                     lambda n: progress.advance(task, n), cfg.box_encoding)
                 written += int(idx.size)
                 continue
             tokens = np.empty((idx.size, H), np.float32)
@@ -117,6 +121,7 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
             for s in range(0, idx.size, batch_size):
                 sel = idx[s:s + batch_size]
                 f, b = the_view.read(sel)
+                b = encode_boxes(b, cfg.box_encoding)
                 with autocast(dev, prec):
                     c_hat, cls = model.encode(torch.from_numpy(f).to(dev), torch.from_numpy(b).to(dev))
                 tokens[s:s + sel.size] = cls.float().cpu().numpy()
@@ -172,14 +177,18 @@ def encode_video_clips(model, features: list[np.ndarray], boxes: list[np.ndarray
 
 
 def _export_ragged_chunk(model, view, idx: np.ndarray, rows, refined, batch_size: int, max_clips: int,
-                         device, precision: str, advance) -> None:
+                         device, precision: str, advance, box_encoding: str = "absolute") -> None:
     """One chunk of a ragged view: Ĉ (the view's counts and boxes) written whole, then the SET tokens
     with their done flags, so a video is done only when both are on disk. Videos are read in
-    batches of similar length, so a long film never pads the chunk's short videos."""
+    batches of similar length, so a long film never pads the chunk's short videos. The model reads
+    the boxes in ``box_encoding``, each video's over all its clips (not per window); Ĉ's rows keep
+    the stored ones."""
     clips, bxs = read_clips(view, idx, batch_size)
+    seen = encode_boxes(bxs, box_encoding)
     feats = [clips.flat[a:e].astype(np.float32) for a, e in zip(clips.offsets[:-1], clips.offsets[1:])]
     boxes = [bxs.flat[a:e] for a, e in zip(bxs.offsets[:-1], bxs.offsets[1:])]
-    tokens, c_hat = encode_video_clips(model, feats, boxes, max_clips, batch_size, device, precision)
+    model_boxes = [seen.flat[a:e] for a, e in zip(seen.offsets[:-1], seen.offsets[1:])]
+    tokens, c_hat = encode_video_clips(model, feats, model_boxes, max_clips, batch_size, device, precision)
     refined.write_clips(idx, c_hat, boxes)
     rows.write(idx, {"set_token": tokens})
     advance(int(idx.size))

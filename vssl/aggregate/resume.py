@@ -44,7 +44,7 @@ def resume_point(run_dir: Path, cfg: ScaleConfig, resume: bool, log: Callable[[s
         raise VsslError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     state = read_checkpoint(run_dir)
     # resolved values: a run of vssl 0.1 recorded heads=8 where today's config derives width / 32
-    saved = ScaleConfig.from_dict(state["config"]).values()
+    saved = ScaleConfig.from_stored(state["config"]).values()
     diff = [f"{k} (run {saved[k]!r}, now {v!r})" for k, v in sorted(cfg.values().items())
             if saved[k] != v and k not in RESUMABLE_CHANGES and k != "batch_size"]
     was_world = int(state.get("meta", {}).get("world_size", 1))

@@ -319,7 +319,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     with make_progress(quiet or not par.is_main) as progress, _training_numerics(plan.device):
         load_task = progress.add_task("loading features", total=num_videos, info="")
         source = open_source(the_view, rows, plan.device, cfg.max_memory_bytes,
-                             progress=lambda n: progress.advance(load_task, n))
+                             progress=lambda n: progress.advance(load_task, n), box_encoding=cfg.box_encoding)
         progress.remove_task(load_task)
         summary.resident = source.resident
         if not source.resident:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.errors import VsslError
 from vssl.settings import Settings, setting, settings_options
 
-from .knn import KnnConfig
+from .knn import KNN_RULES, KnnConfig
 from .registry import OPTIONS, option_config
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
@@ -63,8 +64,11 @@ class ProbeConfig(Settings):
     k: int = setting(20, "k-NN neighbours", flag="--k")
     knn_k: str | None = setting(None, "k-NN: a row per k, comma-separated (DINO: 10,20,100,200); overrides --k")
     temperature: float = setting(0.07, "k-NN vote temperature")
-    center: bool | None = setting(None, "k-NN: subtract the training mean first (default: on SCALE features only)",
-                                  flag="--center/--no-center")
+    knn_rule: str | None = setting(None, "k-NN video vector, one rule for every k-NN row: dino (mean of l2-normalized "
+                                         "clips, uncentred) or released (raw mean, centred; released eval.py); "
+                                         "default: released with --scale, dino without")
+    center: bool | None = setting(None, "k-NN: subtract the training mean first (default: the rule's: released on, "
+                                        "dino off)", flag="--center/--no-center")
     knn_features: str = setting("clip_set", "k-NN on SCALE: clip_set (mean of [C_i, SET]) or set (SET token)")
     knn_backend: str = setting("auto", "k-NN search: auto, faiss or torch")
     knn_precision: str = setting("fp32", "k-NN: fp32, or bf16 shortlist + exact re-rank (torch)")
@@ -93,6 +97,11 @@ class ProbeConfig(Settings):
     batchnorm: bool = setting(False, "batch norm without affine before linear/MLP heads", flag="--batchnorm")
     append_refined: bool = setting(False, "SCALE_linear on [C_i, Ĉ_i, SET] instead of [C_i, SET]",
                                    flag="--append-refined")
+    standardize: bool | None = setting(None, "Transformer/SCALE_ft: standardize the clips by the training clips' "
+                                             "mean/std (default on; not in the released head)",
+                                       flag="--standardize/--no-standardize")
+    box_encoding: str | None = setting(None, "Transformer without --scale: absolute or released boxes (with --scale: "
+                                             "the run's)")
     # -- run
     seed: int = setting(0, "seed of low-shot subsets, splits and training")
     seeds: int = setting(1, "train every trained probe (and draw low-shot subsets) with seeds --seed.. "
@@ -117,6 +126,10 @@ class ProbeConfig(Settings):
             raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
         if self.seeds < 1:
             self.bad("seeds", "must be at least 1")
+        if self.knn_rule is not None and self.knn_rule not in KNN_RULES:
+            self.bad("knn_rule", f"is unknown; use one of {', '.join(KNN_RULES)}")
+        if self.box_encoding is not None and self.box_encoding not in BOX_ENCODINGS:
+            self.bad("box_encoding", f"is unknown; use one of {', '.join(BOX_ENCODINGS)}")
         self.knn_ks()
 
     def knn_ks(self) -> tuple[int, ...]:
@@ -137,7 +150,8 @@ class ProbeConfig(Settings):
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:
-        return KnnConfig(k=self.k, temperature=self.temperature, center=self.center, features=self.knn_features,
+        return KnnConfig(k=self.k, temperature=self.temperature, rule=self.knn_rule, center=self.center,
+                         features=self.knn_features,
                          backend=self.knn_backend, precision=self.knn_precision, device=self.device)
 
     def train_config(self, option: str) -> TrainConfig:
@@ -156,10 +170,11 @@ class ProbeConfig(Settings):
 
     def config_options(self) -> dict[str, object]:
         """The settings only some probe configs have (unset: ``None``): the batch norm of linear and
-        MLP heads, the linear solver's, and ``--append-refined`` (SCALE_linear's row definition)."""
+        MLP heads, the linear solver's, ``--append-refined`` (SCALE_linear's row definition), and
+        the set probes' ``--standardize/--no-standardize`` and ``--box-encoding``."""
         return {"batchnorm": self.batchnorm or None, "append_refined": self.append_refined or None,
                 "solver": self.solver, "l2s": self.l2 or None, "max_iter": self.max_iter,
-                "tolerance": self.tolerance}
+                "tolerance": self.tolerance, "standardize": self.standardize, "box_encoding": self.box_encoding}
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""

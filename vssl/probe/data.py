@@ -78,22 +78,22 @@ def read_rows(read, rows: np.ndarray, block: int = 4096) -> np.ndarray:
 
 
 def load_split(store, view_name: str, split: str, flag: str = "--train-split", boxes: bool = False,
-               video_level: bool = False, target: str | None = None) -> SplitData:
+               video_level: bool = False, target: str | None = None, knn_rule: str = "dino") -> SplitData:
     """Features (and optionally boxes) of the labelled, done videos of ``split`` in view ``view_name``.
 
-    ``video_level`` keeps only each video's k-NN embedding (``[n, 1, D]`` float32), reduced
-    block by block while reading: a k-NN-only run at Kinetics scale then holds 0.7 GB
-    instead of the 5.5 GB of all float16 clips.
+    ``video_level`` keeps only each video's k-NN vector under ``knn_rule`` (``[n, 1, D]`` float32,
+    :func:`~vssl.probe.knn.video_vectors`), reduced block by block while reading: a k-NN-only run
+    at Kinetics scale then holds 0.7 GB instead of the 5.5 GB of all float16 clips.
     """
     view = store.view(view_name)
     rows = labelled_rows(store, view, split, flag, target)
     labels = video_labels(store, target)[0][rows]
     if view.num_clips is None:
-        return _load_ragged(view, split, rows, labels, boxes, video_level)
+        return _load_ragged(view, split, rows, labels, boxes, video_level, knn_rule)
     if video_level:
-        from .knn import video_embeddings
+        from .knn import video_vectors
 
-        feats = read_rows(lambda r: video_embeddings(view.read_features(r))[:, None], rows)
+        feats = read_rows(lambda r: video_vectors(view.read_features(r), knn_rule)[:, None], rows)
     else:
         feats = read_rows(view.read_features, rows)
     bx = read_rows(view.read_boxes, rows) if boxes else None
@@ -101,15 +101,15 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
 
 
 def _load_ragged(view, split: str, rows: np.ndarray, labels: np.ndarray, boxes: bool,
-                 video_level: bool) -> SplitData:
+                 video_level: bool, knn_rule: str = "dino") -> SplitData:
     """A split of a ragged view: every real clip as :class:`RaggedClips` (no padding kept), or only
-    each video's k-NN embedding ``[n, 1, D]`` (over its real clips), reduced batch by batch."""
+    each video's k-NN vector ``[n, 1, D]`` (over its real clips), reduced batch by batch."""
     if video_level:
-        from .knn import video_embeddings
+        from .knn import video_vectors
 
         feats = np.zeros((len(rows), 1, view.dim), np.float32)
         for group, clips, _ in iter_clips(view, rows):
-            feats[group, 0] = video_embeddings(clips)
+            feats[group, 0] = video_vectors(clips, knn_rule)
         return SplitData(split, rows, labels, feats, None)
     feats, bxs = read_clips(view, rows)
     return SplitData(split, rows, labels, feats, bxs if boxes else None)

@@ -92,39 +92,39 @@ class ClipInputs:
             r, v = rows[s:s + batch_size][keep], video[s:s + batch_size][keep]
             yield (self.resident.gather(clips.flat, r, device),), _to_labels(self.labels[v], device)
 
-    @torch.no_grad()
     def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
                 precision: str = "fp32") -> np.ndarray:
-        if isinstance(self.features, RaggedClips):
-            return self._predict_ragged(model, positions, device, precision)
-        model.eval()
-        out = []
-        for s in range(0, len(positions), self.eval_block):
-            x = self.resident.gather(self.features, positions[s:s + self.eval_block], device)
-            b, k, d = x.shape
-            with autocast(device, precision):
-                logits = model(x.reshape(b * k, d))
-            probs = task_of(self.labels).activate(logits.float())
-            out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
-        model.train()
-        return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=np.float32)
+        with torch.no_grad():       # a block, not the decorator: mutmut skips decorated functions (docs/MUTATION.md)
+            if isinstance(self.features, RaggedClips):
+                return self._predict_ragged(model, positions, device, precision)
+            model.eval()
+            out = []
+            for s in range(0, len(positions), self.eval_block):
+                x = self.resident.gather(self.features, positions[s:s + self.eval_block], device)
+                b, k, d = x.shape
+                with autocast(device, precision):
+                    logits = model(x.reshape(b * k, d))
+                probs = task_of(self.labels).activate(logits.float())
+                out.append(probs.reshape(b, k, *probs.shape[1:]).mean(1).cpu().numpy())
+            model.train()
+            return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=np.float32)
 
 
-    @torch.no_grad()
     def _predict_ragged(self, model, positions, device, precision: str) -> np.ndarray:
         """A video's score: the mean of its real clips' softmax (sigmoid, value) outputs (never a padding row)."""
-        model.eval()
-        clips = self.features
-        rows = clips.rows(positions)
-        parts = []
-        for s in range(0, len(rows), self.eval_block * 64):    # bounded, however long the videos
-            with autocast(device, precision):
-                logits = model(self.resident.gather(clips.flat, rows[s:s + self.eval_block * 64], device))
-            parts.append(task_of(self.labels).activate(logits.float()).cpu().numpy())
-        model.train()
-        if not parts:
-            return np.zeros((0, 0, 0), dtype=np.float32)
-        return segment_mean(np.concatenate(parts).astype(np.float64), clips.counts[positions]).astype(np.float32)
+        with torch.no_grad():       # a block, not the decorator: mutmut skips decorated functions (docs/MUTATION.md)
+            model.eval()
+            clips = self.features
+            rows = clips.rows(positions)
+            parts = []
+            for s in range(0, len(rows), self.eval_block * 64):    # bounded, however long the videos
+                with autocast(device, precision):
+                    logits = model(self.resident.gather(clips.flat, rows[s:s + self.eval_block * 64], device))
+                parts.append(task_of(self.labels).activate(logits.float()).cpu().numpy())
+            model.train()
+            if not parts:
+                return np.zeros((0, 0, 0), dtype=np.float32)
+            return segment_mean(np.concatenate(parts).astype(np.float64), clips.counts[positions]).astype(np.float32)
 
 
 class SetInputs:
@@ -175,23 +175,23 @@ class SetInputs:
         pick = random_clips(len(r), tv.features.shape[1], tv.clips, gen)
         return _to(tv.features[r[:, None], pick], device), _to(tv.boxes[r[:, None], pick], device)
 
-    @torch.no_grad()
     def predict(self, model, positions, device, precision: str = "fp32"):
-        if isinstance(self.features, RaggedClips):
-            return self._predict_ragged(model, positions, device, precision)
-        model.eval()
-        out = []
-        for s in range(0, len(positions), self.eval_block):
-            r = positions[s:s + self.eval_block]
-            with autocast(device, precision):
-                logits = model(self.resident.gather(self.features, r, device),
-                               self.resident.gather(self.boxes, r, device))
-            probs = task_of(self.labels).activate(logits.float())
-            if self.per_clip:                           # [B*K, G, C] -> mean over each video's K clips
-                probs = probs.reshape(len(r), -1, *probs.shape[1:]).mean(1)
-            out.append(probs.cpu().numpy())
-        model.train()
-        return np.concatenate(out)
+        with torch.no_grad():       # a block, not the decorator: mutmut skips decorated functions (docs/MUTATION.md)
+            if isinstance(self.features, RaggedClips):
+                return self._predict_ragged(model, positions, device, precision)
+            model.eval()
+            out = []
+            for s in range(0, len(positions), self.eval_block):
+                r = positions[s:s + self.eval_block]
+                with autocast(device, precision):
+                    logits = model(self.resident.gather(self.features, r, device),
+                                   self.resident.gather(self.boxes, r, device))
+                probs = task_of(self.labels).activate(logits.float())
+                if self.per_clip:                           # [B*K, G, C] -> mean over each video's K clips
+                    probs = probs.reshape(len(r), -1, *probs.shape[1:]).mean(1)
+                out.append(probs.cpu().numpy())
+            model.train()
+            return np.concatenate(out)
 
 
     def _predict_ragged(self, model, positions, device, precision: str) -> np.ndarray:

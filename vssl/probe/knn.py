@@ -1,7 +1,15 @@
 """Weighted k-NN classification (training-free), DINO's protocol (Caron et al. 2021, §4.1 / eval_knn).
 
-A video is represented by the mean of its l2-normalized clip embeddings, re-normalized so
-the inner product is the cosine similarity. Each test video takes its ``k`` nearest training
+What a video's vector is follows one of two rules (``KnnConfig.rule``, ``--knn-rule``), the same
+for every k-NN row of a report so that the backbone and SCALE rows compare like for like:
+
+- ``dino``: the mean of its l2-normalized clip embeddings, uncentred (DINO's eval_knn);
+- ``released``: the raw mean of its clip embeddings, centred (released SCALE ``src/eval.py``
+  ``knn``: ``out.mean(1)``, minus the mean, l2; it centres each split by its own mean, vssl by
+  the training split's).
+
+Either way the vector is l2-normalized last, so the inner product is the cosine similarity.
+Each test video takes its ``k`` nearest training
 videos; neighbour ``j`` votes for its class with weight ``exp(s_j / T)`` (T = 0.07, k = 20).
 The search is exact: faiss ``IndexFlatIP`` (``auto`` on CPU, and on CUDA when GPU faiss is
 installed; 0.77x the time of torch's bare fp32 product at Kinetics scale on an idle machine), or a
@@ -34,6 +42,8 @@ BACKENDS = ("auto", "faiss", "torch")
 GPU_FAISS_MAX_K = 2048
 #: what k-NN embeds per video on SCALE features (``KnnConfig.features``)
 SCALE_KNN_FEATURES = ("clip_set", "set")
+#: how a video's clips become its k-NN vector (``KnnConfig.rule``; module docstring)
+KNN_RULES = ("dino", "released")
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,12 @@ class KnnConfig:
 
     k: int = 20
     temperature: float = 0.07
+    # dino | released (module docstring); None = the request's (vssl.probe.run.resolve_knn_rule:
+    # released with a SCALE run, for both sources' rows, dino without), or called outside a
+    # request the source's own (backbone dino, SCALE released)
+    rule: str | None = None
     # subtract the *training* mean before the last l2 (never a split's own, unlike the released
-    # eval.py); None = the source's rule: on on SCALE features (SCALE §4.1, released eval), off on
-    # the backbone's (DINO)
+    # eval.py); None = the rule's: on for released, off for dino
     center: bool | None = None
     features: str = "clip_set"  # on SCALE features: clip_set = mean_i [C_i ⊕ SET] (paper) | set = SET only
     backend: str = "auto"       # faiss | torch | auto (faiss; torch on CUDA without GPU faiss or for bf16)
@@ -55,10 +68,35 @@ class KnnConfig:
     def params(self) -> dict:
         return asdict(self)
 
+    def resolved_rule(self, default: str = "dino") -> str:
+        """The rule; ``default`` (the feature source's own) when none was resolved for the request."""
+        rule = self.rule or default
+        if rule not in KNN_RULES:
+            raise VsslError(f"--knn-rule {rule!r} is unknown; use one of {', '.join(KNN_RULES)}")
+        return rule
+
+    def resolved_center(self, default: str = "dino") -> bool:
+        """Whether the training mean is subtracted: ``center`` when set, else the rule's."""
+        return self.center if self.center is not None else self.resolved_rule(default) == "released"
+
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def video_vectors(clips: np.ndarray | RaggedClips, rule: str = "dino") -> np.ndarray:
+    """[n, K, D] clip features (or a ragged view's) -> [n, D] float32 per ``rule``: ``dino`` =
+    :func:`video_embeddings`; ``released`` = the raw mean of the clips (float64 sums), left for
+    centring and l2 (:func:`prepare`)."""
+    if rule == "dino":
+        return video_embeddings(clips)
+    if isinstance(clips, RaggedClips):
+        return clips.mean()
+    clips = np.asarray(clips)
+    if clips.ndim == 2:
+        return clips.astype(np.float32)
+    return clips.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def video_embeddings(clips: np.ndarray | RaggedClips) -> np.ndarray:
@@ -98,23 +136,22 @@ def vote(sims: np.ndarray, idx: np.ndarray, train_labels: np.ndarray, num_classe
 
 
 def prepare(train: np.ndarray, test: np.ndarray, center: bool,
-            normalize_clips: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            normalize_clips: bool = True, rule: str = "dino") -> tuple[np.ndarray, np.ndarray]:
     """Video embeddings of both splits; centring (optional) uses the training mean for both.
 
     ``normalize_clips``: ``train``/``test`` are clips (or per-video vectors) reduced by
-    :func:`video_embeddings` (DINO's per-clip l2 first); False: they are already one vector per
-    video ``[n, D]``, centred (optionally) and l2-normalized as they are (SCALE's k-NN input).
+    :func:`video_vectors` under ``rule`` (dino: per-clip l2 first; released: the raw mean);
+    False: they are already one vector per video ``[n, D]``, centred (optionally) and
+    l2-normalized as they are (SCALE's k-NN input).
     """
     if normalize_clips:
-        tr, te = video_embeddings(train), video_embeddings(test)
+        tr, te = video_vectors(train, rule), video_vectors(test, rule)
     else:
         tr, te = np.asarray(train, dtype=np.float32), np.asarray(test, dtype=np.float32)
-        if not center:
-            return l2_normalize(tr), l2_normalize(te)
     if center:
         mu = tr.mean(axis=0, keepdims=True)
-        tr, te = l2_normalize(tr - mu), l2_normalize(te - mu)
-    return tr, te
+        tr, te = tr - mu, te - mu
+    return l2_normalize(tr), l2_normalize(te)
 
 
 def search(train: np.ndarray, test: np.ndarray, cfg: KnnConfig,

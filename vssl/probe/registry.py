@@ -26,7 +26,8 @@ from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
 from .sources import FeatureSource, ProbeData
 from .train import FitResult, TrainConfig
-from .transformer import FinetuneConfig, TransformerConfig, head_input, train_finetune, train_transformer
+from .transformer import (FinetuneConfig, TransformerConfig, box_encoding_of, encoded_boxes, encoded_view,
+                          head_input, train_finetune, train_transformer)
 
 #: what a probe can need: every clip in memory (not only each video's k-NN embedding), the
 #: clips' boxes, and, from a SCALE run (so on the "scale" source only), its SET token or its
@@ -111,16 +112,19 @@ def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
 
 def set_probe(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
     """A probe that fits a set model over all clips of a video with their boxes; ``train_fn(call)``
-    returns the function that trains it (it may need the source's pretrained predictor)."""
+    returns the function that trains it (it may need the source's pretrained predictor). Every
+    split's boxes reach the model in the config's box encoding (the run's), each video's
+    encoded over its clips in the view they come from."""
     def run(call: ProbeCall) -> ProbeScores:
-        train, test = call.data.train, call.data.test
+        train, test, cfg = call.data.train, call.data.test, call.config
         fn = train_fn(call)
-        view = train.train_view                     # set models read the raw clips: any view serves
-        with call.progress(call.probe, *work(call.config)) as advance:
-            result, inputs = fn(train.features, train.boxes, train.labels, np.arange(len(train.labels)),
-                                call.data.num_classes, call.config, advance, train_view=view)
-        return scored_fit(result, inputs.like(test.features, test.boxes, test.labels), call.config,
-                          {"input": head_input(call.config), **train_view_params(view)})
+        view = encoded_view(train.train_view, cfg)  # set models read the raw clips: any view serves
+        with call.progress(call.probe, *work(cfg)) as advance:
+            result, inputs = fn(train.features, encoded_boxes(train.boxes, cfg), train.labels,
+                                np.arange(len(train.labels)), call.data.num_classes, cfg, advance, train_view=view)
+        return scored_fit(result, inputs.like(test.features, encoded_boxes(test.boxes, cfg), test.labels), cfg,
+                          {"input": head_input(cfg), "box_encoding": box_encoding_of(cfg),
+                           **train_view_params(view)})
     return run
 
 

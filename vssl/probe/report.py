@@ -201,8 +201,14 @@ def render_table(report: Report):
     for r in report.results:
         cells = [_cell(getattr(r, f), (r.std or {}).get(f), len(report.seeds) > 1) for f in fields]
         ci = f"[{r.ci['low']:.2f}, {r.ci['high']:.2f}]" if r.ci else "—"
-        table.add_row(r.name, r.features, *cells, ci, str(r.n_train), str(r.n_test))
+        table.add_row(_shown_name(r), r.features, *cells, ci, str(r.n_train), str(r.n_test))
     return table
+
+
+def _shown_name(r: ProbeResult) -> str:
+    """The table's probe cell: a k-NN row says its rule (``knn (released)``), one for every k-NN row."""
+    rule = r.params.get("rule") if r.probe == "knn" else None
+    return r.name if rule is None else f"{r.name} ({rule})"
 
 
 def _cell(value: float | None, std: float | None, seeds: bool) -> str:

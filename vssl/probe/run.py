@@ -119,9 +119,19 @@ def plan_rows(req: ProbeRequest) -> list[Row]:
         if getattr(req, option) is not None and not any(set(p.sources) & set(available) for p in probes):
             raise VsslError(f"--{option} ({', '.join(p.name for p in probes)}) runs on a pretrained SCALE "
                             "run's features; give it with --scale RUN_DIR")
-    rows = [Row(p, source, getattr(req, p.option)) for source in available for p in PROBES
+    rows = [Row(p, source, resolve_knn_rule(getattr(req, p.option), req)) for source in available for p in PROBES
             if source in p.sources and getattr(req, p.option) is not None]
     return [r for row in rows for r in knn_grid(row, req.knn_ks)]
+
+
+def resolve_knn_rule(config: Any, req: ProbeRequest) -> Any:
+    """A k-NN config with its rule decided for the whole request, so the backbone's and SCALE's k-NN
+    rows use one rule and compare like for like: the one asked for (``--knn-rule``), else
+    ``released`` (the paper's comparison, released ``src/eval.py``) when a SCALE run adds its rows,
+    ``dino`` (DINO's protocol) for the backbone alone. Other configs pass through."""
+    if not isinstance(config, KnnConfig) or config.rule is not None:
+        return config
+    return replace(config, rule="released" if req.scale_run is not None else "dino")
 
 
 def knn_grid(row: Row, ks: tuple[int, ...]) -> list[Row]:
@@ -139,11 +149,12 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     store = FeatureStore.open(req.store)
     store.view(req.view)                                    # a clear error when the view is missing
     boxes = any("boxes" in r.probe.needs for r in rows)
-    # Only the backbone's k-NN reduces clips to DINO's normalized mean while reading; SCALE's
-    # k-NN averages the raw clips (its [C_i ⊕ SET]), so a SCALE row reads every clip.
+    # Only the backbone's k-NN reduces clips to its rule's per-video vector while reading; SCALE's
+    # k-NN averages its [C_i ⊕ SET], so a SCALE row reads every clip.
     video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
-    train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level, req.target)
-    test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level, req.target)
+    rule = next((r.config.resolved_rule() for r in rows if isinstance(r.config, KnnConfig)), "dino")
+    train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level, req.target, rule)
+    test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level, req.target, rule)
     if req.train_view is not None and any(isinstance(r.config, TrainConfig) for r in rows):
         train = with_train_view(store, train, req.train_view, req.train_clips, boxes)   # k-NN reads --view only
     return store, ProbeData(train, test, class_names(store, train.labels, test.labels, req.target))

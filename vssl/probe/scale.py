@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, read_clips
+from vssl.features_store.ragged import RaggedClips, read_clips, segment_mean
 
 from .data import SplitData, read_rows
 
@@ -103,15 +103,36 @@ class ScaleFeatures:
         parts.append(np.repeat(token, clips.counts, axis=0).astype(clips.dtype))
         return RaggedClips(np.concatenate(parts, axis=-1), clips.offsets)
 
-    def video_inputs(self, split: SplitData, features: str = "clip_set") -> np.ndarray:
+    def video_inputs(self, split: SplitData, features: str = "clip_set", rule: str = "released") -> np.ndarray:
         """What SCALE's k-NN embeds per video, ``[n, D + H]`` float32 before centring and l2:
         ``clip_set`` = the mean over clips of [C_i ⊕ SET] = [mean_i C_i ⊕ SET] (§4.1; released
-        eval.py's k-NN input); ``set`` = the SET token alone."""
+        eval.py's k-NN input, ``rule="released"``), or with ``rule="dino"`` the mean of the
+        l2-normalized [C_i ⊕ SET]; ``set`` = the SET token alone (either rule)."""
         token = self.set_token(split.indices)
         if features == "set":
             return token
+        if rule == "dino":
+            return _mean_of_normalized(split.features, token)
         if isinstance(split.features, RaggedClips):      # the mean over each video's real clips
             mean_clip = split.features.mean()
         else:
             mean_clip = np.asarray(split.features, dtype=np.float64).mean(axis=1).astype(np.float32)
         return np.concatenate([mean_clip, token], axis=-1)
+
+
+def _mean_of_normalized(clips: np.ndarray | RaggedClips, token: np.ndarray) -> np.ndarray:
+    """mean_i [C_i ⊕ SET] / ||[C_i ⊕ SET]|| per video, without forming the concatenations: with
+    r_i = sqrt(||C_i||² + ||SET||²) it is [mean_i C_i / r_i ⊕ SET mean_i 1 / r_i] (float64)."""
+    tok = np.asarray(token, np.float64)
+    tok_sq = (tok * tok).sum(axis=-1)
+    if isinstance(clips, RaggedClips):
+        flat = clips.flat.astype(np.float64)
+        inv = 1.0 / np.maximum(np.sqrt((flat * flat).sum(-1) + np.repeat(tok_sq, clips.counts)), 1e-12)
+        mean_clip = segment_mean(flat * inv[:, None], clips.counts)
+        weight = segment_mean(inv[:, None], clips.counts)[:, 0]
+    else:
+        x = np.asarray(clips, np.float64)
+        inv = 1.0 / np.maximum(np.sqrt((x * x).sum(-1) + tok_sq[:, None]), 1e-12)     # [n, K]
+        mean_clip = (x * inv[..., None]).mean(axis=1)
+        weight = inv.mean(axis=1)
+    return np.concatenate([mean_clip, tok * weight[:, None]], axis=-1).astype(np.float32)

@@ -1,10 +1,11 @@
 """What the probes read: the loaded splits, and the feature sources a row can be computed on.
 
 A probe row is (probe, feature source). The source decides what a probe sees (SCALE §4.1):
-``backbone`` gives the stored clip embeddings (k-NN on their mean, DINO's); ``scale`` gives a
-SCALE run's aggregates (k-NN on the mean of [C_i ⊕ SET] centred by the training mean, clip
-heads on [C_i ⊕ SET]; the SET token alone and [C_i ⊕ Ĉ_i ⊕ SET] as named variants) and its
-pretrained predictor. Probes ask the source, so one probe implementation serves both.
+``backbone`` gives the stored clip embeddings (k-NN on their mean); ``scale`` gives a SCALE run's
+aggregates (k-NN on the mean of [C_i ⊕ SET], clip heads on [C_i ⊕ SET]; the SET token alone and
+[C_i ⊕ Ĉ_i ⊕ SET] as named variants) and its pretrained predictor. Both sources' k-NN follow the
+row's one rule (:mod:`.knn`: ``dino`` or ``released``), so their rows compare like for like.
+Probes ask the source, so one probe implementation serves both.
 """
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ class BackboneSource:
     params: dict[str, Any] = {}             # no run to name
 
     def knn_embeddings(self, data: ProbeData, cfg: KnnConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """DINO's: the mean of l2-normalized clips, l2-normalized (uncentred unless asked for).
-        The splits hold clips [n, K, D] or, for k-NN-only runs, these embeddings [n, 1, D]."""
-        center = bool(cfg.center)
-        tr, te = prepare(data.train.features, data.test.features, center)
-        return tr, te, {"representation": "mean of l2-normalized clip embeddings", "center": center}
+        """The rule's mean of the clips (dino: of the l2-normalized clips, uncentred; released: of the
+        raw clips, centred by the training mean), l2-normalized; ``center`` overrides the rule's.
+        The splits hold clips [n, K, D] or, for k-NN-only runs, these vectors [n, 1, D]."""
+        rule, center = cfg.resolved_rule(), cfg.resolved_center()
+        tr, te = prepare(data.train.features, data.test.features, center, rule=rule)
+        what = "mean of l2-normalized clip embeddings" if rule == "dino" else "mean of clip embeddings"
+        return tr, te, {"representation": what, "rule": rule, "center": center}
 
     def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
         """Per-clip inputs of the clip heads: [n, K, D], the plain clip embedding."""
@@ -87,15 +90,17 @@ class ScaleSource:
 
     def knn_embeddings(self, data: ProbeData, cfg: KnnConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """SCALE §4.1: per video the mean over clips of [C_i ⊕ SET] (``cfg.features="set"``: the SET
-        token alone), centred by the *training* split's mean (``center`` None = on, as the paper's
-        eval; the released eval.py centres each split by its own mean, vssl never does), l2."""
+        token alone), under the row's rule: released (the paper's and the released eval's) = the raw
+        mean centred by the *training* split's mean (the released eval.py centres each split by its
+        own mean, vssl never does), dino = the mean of the l2-normalized [C_i ⊕ SET], uncentred; l2."""
         if cfg.features not in SCALE_KNN_FEATURES:
             raise VsslError(f"k-NN features {cfg.features!r} are unknown; use {' or '.join(SCALE_KNN_FEATURES)}")
-        center = True if cfg.center is None else cfg.center
-        tr, te = prepare(self.scale.video_inputs(data.train, cfg.features),
-                         self.scale.video_inputs(data.test, cfg.features), center, normalize_clips=False)
-        what = "mean over clips of [C_i, SET]" if cfg.features == "clip_set" else "SET token (CLS output)"
-        return tr, te, {"representation": what, "center": center}
+        rule, center = cfg.resolved_rule("released"), cfg.resolved_center("released")
+        tr, te = prepare(self.scale.video_inputs(data.train, cfg.features, rule),
+                         self.scale.video_inputs(data.test, cfg.features, rule), center, normalize_clips=False)
+        what = {"clip_set": "mean over clips of [C_i, SET]" if rule == "released"
+                else "mean over clips of l2-normalized [C_i, SET]", "set": "SET token (CLS output)"}[cfg.features]
+        return tr, te, {"representation": what, "rule": rule, "center": center}
 
     def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
         """[C_i ⊕ SET] per clip ([C_i ⊕ Ĉ_i ⊕ SET] with the config's ``append_refined``), built

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vssl.aggregate.boxes import check_box_encoding, encode_boxes
 from vssl.errors import VsslError
 from vssl.features_store.ragged import RaggedClips
 
@@ -54,6 +55,9 @@ class TransformerConfig(TrainConfig):
     mlp_ratio: float = 2.0
     dropout: float = 0.1           # set on both encoders (released eval.py sets its --dropout on the run)
     standardize: bool = True       # inputs scaled by the training clips' per-dim mean/std, in both rows
+    # boxes as the encoder reads them (vssl.aggregate.boxes): None = the --scale run's (both rows),
+    # absolute without a run
+    box_encoding: str | None = None
 
     def architecture(self):
         """The ScaleConfig of a random-init encoder with this config's shape."""
@@ -69,9 +73,36 @@ class FinetuneConfig(TransformerConfig):
 
 
 def match_architecture(cfg: TransformerConfig, run_cfg: Any) -> TransformerConfig:
-    """``cfg`` with the shape of a SCALE run's encoder, so a random-init transformer is the run's
-    architecture (and the row's params say what both rows trained)."""
-    return replace(cfg, width=run_cfg.width, layers=run_cfg.layers, heads=run_cfg.heads, mlp_ratio=run_cfg.mlp_ratio)
+    """``cfg`` with the shape of a SCALE run's encoder and the box encoding it was trained with, so a
+    random-init transformer is the run's architecture reading the same boxes (and the row's params
+    say what both rows trained). A box encoding asked for that is not the run's is refused: the
+    pretrained box embedding only knows the run's."""
+    if cfg.box_encoding not in (None, run_cfg.box_encoding):
+        raise VsslError(f"--box-encoding {cfg.box_encoding}: the --scale run was trained with box encoding "
+                        f"{run_cfg.box_encoding!r}; leave --box-encoding out (the run's is used) or give "
+                        f"{run_cfg.box_encoding}")
+    return replace(cfg, width=run_cfg.width, layers=run_cfg.layers, heads=run_cfg.heads, mlp_ratio=run_cfg.mlp_ratio,
+                   box_encoding=run_cfg.box_encoding)
+
+
+def box_encoding_of(cfg: TransformerConfig) -> str:
+    """The box encoding a set probe reads: the config's (the run's, see :func:`match_architecture`),
+    else absolute (the stored boxes)."""
+    return check_box_encoding(cfg.box_encoding or "absolute")
+
+
+def encoded_boxes(boxes, cfg: TransformerConfig):
+    """A split's boxes (``[n, K, 7]`` or a ragged view's) as the set probes' encoder reads them: each
+    video's encoded over all its clips in the view (:mod:`vssl.aggregate.boxes`)."""
+    return encode_boxes(boxes, box_encoding_of(cfg))
+
+
+def encoded_view(view: TrainView | None, cfg: TransformerConfig) -> TrainView | None:
+    """The training view with its boxes encoded over each video's clips in that view (the released
+    training item: all of a video's training clips), before a step draws its subset."""
+    if view is None or view.boxes is None:
+        return view
+    return replace(view, boxes=encoded_boxes(view.boxes, cfg))
 
 
 def head_input(cfg: TransformerConfig) -> str:
