@@ -142,3 +142,14 @@ def test_held_out_parts_follow_the_settings_and_the_seed():
     other = held_out_folds(labels, positions, TrainConfig(holdout=0.1, holdout_min=100, seed=4))
     assert not np.array_equal(folds[0][1], other[0][1])
 
+
+
+@pytest.mark.parametrize("solver, flag", [("lbfgs", "--l2"), ("minibatch", "--lr")])
+def test_a_split_too_small_to_hold_out_names_the_flags_of_its_solver(solver, flag):
+    """Three videos of three classes: nothing can be held out; the line says what to fix for this head."""
+    from vssl.errors import VsslError
+    from vssl.probe.linear import train_linear
+
+    x = np.random.default_rng(0).normal(size=(3, 2, 4)).astype(np.float32)
+    with pytest.raises(VsslError, match=f"--holdout 0 and fix one {flag}"):
+        train_linear(x, np.arange(3), np.arange(3), 3, LinearConfig(device="cpu", solver=solver, min_steps=0))

@@ -218,7 +218,7 @@ def held_out_folds(labels: np.ndarray, positions: np.ndarray, cfg: TrainConfig) 
     folds = [(positions[f], positions[h]) for f, h in selection_folds(strata, cfg.holdout, cfg.holdout_min, cfg.seed)]
     if not folds or len(folds[0][1]) == 0:
         raise VsslError("the training split is too small to hold out videos for model selection; "
-                        "use --holdout 0 with one --lr and one --weight-decay")
+                        f"use --holdout 0 and fix one {cfg.candidate_flags()}")
     return folds
 
 
