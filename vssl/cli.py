@@ -71,6 +71,8 @@ def store_info(store: Path = typer.Argument(..., help="feature store directory")
                       str(s["done"]), str(s["pending"]), _human_bytes(s["bytes_on_disk"]),
                       f"{s['compression_ratio']:.2f}")
     out.print(table)
+    for line in summary["unreadable"]:  # counted as not done above; verify --repair makes them pending
+        out.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
 
 
 def _human_bytes(n: float) -> str:

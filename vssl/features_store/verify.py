@@ -131,6 +131,27 @@ def incomplete_line(pending: int) -> str:
     return f"incomplete: {pending} videos pending"
 
 
+def read_readable(root: Path, arr: zarr.Array, group: str, name: str) -> tuple[np.ndarray, list[LostChunk]]:
+    """All of a per-video array of the store at ``root``, and its chunks that cannot be read back, which
+    read as the fill value: whoever reads a whole array to report on it (verify, info) names a damaged
+    file instead of ending in whatever decoding it raised."""
+    try:
+        return np.asarray(arr[:]), []
+    except Exception:  # noqa: BLE001 - find the chunks that cannot be read, one by one
+        pass
+    step, n = arr.chunks[0], arr.shape[0]
+    parts, lost = [], []
+    for c, start in enumerate(range(0, n, step)):
+        stop = min(n, start + step)
+        try:
+            parts.append(np.asarray(arr[start:stop]))
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged chunk raises, it is lost
+            why = chunk_file_problem(root, arr, c) or describe_error(exc)
+            lost.append(LostChunk(group, name, chunk_path(arr, c), start, stop, why))
+            parts.append(np.full((stop - start, *arr.shape[1:]), arr.fill_value))
+    return np.concatenate(parts), lost
+
+
 def verify_store(store, ranges=None, table: bool = True) -> list[str]:
     """Problems of ``store`` (see the module docstring); ``ranges``: check the done rows of these
     chunk-aligned video ranges only (default all); ``table``: check the video table too."""
@@ -172,22 +193,10 @@ class _Checker:
     def _read(self, arr: zarr.Array, group: str, name: str, report: bool = True) -> np.ndarray:
         """All of a per-video array; a chunk that cannot be read reads as the fill value and, with
         ``report`` (and in this check's ranges), is a lost chunk."""
-        try:
-            return np.asarray(arr[:])
-        except Exception:  # noqa: BLE001 - find the chunks that cannot be read, one by one
-            pass
-        step, n = arr.chunks[0], arr.shape[0]
-        parts = []
-        for c, start in enumerate(range(0, n, step)):
-            stop = min(n, start + step)
-            try:
-                parts.append(np.asarray(arr[start:stop]))
-            except Exception as exc:  # noqa: BLE001 - whatever a damaged chunk raises, it is lost
-                if report and self._mine(start):
-                    why = chunk_file_problem(self.store.path, arr, c) or describe_error(exc)
-                    self.found.lost.append(LostChunk(group, name, chunk_path(arr, c), start, stop, why))
-                parts.append(np.full((stop - start, *arr.shape[1:]), arr.fill_value))
-        return np.concatenate(parts)
+        values, lost = read_readable(self.store.path, arr, group, name)
+        if report:
+            self.found.lost += [chunk for chunk in lost if self._mine(chunk.start)]
+        return values
 
     # ------------------------------------------------------------- the video table
 
