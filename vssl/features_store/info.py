@@ -90,7 +90,7 @@ def store_summary(store) -> dict:
                  "compression_ratio": (logical / chunk_bytes) if chunk_bytes and logical else 1.0}
         if view is not None:
             todo |= ~done & ~failed_mask
-            entry.update(num_clips=view.num_clips, dim=view.dim, dtype=str(view.dtype), spec=view.spec,
+            entry.update(num_clips=view.num_clips, dim=view.dim, clip_shape=list(view.clip_shape), dtype=str(view.dtype), spec=view.spec,
                          layout=view.layout, clips=int(counts[done].sum()),
                          precision=store.view_precision(view.name))  # "": not recorded (an older store)
             if view.layout == "ragged":  # rows are stored exactly, uncompressed
