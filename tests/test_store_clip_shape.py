@@ -109,3 +109,20 @@ def test_exports_carry_the_clip_shape(tmp_path):
         a, b = store.view(name).read(np.arange(5)), back.view(name).read(np.arange(5))
         np.testing.assert_array_equal(a.features, b.features)
     assert json.loads(json.dumps(store_summary(back)["groups"]["views/ragged"]["clip_shape"])) == [T, D]
+
+
+def test_chunks_are_sized_by_bytes(tmp_path):
+    """~4 MiB of rows per chunk: K=16 pooled float16 vectors as before (D=768: 24 KiB a video, 128 videos;
+    D=8: 256, the most), and a token grid per clip (16 x 1568 x 768 float16, ~37 MiB a video) one video a
+    chunk instead of the 16 (~600 MB) the old count-based rule gave."""
+    from vssl.features_store import chunk_videos_for, default_chunk_videos, video_bytes
+
+    assert [default_chunk_videos(d) for d in (8, 768, 1024, 2048, 4096)] == [256, 128, 128, 64, 32]
+    assert video_bytes(16, (1568, 768)) == 16 * 1568 * 768 * 2
+    assert chunk_videos_for(video_bytes(16, (1568, 768))) == 1
+    assert chunk_videos_for(video_bytes(16, (8, 768))) == 16 and chunk_videos_for(3 << 20) == 1
+    assert chunk_videos_for(1 << 20) == 4  # 4 videos of 1 MiB fill a chunk
+    videos = [VideoEntry(f"v{i}.mp4", 0, "train") for i in range(3)]
+    grid_store = FeatureStore.create(tmp_path / "g", BACKBONE, videos, ["x"], video_bytes=1 << 20)
+    assert grid_store.chunk_videos == 4 and FeatureStore.open(tmp_path / "g").chunk_videos == 4
+    assert FeatureStore.create(tmp_path / "d", BACKBONE, videos, ["x"]).chunk_videos == default_chunk_videos(D)

@@ -1,4 +1,5 @@
-"""`vssl store export --format npy`: one ``[num_clips, *clip_shape]`` float32 ``.npy`` per video, for other tools.
+"""`vssl store export --format npy`: one ``[num_clips, *clip_shape]`` float32 ``.npy`` per video, for
+other tools.
 
 The layout temporal action localisation code reads (ActionFormer's ``feat_folder``, VideoMAE V2's
 TAD features): a file per video named after the video's file stem, in a folder tree mirroring the
@@ -13,9 +14,9 @@ given to ``vssl extract``, or the manifest's folder); absolute paths and paths l
 Only usable videos (done, not failed: :meth:`FeatureStore.iter_videos`) are written. The export is
 resumable and idempotent: ``DIR/vssl-export.json`` records the store and view, every file is
 written to a temporary name and renamed (so a killed export never leaves half a file, and a
-failed write, a full disk say, leaves nothing of it: both rules of :mod:`.exporting`), a file already there is kept only when it
-holds the video's rows as the store has them now (compared bit for bit: a re-extracted video's
-file is rewritten even when its shape did not change), the file of a video no longer usable is
+failed write, a full disk say, leaves nothing of it: both rules of :mod:`.exporting`), a file
+already there is kept only when it holds the video's rows as the store has them now (compared bit
+for bit: a re-extracted video's file is rewritten even when its shape did not change), the file of a video no longer usable is
 removed, and ``index.csv`` is written last. A non-empty ``DIR`` that is not an export of the
 same store and view is refused.
 """

@@ -52,7 +52,8 @@ def store_summary(store) -> dict:
     is one line of ``unreadable`` (the file, its videos, the repair), as ``vssl store verify`` reports it."""
     status, lost = read_readable(store.path, store.root["videos/status"], "videos", "status")
     status = status.astype(np.int8)
-    status[np.concatenate([np.arange(c.start, c.stop) for c in lost] or [[]]).astype(np.int64)] = -1
+    for chunk in lost:  # unreadable: neither done, failed nor pending
+        status[chunk.start:chunk.stop] = -1
     failed_mask = status == STATUS_FAILED
     todo = (status != STATUS_DONE) & ~failed_mask
     summary = {
@@ -90,7 +91,8 @@ def store_summary(store) -> dict:
                  "compression_ratio": (logical / chunk_bytes) if chunk_bytes and logical else 1.0}
         if view is not None:
             todo |= ~done & ~failed_mask
-            entry.update(num_clips=view.num_clips, dim=view.dim, clip_shape=list(view.clip_shape), dtype=str(view.dtype), spec=view.spec,
+            entry.update(num_clips=view.num_clips, dim=view.dim, clip_shape=list(view.clip_shape),
+                         dtype=str(view.dtype), spec=view.spec,
                          layout=view.layout, clips=int(counts[done].sum()),
                          precision=store.view_precision(view.name))  # "": not recorded (an older store)
             if view.layout == "ragged":  # rows are stored exactly, uncompressed

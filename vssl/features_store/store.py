@@ -28,7 +28,7 @@ from vssl.errors import StoreError
 
 from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent, sync_chunk
 from .schema import (FORMAT_VERSION, PRECISIONS, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry,
-                     default_chunk_videos)
+                     chunk_videos_for, default_chunk_videos)
 from .views import View, as_clip_shape, open_view
 
 VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
@@ -117,18 +117,24 @@ class FeatureStore:
     @classmethod
     def create(cls, path: str | Path, backbone: BackboneSpec, videos: Sequence[VideoEntry],
                classes: Sequence[str] = (), chunk_videos: int | None = None,
-               sizes: Sequence[int] | None = None) -> "FeatureStore":
+               sizes: Sequence[int] | None = None, video_bytes: int | None = None) -> "FeatureStore":
         """Create a new store for ``videos`` whose clips ``backbone`` will embed.
 
         ``sizes``: each video's file size in bytes, stored so that every process plans the work
         from the same numbers (a file unreadable on one node must not change anyone's plan).
+        ``chunk_videos``: videos per chunk of every per-video array; by default sized by bytes
+        (:func:`~vssl.features_store.schema.chunk_videos_for`) from ``video_bytes``, the bytes of one
+        video in the store's largest view (:func:`~vssl.features_store.schema.video_bytes`; every view
+        shares the store's chunking), else from K=16 clips of one vector each. A store keeps the
+        chunking it was created with.
         """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise StoreError(f"{path} already exists and is not empty; open it or choose another --out")
         if not videos:
             raise StoreError("no videos to put in the store")
-        chunk = chunk_videos or default_chunk_videos(backbone.embed_dim)
+        by_bytes = chunk_videos_for(video_bytes) if video_bytes else default_chunk_videos(backbone.embed_dim)
+        chunk = chunk_videos or by_bytes
         if chunk < 1:
             raise StoreError(f"chunk_videos must be >= 1, got {chunk}")
         # Built in a hidden sibling directory and renamed into place, so no other process
