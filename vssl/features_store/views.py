@@ -1,17 +1,22 @@
 """Views: clip embeddings and boxes per video, behind one reader/writer whatever the row layout.
 
-Two row layouts (the view kind decides which, by whether its clip count is fixed):
+:class:`View` is the interface; two row layouts implement it (the view kind decides which, by
+whether its clip count is fixed):
 
-- **fixed** — ``features [N, K, D]`` and ``boxes [N, K, 7]``, chunked by whole videos along N
-  (every view written before layouts existed is one of these);
-- **ragged** — a variable number of clips per video (``dense:S`` views of long videos). Each
+- :class:`FixedView` — ``features [N, K, *clip_shape]`` and ``boxes [N, K, 7]``, chunked by whole
+  videos along N (every view written before layouts existed is one of these);
+- :class:`RaggedView` — a variable number of clips per video (``dense:S`` views of long videos). Each
   chunk of videos ``c`` is a group ``chunks/<c>`` whose attributes hold the clip count of
   each of its videos and the name of the generation that holds their rows,
-  ``chunks/<c>/<gen>/{features [R, D], boxes [R, 7]}`` (R = the chunk's total clips, rows in
+  ``chunks/<c>/<gen>/{features [R, *clip_shape], boxes [R, 7]}`` (R = the chunk's total clips, rows in
   video order). A chunk is written whole, in one go, as a new generation; then the
   ``chunks/<c>`` attributes are replaced in one atomic file write; then the done flags; the
   old generation is deleted last. A killed writer therefore leaves the old chunk or the new
   one, never counts that disagree with their rows, and never a done flag without data.
+
+A clip's feature has a shape, ``clip_shape``: ``(D,)`` for one pooled vector per clip (every view
+until now, stored exactly as before), or e.g. ``(T'·H'·W', D)`` for a grid of tokens; ``dim`` is its
+last axis, the backbone's width.
 
 Stages read either layout through :meth:`View.read`, which returns a :class:`ViewRows`: the
 features and boxes padded to the most clips among the rows read, each video's clip count, and
