@@ -126,3 +126,16 @@ def test_chunks_are_sized_by_bytes(tmp_path):
     grid_store = FeatureStore.create(tmp_path / "g", BACKBONE, videos, ["x"], video_bytes=1 << 20)
     assert grid_store.chunk_videos == 4 and FeatureStore.open(tmp_path / "g").chunk_videos == 4
     assert FeatureStore.create(tmp_path / "d", BACKBONE, videos, ["x"]).chunk_videos == default_chunk_videos(D)
+
+
+def test_info_shows_the_clip_shape(tmp_path, capsys):
+    from vssl.cli import main
+
+    make_store(tmp_path / "s")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        main(["store", "info", str(tmp_path / "s")])
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in capsys.readouterr().out.splitlines()
+            if "views/" in line]
+    assert ended.value.code == 0 and [row[:3] for row in rows] == [["views/fixed", "2", "3x4"],
+                                                                  ["views/ragged", "ragged", "3x4"]], rows

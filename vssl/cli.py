@@ -67,7 +67,8 @@ def store_info(store: Path = typer.Argument(..., help="feature store directory")
     table = Table("view / rows", "K", "D", "dtype", "done", "pending", "on disk", "ratio")
     for name, s in summary["groups"].items():
         clips = "ragged" if s.get("layout") == "ragged" else str(s.get("num_clips", ""))
-        table.add_row(name, clips, str(s.get("dim", "")), s.get("dtype", ""),
+        shape = "x".join(map(str, s.get("clip_shape") or [s.get("dim", "")]))  # a clip's feature: D, or TxD
+        table.add_row(name, clips, shape, s.get("dtype", ""),
                       str(s["done"]), str(s["pending"]), _human_bytes(s["bytes_on_disk"]),
                       f"{s['compression_ratio']:.2f}")
     out.print(table)

@@ -121,8 +121,8 @@ class View(ABC):
 
     # ------------------------------------------------------------- creation
 
-    @staticmethod
-    def create(parent: zarr.Group, name: str, num_videos: int, chunk_videos: int, num_clips: int | None,
+    @classmethod
+    def create(cls, parent: zarr.Group, name: str, num_videos: int, chunk_videos: int, num_clips: int | None,
                dim: int | Sequence[int], dtype: str, spec: Mapping, compression: str,
                record: Mapping | None = None) -> None:
         """Create the group of a view; ``num_clips=None`` gives the ragged layout. ``dim``: the clip's
