@@ -162,7 +162,7 @@ def map_count(tmp: Path, rows: list, notes: list) -> None:
     from vssl.features_store import FeatureStore, rows as rowsmod, verify_store
     import torch
 
-    from tests.test_store_durability import MapLimit
+    from tests.features_store.test_store_durability import MapLimit
     from vssl.aggregate.data import ResidentSource
     from vssl.features_store.synthetic import make_synthetic_store
 

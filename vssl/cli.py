@@ -67,10 +67,13 @@ def store_info(store: Path = typer.Argument(..., help="feature store directory")
     table = Table("view / rows", "K", "D", "dtype", "done", "pending", "on disk", "ratio")
     for name, s in summary["groups"].items():
         clips = "ragged" if s.get("layout") == "ragged" else str(s.get("num_clips", ""))
-        table.add_row(name, clips, str(s.get("dim", "")), s.get("dtype", ""),
+        shape = "x".join(map(str, s.get("clip_shape") or [s.get("dim", "")]))  # a clip's feature: D, or TxD
+        table.add_row(name, clips, shape, s.get("dtype", ""),
                       str(s["done"]), str(s["pending"]), _human_bytes(s["bytes_on_disk"]),
                       f"{s['compression_ratio']:.2f}")
     out.print(table)
+    for line in summary["unreadable"]:  # counted as not done above; verify --repair makes them pending
+        out.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
 
 
 def _human_bytes(n: float) -> str:
@@ -117,9 +120,6 @@ def store_verify(store: Path = typer.Argument(..., help="feature store directory
         raise typer.Exit(1)
 
 
-EXPORT_FORMATS = ("hdf5", "npy")
-
-
 @store_app.command("export")
 def store_export(store: Path = typer.Argument(..., help="feature store directory"),
                  output: Path = typer.Argument(..., help="HDF5 file to write (npy: a directory)"),
@@ -127,23 +127,18 @@ def store_export(store: Path = typer.Argument(..., help="feature store directory
                                          "[num_clips, D] float32 .npy per video of --view, plus index.csv"),
                  view: Optional[str] = typer.Option(None, "--view", help="the view to export (--format npy)")) -> None:
     """Write the whole store to one HDF5 file, or one view as .npy files per video (TAD tools' layout)."""
-    from vssl.features_store import FeatureStore, export_hdf5, export_npy
+    from vssl.features_store import FeatureStore
+    from vssl.features_store.exporters import EXPORTERS
 
-    if fmt not in EXPORT_FORMATS:
-        raise VsslError(f"--format {fmt!r}: choose {' or '.join(EXPORT_FORMATS)}")
-    if fmt == "hdf5":
-        if view is not None:
-            raise VsslError("--view is for --format npy; the HDF5 export holds the whole store")
-        export_hdf5(FeatureStore.open(store), output)
-        err.print(f"wrote {output}")
-        return
-    if view is None:
-        raise VsslError("--format npy exports one view: add --view NAME (`vssl store info` lists them)")
-    done = export_npy(FeatureStore.open(store), output, view)
-    removed = f", their {done.removed} earlier files removed" if done.removed else ""
-    err.print(f"wrote {done.written} .npy files to {output} ({done.kept} already there and up to date, "
-              f"{done.skipped} videos not done or failed left out{removed}) · index {output / 'index.csv'}",
-              highlight=False, soft_wrap=True)
+    if fmt not in EXPORTERS:
+        raise VsslError(f"--format {fmt!r}: choose {' or '.join(EXPORTERS)}")
+    exporter = EXPORTERS[fmt]
+    if not exporter.per_view and view is not None:
+        per_view = " or ".join(name for name, e in EXPORTERS.items() if e.per_view)
+        raise VsslError(f"--view is for --format {per_view}; the {fmt.upper()} export holds the whole store")
+    if exporter.per_view and view is None:
+        raise VsslError(f"--format {fmt} exports one view: add --view NAME (`vssl store info` lists them)")
+    err.print(exporter.export(FeatureStore.open(store), output, view), highlight=False, soft_wrap=True)
 
 
 @store_app.command("import")

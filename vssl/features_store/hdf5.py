@@ -2,7 +2,8 @@
 
 HDF5 attributes cannot hold nested dicts, so each node's zarr attributes travel as one JSON
 string (``zarr_attrs``); each dataset also records its zarr chunking and compression so the
-import rebuilds an identical store. Data moves chunk by chunk along N (bounded memory).
+import rebuilds an identical store. Data moves chunk by chunk along N (bounded memory). The file is
+written under a temporary name and renamed into place (:mod:`.exporting`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import zarr
 
 from vssl.errors import StoreError
 
+from .exporting import atomic_file
 from .rows import compressors_for
 from .store import FeatureStore
 
@@ -55,18 +57,28 @@ def _copy_to_h5(node: zarr.Group, out: h5py.Group) -> None:
 
 
 def export_hdf5(store: FeatureStore, output: str | Path) -> Path:
-    """Write ``store`` to the HDF5 file ``output`` (refuses to overwrite)."""
+    """Write ``store`` to the HDF5 file ``output`` (refuses to overwrite; written whole or not at all)."""
     output = Path(output)
     if output.exists():
         raise StoreError(f"{output} already exists; choose another output file")
     try:
-        with h5py.File(output, "w") as f:
+        with atomic_file(output) as partial, h5py.File(partial, "w") as f:
             _copy_to_h5(store.root, f)
     except OSError as exc:  # disk full, read-only or forbidden target: no half-written file is left
-        output.unlink(missing_ok=True)
         raise StoreError(f"cannot write {output} ({' '.join(str(exc).split())}); free space or choose a "
                          "writable place and export again") from None
     return output
+
+
+class Hdf5Exporter:
+    """``--format hdf5`` (:class:`~vssl.features_store.exporting.Exporter`): the whole store in one file,
+    which :func:`import_hdf5` turns back into the same store."""
+
+    name = "hdf5"
+    per_view = False
+
+    def export(self, store: FeatureStore, output: Path, view: str | None) -> str:
+        return f"wrote {export_hdf5(store, output)}"
 
 
 def _copy_from_h5(node: h5py.Group, out: zarr.Group) -> None:

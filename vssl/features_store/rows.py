@@ -225,7 +225,7 @@ def chunk_bounds(indices: np.ndarray, chunk_videos: int, num_videos: int) -> tup
     return c * chunk_videos, min(num_videos, (c + 1) * chunk_videos)
 
 
-def read_rows(array: zarr.Array, indices: np.ndarray, reader: ChunkMemmapReader | None) -> np.ndarray:
+def gather_rows(array: zarr.Array, indices: np.ndarray, reader: ChunkMemmapReader | None) -> np.ndarray:
     """Rows ``indices`` (any order, repeats allowed) of ``array``; memmap fast path when possible."""
     if reader is not None:
         return reader.read(indices)
@@ -284,7 +284,7 @@ class RowGroup:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_videos):
             raise IndexError(f"video index out of range [0, {self.num_videos})")
-        return read_rows(self._arrays[name], idx, self._reader(name))
+        return gather_rows(self._arrays[name], idx, self._reader(name))
 
     def release_maps(self) -> None:
         """Unmap the chunk files read so far (a sequential scan is over; reads map them again)."""

@@ -18,21 +18,41 @@ BOX_FIELDS = ("t0", "y0", "x0", "t1", "y1", "x1", "flip")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BOX_DIM = len(BOX_FIELDS)
 
-# Chunks along N hold whole videos. ~4 MiB of float16 features for K=16 clips gives
-# 128 videos at D=768 (see docs/PERFORMANCE.md); clamp so small stores still shard.
+# Chunks along N hold whole videos, sized by bytes: ~4 MiB of a view's rows per chunk (docs/PERFORMANCE.md),
+# between 16 and 256 videos while a video's rows are small; fewer than 16 (down to one) only when 16 videos
+# would hold more than the target (a token grid per clip: 16 videos of a ViT-B grid are ~580 MB, held in
+# memory while their chunk is written).
 TARGET_CHUNK_BYTES = 4 << 20
 MIN_CHUNK_VIDEOS = 16
 MAX_CHUNK_VIDEOS = 256
 ASSUMED_CLIPS_PER_VIEW = 16
 
 
-def default_chunk_videos(embed_dim: int, itemsize: int = 2) -> int:
-    """Largest power of two of videos whose K=16 features fit TARGET_CHUNK_BYTES, clamped."""
-    per_video = max(1, ASSUMED_CLIPS_PER_VIEW * embed_dim * itemsize)
+def chunk_videos_for(video_bytes: int) -> int:
+    """Videos per chunk when one video's rows take ``video_bytes``: the largest power of two whose chunk
+    fits TARGET_CHUNK_BYTES, clamped to [MIN_CHUNK_VIDEOS, MAX_CHUNK_VIDEOS] unless MIN_CHUNK_VIDEOS
+    videos already exceed it (then as many as fit, at least one)."""
+    per_video = max(1, int(video_bytes))
     n = MIN_CHUNK_VIDEOS
+    while n > 1 and n * per_video > TARGET_CHUNK_BYTES:
+        n //= 2
     while n * 2 * per_video <= TARGET_CHUNK_BYTES and n * 2 <= MAX_CHUNK_VIDEOS:
         n *= 2
     return n
+
+
+def video_bytes(num_clips: int, clip_shape: Sequence[int], itemsize: int = 2) -> int:
+    """Bytes of one video's features in a view of ``num_clips`` clips of shape ``clip_shape``."""
+    size = num_clips * itemsize
+    for n in clip_shape:
+        size *= int(n)
+    return size
+
+
+def default_chunk_videos(embed_dim: int, itemsize: int = 2) -> int:
+    """Videos per chunk for views of K=16 clips of one ``embed_dim``-wide vector (:func:`chunk_videos_for`):
+    the chunking of a store created without knowing its views' size."""
+    return chunk_videos_for(video_bytes(ASSUMED_CLIPS_PER_VIEW, (embed_dim,), itemsize))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -27,8 +28,8 @@ from vssl.errors import StoreError
 
 from .rows import COMPRESSIONS, RowGroup, chunk_bounds, persistent, sync_chunk
 from .schema import (FORMAT_VERSION, PRECISIONS, STATUS_DONE, STATUS_FAILED, BackboneSpec, VideoEntry,
-                     default_chunk_videos)
-from .views import View, open_view
+                     chunk_videos_for, default_chunk_videos)
+from .views import View, as_clip_shape, open_view
 
 VIDEO_COLUMNS = {  # name -> dtype; strings are zarr variable-length UTF-8
     "path": str, "label": "int64", "split": str, "num_frames": "int64",
@@ -72,6 +73,21 @@ def _check_name(kind: str, name: str) -> None:
         raise StoreError(f"invalid {kind} name '{name}': use letters, digits, '_', '-', '.'")
 
 
+@dataclass(frozen=True)
+class VideoClips:
+    """One video's clips in a view, as :meth:`FeatureStore.iter_videos` yields them."""
+
+    index: int              # the video's row in the store
+    path: str               # its path as the store records it
+    features: np.ndarray    # [k, *clip_shape], the view's stored dtype
+    boxes: np.ndarray       # [k, 7] float32
+
+
+def _shape_words(clip_shape: tuple[int, ...]) -> str:
+    """A clip's feature shape as the messages have always named a width: "D=768", or "clip shape (8, 768)"."""
+    return f"D={clip_shape[0]}" if len(clip_shape) == 1 else f"clip shape {clip_shape}"
+
+
 def _legacy_store_id(path: Path) -> str:
     st = os.stat(path / "zarr.json")
     return f"{os.stat(path).st_ino}-{st.st_mtime_ns}"
@@ -101,18 +117,24 @@ class FeatureStore:
     @classmethod
     def create(cls, path: str | Path, backbone: BackboneSpec, videos: Sequence[VideoEntry],
                classes: Sequence[str] = (), chunk_videos: int | None = None,
-               sizes: Sequence[int] | None = None) -> "FeatureStore":
+               sizes: Sequence[int] | None = None, video_bytes: int | None = None) -> "FeatureStore":
         """Create a new store for ``videos`` whose clips ``backbone`` will embed.
 
         ``sizes``: each video's file size in bytes, stored so that every process plans the work
         from the same numbers (a file unreadable on one node must not change anyone's plan).
+        ``chunk_videos``: videos per chunk of every per-video array; by default sized by bytes
+        (:func:`~vssl.features_store.schema.chunk_videos_for`) from ``video_bytes``, the bytes of one
+        video in the store's largest view (:func:`~vssl.features_store.schema.video_bytes`; every view
+        shares the store's chunking), else from K=16 clips of one vector each. A store keeps the
+        chunking it was created with.
         """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise StoreError(f"{path} already exists and is not empty; open it or choose another --out")
         if not videos:
             raise StoreError("no videos to put in the store")
-        chunk = chunk_videos or default_chunk_videos(backbone.embed_dim)
+        by_bytes = chunk_videos_for(video_bytes) if video_bytes else default_chunk_videos(backbone.embed_dim)
+        chunk = chunk_videos or by_bytes
         if chunk < 1:
             raise StoreError(f"chunk_videos must be >= 1, got {chunk}")
         # Built in a hidden sibling directory and renamed into place, so no other process
@@ -258,6 +280,21 @@ class FeatureStore:
         """
         return self.view(view).done() & (self.video_status() == STATUS_DONE)
 
+    def iter_videos(self, view: str) -> Iterator[VideoClips]:
+        """The usable videos of ``view`` (:meth:`usable`), in store order, one at a time.
+
+        What an exporter writes from: one video's rows in memory, never a chunk's (a chunk read whole
+        is padded to its longest film, and a chunk of token grids is hundreds of megabytes).
+        """
+        stored = self.view(view)  # an unknown view: one line naming the views there are
+        usable = self.usable(view)
+        paths = self.paths()
+        for start, stop in self.chunk_ranges():
+            for i in (np.flatnonzero(usable[start:stop]) + start).tolist():
+                got = stored.read(np.array([i]))
+                k = int(got.counts[0])
+                yield VideoClips(i, str(paths[i]), got.features[0, :k], got.boxes[0, :k])
+
     def check_backbone(self, backbone: BackboneSpec, fields: Sequence[str] | None = None,
                        fix: str = "use a new --out store", who: str | None = None) -> None:
         """Refuse features of another backbone (or other clip settings) than this store's.
@@ -278,42 +315,49 @@ class FeatureStore:
         return sorted(self.root["views"].group_keys())
 
     def create_view(self, name: str, num_clips: int | None, spec: Mapping, dtype: str = "float16",
-                    compression: str = "none", record: Mapping | None = None) -> View:
-        """Add ``views/<name>`` (or return it if it exists with the same K, dim, dtype and spec).
+                    compression: str = "none", record: Mapping | None = None,
+                    clip_shape: Sequence[int] | None = None) -> View:
+        """Add ``views/<name>`` (or return it if it exists with the same K, clip shape, dtype and spec).
 
         ``num_clips`` None: a ragged view (a variable number of clips per video, never compressed).
         ``record``: the settings of the run that creates it (kept as the ``extract`` attribute).
+        ``clip_shape``: the shape of one clip's feature, its last axis the backbone's width (default
+        ``(embed_dim,)``, one vector per clip).
         """
         _check_name("view", name)
         if np.dtype(dtype) not in (np.float16, np.float32):
             raise StoreError(f"view dtype must be float16 or float32, got {dtype}")
         if compression not in COMPRESSIONS:
             raise StoreError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
+        shape = as_clip_shape(self.backbone.embed_dim if clip_shape is None else clip_shape)
+        if shape[-1] != self.backbone.embed_dim:
+            raise StoreError(f"view '{name}': a clip's feature shape {shape} must end with the backbone's width "
+                             f"{self.backbone.embed_dim}")
         spec = dict(spec)
         if name not in self.view_names() and self._create_view_atomically(
-                name, num_clips, dtype, spec, compression, record):
+                name, num_clips, shape, dtype, spec, compression, record):
             return self.view(name)
         if name in self.view_names():
             view = self.view(name)
-            wanted = (num_clips, self.backbone.embed_dim, np.dtype(dtype), spec)
-            have = (view.num_clips, view.dim, view.dtype, view.spec)
+            wanted = (num_clips, shape, np.dtype(dtype), spec)
+            have = (view.num_clips, view.clip_shape, view.dtype, view.spec)
             if wanted != have:
                 k = lambda n: "variable" if n is None else n  # noqa: E731
-                raise StoreError(f"view '{name}' exists with K={k(view.num_clips)}, D={view.dim}, {view.dtype}, "
-                                 f"spec {view.spec}; requested K={k(num_clips)}, {np.dtype(dtype)}, spec {spec}; "
-                                 "name the new view differently (NAME=SPEC)")
+                raise StoreError(f"view '{name}' exists with K={k(view.num_clips)}, {_shape_words(view.clip_shape)}, "
+                                 f"{view.dtype}, spec {view.spec}; requested K={k(num_clips)}, {_shape_words(shape)}, "
+                                 f"{np.dtype(dtype)}, spec {spec}; name the new view differently (NAME=SPEC)")
             return view
         raise StoreError(f"cannot create view '{name}' in {self.path}")
 
-    def _create_view_atomically(self, name: str, num_clips: int | None, dtype: str, spec: Mapping,
-                                compression: str, record: Mapping | None) -> bool:
+    def _create_view_atomically(self, name: str, num_clips: int | None, clip_shape: tuple[int, ...], dtype: str,
+                                spec: Mapping, compression: str, record: Mapping | None) -> bool:
         """Build ``views/<name>`` whole in a staging folder beside the store and rename it into place (the
         store's own creation rule), so a concurrent process sees the view complete or not at all (never
         the group before its ``features`` array). False when another process created it first."""
         staging = self.path.with_name(f".{self.path.name}.view-{name}-{uuid.uuid4().hex[:8]}")
         try:
             parent = zarr.open_group(str(staging), mode="w-", zarr_format=3)
-            View.create(parent, name, self.num_videos, self.chunk_videos, num_clips, self.backbone.embed_dim, dtype,
+            View.create(parent, name, self.num_videos, self.chunk_videos, num_clips, clip_shape, dtype,
                         spec, compression, record)
             try:
                 os.rename(staging / name, self.path / "views" / name)
@@ -351,10 +395,11 @@ class FeatureStore:
         RowGroup.create(parent, leaf, self.num_videos, self.chunk_videos, arrays, attrs or {}, compression)
         return self.rows(group_path)
 
-    def create_ragged_rows(self, group_path: str, dim: int, dtype: str = "float32",
+    def create_ragged_rows(self, group_path: str, dim: int | Sequence[int], dtype: str = "float32",
                            attrs: Mapping | None = None) -> View:
         """Create a per-clip row group in the ragged layout outside ``views/`` (a variable number of
-        ``dim``-wide rows per video, with their boxes), e.g. SCALE's refined clips of a ragged view;
+        rows of shape ``dim`` per video, a width or a clip's feature shape, with their boxes), e.g.
+        SCALE's refined clips of a ragged view;
         written and read as a ragged view (:class:`~vssl.features_store.views.RaggedView`)."""
         parent, leaf = self._new_group_parent(group_path)
         View.create(parent, leaf, self.num_videos, self.chunk_videos, None, dim, dtype, dict(attrs or {}), "none")

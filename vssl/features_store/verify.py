@@ -131,6 +131,27 @@ def incomplete_line(pending: int) -> str:
     return f"incomplete: {pending} videos pending"
 
 
+def read_readable(root: Path, arr: zarr.Array, group: str, name: str) -> tuple[np.ndarray, list[LostChunk]]:
+    """All of a per-video array of the store at ``root``, and its chunks that cannot be read back, which
+    read as the fill value: whoever reads a whole array to report on it (verify, info) names a damaged
+    file instead of ending in whatever decoding it raised."""
+    try:
+        return np.asarray(arr[:]), []
+    except Exception:  # noqa: BLE001 - find the chunks that cannot be read, one by one
+        pass
+    step, n = arr.chunks[0], arr.shape[0]
+    parts, lost = [], []
+    for c, start in enumerate(range(0, n, step)):
+        stop = min(n, start + step)
+        try:
+            parts.append(np.asarray(arr[start:stop]))
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged chunk raises, it is lost
+            why = chunk_file_problem(root, arr, c) or describe_error(exc)
+            lost.append(LostChunk(group, name, chunk_path(arr, c), start, stop, why))
+            parts.append(np.full((stop - start, *arr.shape[1:]), arr.fill_value))
+    return np.concatenate(parts), lost
+
+
 def verify_store(store, ranges=None, table: bool = True) -> list[str]:
     """Problems of ``store`` (see the module docstring); ``ranges``: check the done rows of these
     chunk-aligned video ranges only (default all); ``table``: check the video table too."""
@@ -172,22 +193,10 @@ class _Checker:
     def _read(self, arr: zarr.Array, group: str, name: str, report: bool = True) -> np.ndarray:
         """All of a per-video array; a chunk that cannot be read reads as the fill value and, with
         ``report`` (and in this check's ranges), is a lost chunk."""
-        try:
-            return np.asarray(arr[:])
-        except Exception:  # noqa: BLE001 - find the chunks that cannot be read, one by one
-            pass
-        step, n = arr.chunks[0], arr.shape[0]
-        parts = []
-        for c, start in enumerate(range(0, n, step)):
-            stop = min(n, start + step)
-            try:
-                parts.append(np.asarray(arr[start:stop]))
-            except Exception as exc:  # noqa: BLE001 - whatever a damaged chunk raises, it is lost
-                if report and self._mine(start):
-                    why = chunk_file_problem(self.store.path, arr, c) or describe_error(exc)
-                    self.found.lost.append(LostChunk(group, name, chunk_path(arr, c), start, stop, why))
-                parts.append(np.full((stop - start, *arr.shape[1:]), arr.fill_value))
-        return np.concatenate(parts)
+        values, lost = read_readable(self.store.path, arr, group, name)
+        if report:
+            self.found.lost += [chunk for chunk in lost if self._mine(chunk.start)]
+        return values
 
     # ------------------------------------------------------------- the video table
 
@@ -224,27 +233,27 @@ class _Checker:
         split verify makes for all."""
         store, problems = self.store, self.found.problems
         n = store.num_videos
-        rows = store.rows(gpath)
-        done = self._read(rows.array("status"), gpath, "status") == STATUS_DONE
-        for name in rows.array_names if whole else ():
-            if rows.array(name).shape[0] != n:
-                problems.append(f"{gpath}/{name}: {rows.array(name).shape[0]} rows, store has {n} videos")
+        group = store.rows(gpath)
+        done = self._read(group.array("status"), gpath, "status") == STATUS_DONE
+        for name in group.array_names if whole else ():
+            if group.array(name).shape[0] != n:
+                problems.append(f"{gpath}/{name}: {group.array(name).shape[0]} rows, store has {n} videos")
         view = store.view(gpath.split("/", 1)[1]) if gpath.startswith("views/") else None
         if whole and view is not None:
             if view.dim != store.backbone.embed_dim:
                 problems.append(f"{gpath}: features dim {view.dim} != backbone embed_dim {store.backbone.embed_dim}")
-            if view.layout == "fixed" and rows.array("boxes").shape[1:] != (view.num_clips, BOX_DIM):
-                problems.append(f"{gpath}/boxes: shape {rows.array('boxes').shape}, expected (N, {view.num_clips}, {BOX_DIM})")
+            if view.layout == "fixed" and group.array("boxes").shape[1:] != (view.num_clips, BOX_DIM):
+                problems.append(f"{gpath}/boxes: shape {group.array('boxes').shape}, expected (N, {view.num_clips}, {BOX_DIM})")
             stray = np.flatnonzero(done & (status == STATUS_FAILED))
             if stray.size:
                 problems.append(f"{gpath}: rows done for failed videos {stray[:5].tolist()}")
         if view is not None and view.layout == "ragged":
             self._ragged_rows(view, done, gpath)
-        elif rows.attrs.get("layout") == "ragged":  # e.g. the refined clips of a ragged view's SCALE export
+        elif group.attrs.get("layout") == "ragged":  # e.g. the refined clips of a ragged view's SCALE export
             self._ragged_rows(store.ragged_rows(gpath), done, gpath)
         else:
-            self._fixed_rows(rows, done, gpath)
-        rows.release_maps()  # a sequential scan: none of its chunk maps is read again
+            self._fixed_rows(group, done, gpath)
+        group.release_maps()  # a sequential scan: none of its chunk maps is read again
         if view is not None:
             view.release_maps()
         return done
@@ -253,7 +262,7 @@ class _Checker:
         """The store's chunks inside ``ranges`` (chunk-aligned video ranges; None: every chunk)."""
         return [c for c in self.store.chunk_ranges() if self._mine(c[0])]
 
-    def _fixed_rows(self, rows, done: np.ndarray, gpath: str) -> None:
+    def _fixed_rows(self, group, done: np.ndarray, gpath: str) -> None:
         """Read done rows chunk by chunk (bounded memory): present on disk, readable and finite."""
         problems = self.found.problems
         for start, stop in self._chunks():
@@ -261,12 +270,12 @@ class _Checker:
             if local_done.size == 0:
                 continue
             c = start // self.store.chunk_videos
-            for name in rows.array_names:
-                arr = rows.array(name)
+            for name in group.array_names:
+                arr = group.array(name)
                 why = chunk_file_problem(self.store.path, arr, c)
                 if why is None:
                     try:
-                        values = rows.read(name, local_done).astype(np.float32)
+                        values = group.read(name, local_done).astype(np.float32)
                     except Exception as exc:  # noqa: BLE001 - a chunk that decodes to nothing usable is lost
                         why = describe_error(exc)
                 if why is not None:
@@ -296,11 +305,12 @@ class _Checker:
             problems += found
             if found:
                 continue
-            rows = view.read(local_done)
-            mask = rows.mask
-            if not np.isfinite(rows.features[mask].astype(np.float32)).all():
-                bad = local_done[~np.isfinite(np.where(mask[..., None], rows.features, 0).astype(np.float32)).all(axis=(1, 2))]
+            clips = view.read(local_done)
+            mask = clips.mask
+            if not np.isfinite(clips.features[mask].astype(np.float32)).all():
+                real = clips.features.reshape(*mask.shape, -1)  # [n, K, prod(clip_shape)]
+                bad = local_done[~np.isfinite(np.where(mask[..., None], real, 0).astype(np.float32)).all(axis=(1, 2))]
                 problems.append(f"{gpath}/features: NaN/inf in done rows {bad[:5].tolist()}")
-            flat_boxes = rows.boxes[mask][:, None, :]
-            video_of = np.repeat(local_done, rows.counts)
+            flat_boxes = clips.boxes[mask][:, None, :]
+            video_of = np.repeat(local_done, clips.counts)
             problems += _check_boxes(f"{gpath}/boxes", flat_boxes, video_of)

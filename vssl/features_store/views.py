@@ -1,17 +1,22 @@
 """Views: clip embeddings and boxes per video, behind one reader/writer whatever the row layout.
 
-Two row layouts (the view kind decides which, by whether its clip count is fixed):
+:class:`View` is the interface; two row layouts implement it (the view kind decides which, by
+whether its clip count is fixed):
 
-- **fixed** — ``features [N, K, D]`` and ``boxes [N, K, 7]``, chunked by whole videos along N
-  (every view written before layouts existed is one of these);
-- **ragged** — a variable number of clips per video (``dense:S`` views of long videos). Each
+- :class:`FixedView` — ``features [N, K, *clip_shape]`` and ``boxes [N, K, 7]``, chunked by whole
+  videos along N (every view written before layouts existed is one of these);
+- :class:`RaggedView` — a variable number of clips per video (``dense:S`` views of long videos). Each
   chunk of videos ``c`` is a group ``chunks/<c>`` whose attributes hold the clip count of
   each of its videos and the name of the generation that holds their rows,
-  ``chunks/<c>/<gen>/{features [R, D], boxes [R, 7]}`` (R = the chunk's total clips, rows in
+  ``chunks/<c>/<gen>/{features [R, *clip_shape], boxes [R, 7]}`` (R = the chunk's total clips, rows in
   video order). A chunk is written whole, in one go, as a new generation; then the
   ``chunks/<c>`` attributes are replaced in one atomic file write; then the done flags; the
   old generation is deleted last. A killed writer therefore leaves the old chunk or the new
   one, never counts that disagree with their rows, and never a done flag without data.
+
+A clip's feature has a shape, ``clip_shape``: ``(D,)`` for one pooled vector per clip (every view
+until now, stored exactly as before), or e.g. ``(T'·H'·W', D)`` for a grid of tokens; ``dim`` is its
+last axis, the backbone's width.
 
 Stages read either layout through :meth:`View.read`, which returns a :class:`ViewRows`: the
 features and boxes padded to the most clips among the rows read, each video's clip count, and
@@ -25,6 +30,7 @@ import json
 import os
 import shutil
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -43,7 +49,7 @@ LAYOUTS = ("fixed", "ragged")
 
 @dataclass(frozen=True)
 class ViewRows:
-    """Rows of a view: ``features [n, K, D]``, ``boxes [n, K, 7]`` padded with zeros past
+    """Rows of a view: ``features [n, K, *clip_shape]``, ``boxes [n, K, 7]`` padded with zeros past
     ``counts [n]`` (K = the most clips among these rows, or ``pad_to``)."""
 
     features: np.ndarray
@@ -56,7 +62,7 @@ class ViewRows:
         return np.arange(self.features.shape[1])[None, :] < self.counts[:, None]
 
     def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(features [R, D], boxes [R, 7], offsets [n + 1]): the real clips, video after video."""
+        """(features [R, *clip_shape], boxes [R, 7], offsets [n + 1]): the real clips, video after video."""
         m = self.mask
         return self.features[m], self.boxes[m], np.concatenate(([0], np.cumsum(self.counts)))
 
@@ -72,38 +78,66 @@ def _as_clip_list(values: np.ndarray | Sequence[np.ndarray], n: int) -> list[np.
     return [np.asarray(v) for v in values]
 
 
-class View(RowGroup):
-    """``views/<name>``: what one sampler produced for every video. This class: the fixed layout."""
+def as_clip_shape(clip: int | Sequence[int]) -> tuple[int, ...]:
+    """A clip's feature shape from a width ``D`` (what every caller gave before clips had a shape) or a shape."""
+    shape = (int(clip),) if np.isscalar(clip) else tuple(int(n) for n in clip)
+    if not shape or min(shape) < 1:
+        raise StoreError(f"a clip's feature shape must be one or more positive sizes, got {clip!r}")
+    return shape
 
-    layout = "fixed"
+
+class View(ABC):
+    """``views/<name>``: what one sampler produced for every video, whatever its row layout.
+
+    The interface every stage reads and writes through; :class:`FixedView` and :class:`RaggedView` are
+    its two layouts (:func:`open_view` picks one by the group's ``layout`` attribute). A view is not a
+    :class:`RowGroup`: it reads videos, not named arrays; its done flags live in one (``flags``).
+    """
+
+    layout: str = ""
 
     def __init__(self, name: str, group: zarr.Group, root: Path, chunk_videos: int) -> None:
-        super().__init__(group, root, chunk_videos)
         self.name = name
+        self.group = group
+        self.root = root
+        self.chunk_videos = chunk_videos
+        self.flags = RowGroup(group, root, chunk_videos)  # the done flags (and the fixed layout's arrays)
+        self.num_videos = self.flags.num_videos
         self.spec = dict(group.attrs.get("spec", {}))
         self.record = dict(group.attrs.get("extract", {}))  # the settings that extracted it ({}: not recorded)
+        self.num_clips: int | None = None
+        self.clip_shape: tuple[int, ...] = ()
+        self.dtype = np.dtype("float32")
         self._init_shape()
 
+    @abstractmethod
     def _init_shape(self) -> None:
-        feats = self.group["features"]
-        self.num_clips: int | None = int(feats.shape[1])
-        self.dim = int(feats.shape[2])
-        self.dtype = np.dtype(feats.dtype)
+        """Set ``num_clips`` (None: it varies per video), ``clip_shape`` and ``dtype`` from the stored group."""
+
+    @property
+    def dim(self) -> int:
+        """D, the last axis of a clip's feature (its width when a clip is one vector)."""
+        return self.clip_shape[-1]
 
     # ------------------------------------------------------------- creation
 
     @classmethod
     def create(cls, parent: zarr.Group, name: str, num_videos: int, chunk_videos: int, num_clips: int | None,
-               dim: int, dtype: str, spec: Mapping, compression: str, record: Mapping | None = None) -> None:
-        """Create the group of a view; ``num_clips=None`` gives the ragged layout."""
+               dim: int | Sequence[int], dtype: str, spec: Mapping, compression: str,
+               record: Mapping | None = None) -> None:
+        """Create the group of a view; ``num_clips=None`` gives the ragged layout. ``dim``: the clip's
+        feature shape, or its width D for a clip of one vector."""
+        clip_shape = as_clip_shape(dim)
         attrs: dict = {"spec": dict(spec), **({"extract": dict(record)} if record else {})}
         if num_clips is None:
-            attrs.update(layout="ragged", dim=dim, dtype=str(np.dtype(dtype)))
+            attrs.update(layout="ragged", dim=clip_shape[-1], dtype=str(np.dtype(dtype)))
+            if len(clip_shape) > 1:  # a view of one vector per clip is stored as before clips had a shape
+                attrs["clip_shape"] = list(clip_shape)
             group = RowGroup.create(parent, name, num_videos, chunk_videos, {}, attrs)
             group.create_group("chunks")
             return
         RowGroup.create(parent, name, num_videos, chunk_videos,
-                        {"features": ((num_clips, dim), str(np.dtype(dtype))),
+                        {"features": ((num_clips, *clip_shape), str(np.dtype(dtype))),
                          "boxes": ((num_clips, BOX_DIM), "float32")}, attrs, compression)
 
     def update_record(self, **settings) -> None:
@@ -113,19 +147,22 @@ class View(RowGroup):
 
     # ------------------------------------------------------------- reading
 
-    def read(self, indices, pad_to: int | None = None) -> ViewRows:  # type: ignore[override]
-        """Features (stored dtype), boxes (float32) and clip counts of videos ``indices``."""
-        features = super().read("features", indices)
-        counts = np.full(len(features), self.num_clips, dtype=np.int64)
-        return ViewRows(features, super().read("boxes", indices), counts)
+    @abstractmethod
+    def read(self, indices, pad_to: int | None = None) -> ViewRows:
+        """Features (stored dtype), boxes (float32) and clip counts of videos ``indices``, padded to the
+        most clips among them (or ``pad_to``)."""
+
+    @abstractmethod
+    def counts(self, indices=None) -> np.ndarray:
+        """Clips of each video (of ``indices``, default all); 0 where nothing is stored."""
 
     def read_features(self, indices) -> np.ndarray:
-        """Features only (the fixed layout reads that one array)."""
-        return RowGroup.read(self, "features", indices)
+        """Features only, ``[n, K, *clip_shape]``."""
+        return self.read(indices).features
 
     def read_boxes(self, indices) -> np.ndarray:
-        """Boxes only (the fixed layout reads that one array)."""
-        return RowGroup.read(self, "boxes", indices)
+        """Boxes only, ``[n, K, 7]``."""
+        return self.read(indices).boxes
 
     def fixed_clips(self, reader: str) -> int:
         """K, for a stage that reads fixed-K views only; one clear line for a ragged view."""
@@ -134,26 +171,86 @@ class View(RowGroup):
                              f"{reader} reads views of a fixed clip count: choose such a view (e.g. random:16)")
         return self.num_clips
 
+    # ------------------------------------------------------------- done flags
+
+    @property
+    def attrs(self) -> dict:
+        return self.flags.attrs
+
+    def array(self, name: str) -> zarr.Array:
+        """A stored array of the view's group (``status``; the fixed layout's ``features`` and ``boxes``)."""
+        return self.flags.array(name)
+
+    def done(self, rows: slice | None = None) -> np.ndarray:
+        """Boolean [N] (or of ``rows``): videos whose clips are complete (:meth:`RowGroup.done`)."""
+        return self.flags.done(rows)
+
+    def pending(self, exclude: np.ndarray | None = None) -> np.ndarray:
+        """Indices of videos not done (:meth:`RowGroup.pending`)."""
+        return self.flags.pending(exclude)
+
+    def mark(self, indices: np.ndarray, done: np.ndarray | None = None) -> None:
+        """Set the done flags of videos ``indices`` (inside one chunk), durably (:meth:`RowGroup.mark`)."""
+        self.flags.mark(indices, done)
+
+    def release_maps(self) -> None:
+        """Unmap the chunk files read so far (a sequential scan is over)."""
+        self.flags.release_maps()
+
+    # ------------------------------------------------------------- writing and checking
+
+    @abstractmethod
+    def write_clips(self, indices: Sequence[int], features: np.ndarray | Sequence[np.ndarray],
+                    boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None, mark: bool = True) -> None:
+        """Write videos ``indices`` (inside one chunk): per video ``[k, *clip_shape]`` features and ``[k, 7]``
+        boxes. ``mark=False``: data only, the done flags are set later by the caller (:meth:`mark`)."""
+
+    @abstractmethod
+    def check_chunk(self, start: int, stop: int, done_rows: np.ndarray) -> list[str]:
+        """Problems of the done rows of one chunk that its layout alone can tell."""
+
+
+class FixedView(View):
+    """The fixed layout: ``features [N, K, *clip_shape]``, ``boxes [N, K, 7]``, K clips for every video."""
+
+    layout = "fixed"
+
+    def _init_shape(self) -> None:
+        feats = self.group["features"]
+        self.num_clips = int(feats.shape[1])
+        self.clip_shape = tuple(int(n) for n in feats.shape[2:])
+        self.dtype = np.dtype(feats.dtype)
+
+    def read(self, indices, pad_to: int | None = None) -> ViewRows:
+        features = self.flags.read("features", indices)
+        counts = np.full(len(features), self.num_clips, dtype=np.int64)
+        return ViewRows(features, self.flags.read("boxes", indices), counts)
+
+    def read_features(self, indices) -> np.ndarray:
+        """Features only (the fixed layout reads that one array)."""
+        return self.flags.read("features", indices)
+
+    def read_boxes(self, indices) -> np.ndarray:
+        """Boxes only (the fixed layout reads that one array)."""
+        return self.flags.read("boxes", indices)
+
     def counts(self, indices=None) -> np.ndarray:
-        """Clips of each video (of ``indices``, default all); 0 where nothing is stored."""
         n = self.num_videos if indices is None else len(np.asarray(indices).reshape(-1))
         return np.full(n, self.num_clips, dtype=np.int64)
 
-    # ------------------------------------------------------------- writing
-
     def write_clips(self, indices: Sequence[int], features: np.ndarray | Sequence[np.ndarray],
                     boxes: np.ndarray | Sequence[np.ndarray], done: np.ndarray | None = None, mark: bool = True) -> None:
-        """Write videos ``indices`` (inside one chunk): per video ``[k, D]`` features and ``[k, 7]`` boxes.
+        self.flags.write(np.asarray(indices, dtype=np.int64), {"features": features, "boxes": boxes}, done=done,
+                         mark=mark)
 
-        ``mark=False``: data only, the done flags are set later by the caller (:meth:`RowGroup.mark`).
-        """
-        super().write(np.asarray(indices, dtype=np.int64), {"features": features, "boxes": boxes}, done=done,
-                      mark=mark)
-
-    # ------------------------------------------------------------- checking
+    def write(self, indices: np.ndarray, data: Mapping[str, np.ndarray], done: np.ndarray | None = None,
+              mark: bool = True) -> None:
+        """:meth:`RowGroup.write` of the ``features`` and ``boxes`` arrays: what a fixed view offered when it
+        was a row group, kept for its callers; :meth:`write_clips` writes either layout."""
+        self.flags.write(indices, data, done=done, mark=mark)
 
     def check_chunk(self, start: int, stop: int, done_rows: np.ndarray) -> list[str]:
-        """Problems of the done rows of one chunk (none for the fixed layout: checked array by array)."""
+        """None for the fixed layout: its arrays are checked array by array."""
         return []
 
 
@@ -164,7 +261,7 @@ class RaggedView(View):
 
     def _init_shape(self) -> None:
         self.num_clips = None
-        self.dim = int(self.group.attrs["dim"])
+        self.clip_shape = tuple(int(n) for n in self.group.attrs.get("clip_shape", [self.group.attrs["dim"]]))
         self.dtype = np.dtype(self.group.attrs["dtype"])
         self._chunks_dir = self.root / self.group.path / "chunks"
         self._pointers: dict[int, tuple[tuple[int, int], dict]] = {}
@@ -221,7 +318,7 @@ class RaggedView(View):
             out[sel] = self._chunk_counts(c)[idx[sel] - c * self.chunk_videos]
         return out
 
-    def read(self, indices, pad_to: int | None = None) -> ViewRows:  # type: ignore[override]
+    def read(self, indices, pad_to: int | None = None) -> ViewRows:
         """As :meth:`View.read`. Optimistic against a writer rewriting a chunk meanwhile: the rows
         are read between two looks at the chunks' pointers and read again if one changed (the old
         generation may be gone: its rows would read as zeros)."""
@@ -236,12 +333,6 @@ class RaggedView(View):
                 return rows
         raise StoreError(f"view '{self.name}': its chunks kept changing while being read (another process is "
                          "rewriting them); read again when that writer is done")
-
-    def read_features(self, indices) -> np.ndarray:
-        return self.read(indices).features
-
-    def read_boxes(self, indices) -> np.ndarray:
-        return self.read(indices).boxes
 
     def _stamp(self, c: int) -> tuple[int, int] | None:
         path = self._pointer_files.get(c)
@@ -267,7 +358,7 @@ class RaggedView(View):
         width = int(counts.max(initial=0)) if pad_to is None else int(pad_to)
         if counts.size and counts.max() > width:
             raise ValueError(f"pad_to={pad_to} is less than the {int(counts.max())} clips of a video read")
-        features = np.zeros((len(idx), width, self.dim), self.dtype)
+        features = np.zeros((len(idx), width, *self.clip_shape), self.dtype)
         boxes = np.zeros((len(idx), width, BOX_DIM), np.float32)
         for c in chunks:
             positions = np.flatnonzero((chunk_of == c) & (counts > 0))
@@ -302,10 +393,10 @@ class RaggedView(View):
         per_video_f = [old.features[v, :n] for v, n in enumerate(old.counts.tolist())]
         per_video_b = [old.boxes[v, :n] for v, n in enumerate(old.counts.tolist())]
         for j, v in enumerate((idx - start).tolist()):
-            f, b = (feats[j], bxs[j]) if ok[j] else (np.zeros((0, self.dim)), np.zeros((0, BOX_DIM)))
-            if f.ndim != 2 or f.shape[1] != self.dim or b.shape != (len(f), BOX_DIM):
+            f, b = (feats[j], bxs[j]) if ok[j] else (np.zeros((0, *self.clip_shape)), np.zeros((0, BOX_DIM)))
+            if f.shape[1:] != self.clip_shape or b.shape != (len(f), BOX_DIM):
                 raise ValueError(f"video {start + v}: features {f.shape} / boxes {b.shape} do not match "
-                                 f"[k, {self.dim}] / [k, {BOX_DIM}]")
+                                 f"[k, {', '.join(map(str, self.clip_shape))}] / [k, {BOX_DIM}]")
             per_video_f[v], per_video_b[v] = f, b
         counts = [len(f) for f in per_video_f]
         chunk = self._chunk_group(c)
@@ -322,7 +413,7 @@ class RaggedView(View):
                     sync_chunk(self.root, arr, 0)
             chunk.attrs.update({"data": gen, "counts": counts})  # the switch: one atomic file write
             sync_file(self._chunks_dir / str(c) / "zarr.json")
-        RowGroup.write(self, idx, {}, done=ok, mark=mark)
+        self.flags.write(idx, {}, done=ok, mark=mark)  # no arrays of its own: the done flags (with ``mark``)
         # the old generation, and any left by a writer killed before its switch
         for stale in (p for p in (self._chunks_dir / str(c)).iterdir() if p.is_dir() and p.name != gen):
             shutil.rmtree(stale, ignore_errors=True)
@@ -330,7 +421,7 @@ class RaggedView(View):
             del self._row_readers[key]
 
     def release_maps(self) -> None:
-        super().release_maps()
+        self.flags.release_maps()
         for reader in self._row_readers.values():
             if reader is not None:
                 reader.release()
@@ -398,4 +489,4 @@ def open_view(name: str, group: zarr.Group, root: Path, chunk_videos: int) -> Vi
     layout = group.attrs.get("layout", "fixed")
     if layout not in LAYOUTS:
         raise StoreError(f"view '{name}' has layout {layout!r}; this vssl reads {', '.join(LAYOUTS)} (upgrade vssl)")
-    return (RaggedView if layout == "ragged" else View)(name, group, root, chunk_videos)
+    return (RaggedView if layout == "ragged" else FixedView)(name, group, root, chunk_videos)

@@ -43,6 +43,7 @@ def chunk_1_file(store: Path, layout: str) -> Path:
     return found.relative_to(store)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["fixed", "ragged"])
 def test_a_truncated_chunk_is_named_and_repaired_to_the_uninterrupted_rows(tmp_path, videos, capsys, layout):
     out = tmp_path / "s"

@@ -20,7 +20,7 @@ from vssl.features_store import (STATUS_DONE, STATUS_FAILED, BackboneSpec, Featu
                                  export_hdf5, import_hdf5, verify_store)
 from vssl.features_store.synthetic import make_synthetic_store
 
-WRITER = Path(__file__).with_name("store_writer.py")
+WRITER = Path(__file__).resolve().parents[1] / "store_writer.py"
 sys.path.insert(0, str(WRITER.parent))
 from store_writer import D, K, error_for, rows_for  # noqa: E402
 
@@ -122,6 +122,7 @@ def test_a_write_spanning_two_chunks_is_refused(tmp_path):
         store.write_videos([7, 8], {"v": (f, b)}, [1, 1], [1.0, 1.0], [None, None])
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 40), k=st.integers(1, 5), d=st.integers(1, 12), chunk=st.integers(1, 16),
        dtype=st.sampled_from(["float16", "float32"]), seed=st.integers(0, 2**16))
@@ -143,6 +144,7 @@ def test_hypothesis_shapes_round_trip(tmp_path_factory, n, k, d, chunk, dtype, s
 # ------------------------------------------------------------------ crashes and concurrency
 
 
+@pytest.mark.slow
 def test_sigkill_mid_block_then_resume_equals_uninterrupted_run(tmp_path):
     reference = tmp_path / "ref"
     new_store(reference, n=64, chunk=4)
@@ -167,6 +169,7 @@ def test_sigkill_mid_block_then_resume_equals_uninterrupted_run(tmp_path):
     assert_same_store(reference, killed)
 
 
+@pytest.mark.slow
 def test_two_processes_write_disjoint_shards_at_once(tmp_path):
     both, reference = tmp_path / "both", tmp_path / "ref"
     new_store(both, n=96, chunk=4)
@@ -247,6 +250,7 @@ def test_backbone_mismatch_is_refused(tmp_path):
     store.check_backbone(BACKBONE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing", "plain_dir", "foreign_zarr", "future_format", "export_exists"])
 def test_cli_user_errors_are_one_line_exit_2(tmp_path, vssl_cli, case):
     target = tmp_path / "s"
@@ -269,6 +273,7 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, vssl_cli, case):
     assert str(target if case != "export_exists" else tmp_path / "x.h5") in r.stderr.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_cli_import_refuses_a_file_that_is_not_an_export(tmp_path, vssl_cli):
     bogus = tmp_path / "bogus.h5"
     bogus.write_bytes(b"not hdf5 at all")
@@ -276,6 +281,7 @@ def test_cli_import_refuses_a_file_that_is_not_an_export(tmp_path, vssl_cli):
     assert r.returncode == 2 and "not a readable HDF5 file" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_info_verify_export_import(tmp_path, vssl_cli):
     store = new_store(tmp_path / "s", n=12, chunk=4)
     idx = np.arange(4)

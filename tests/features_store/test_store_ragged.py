@@ -164,6 +164,7 @@ def test_fixed_views_written_before_layouts_existed_still_open_as_fixed(tmp_path
         store.create_view("dense", num_clips=4, spec={"sampler": "test-dense"}, dtype="float32")
 
 
+@pytest.mark.slow
 def test_the_stages_read_a_ragged_view_from_the_command_line(tmp_path, capsys):
     """Stage two trains on it, exports it, and the probes read it; only --train-view stays fixed-K."""
     from vssl.cli import main
