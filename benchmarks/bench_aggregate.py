@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vssl.aggregate import ScaleConfig, ScaleModel, sample_sets
 from vssl.aggregate.data import ResidentSource
 from vssl.device import autocast
-from vssl.aggregate.train import lr_at, make_optimizer, param_groups
+from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
 from vssl.features_store.synthetic import make_synthetic_store
 
 

@@ -4,7 +4,7 @@ Every rank holds the whole view (resident or streamed, :mod:`vssl.aggregate.data
 the same global permutation, global batches and clip sets from the run's seed; rank r trains
 on rows ``[r*b, (r+1)*b)`` of each global batch of ``b * world`` videos (``--batch-size`` is
 per rank). InfoNCE keys are gathered from every rank with gradient
-(:func:`vssl.distributed.all_gather_keys`, handed to the losses by :meth:`DataParallel.objective`),
+(:func:`vssl.distributed.all_gather_keys`, handed to the losses by :meth:`TrainingRanks.objective`),
 so each rank's loss is its share of the single-process loss on the global batch and DDP's
 averaged gradients are that loss's gradient: one process with ``--batch-size b*world`` and
 ``world`` processes with ``b`` follow the same trajectory (up to float summation order, and
@@ -37,8 +37,11 @@ class _PretrainObjective(nn.Module):
         return getattr(self.model, self.method)(*args, gather=self.gather)
 
 
-class DataParallel:
-    """What the training loop asks about the ranks; every method is the identity for one process."""
+class TrainingRanks:
+    """What the training loop asks about the ranks; every method is the identity for one process.
+
+    Not a model wrapper like torch's ``DataParallel``: it holds the rank layout and wraps the
+    objective in :class:`~torch.nn.parallel.DistributedDataParallel` only under torchrun."""
 
     def __init__(self, world: RankEnv | None = None) -> None:
         if world is None:
@@ -103,3 +106,7 @@ class DataParallel:
         f = flag.detach().to(torch.int32).reshape(1).clone()
         dist.all_reduce(f, op=dist.ReduceOp.MAX)
         return bool(f.item())
+
+
+#: the former name (it read as torch's ``nn.DataParallel``); kept for code written against it
+DataParallel = TrainingRanks

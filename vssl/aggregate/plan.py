@@ -11,7 +11,7 @@ import torch
 
 from vssl import __version__
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.distributed import DataParallel
+from vssl.aggregate.distributed import TrainingRanks
 from vssl.aggregate.masking import expected_count
 from vssl.device import resolve_device, resolve_precision
 from vssl.errors import VsslError
@@ -34,7 +34,7 @@ class Plan:
     ragged: bool = False  # a ragged view: sets of at most set_size clips, drawn from each video's own
 
 
-def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: DataParallel) -> Plan:
+def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: TrainingRanks) -> Plan:
     """Set sizes (SCALE §3.2), this rank's device, and drop-last global batches of ``batch x ranks``
     (``num_clips`` None: a ragged view)."""
     set_size = cfg.resolve_set_size(num_clips)

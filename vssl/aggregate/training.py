@@ -27,23 +27,23 @@ import torch
 from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.data import BatchSource, RaggedSource, open_source
-from vssl.aggregate.distributed import DataParallel
-from vssl.aggregate.metrics import METRIC_FIELDS, EpochMetrics, write_metrics
+from vssl.aggregate.distributed import TrainingRanks
+from vssl.aggregate.metrics import EpochMetrics, write_metrics
 from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
 from vssl.aggregate.model import ScaleModel
-from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
+from vssl.aggregate.optim import lr_at, make_optimizer
 from vssl.aggregate.plan import Plan, plan_run, run_meta
 from vssl.progress import make_progress
-from vssl.aggregate.resume import RESUMABLE_CHANGES, Resume, check_same_data, resume_point
+from vssl.aggregate.resume import Resume, check_same_data, resume_point
 from vssl.aggregate.sampling import sample_ragged_sets, sample_sets, set_lengths
 from vssl.device import autocast, matmul_numerics
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 
-# lr_at and save_checkpoint are looked up in this module at every step and checkpoint (tests
-# replace them here); lr_at, param_groups, make_optimizer and METRIC_FIELDS stay importable from it.
-__all__ = ["train", "RunSummary", "TrainingDiverged", "training_rows", "lr_at", "param_groups", "make_optimizer",
-           "METRIC_FIELDS", "RESUMABLE_CHANGES"]
+__all__ = ["train", "RunSummary", "TrainingDiverged", "training_rows", "Schedule"]
+
+#: the learning rate at an optimiser step: ``schedule(step, total_steps, base_lr, warmup)``
+Schedule = Callable[[int, int, float, float], float]
 
 
 class TrainingDiverged(VsslError):
@@ -151,9 +151,11 @@ def _training_numerics(device: torch.device) -> ContextManager:
 class _Trainer:
     """A run's state across epochs (optimiser step, last checkpoint) and what one epoch does."""
 
-    def __init__(self, cfg: ScaleConfig, par: DataParallel, plan: Plan, run_dir: Path, meta: dict[str, Any],
-                 built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume) -> None:
+    def __init__(self, cfg: ScaleConfig, par: TrainingRanks, plan: Plan, run_dir: Path, meta: dict[str, Any],
+                 built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume,
+                 schedule: Schedule = lr_at) -> None:
         self.cfg, self.par, self.plan, self.run_dir, self.meta = cfg, par, plan, run_dir, meta
+        self.schedule = schedule
         self.model, self.opt, self.scaler = built
         self.objective = par.objective(self.model, "set_losses" if plan.ragged else "pretrain_losses")  # DDP
         self.step = resumed.step
@@ -196,7 +198,7 @@ class _Trainer:
                 sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
                                              generator=set_gen, device=plan.device))
                 inputs = (*batch, sets, self._masks(len(positions) * par.world, set_gen))
-            lr = lr_at(self.step, plan.total_steps, cfg.lr, cfg.warmup)
+            lr = self.schedule(self.step, plan.total_steps, cfg.lr, cfg.warmup)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             with autocast(plan.device, plan.precision):
@@ -279,14 +281,16 @@ class _Trainer:
 
 def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConfig | None = None,
           resume: bool = False, *, split: str | None = "auto", quiet: bool = False,
-          log: Callable[[str], None] | None = None) -> RunSummary:
+          log: Callable[[str], None] | None = None, schedule: Schedule = lr_at) -> RunSummary:
     """Train the SCALE predictor on ``view`` of the store and write ``out_dir``.
 
     ``out_dir`` receives ``checkpoint.pt`` (every ``cfg.checkpoint_every`` epochs and at the end)
     and ``metrics.csv`` (one row per epoch). ``resume=True`` continues from the checkpoint there.
+    ``schedule``: the learning rate per step (default :func:`vssl.optim.lr_at`, warmup + cosine, as
+    released); a caller may pass its own, e.g. one that stops a run at a given step.
     """
     cfg = cfg or ScaleConfig()
-    par = DataParallel()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
+    par = TrainingRanks()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
     log = (log or (lambda msg: None)) if par.is_main else (lambda msg: None)
     run_dir = Path(out_dir)
     resumed = resume_point(run_dir, cfg, resume, log, par.world)
@@ -308,7 +312,8 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         f", batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{plan.device} {plan.precision}")
-    trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed)
+    trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed,
+                       schedule)
 
     summary = RunSummary(str(run_dir), resumed.epoch, resumed.step, num_videos, plan.batch, device=str(plan.device),
                          precision=plan.precision, split=meta["split"], trained_on_splits=meta["trained_on_splits"])
