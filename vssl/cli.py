@@ -291,10 +291,9 @@ def aggregate_cmd(
     if as_json:
         _print_json(summary.to_dict())
     else:
-        f = summary.final
-        out.print(f"{out_dir}: {summary.epochs} epochs on split '{summary.split}', loss {f.get('loss', float('nan')):.4f} "
-                  f"(MCM {f.get('mcm_loss', 0):.4f}, top-1 {100 * f.get('mcm_top1', 0):.1f}%; "
-                  f"SET {f.get('set_loss', 0):.4f}, top-1 {100 * f.get('set_top1', 0):.1f}%), "
+        from vssl.aggregate.metrics import summary_line
+
+        out.print(f"{out_dir}: {summary.epochs} epochs on split '{summary.split}', {summary_line(summary.final)}, "
                   f"{summary.videos_per_s:.0f} videos/s")
 
 # ---------------------------------------------------------------- probe

@@ -123,7 +123,9 @@ class Settings:
 
     @classmethod
     def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        """Every key a dict, a TOML file or a keyword may give: the stored settings, then the
+        init-only ones (:func:`init_only_fields`)."""
+        return [f.name for f in (*dataclasses.fields(cls), *init_only_fields(cls))]  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:
@@ -169,6 +171,15 @@ class Settings:
         return type(self).from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
 
 
+def init_only_fields(cls: type) -> list[dataclasses.Field]:
+    """The ``InitVar`` settings of ``cls``: accepted as keys and flags but not stored (``to_dict``
+    leaves them out), e.g. a former switch that ``__post_init__`` folds into the setting that
+    replaced it, so configs and checkpoints written with the old key still load."""
+    hints = get_type_hints(cls)
+    return [f for name, f in getattr(cls, "__dataclass_fields__", {}).items()
+            if isinstance(hints.get(name), dataclasses.InitVar)]
+
+
 # ---------------------------------------------------------------------- command-line flags
 
 
@@ -196,10 +207,11 @@ def cli_parameters(cls: type[Settings]) -> list[inspect.Parameter]:
 
     hints = get_type_hints(cls)
     params = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in (*dataclasses.fields(cls), *init_only_fields(cls)):  # type: ignore[arg-type]
         if not f.metadata.get(_CLI, True):
             continue
-        kind = _flag_type(hints[f.name])
+        hint = hints[f.name]
+        kind = _flag_type(hint.type if isinstance(hint, dataclasses.InitVar) else hint)
         dashed = f.name.replace("_", "-")
         flag = f.metadata.get(_FLAG) or (f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}")
         default = f.default if f.default is not dataclasses.MISSING else None

@@ -9,10 +9,11 @@ without the original command line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.aggregate.masking import MASK_MODES, fixed_count
+from vssl.aggregate.terms import TERMS, LossTerm, absent_from_old_runs, term_settings
 from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
 from vssl.settings import Settings, setting
@@ -28,8 +29,12 @@ LEGACY_VALUES = {"box_encoding": "absolute", "mask_mode": "fixed"}
 
 
 @dataclass
-class ScaleConfig(Settings):
-    """Model, loss, sampling and optimisation settings of the SCALE predictor."""
+class ScaleConfig(*term_settings(), Settings):  # type: ignore[misc]
+    """Model, loss, sampling and optimisation settings of the SCALE predictor.
+
+    Each loss term's own settings (temperature, ``<name>_weight``, ...) come from its module
+    (:mod:`vssl.aggregate.terms`) through the bases.
+    """
 
     SECTION = "aggregate"
 
@@ -46,14 +51,13 @@ class ScaleConfig(Settings):
     pred_layers: int = setting(2, "layers of prediction/SET heads")
     target_hidden: int = setting(2048, "hidden width of the target head")
     target_layers: int = setting(3, "layers of the target head")
-    # -- losses (eq. 2–8): tau 0.2 for both, L = w_MCM L_MCM + w_SET L_SET (eq. 8: both weights 1).
-    #    A loss that is off (flag, or weight 0) is not computed and has no head.
-    mcm_temperature: float = setting(0.2, "MCM InfoNCE temperature")
-    set_temperature: float = setting(0.2, "SET InfoNCE temperature")
-    use_mcm: bool = setting(True, "masked clip modelling loss", flag="--mcm/--no-mcm")
-    use_set: bool = setting(True, "set contrastive loss", flag="--set/--no-set")
-    mcm_weight: float = setting(1.0, "weight of L_MCM in the total loss (0: off, as --no-mcm)")
-    set_weight: float = setting(1.0, "weight of L_SET in the total loss (0: off, as --no-set)")
+    # -- losses (eq. 2–8): L = sum of w_term L_term (:mod:`vssl.aggregate.terms`); a term of weight 0
+    #    is off: not computed, no head. The former switches are flags and keys that set a weight to
+    #    0 (a config or checkpoint written with them still loads); they are not stored.
+    use_mcm: InitVar[bool | None] = setting(None, "masked clip modelling loss (--no-mcm: mcm_weight 0)",
+                                            flag="--mcm/--no-mcm")
+    use_set: InitVar[bool | None] = setting(None, "set contrastive loss (--no-set: set_weight 0)",
+                                            flag="--set/--no-set")
     # -- set sampling (§3.2): two disjoint sets per video; None = half of the stored clips
     set_size: int | None = setting(None, "clips per set (default: half of K; on a ragged view at most 8)")
     mask_ratio: float = setting(0.25, "fraction of each set's clips replaced by the MSK token (0: none)")
@@ -81,8 +85,16 @@ class ScaleConfig(Settings):
 
     @classmethod
     def from_stored(cls, data: dict) -> "ScaleConfig":
-        """The config a checkpoint recorded; keys it lacks (older runs) take :data:`LEGACY_VALUES`."""
-        return cls.from_dict({**LEGACY_VALUES, **data})
+        """The config a checkpoint recorded; keys it lacks (older runs) take :data:`LEGACY_VALUES`, and
+        the weight of a loss term installed since then 0."""
+        return cls.from_dict({**absent_from_old_runs(), **LEGACY_VALUES, **data})
+
+    def __post_init__(self, use_mcm: bool | None, use_set: bool | None) -> None:  # type: ignore[override]
+        """Fold the former switches into the weights (off: weight 0), then check as every config."""
+        for switch, key in ((use_mcm, "mcm_weight"), (use_set, "set_weight")):
+            if switch is False:
+                setattr(self, key, 0.0)
+        super().__post_init__()
 
     def derive(self) -> None:
         # heads = width / 32 as in the released model (``scale.py``), unless set; to_dict()
@@ -121,22 +133,19 @@ class ScaleConfig(Settings):
             bad("mask_ratio", "must be in [0, 1)")
         if self.set_size is not None and self.set_size < 2:
             bad("set_size", "must be at least 2 (one masked clip and one visible clip)")
-        for key in ("mcm_temperature", "set_temperature", "lr"):
-            if not (getattr(self, key) > 0 and math.isfinite(getattr(self, key))):
-                bad(key, "must be a positive number")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad("lr", "must be a positive number")
         if self.weight_decay < 0 or not 0.0 <= self.warmup < 1.0:
             bad("warmup" if self.weight_decay >= 0 else "weight_decay", "is out of range")
-        for key in ("mcm_weight", "set_weight"):
-            if not (getattr(self, key) >= 0 and math.isfinite(getattr(self, key))):
-                bad(key, "must be a number >= 0 (0: that loss is off)")
-        if not (self.mcm_on or self.set_on):
-            bad("use_set", "and use_mcm are both off (flag or weight 0): nothing to train")
+        for term in TERMS:
+            term.validate(self)
+        if not self.terms:
+            raise VsslError(f"{self.SECTION} config: every loss is off ("
+                            f"{', '.join(f'{t.weight_key}=0' for t in TERMS)}, or --no-<loss>): nothing to train")
         if self.mask_mode not in MASK_MODES:
             bad("mask_mode", f"must be one of {', '.join(MASK_MODES)}")
         if self.box_encoding not in BOX_ENCODINGS:
             bad("box_encoding", f"must be one of {', '.join(BOX_ENCODINGS)}")
-        if self.mcm_on and self.mask_ratio == 0.0:
-            bad("mask_ratio", "masks no clip, so MCM has nothing to predict; pass --no-mcm (or a ratio > 0)")
         if self.precision not in PRECISION_CHOICES:
             bad("precision", f"must be one of {', '.join(PRECISION_CHOICES)}")
 
@@ -157,18 +166,28 @@ class ScaleConfig(Settings):
         return size
 
     @property
+    def terms(self) -> tuple[LossTerm, ...]:
+        """The loss terms that are on (weight not 0), in :data:`~vssl.aggregate.terms.TERMS` order."""
+        return tuple(term for term in TERMS if term.is_on(self))
+
+    @property
+    def masking(self) -> bool:
+        """Whether a term that is on predicts masked clips (so sets mask some, and the model has an MSK token)."""
+        return any(term.masks for term in self.terms)
+
+    @property
     def mcm_on(self) -> bool:
-        """Whether L_MCM is part of the objective (its flag on and its weight not 0)."""
-        return self.use_mcm and self.mcm_weight > 0
+        """Whether L_MCM is part of the objective (its weight not 0)."""
+        return self.mcm_weight > 0
 
     @property
     def set_on(self) -> bool:
-        """Whether L_SET is part of the objective (its flag on and its weight not 0)."""
-        return self.use_set and self.set_weight > 0
+        """Whether L_SET is part of the objective (its weight not 0)."""
+        return self.set_weight > 0
 
     def num_masked(self, set_size: int) -> int | None:
         """Masked clips per set in ``fixed`` mode (:func:`~vssl.aggregate.masking.fixed_count`); 0
-        without MCM; None when another mode draws the count per set."""
-        if not self.mcm_on:
+        when no term masks; None when another mode draws the count per set."""
+        if not self.masking:
             return 0
         return fixed_count(self.mask_ratio, set_size) if self.mask_mode == "fixed" else None

@@ -61,7 +61,7 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
     so a probe can tell a transductive run (one that saw its test videos, as the released code
     does for UCF/HMDB) from an inductive one on any store holding those videos, moved or not.
     """
-    expected = expected_count(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else 0.0
+    expected = expected_count(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.masking else 0.0
     return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
             "backbone_spec": store.backbone.to_dict(),
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,

@@ -28,7 +28,7 @@ from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.data import BatchSource, RaggedSource, open_source
 from vssl.aggregate.distributed import TrainingRanks
-from vssl.aggregate.metrics import EpochMetrics, write_metrics
+from vssl.aggregate.metrics import EpochMetrics, progress_line, write_metrics
 from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.optim import lr_at, make_optimizer
@@ -213,8 +213,7 @@ class _Trainer:
             if plan.device.type != "cuda" or i % 20 == 19 or i + 1 == len(batches):
                 self._stop_if_diverged(metrics, epoch)
                 m = metrics.means()
-                progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.3f} "
-                                f"mcm {m['mcm_loss']:.3f} set {m['set_loss']:.3f}")
+                progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} {progress_line(m)}")
         return metrics, lr, time.perf_counter() - t0
 
     def _masks(self, global_batch: int, set_gen: torch.Generator) -> int | torch.Tensor:
@@ -234,7 +233,7 @@ class _Trainer:
                                          device=plan.device)
         lengths = torch.from_numpy(set_lengths(counts, plan.set_size))[:, None].expand(-1, 2)
         masks = (draw_ragged_masks(self.cfg.mask_mode, self.cfg.mask_ratio, lengths, plan.set_size,
-                                   generator=set_gen, device=plan.device) if self.cfg.mcm_on
+                                   generator=set_gen, device=plan.device) if self.cfg.masking
                  else torch.zeros_like(valid))
         sets, valid, masks = par.local(sets), par.local(valid), par.local(masks)
         clips, boxes = batch.sets(sets, valid)
@@ -308,7 +307,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     meta = run_meta(store_path, store, view, the_view, plan, rows, resolve_split(store, split), par.world, cfg)
     log(f"training on {rows.size} videos of split '{meta['split']}' (splits {', '.join(meta['trained_on_splits'])}) "
         f"of view '{view}' ({_clips_per_video(the_view, rows)}, D={the_view.dim}), "
-        f"sets of {'at most ' if plan.ragged else ''}{plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else '0 masked'}"
+        f"sets of {'at most ' if plan.ragged else ''}{plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.masking else '0 masked'}"
         f", batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{plan.device} {plan.precision}")
