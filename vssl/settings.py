@@ -144,15 +144,12 @@ class Settings:
 
         Dashes are accepted in keys (``set-size``) to match the CLI flags.
         """
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise VsslError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise VsslError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
-        if isinstance(data.get(cls.SECTION), dict):
-            data = data[cls.SECTION]
+        return cls.from_table(read_toml(path, cls.SECTION), overrides, base)
+
+    @classmethod
+    def from_table(cls: type[S], data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   base: S | None = None) -> S:
+        """Build from a TOML table's keys (dashes accepted) over ``base``, then apply ``overrides``."""
         merged = base.to_dict() if base is not None else {}
         merged.update({k.replace("-", "_"): v for k, v in data.items()})
         merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -178,6 +175,19 @@ def init_only_fields(cls: type) -> list[dataclasses.Field]:
     hints = get_type_hints(cls)
     return [f for name, f in getattr(cls, "__dataclass_fields__", {}).items()
             if isinstance(hints.get(name), dataclasses.InitVar)]
+
+
+def read_toml(path: str | Path, section: str) -> dict[str, Any]:
+    """The ``[section]`` table of a TOML file, or its top-level keys when it has no such table; a
+    missing file or bad syntax is one line naming the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise VsslError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VsslError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+    return dict(data[section]) if isinstance(data.get(section), dict) else data
 
 
 # ---------------------------------------------------------------------- command-line flags

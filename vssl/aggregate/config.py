@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import InitVar, dataclass
+from pathlib import Path
+from typing import Any, Mapping
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.aggregate.masking import MASK_MODES, fixed_count
 from vssl.aggregate.terms import TERMS, LossTerm, absent_from_old_runs, term_settings
 from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
-from vssl.settings import Settings, setting
+from vssl.settings import Settings, read_toml, setting
 
 #: the most clips per set on a ragged view when --set-size is not given: the released sets
 #: (8 of the 16 clips stored per video, ``num_views=8``)
@@ -191,3 +193,97 @@ class ScaleConfig(*term_settings(), Settings):  # type: ignore[misc]
         if not self.masking:
             return 0
         return fixed_count(self.mask_ratio, set_size) if self.mask_mode == "fixed" else None
+
+
+# ---------------------------------------------------------------------- the command's other settings
+
+
+@dataclass
+class AggregateInputs(Settings):
+    """What `vssl aggregate` reads: the view (to train on, or to export) and the videos to train on.
+
+    Not part of :class:`ScaleConfig`: a run records them in its meta (``view``, ``split``), and a
+    resumed run is checked against them there (:func:`~vssl.aggregate.resume.check_same_data`).
+    """
+
+    SECTION = "aggregate"
+
+    view: str = setting("random16", "view to train on / to export")
+    split: str = setting("auto", "videos to train on: a split name, 'all', or 'auto' (train when the store has it)")
+
+    def train_split(self) -> str | None:
+        """The ``split`` argument of :func:`~vssl.aggregate.train` (None: every video)."""
+        return None if self.split == "all" else self.split
+
+
+#: the most clips of one video encoded in one pass by ``--export`` (``--export-max-clips``)
+EXPORT_MAX_CLIPS = 1024
+
+
+@dataclass
+class ExportConfig(Settings):
+    """Settings of ``vssl aggregate --export`` (the ``[aggregate.export]`` table of a settings file).
+
+    An export runs in fp32 and in batches of 256 videos: the training defaults (bf16 where the GPU
+    has it, 512 videos) are for training. ``--batch-size``/``--precision`` (and the same keys in
+    ``[aggregate]``) apply to an export too; a key of ``[aggregate.export]`` wins over ``[aggregate]``.
+    """
+
+    SECTION = "export"
+
+    name: str | None = setting(None, "run name in the store (default: the run directory's name)")
+    max_clips: int = setting(EXPORT_MAX_CLIPS, "with --export on a ragged view: the most clips of a video encoded "
+                             "in one pass; a longer video is encoded in windows, its SET token the clip-weighted "
+                             "mean of theirs", flag="--export-max-clips")
+    batch_size: int = setting(256, "videos per batch (flag: --batch-size)", cli=False)
+    precision: str = setting("fp32", "auto, bf16, fp16, fp32 (flag: --precision)", cli=False)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N (flag: --device)", cli=False)
+
+    def validate(self) -> None:
+        if self.max_clips < 1:
+            raise VsslError(f"--export-max-clips {self.max_clips}: give at least 1")
+        if self.batch_size < 1:
+            self.bad("batch_size", "must be a positive integer")
+        if self.precision not in PRECISION_CHOICES:
+            self.bad("precision", f"must be one of {', '.join(PRECISION_CHOICES)}")
+
+
+#: settings of ScaleConfig that an export reads too (the same flags and keys)
+SHARED_WITH_EXPORT = ("batch_size", "precision", "device")
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    """Everything `vssl aggregate` was given: the model and training, the inputs, the export."""
+
+    scale: ScaleConfig
+    inputs: AggregateInputs
+    export: ExportConfig
+
+
+def load_aggregate_settings(config: str | Path | None, overrides: Mapping[str, Any] | None = None,
+                            inputs: Mapping[str, Any] | None = None,
+                            export: Mapping[str, Any] | None = None) -> AggregateSettings:
+    """The three settings of `vssl aggregate` from one TOML file and the flags given.
+
+    The file's ``[aggregate]`` table (or its top-level keys) holds :class:`ScaleConfig` and
+    :class:`AggregateInputs` keys; its ``[aggregate.export]`` table :class:`ExportConfig` keys.
+    Flags win over the file. An export's batch size, precision and device: the ``--batch-size``/
+    ``--precision``/``--device`` flags, else ``[aggregate.export]``, else the same keys of
+    ``[aggregate]``, else :class:`ExportConfig`'s defaults.
+    """
+    table = read_toml(config, ScaleConfig.SECTION) if config is not None else {}
+    table = {k.replace("-", "_"): v for k, v in table.items()}
+    export_table = table.pop("export", {})
+    if not isinstance(export_table, dict):
+        raise VsslError(f"config file {config}: 'export' must be a table ([aggregate.export]) of "
+                        f"{', '.join(ExportConfig.keys())}")
+    own = set(AggregateInputs.keys())
+    scale_table = {k: v for k, v in table.items() if k not in own}
+    overrides = dict(overrides or {})
+    from_scale = {k: scale_table[k] for k in SHARED_WITH_EXPORT if k in scale_table}
+    shared_flags = {k: overrides[k] for k in SHARED_WITH_EXPORT if k in overrides}
+    return AggregateSettings(
+        scale=ScaleConfig.from_table(scale_table, overrides),
+        inputs=AggregateInputs.from_table({k: v for k, v in table.items() if k in own}, inputs),
+        export=ExportConfig.from_table({**from_scale, **export_table}, {**shared_flags, **(export or {})}))

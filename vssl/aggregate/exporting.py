@@ -15,8 +15,9 @@ import torch
 
 from vssl.aggregate.boxes import encode_boxes
 from vssl.aggregate.checkpoint import check_trained_on, load_run
+from vssl.aggregate.config import EXPORT_MAX_CLIPS, ExportConfig  # noqa: F401 (its former home)
 from vssl.device import autocast, resolve_device, resolve_precision
-from vssl.errors import StoreError, VsslError
+from vssl.errors import StoreError
 from vssl.features_store import FeatureStore
 from vssl.features_store.ragged import padded_batches, read_clips
 from vssl.progress import make_progress
@@ -48,19 +49,18 @@ def find_export_name(store: FeatureStore, run_dir: str | Path, view: str, checkp
     return default if default in found or not found else sorted(found)[0]
 
 
-#: the most clips of one video encoded in one pass by ``--export`` (``--export-max-clips``)
-EXPORT_MAX_CLIPS = 1024
-
-
 def clips_group(group: str) -> str:
     """Where the refined clips Ĉ of a ragged view's export live: ``aggregates/<run>/<view>.clips``."""
     return f"{group}.clips"
 
 
-def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str | None = None,
-           batch_size: int = 256, device: str = "auto", precision: str = "fp32",
-           max_clips: int = EXPORT_MAX_CLIPS, quiet: bool = False) -> dict[str, Any]:
+def export(store_path: str | Path, run_dir: str | Path, view: str, config: ExportConfig | None = None, *,
+           name: str | None = None, batch_size: int | None = None, device: str | None = None,
+           precision: str | None = None, max_clips: int | None = None, quiet: bool = False) -> dict[str, Any]:
     """Write ``set_token [N, H]`` and ``clips [N, K, H]`` for every done video of ``view``.
+
+    ``config``: the export's settings (:class:`~vssl.aggregate.config.ExportConfig`: fp32, batches of
+    256 videos, by default); a keyword given here (not None) replaces that setting.
 
     The model reads each video's boxes in the run's ``box_encoding`` (over all of the video's clips
     in ``view``, :mod:`vssl.aggregate.boxes`), as it was trained; what is written keeps them absolute.
@@ -70,16 +70,17 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
     and boxes) and ``max_clips`` bounds one pass (:func:`encode_video_clips`). Returns a summary:
     group path, rows written now, rows done in total.
     """
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    settings = (config or ExportConfig()).replace(name=name, batch_size=batch_size, device=device,
+                                                  precision=precision, max_clips=max_clips)
+    name, batch_size, max_clips = settings.name, settings.batch_size, settings.max_clips
+    dev = resolve_device(settings.device)
+    prec = resolve_precision(settings.precision, dev)
     model, cfg, meta = load_run(run_dir, dev)
     store = FeatureStore.open(store_path, mode="r+")
     check_trained_on(store, meta, run_dir, fix="export into a store of the same backbone")
     the_view = store.view(view)
     if the_view.dim != model.in_dim:
         raise StoreError(f"view '{view}' has D={the_view.dim} but {run_dir} expects D={model.in_dim}")
-    if max_clips < 1:
-        raise VsslError(f"--export-max-clips {max_clips}: give at least 1")
     run_name = export_name(run_dir, name)
     group = aggregate_group(run_name, view)
     ragged = the_view.num_clips is None
