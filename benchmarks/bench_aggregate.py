@@ -103,7 +103,8 @@ class Stepper:
     def __call__(self) -> None:
         b = self.cfg.batch_size
         start = (self.step_no * b) % (len(self.source) - b + 1)
-        feats, boxes = self.source.get(self.order[start:start + b])
+        idx = self.order[start:start + b]
+        feats, boxes = self.source.features.index_select(0, idx), self.source.boxes.index_select(0, idx)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step_no, 1000, self.cfg.lr, self.cfg.warmup)
         with autocast(torch.device("cpu"), self.precision):

@@ -124,7 +124,7 @@ def test_training_passes_the_gather_explicitly():
     seen = {}
 
     class Model(torch.nn.Module):
-        def pretrain_losses(self, *args, gather=None):
+        def set_losses(self, *args, gather=None):
             seen["gather"] = gather
             return {}
 

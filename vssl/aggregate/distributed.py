@@ -24,17 +24,15 @@ from vssl.errors import VsslError
 
 
 class _PretrainObjective(nn.Module):
-    """``model.<method>`` (``pretrain_losses`` or ``set_losses``) with the ranks' key gather, as a
-    ``forward`` so DDP sees (and syncs) it."""
+    """``model.set_losses`` with the ranks' key gather, as a ``forward`` so DDP sees (and syncs) it."""
 
-    def __init__(self, model: nn.Module, gather: Gather | None, method: str = "pretrain_losses") -> None:
+    def __init__(self, model: nn.Module, gather: Gather | None) -> None:
         super().__init__()
         self.model = model
         self.gather = gather
-        self.method = method
 
     def forward(self, *args) -> dict[str, Tensor]:
-        return getattr(self.model, self.method)(*args, gather=self.gather)
+        return self.model.set_losses(*args, gather=self.gather)
 
 
 class TrainingRanks:
@@ -68,15 +66,15 @@ class TrainingRanks:
         """A per-rank variant of ``seed`` (dropout masks differ across ranks, as across videos)."""
         return seed + self.rank
 
-    def objective(self, model: nn.Module, method: str = "pretrain_losses"):
-        """The callable computing the losses: ``model.<method>`` alone (``pretrain_losses`` on a fixed
-        view, ``set_losses`` on a ragged one), or across ranks DDP-wrapped with :attr:`gather` passed
-        in, so every rank's keys are negatives (and no ambient switch is set)."""
+    def objective(self, model: nn.Module):
+        """The callable computing the losses: ``model.set_losses`` alone (fixed and ragged views
+        alike), or across ranks DDP-wrapped with :attr:`gather` passed in, so every rank's keys are
+        negatives (and no ambient switch is set)."""
         if self.world == 1:
-            return getattr(model, method)
+            return model.set_losses
         device = next(model.parameters()).device
         # the model has no buffers; rank 0's parameters are broadcast once, at wrapping
-        return DistributedDataParallel(_PretrainObjective(model, self.gather, method), device_ids=[device.index]
+        return DistributedDataParallel(_PretrainObjective(model, self.gather), device_ids=[device.index]
                                        if device.type == "cuda" else None)
 
     def mean(self, sums: Tensor) -> Tensor:

@@ -155,52 +155,50 @@ class ScaleModel(nn.Module):
 
     def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int | Tensor, *,
                         gather: Gather | None = None) -> dict[str, Tensor]:
-        """L = w_MCM L_MCM + w_SET L_SET (eq. 8, both weights 1 by default) for one minibatch.
+        """Eq. 8 for B videos of a fixed view given as all their clips and the sets drawn from them.
 
         ``features [B, K, D]`` and ``boxes [B, K, 7]`` are the stored clips of B videos; ``sets
-        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`).
-        ``num_masked``: an int masks the first that many positions of every set (``fixed`` mode);
-        a bool tensor ``[B, 2, S]`` masks exactly its True positions (:func:`~vssl.aggregate.masking.draw_masks`).
-        Returns 0-dim tensors: ``loss`` and each term's ``<name>_loss`` (unweighted) and
-        ``<name>_top1`` (:mod:`vssl.aggregate.terms`; a term that is off is 0 and not computed).
-        ``gather`` collects the keys of every rank under DDP (:mod:`vssl.distributed.negatives`);
-        ``None``: the negatives are this minibatch's alone.
+        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`);
+        ``num_masked`` as in :meth:`set_losses`. The sets' clips are gathered, then :meth:`set_losses`.
         """
-        cfg = self.cfg
         b, _, d = features.shape
         s = sets.shape[-1]
         idx = sets.reshape(b, 2 * s)
-        clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(2 * b, s, d)   # C, both sets
-        box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(2 * b, s, -1)
-        clips = clips.to(_compute_dtype(self.input_proj.weight, clips.device))  # one cast of the float16 batch
-        if isinstance(num_masked, Tensor):
-            c_hat, cls, queries = self._masked_by_tensor(clips, box, num_masked.reshape(2 * b, s))
-        else:
-            c_hat, cls, queries = self._masked_first(clips, box, num_masked if cfg.masking else 0)
+        clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(b, 2, s, d)   # C, both sets
+        box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(b, 2, s, -1)
+        return self.set_losses(clips, box, None, num_masked, gather=gather)
 
-        return self._objective(clips.reshape(2 * b * s, d), c_hat, cls, queries, b, gather)
-
-    def set_losses(self, clips: Tensor, boxes: Tensor, valid: Tensor, masked: Tensor, *,
+    def set_losses(self, clips: Tensor, boxes: Tensor, valid: Tensor | None, masked: int | Tensor, *,
                    gather: Gather | None = None) -> dict[str, Tensor]:
-        """Eq. 8 on sets of different sizes (a ragged view: each video's sets drawn from its own clips).
+        """L = sum of w_term L_term (eq. 8, MCM and SET of weight 1 by default) for one minibatch of sets.
 
         ``clips [B, 2, S, D]`` and ``boxes [B, 2, S, 7]`` are the two sets of B videos, already
-        gathered and padded to S; ``valid [B, 2, S]`` marks the real clips (each set starts with its
-        real clips); ``masked [B, 2, S]`` the clips MCM hides (real ones only). Padding takes no part
-        in attention (key padding), is never a query of L_MCM, and its targets are left out of every
-        query's candidates, so no loss, gradient or real output depends on its values. Returns what
-        :meth:`pretrain_losses` returns; with every clip real and the same masks, the same losses.
+        gathered. ``valid [B, 2, S]`` marks the real clips of sets of different sizes (a ragged view:
+        each set starts with its real clips, padded to S); ``None``: every clip is real (a fixed view,
+        every set holds S clips). Padding takes no part in attention (key padding), is never a query
+        of L_MCM, and its targets are left out of every query's candidates, so no loss, gradient or
+        real output depends on its values. ``masked``: a bool tensor ``[B, 2, S]`` hides exactly its
+        True positions (real clips only; :mod:`vssl.aggregate.masking`); an int (every set full, the
+        ``fixed`` mode) hides the first that many positions of every set, and only the visible clips
+        are then projected. Returns 0-dim tensors: ``loss`` and each term's ``<name>_loss``
+        (unweighted) and ``<name>_top1`` (:mod:`vssl.aggregate.terms`; a term that is off is 0 and
+        not computed). ``gather`` collects the keys of every rank under DDP
+        (:mod:`vssl.distributed.negatives`); ``None``: the negatives are this minibatch's alone.
         """
         b, _, s, d = clips.shape
-        masked = masked & valid                      # only real clips are ever masked (and predicted)
         flat_clips = clips.reshape(2 * b, s, d).to(_compute_dtype(self.input_proj.weight, clips.device))
-        flat_valid = valid.reshape(2 * b, s)
-        flat_mask = masked.reshape(2 * b, s)
-        c_hat, cls = self.encode(flat_clips, boxes.reshape(2 * b, s, -1),
-                                 flat_mask if self.cfg.masking else None, flat_valid)
-        queries = flat_mask.reshape(-1).nonzero().squeeze(1)
+        flat_boxes = boxes.reshape(2 * b, s, -1)
+        if not isinstance(masked, Tensor) and valid is not None:   # a count, on sets that may be short
+            masked = (torch.arange(s, device=clips.device) < masked).expand(b, 2, s)
+        if isinstance(masked, Tensor):
+            flat_valid = None if valid is None else valid.reshape(2 * b, s)
+            flat_mask = (masked if valid is None else masked & valid).reshape(2 * b, s)  # only real clips are masked
+            c_hat, cls = self.encode(flat_clips, flat_boxes, flat_mask if self.cfg.masking else None, flat_valid)
+            queries = flat_mask.reshape(-1).nonzero().squeeze(1)
+        else:
+            c_hat, cls, queries = self._masked_first(flat_clips, flat_boxes, masked if self.cfg.masking else 0)
         return self._objective(flat_clips.reshape(2 * b * s, d), c_hat, cls, queries, b, gather,
-                               key_valid=flat_valid.reshape(-1))
+                               key_valid=None if valid is None else valid.reshape(-1))
 
     def _objective(self, clips: Tensor, c_hat: Tensor, cls: Tensor, queries: Tensor, b: int,
                    gather: Gather | None, key_valid: Tensor | None = None) -> dict[str, Tensor]:
@@ -229,8 +227,3 @@ class ScaleModel(nn.Module):
         own = (torch.arange(n, device=clips.device).unsqueeze(1) * s
                + torch.arange(m, device=clips.device).unsqueeze(0)).reshape(-1)
         return c_hat, cls, own
-
-    def _masked_by_tensor(self, clips: Tensor, box: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Encode sets with a per-clip ``mask [2B, S]`` (any count per set, 0 to S, as released)."""
-        c_hat, cls = self.encode(clips, box, mask if self.cfg.masking else None)
-        return c_hat, cls, mask.reshape(-1).nonzero().squeeze(1)

@@ -26,7 +26,7 @@ import torch
 
 from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.data import BatchSource, RaggedSource, open_source
+from vssl.aggregate.data import BatchSource, RaggedBatch, open_source
 from vssl.aggregate.distributed import TrainingRanks
 from vssl.aggregate.metrics import EpochMetrics, progress_line, write_metrics
 from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
@@ -157,7 +157,7 @@ class _Trainer:
         self.cfg, self.par, self.plan, self.run_dir, self.meta = cfg, par, plan, run_dir, meta
         self.schedule = schedule
         self.model, self.opt, self.scaler = built
-        self.objective = par.objective(self.model, "set_losses" if plan.ragged else "pretrain_losses")  # DDP
+        self.objective = par.objective(self.model)  # model.set_losses, DDP-wrapped across ranks
         self.step = resumed.step
         self.last_saved = resumed.epoch if resumed.state is not None else None
         self.keep = resumed.epoch if resumed.state is not None else None  # metrics rows a resume keeps
@@ -180,8 +180,8 @@ class _Trainer:
         """
         cfg, par, plan = self.cfg, self.par, self.plan
         self.model.train()
-        ragged = isinstance(source, RaggedSource)
-        order, set_gen = self._epoch_streams(epoch, len(source), source.resident and not ragged)
+        # a ragged view's set sizes come from its clip counts, read on the host by position
+        order, set_gen = self._epoch_streams(epoch, len(source), source.resident and not source.ragged)
         metrics = EpochMetrics(plan.device)
         t0 = time.perf_counter()
         global_batches = [order[i * plan.global_batch:(i + 1) * plan.global_batch]
@@ -192,12 +192,8 @@ class _Trainer:
             batch = source.get(positions)
             if i + 1 < len(batches):
                 source.prefetch(batches[i + 1])
-            if ragged:
-                inputs = self._ragged_sets(batch, source.counts[global_batches[i].numpy()], set_gen)
-            else:
-                sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
-                                             generator=set_gen, device=plan.device))
-                inputs = (*batch, sets, self._masks(len(positions) * par.world, set_gen))
+            inputs = self._sets(batch, source.counts_of(global_batches[i]), len(global_batches[i]), num_clips,
+                                set_gen)
             lr = self.schedule(self.step, plan.total_steps, cfg.lr, cfg.warmup)
             for group in self.opt.param_groups:
                 group["lr"] = lr
@@ -216,26 +212,32 @@ class _Trainer:
                 progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} {progress_line(m)}")
         return metrics, lr, time.perf_counter() - t0
 
-    def _masks(self, global_batch: int, set_gen: torch.Generator) -> int | torch.Tensor:
-        """This rank's masks (:mod:`vssl.aggregate.masking`): drawn for the global batch from the set
-        stream right after the sets, so they depend on (seed, epoch, step) only, whatever the ranks."""
-        if self.plan.num_masked is not None:
-            return self.plan.num_masked  # fixed mode (or no MCM): no random numbers drawn
-        return self.par.local(draw_masks(self.cfg.mask_mode, self.cfg.mask_ratio, global_batch, self.plan.set_size,
-                                         generator=set_gen, device=self.plan.device))
+    def _sets(self, batch: RaggedBatch, counts: np.ndarray | None, global_batch: int, num_clips: int | None,
+              set_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int | torch.Tensor]:
+        """This rank's (clips, boxes, valid, masks) for :meth:`ScaleModel.set_losses`.
 
-    def _ragged_sets(self, batch, counts: np.ndarray, set_gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """This rank's (clips, boxes, valid, masks) of a ragged batch: sets and masks drawn for the
-        global batch from its videos' clip counts (known on the host), then this rank's slice, so
-        they depend on (seed, epoch, step) only, as on a fixed view."""
-        plan, par = self.plan, self.par
-        sets, valid = sample_ragged_sets(torch.from_numpy(counts), plan.set_size, generator=set_gen,
-                                         device=plan.device)
-        lengths = torch.from_numpy(set_lengths(counts, plan.set_size))[:, None].expand(-1, 2)
-        masks = (draw_ragged_masks(self.cfg.mask_mode, self.cfg.mask_ratio, lengths, plan.set_size,
-                                   generator=set_gen, device=plan.device) if self.cfg.masking
-                 else torch.zeros_like(valid))
-        sets, valid, masks = par.local(sets), par.local(valid), par.local(masks)
+        Sets, then masks, are drawn for the global batch from the set stream, then this rank's slice
+        is taken, so they depend on (seed, epoch, step) only, whatever the ranks. ``counts`` (host):
+        each video's clips; None when every video holds the view's ``num_clips``, where every set is
+        full (``valid`` None) and a ``fixed`` mask is a count: static shapes, no random numbers for it.
+        """
+        plan, par, cfg = self.plan, self.par, self.cfg
+        if counts is None:
+            sets = sample_sets(global_batch, num_clips, plan.set_size, generator=set_gen, device=plan.device)
+            valid = None
+            masks = (plan.num_masked if plan.num_masked is not None else
+                     draw_masks(cfg.mask_mode, cfg.mask_ratio, global_batch, plan.set_size, generator=set_gen,
+                                device=plan.device))
+        else:
+            sets, valid = sample_ragged_sets(torch.from_numpy(counts), plan.set_size, generator=set_gen,
+                                             device=plan.device)
+            lengths = torch.from_numpy(set_lengths(counts, plan.set_size))[:, None].expand(-1, 2)
+            masks = (draw_ragged_masks(cfg.mask_mode, cfg.mask_ratio, lengths, plan.set_size,
+                                       generator=set_gen, device=plan.device) if cfg.masking
+                     else torch.zeros_like(valid))
+        sets = par.local(sets)
+        valid = None if valid is None else par.local(valid)
+        masks = par.local(masks) if isinstance(masks, torch.Tensor) else masks
         clips, boxes = batch.sets(sets, valid)
         return clips, boxes, valid, masks
 
