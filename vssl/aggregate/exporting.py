@@ -1,5 +1,9 @@
 """Export: run a trained predictor without masking over a view, write ``aggregates/<run>/<view>``.
 
+One path for both layouts: a fixed view is read and encoded as a ragged one whose videos all hold K
+clips (one pass each); only where the refined clips are written differs (:func:`_fixed_writer`,
+:func:`_ragged_writer`).
+
 Like extraction, the export is resumable: rows are written whole chunk by chunk, each row's
 done flag after its data, and a re-run only does the rows still pending. The group records
 the SHA-256 of the checkpoint it came from, so rows of two different checkpoints never mix.
@@ -8,7 +12,7 @@ the SHA-256 of the checkpoint it came from, so rows of two different checkpoints
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -102,8 +106,8 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, config: Expor
         rows = store.create_rows(group, {"set_token": ((H,), "float32")}, attrs)
     else:
         rows = store.create_rows(group, {"set_token": ((H,), "float32"), "clips": ((K, H), "float32")}, attrs)
-    if ragged:
-        refined = store.ragged_rows(clips_group(group))
+    write = _ragged_writer(rows, store.ragged_rows(clips_group(group))) if ragged else _fixed_writer(rows)
+    one_pass = max_clips if ragged else K   # a fixed view: all K clips at once, as every set it was shown
     todo = np.flatnonzero(store.usable(view) & ~rows.done())
     written = 0
     with make_progress(quiet) as progress, torch.inference_mode():
@@ -112,24 +116,9 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, config: Expor
             idx = todo[(todo >= start) & (todo < stop)]
             if idx.size == 0:
                 continue
-            if ragged:
-                _export_ragged_chunk(model, the_view, idx, rows, refined, batch_size, max_clips, dev, prec,
-                                     lambda n: progress.advance(task, n), cfg.box_encoding)
-                written += int(idx.size)
-                continue
-            tokens = np.empty((idx.size, H), np.float32)
-            clips = np.empty((idx.size, K, H), np.float32)
-            for s in range(0, idx.size, batch_size):
-                sel = idx[s:s + batch_size]
-                f, b = the_view.read(sel)
-                b = encode_boxes(b, cfg.box_encoding)
-                with autocast(dev, prec):
-                    c_hat, cls = model.encode(torch.from_numpy(f).to(dev), torch.from_numpy(b).to(dev))
-                tokens[s:s + sel.size] = cls.float().cpu().numpy()
-                clips[s:s + sel.size] = c_hat.float().cpu().numpy()
-                progress.advance(task, sel.size)
-            rows.write(idx, {"set_token": tokens, "clips": clips})  # one whole-chunk write, flags last
+            write(idx, *_encode_chunk(model, the_view, idx, batch_size, one_pass, dev, prec, cfg.box_encoding))
             written += int(idx.size)
+            progress.advance(task, int(idx.size))
     return {"group": group, "written": written, "done": int(rows.done().sum()), "num_videos": store.num_videos}
 
 
@@ -177,19 +166,39 @@ def encode_video_clips(model, features: list[np.ndarray], boxes: list[np.ndarray
     return tokens.astype(np.float32), refined
 
 
-def _export_ragged_chunk(model, view, idx: np.ndarray, rows, refined, batch_size: int, max_clips: int,
-                         device, precision: str, advance, box_encoding: str = "absolute") -> None:
-    """One chunk of a ragged view: Ĉ (the view's counts and boxes) written whole, then the SET tokens
-    with their done flags, so a video is done only when both are on disk. Videos are read in
+Writer = Callable[[np.ndarray, np.ndarray, list, list], None]
+
+
+def _encode_chunk(model, view, idx: np.ndarray, batch_size: int, max_clips: int, device, precision: str,
+                  box_encoding: str = "absolute") -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """SET tokens ``[n, H]``, Ĉ ``[k_i, H]`` and the stored boxes ``[k_i, 7]`` of videos ``idx`` (one chunk).
+
+    A fixed view is a ragged one whose videos all hold K clips: both are read the same way, in
     batches of similar length, so a long film never pads the chunk's short videos. The model reads
-    the boxes in ``box_encoding``, each video's over all its clips (not per window); Ĉ's rows keep
-    the stored ones."""
+    the boxes in ``box_encoding``, each video's over all its clips (not per window); what is written
+    keeps the stored ones.
+    """
     clips, bxs = read_clips(view, idx, batch_size)
     seen = encode_boxes(bxs, box_encoding)
-    feats = [clips.flat[a:e].astype(np.float32) for a, e in zip(clips.offsets[:-1], clips.offsets[1:])]
-    boxes = [bxs.flat[a:e] for a, e in zip(bxs.offsets[:-1], bxs.offsets[1:])]
-    model_boxes = [seen.flat[a:e] for a, e in zip(seen.offsets[:-1], seen.offsets[1:])]
+    spans = list(zip(clips.offsets[:-1], clips.offsets[1:]))
+    feats = [clips.flat[a:e].astype(np.float32) for a, e in spans]
+    model_boxes = [seen.flat[a:e] for a, e in spans]
     tokens, c_hat = encode_video_clips(model, feats, model_boxes, max_clips, batch_size, device, precision)
-    refined.write_clips(idx, c_hat, boxes)
-    rows.write(idx, {"set_token": tokens})
-    advance(int(idx.size))
+    return tokens, c_hat, [bxs.flat[a:e] for a, e in spans]
+
+
+def _fixed_writer(rows) -> Writer:
+    """A fixed view's export: ``set_token [H]`` and ``clips [K, H]`` in one row group, one whole-chunk
+    write, done flags last."""
+    def write(idx: np.ndarray, tokens: np.ndarray, c_hat: list, boxes: list) -> None:
+        rows.write(idx, {"set_token": tokens, "clips": np.stack(c_hat)})
+    return write
+
+
+def _ragged_writer(rows, refined) -> Writer:
+    """A ragged view's export: Ĉ into ``<group>.clips`` (the view's counts and boxes) written whole,
+    then the SET tokens with their done flags, so a video is done only when both are on disk."""
+    def write(idx: np.ndarray, tokens: np.ndarray, c_hat: list, boxes: list) -> None:
+        refined.write_clips(idx, c_hat, boxes)
+        rows.write(idx, {"set_token": tokens})
+    return write
