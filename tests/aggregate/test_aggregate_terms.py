@@ -112,6 +112,7 @@ def test_the_former_switches_are_weights_of_zero_and_not_stored():
     assert ScaleConfig(use_mcm=True, mcm_weight=0.0).mcm_weight == 0.0          # either says off: off
     assert ScaleConfig.from_dict({"use_set": False, "set_weight": 2.0}).set_weight == 0.0
     assert not {"use_mcm", "use_set"} & set(ScaleConfig().to_dict())            # one off-switch is stored
+    assert ScaleConfig().use_mcm is True and ScaleConfig(mcm_weight=0.0).use_mcm is False   # still readable
     with pytest.raises(VsslError, match="nothing to train"):
         ScaleConfig(use_mcm=False, set_weight=0.0)
 

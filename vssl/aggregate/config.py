@@ -195,6 +195,12 @@ class ScaleConfig(*term_settings(), Settings):  # type: ignore[misc]
         return fixed_count(self.mask_ratio, set_size) if self.mask_mode == "fixed" else None
 
 
+# Read access to the former switches, for code written against them: a loss is on when its weight is
+# not 0. (Set after the class: the dataclass gives an init-only field's name its default, None.)
+ScaleConfig.use_mcm = property(lambda self: self.mcm_on, doc="Former switch of L_MCM: mcm_weight > 0.")
+ScaleConfig.use_set = property(lambda self: self.set_on, doc="Former switch of L_SET: set_weight > 0.")
+
+
 # ---------------------------------------------------------------------- the command's other settings
 
 
