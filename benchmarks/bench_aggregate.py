@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vssl.aggregate import ScaleConfig, ScaleModel, sample_sets
 from vssl.aggregate.data import ResidentSource
 from vssl.device import autocast
-from vssl.aggregate.train import lr_at, make_optimizer, param_groups
+from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
 from vssl.features_store.synthetic import make_synthetic_store
 
 
@@ -103,7 +103,8 @@ class Stepper:
     def __call__(self) -> None:
         b = self.cfg.batch_size
         start = (self.step_no * b) % (len(self.source) - b + 1)
-        feats, boxes = self.source.get(self.order[start:start + b])
+        idx = self.order[start:start + b]
+        feats, boxes = self.source.features.index_select(0, idx), self.source.boxes.index_select(0, idx)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step_no, 1000, self.cfg.lr, self.cfg.warmup)
         with autocast(torch.device("cpu"), self.precision):

@@ -4,7 +4,7 @@ Three stores of the same N videos, D-wide float16 clips, trained one epoch each 
 SCALE model (sets of 8, resident on the device), rounds interleaved so a noisy shared machine
 slows all alike:
 
-- ``fixed``: K=16 clips per video (the fixed layout, ``pretrain_losses``);
+- ``fixed``: K=16 clips per video (the fixed layout: ``set_losses`` with full sets, no padding);
 - ``ragged, 16 each``: the same clips in the ragged layout (flat rows, per-video sets drawn by
   counts, key padding, ``set_losses``): the overhead of the ragged path itself;
 - ``ragged, 4-400``: a dense-like view (clip counts log-uniform in 4..400, mean ~100): sets of

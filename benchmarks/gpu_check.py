@@ -318,7 +318,7 @@ class _Cut(Exception):
 @contextlib.contextmanager
 def _cut_after_first_epoch() -> Iterator[None]:
     """Stop a training run right after its first epoch's checkpoint, as a killed job would."""
-    trainer = importlib.import_module("vssl.aggregate.train")._Trainer
+    trainer = importlib.import_module("vssl.aggregate.training")._Trainer
     real = trainer.end_epoch
 
     def end_epoch(self, *args, **kwargs):

@@ -6,7 +6,6 @@ then call the library exactly as the CLI does, so the code under test discovers 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -43,7 +42,7 @@ def reference_symmetric_loss(a: torch.Tensor, b: torch.Tensor, tau: float) -> to
 def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> None:
     """Gradient check of the gathered loss, then a 2-epoch DDP run, then 1 epoch + --resume to 2."""
     as_rank(rank, world, port)
-    train_mod = importlib.import_module("vssl.aggregate.train")  # the module (the package exports the function)
+    import vssl.aggregate.training as train_mod
     from vssl.aggregate.losses import symmetric_info_nce
     from vssl.distributed import all_gather_keys, process_group
 
@@ -78,19 +77,17 @@ def train_worker(rank: int, world: int, port: int, store: str, runs: str) -> Non
 
         train_mod.train(store, "v", Path(runs) / "ddp", small_cfg(), quiet=True)
         # both ranks stop in epoch 2 (a crash after the epoch-1 checkpoint), then --resume
-        lr_at = train_mod.lr_at
+        from vssl.optim import lr_at
 
         def stop_in_epoch_2(step, *args):  # one step per epoch: step 1 opens epoch 2
             if step == 1:
                 raise Stopped
             return lr_at(step, *args)
 
-        train_mod.lr_at = stop_in_epoch_2
         try:
-            train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), quiet=True)
+            train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), quiet=True, schedule=stop_in_epoch_2)
         except Stopped:
             pass
-        train_mod.lr_at = lr_at
         train_mod.train(store, "v", Path(runs) / "resumed", small_cfg(), resume=True, quiet=True)
 
 

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vssl.aggregate.config import ScaleConfig
+from vssl.aggregate.config import AggregateInputs, ExportConfig, ScaleConfig, load_aggregate_settings
 from vssl.errors import VsslError, file_note, with_file
 from vssl.extract.config import ExtractConfig
 from vssl.probe.config import probe_options
@@ -233,29 +233,29 @@ def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-re
 
 
 @app.command("aggregate")
+@settings_options(AggregateInputs, into="inputs")
+@settings_options(ExportConfig, into="export_overrides")
 @settings_options(ScaleConfig)
 def aggregate_cmd(
     store: Path = typer.Argument(..., help="feature store directory"),
-    view: str = typer.Option("random16", "--view", help="view to train on / to export"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory to train into"),
     from_run: Optional[Path] = typer.Option(None, "--from", help="trained run directory (with --export)"),
     do_export: bool = typer.Option(False, "--export", help="write aggregates/<run>/<view> into the store "
                                    "(fp32, 256 videos a batch, unless --precision / --batch-size)"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name in the store (default: run dir name)"),
-    export_max_clips: int = typer.Option(1024, "--export-max-clips",
-                                         help="with --export on a ragged view: the most clips of a video encoded "
-                                         "in one pass; a longer video is encoded in windows, its SET token the "
-                                         "clip-weighted mean of theirs"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags override it)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
-    split: str = typer.Option("auto", "--split", help="videos to train on: a split name, 'all', or 'auto'"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
     overrides: dict = None,
+    export_overrides: dict = None,
+    inputs: dict = None,
 ) -> None:
     """Train the SCALE predictor (MCM + SET) on a view, or --export its outputs into the store."""
     from vssl.aggregate import export, train
 
+    # the settings file and flags are checked as for training, whichever the command does
+    settings = load_aggregate_settings(config, overrides, inputs, export_overrides)
+    view = settings.inputs.view
     if do_export:
         from vssl.distributed import rank_env
 
@@ -263,33 +263,26 @@ def aggregate_cmd(
             raise VsslError("--export writes the store from one process; run it without torchrun")
         if from_run is None:
             raise VsslError("--export needs --from RUN_DIR (a trained run)")
-        # the settings file and flags are checked as for training and give the device; an export
-        # runs in fp32 and in batches of 256 videos unless the --precision / --batch-size flags
-        # say otherwise (the training defaults are for training)
-        cfg = ScaleConfig.load(config, overrides)
-        result = export(store, from_run, view, name=name, batch_size=overrides.get("batch_size", 256),
-                        device=cfg.device, precision=overrides.get("precision", "fp32"),
-                        max_clips=export_max_clips, quiet=quiet)
+        result = export(store, from_run, view, settings.export, quiet=quiet)
         _print_json(result) if as_json else out.print(
             f"{result['group']}: wrote {result['written']} videos, {result['done']} done")
         return
     if out_dir is None:
         raise VsslError("training needs --out RUN_DIR (or --export --from RUN_DIR to export)")
-    cfg = ScaleConfig.load(config, overrides)
+    cfg = settings.scale
     from vssl.distributed import process_group
 
     with process_group(device=cfg.device) as ranks:  # torchrun: DDP, rank 0 writes (vssl.aggregate.distributed)
-        summary = train(store, view, out_dir, cfg, resume=resume, split=None if split == "all" else split,
+        summary = train(store, view, out_dir, cfg, resume=resume, split=settings.inputs.train_split(),
                         quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
     if not ranks.is_main:
         return
     if as_json:
         _print_json(summary.to_dict())
     else:
-        f = summary.final
-        out.print(f"{out_dir}: {summary.epochs} epochs on split '{summary.split}', loss {f.get('loss', float('nan')):.4f} "
-                  f"(MCM {f.get('mcm_loss', 0):.4f}, top-1 {100 * f.get('mcm_top1', 0):.1f}%; "
-                  f"SET {f.get('set_loss', 0):.4f}, top-1 {100 * f.get('set_top1', 0):.1f}%), "
+        from vssl.aggregate.metrics import summary_line
+
+        out.print(f"{out_dir}: {summary.epochs} epochs on split '{summary.split}', {summary_line(summary.final)}, "
                   f"{summary.videos_per_s:.0f} videos/s")
 
 # ---------------------------------------------------------------- probe

@@ -123,7 +123,9 @@ class Settings:
 
     @classmethod
     def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        """Every key a dict, a TOML file or a keyword may give: the stored settings, then the
+        init-only ones (:func:`init_only_fields`)."""
+        return [f.name for f in (*dataclasses.fields(cls), *init_only_fields(cls))]  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:
@@ -142,15 +144,12 @@ class Settings:
 
         Dashes are accepted in keys (``set-size``) to match the CLI flags.
         """
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise VsslError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise VsslError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
-        if isinstance(data.get(cls.SECTION), dict):
-            data = data[cls.SECTION]
+        return cls.from_table(read_toml(path, cls.SECTION), overrides, base)
+
+    @classmethod
+    def from_table(cls: type[S], data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   base: S | None = None) -> S:
+        """Build from a TOML table's keys (dashes accepted) over ``base``, then apply ``overrides``."""
         merged = base.to_dict() if base is not None else {}
         merged.update({k.replace("-", "_"): v for k, v in data.items()})
         merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -167,6 +166,28 @@ class Settings:
     def replace(self: S, **changes: Any) -> S:
         """Copy with some settings changed (``None`` values, as left-out CLI flags, are ignored)."""
         return type(self).from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
+
+
+def init_only_fields(cls: type) -> list[dataclasses.Field]:
+    """The ``InitVar`` settings of ``cls``: accepted as keys and flags but not stored (``to_dict``
+    leaves them out), e.g. a former switch that ``__post_init__`` folds into the setting that
+    replaced it, so configs and checkpoints written with the old key still load."""
+    hints = get_type_hints(cls)
+    return [f for name, f in getattr(cls, "__dataclass_fields__", {}).items()
+            if isinstance(hints.get(name), dataclasses.InitVar)]
+
+
+def read_toml(path: str | Path, section: str) -> dict[str, Any]:
+    """The ``[section]`` table of a TOML file, or its top-level keys when it has no such table; a
+    missing file or bad syntax is one line naming the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise VsslError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VsslError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+    return dict(data[section]) if isinstance(data.get(section), dict) else data
 
 
 # ---------------------------------------------------------------------- command-line flags
@@ -196,10 +217,11 @@ def cli_parameters(cls: type[Settings]) -> list[inspect.Parameter]:
 
     hints = get_type_hints(cls)
     params = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in (*dataclasses.fields(cls), *init_only_fields(cls)):  # type: ignore[arg-type]
         if not f.metadata.get(_CLI, True):
             continue
-        kind = _flag_type(hints[f.name])
+        hint = hints[f.name]
+        kind = _flag_type(hint.type if isinstance(hint, dataclasses.InitVar) else hint)
         dashed = f.name.replace("_", "-")
         flag = f.metadata.get(_FLAG) or (f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}")
         default = f.default if f.default is not dataclasses.MISSING else None

@@ -8,11 +8,11 @@ clips of padded sets of a ragged view), :func:`train`,
 
 from vssl.aggregate.checkpoint import load_run
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.export import aggregate_group, export
+from vssl.aggregate.exporting import aggregate_group, export
 from vssl.aggregate.losses import info_nce, symmetric_info_nce
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.sampling import sample_sets
-from vssl.aggregate.train import RunSummary, TrainingDiverged, train
+from vssl.aggregate.training import RunSummary, TrainingDiverged, train
 
 __all__ = ["ScaleConfig", "ScaleModel", "train", "load_run", "export", "aggregate_group", "RunSummary",
            "TrainingDiverged", "info_nce", "symmetric_info_nce", "sample_sets"]

@@ -9,13 +9,16 @@ without the original command line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
+from pathlib import Path
+from typing import Any, Mapping
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.aggregate.masking import MASK_MODES, fixed_count
+from vssl.aggregate.terms import TERMS, LossTerm, absent_from_old_runs, term_settings
 from vssl.device import PRECISION_CHOICES
 from vssl.errors import VsslError
-from vssl.settings import Settings, setting
+from vssl.settings import Settings, read_toml, setting
 
 #: the most clips per set on a ragged view when --set-size is not given: the released sets
 #: (8 of the 16 clips stored per video, ``num_views=8``)
@@ -28,8 +31,12 @@ LEGACY_VALUES = {"box_encoding": "absolute", "mask_mode": "fixed"}
 
 
 @dataclass
-class ScaleConfig(Settings):
-    """Model, loss, sampling and optimisation settings of the SCALE predictor."""
+class ScaleConfig(*term_settings(), Settings):  # type: ignore[misc]
+    """Model, loss, sampling and optimisation settings of the SCALE predictor.
+
+    Each loss term's own settings (temperature, ``<name>_weight``, ...) come from its module
+    (:mod:`vssl.aggregate.terms`) through the bases.
+    """
 
     SECTION = "aggregate"
 
@@ -46,14 +53,13 @@ class ScaleConfig(Settings):
     pred_layers: int = setting(2, "layers of prediction/SET heads")
     target_hidden: int = setting(2048, "hidden width of the target head")
     target_layers: int = setting(3, "layers of the target head")
-    # -- losses (eq. 2–8): tau 0.2 for both, L = w_MCM L_MCM + w_SET L_SET (eq. 8: both weights 1).
-    #    A loss that is off (flag, or weight 0) is not computed and has no head.
-    mcm_temperature: float = setting(0.2, "MCM InfoNCE temperature")
-    set_temperature: float = setting(0.2, "SET InfoNCE temperature")
-    use_mcm: bool = setting(True, "masked clip modelling loss", flag="--mcm/--no-mcm")
-    use_set: bool = setting(True, "set contrastive loss", flag="--set/--no-set")
-    mcm_weight: float = setting(1.0, "weight of L_MCM in the total loss (0: off, as --no-mcm)")
-    set_weight: float = setting(1.0, "weight of L_SET in the total loss (0: off, as --no-set)")
+    # -- losses (eq. 2–8): L = sum of w_term L_term (:mod:`vssl.aggregate.terms`); a term of weight 0
+    #    is off: not computed, no head. The former switches are flags and keys that set a weight to
+    #    0 (a config or checkpoint written with them still loads); they are not stored.
+    use_mcm: InitVar[bool | None] = setting(None, "masked clip modelling loss (--no-mcm: mcm_weight 0)",
+                                            flag="--mcm/--no-mcm")
+    use_set: InitVar[bool | None] = setting(None, "set contrastive loss (--no-set: set_weight 0)",
+                                            flag="--set/--no-set")
     # -- set sampling (§3.2): two disjoint sets per video; None = half of the stored clips
     set_size: int | None = setting(None, "clips per set (default: half of K; on a ragged view at most 8)")
     mask_ratio: float = setting(0.25, "fraction of each set's clips replaced by the MSK token (0: none)")
@@ -81,8 +87,16 @@ class ScaleConfig(Settings):
 
     @classmethod
     def from_stored(cls, data: dict) -> "ScaleConfig":
-        """The config a checkpoint recorded; keys it lacks (older runs) take :data:`LEGACY_VALUES`."""
-        return cls.from_dict({**LEGACY_VALUES, **data})
+        """The config a checkpoint recorded; keys it lacks (older runs) take :data:`LEGACY_VALUES`, and
+        the weight of a loss term installed since then 0."""
+        return cls.from_dict({**absent_from_old_runs(), **LEGACY_VALUES, **data})
+
+    def __post_init__(self, use_mcm: bool | None, use_set: bool | None) -> None:  # type: ignore[override]
+        """Fold the former switches into the weights (off: weight 0), then check as every config."""
+        for switch, key in ((use_mcm, "mcm_weight"), (use_set, "set_weight")):
+            if switch is False:
+                setattr(self, key, 0.0)
+        super().__post_init__()
 
     def derive(self) -> None:
         # heads = width / 32 as in the released model (``scale.py``), unless set; to_dict()
@@ -121,22 +135,19 @@ class ScaleConfig(Settings):
             bad("mask_ratio", "must be in [0, 1)")
         if self.set_size is not None and self.set_size < 2:
             bad("set_size", "must be at least 2 (one masked clip and one visible clip)")
-        for key in ("mcm_temperature", "set_temperature", "lr"):
-            if not (getattr(self, key) > 0 and math.isfinite(getattr(self, key))):
-                bad(key, "must be a positive number")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad("lr", "must be a positive number")
         if self.weight_decay < 0 or not 0.0 <= self.warmup < 1.0:
             bad("warmup" if self.weight_decay >= 0 else "weight_decay", "is out of range")
-        for key in ("mcm_weight", "set_weight"):
-            if not (getattr(self, key) >= 0 and math.isfinite(getattr(self, key))):
-                bad(key, "must be a number >= 0 (0: that loss is off)")
-        if not (self.mcm_on or self.set_on):
-            bad("use_set", "and use_mcm are both off (flag or weight 0): nothing to train")
+        for term in TERMS:
+            term.validate(self)
+        if not self.terms:
+            raise VsslError(f"{self.SECTION} config: every loss is off ("
+                            f"{', '.join(f'{t.weight_key}=0' for t in TERMS)}, or --no-<loss>): nothing to train")
         if self.mask_mode not in MASK_MODES:
             bad("mask_mode", f"must be one of {', '.join(MASK_MODES)}")
         if self.box_encoding not in BOX_ENCODINGS:
             bad("box_encoding", f"must be one of {', '.join(BOX_ENCODINGS)}")
-        if self.mcm_on and self.mask_ratio == 0.0:
-            bad("mask_ratio", "masks no clip, so MCM has nothing to predict; pass --no-mcm (or a ratio > 0)")
         if self.precision not in PRECISION_CHOICES:
             bad("precision", f"must be one of {', '.join(PRECISION_CHOICES)}")
 
@@ -157,18 +168,128 @@ class ScaleConfig(Settings):
         return size
 
     @property
+    def terms(self) -> tuple[LossTerm, ...]:
+        """The loss terms that are on (weight not 0), in :data:`~vssl.aggregate.terms.TERMS` order."""
+        return tuple(term for term in TERMS if term.is_on(self))
+
+    @property
+    def masking(self) -> bool:
+        """Whether a term that is on predicts masked clips (so sets mask some, and the model has an MSK token)."""
+        return any(term.masks for term in self.terms)
+
+    @property
     def mcm_on(self) -> bool:
-        """Whether L_MCM is part of the objective (its flag on and its weight not 0)."""
-        return self.use_mcm and self.mcm_weight > 0
+        """Whether L_MCM is part of the objective (its weight not 0)."""
+        return self.mcm_weight > 0
 
     @property
     def set_on(self) -> bool:
-        """Whether L_SET is part of the objective (its flag on and its weight not 0)."""
-        return self.use_set and self.set_weight > 0
+        """Whether L_SET is part of the objective (its weight not 0)."""
+        return self.set_weight > 0
 
     def num_masked(self, set_size: int) -> int | None:
         """Masked clips per set in ``fixed`` mode (:func:`~vssl.aggregate.masking.fixed_count`); 0
-        without MCM; None when another mode draws the count per set."""
-        if not self.mcm_on:
+        when no term masks; None when another mode draws the count per set."""
+        if not self.masking:
             return 0
         return fixed_count(self.mask_ratio, set_size) if self.mask_mode == "fixed" else None
+
+
+# Read access to the former switches, for code written against them: a loss is on when its weight is
+# not 0. (Set after the class: the dataclass gives an init-only field's name its default, None.)
+ScaleConfig.use_mcm = property(lambda self: self.mcm_on, doc="Former switch of L_MCM: mcm_weight > 0.")
+ScaleConfig.use_set = property(lambda self: self.set_on, doc="Former switch of L_SET: set_weight > 0.")
+
+
+# ---------------------------------------------------------------------- the command's other settings
+
+
+@dataclass
+class AggregateInputs(Settings):
+    """What `vssl aggregate` reads: the view (to train on, or to export) and the videos to train on.
+
+    Not part of :class:`ScaleConfig`: a run records them in its meta (``view``, ``split``), and a
+    resumed run is checked against them there (:func:`~vssl.aggregate.resume.check_same_data`).
+    """
+
+    SECTION = "aggregate"
+
+    view: str = setting("random16", "view to train on / to export")
+    split: str = setting("auto", "videos to train on: a split name, 'all', or 'auto' (train when the store has it)")
+
+    def train_split(self) -> str | None:
+        """The ``split`` argument of :func:`~vssl.aggregate.train` (None: every video)."""
+        return None if self.split == "all" else self.split
+
+
+#: the most clips of one video encoded in one pass by ``--export`` (``--export-max-clips``)
+EXPORT_MAX_CLIPS = 1024
+
+
+@dataclass
+class ExportConfig(Settings):
+    """Settings of ``vssl aggregate --export`` (the ``[aggregate.export]`` table of a settings file).
+
+    An export runs in fp32 and in batches of 256 videos: the training defaults (bf16 where the GPU
+    has it, 512 videos) are for training. ``--batch-size``/``--precision`` (and the same keys in
+    ``[aggregate]``) apply to an export too; a key of ``[aggregate.export]`` wins over ``[aggregate]``.
+    """
+
+    SECTION = "export"
+
+    name: str | None = setting(None, "run name in the store (default: the run directory's name)")
+    max_clips: int = setting(EXPORT_MAX_CLIPS, "with --export on a ragged view: the most clips of a video encoded "
+                             "in one pass; a longer video is encoded in windows, its SET token the clip-weighted "
+                             "mean of theirs", flag="--export-max-clips")
+    batch_size: int = setting(256, "videos per batch (flag: --batch-size)", cli=False)
+    precision: str = setting("fp32", "auto, bf16, fp16, fp32 (flag: --precision)", cli=False)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N (flag: --device)", cli=False)
+
+    def validate(self) -> None:
+        if self.max_clips < 1:
+            raise VsslError(f"--export-max-clips {self.max_clips}: give at least 1")
+        if self.batch_size < 1:
+            self.bad("batch_size", "must be a positive integer")
+        if self.precision not in PRECISION_CHOICES:
+            self.bad("precision", f"must be one of {', '.join(PRECISION_CHOICES)}")
+
+
+#: settings of ScaleConfig that an export reads too (the same flags and keys)
+SHARED_WITH_EXPORT = ("batch_size", "precision", "device")
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    """Everything `vssl aggregate` was given: the model and training, the inputs, the export."""
+
+    scale: ScaleConfig
+    inputs: AggregateInputs
+    export: ExportConfig
+
+
+def load_aggregate_settings(config: str | Path | None, overrides: Mapping[str, Any] | None = None,
+                            inputs: Mapping[str, Any] | None = None,
+                            export: Mapping[str, Any] | None = None) -> AggregateSettings:
+    """The three settings of `vssl aggregate` from one TOML file and the flags given.
+
+    The file's ``[aggregate]`` table (or its top-level keys) holds :class:`ScaleConfig` and
+    :class:`AggregateInputs` keys; its ``[aggregate.export]`` table :class:`ExportConfig` keys.
+    Flags win over the file. An export's batch size, precision and device: the ``--batch-size``/
+    ``--precision``/``--device`` flags, else ``[aggregate.export]``, else the same keys of
+    ``[aggregate]``, else :class:`ExportConfig`'s defaults.
+    """
+    table = read_toml(config, ScaleConfig.SECTION) if config is not None else {}
+    table = {k.replace("-", "_"): v for k, v in table.items()}
+    export_table = table.pop("export", {})
+    if not isinstance(export_table, dict):
+        raise VsslError(f"config file {config}: 'export' must be a table ([aggregate.export]) of "
+                        f"{', '.join(ExportConfig.keys())}")
+    own = set(AggregateInputs.keys())
+    scale_table = {k: v for k, v in table.items() if k not in own}
+    overrides = dict(overrides or {})
+    from_scale = {k: scale_table[k] for k in SHARED_WITH_EXPORT if k in scale_table}
+    shared_flags = {k: overrides[k] for k in SHARED_WITH_EXPORT if k in overrides}
+    return AggregateSettings(
+        scale=ScaleConfig.from_table(scale_table, overrides),
+        inputs=AggregateInputs.from_table({k: v for k, v in table.items() if k in own}, inputs),
+        export=ExportConfig.from_table({**from_scale, **export_table}, {**shared_flags, **(export or {})}))

@@ -41,13 +41,17 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 class BatchSource:
-    """Batches ``(features [B,K,D], boxes [B,K,7])`` on the device for positions of ``rows``.
+    """Batches (:class:`RaggedBatch`: the videos' clips as flat rows) on the device for positions of ``rows``.
 
     Boxes are handed out in the run's ``box_encoding`` (:mod:`vssl.aggregate.boxes`), applied per
     video over all its clips in the view as they are read; the store keeps them absolute.
+    A fixed view is a ragged one whose videos all hold K clips: its sources hand out the same
+    batches, and :meth:`counts_of` says None (every count is K, so sets need no padding).
     """
 
     resident: bool = False
+    #: clip counts differ by video: positions are read on the host (:meth:`counts_of`)
+    ragged: bool = False
 
     def __init__(self, view: View, rows: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
         self.view = view
@@ -61,8 +65,12 @@ class BatchSource:
     def prefetch(self, positions: Tensor) -> None:  # pragma: no cover - overridden where useful
         """Hint: ``positions`` will be asked for next."""
 
-    def get(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+    def get(self, positions: Tensor) -> "RaggedBatch":
         raise NotImplementedError
+
+    def counts_of(self, positions: Tensor) -> np.ndarray | None:
+        """Clips per video at ``positions`` (host array); None when every video has the view's K."""
+        return None
 
     def close(self) -> None:
         """Release background workers."""
@@ -91,9 +99,11 @@ class ResidentSource(BatchSource):
         view.release_maps()  # a sequential scan: its chunk maps are not read again
         self.features, self.boxes = feats, boxes
 
-    def get(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        positions = positions.to(self.device, non_blocking=True)
-        return self.features.index_select(0, positions), self.boxes.index_select(0, positions)
+    def get(self, positions: Tensor) -> "RaggedBatch":
+        """The whole view's clips as rows; the batch's videos start at ``position x K`` (no copy)."""
+        k = self.view.num_clips
+        starts = positions.to(self.device, non_blocking=True) * k
+        return RaggedBatch(self.features.view(-1, self.view.dim), self.boxes.view(-1, BOX_DIM), starts)
 
 
 class StreamingSource(BatchSource):
@@ -119,11 +129,14 @@ class StreamingSource(BatchSource):
         if key not in self._pending:
             self._pending[key] = self._pool.submit(self._load, pos)
 
-    def get(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+    def get(self, positions: Tensor) -> "RaggedBatch":
         pos = positions.cpu().numpy()
         fut = self._pending.pop(pos.tobytes(), None)
         feats, boxes = fut.result() if fut is not None else self._load(pos)
-        return feats.to(self.device, non_blocking=True), boxes.to(self.device, non_blocking=True)
+        n, k = feats.shape[:2]
+        return RaggedBatch(feats.to(self.device, non_blocking=True).view(n * k, -1),
+                           boxes.to(self.device, non_blocking=True).view(n * k, -1),
+                           torch.arange(n, device=self.device) * k)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -131,24 +144,26 @@ class StreamingSource(BatchSource):
 
 @dataclass
 class RaggedBatch:
-    """Some videos of a ragged view on the device: their clips as flat rows, video by video.
+    """Some videos of a view on the device: their clips as flat rows, video by video.
 
-    ``features [R, D]`` and ``boxes [R, 7]`` hold at least these videos' clips (the resident source
-    hands out its whole view); video i's clips are rows ``starts[i] .. starts[i] + counts[i] - 1``.
+    ``features [R, D]`` and ``boxes [R, 7]`` hold at least these videos' clips (a resident source
+    hands out its whole view); video i's clips are rows ``starts[i] .. starts[i] + counts[i] - 1``
+    (on a fixed view every count is K).
     """
 
     features: Tensor
     boxes: Tensor
     starts: Tensor
 
-    def sets(self, idx: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def sets(self, idx: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The clips ``[B, 2, S, D]`` and boxes ``[B, 2, S, 7]`` of sets ``idx [B, 2, S]`` (clip
-        indices within each video, :func:`~vssl.aggregate.sampling.sample_ragged_sets`), zero where
-        ``valid`` is False: padding never carries a stored value."""
+        indices within each video, :mod:`vssl.aggregate.sampling`), zero where ``valid`` is False:
+        padding never carries a stored value (``valid`` None: every set is full)."""
         rows = (self.starts.to(idx.device)[:, None, None] + idx).reshape(-1)
-        keep = valid.reshape(-1, 1)
-        clips = torch.where(keep, self.features.index_select(0, rows), 0)
-        boxes = torch.where(keep, self.boxes.index_select(0, rows), 0)
+        clips, boxes = self.features.index_select(0, rows), self.boxes.index_select(0, rows)
+        if valid is not None:
+            keep = valid.reshape(-1, 1)
+            clips, boxes = torch.where(keep, clips, 0), torch.where(keep, boxes, 0)
         return clips.view(*idx.shape, -1), boxes.view(*idx.shape, -1)
 
 
@@ -160,6 +175,8 @@ class RaggedSource(BatchSource):
     batch ahead on a thread, as :class:`StreamingSource`. Positions are host tensors: the clip
     counts decide the batch's set sizes before anything runs on the device.
     """
+
+    ragged = True
 
     def __init__(self, view: View, rows: np.ndarray, device: torch.device, resident: bool,
                  progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> None:
@@ -204,7 +221,10 @@ class RaggedSource(BatchSource):
             if pos.tobytes() not in self._pending:
                 self._pending[pos.tobytes()] = self._pool.submit(self._load, pos)
 
-    def get(self, positions: Tensor) -> RaggedBatch:  # type: ignore[override]
+    def counts_of(self, positions: Tensor) -> np.ndarray:
+        return self.counts[positions.cpu().numpy()]
+
+    def get(self, positions: Tensor) -> RaggedBatch:
         if self.resident:
             return RaggedBatch(self.features, self.boxes, self.starts[positions.to(self.device)])
         pos = positions.cpu().numpy()

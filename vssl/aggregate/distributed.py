@@ -4,7 +4,7 @@ Every rank holds the whole view (resident or streamed, :mod:`vssl.aggregate.data
 the same global permutation, global batches and clip sets from the run's seed; rank r trains
 on rows ``[r*b, (r+1)*b)`` of each global batch of ``b * world`` videos (``--batch-size`` is
 per rank). InfoNCE keys are gathered from every rank with gradient
-(:func:`vssl.distributed.all_gather_keys`, handed to the losses by :meth:`DataParallel.objective`),
+(:func:`vssl.distributed.all_gather_keys`, handed to the losses by :meth:`TrainingRanks.objective`),
 so each rank's loss is its share of the single-process loss on the global batch and DDP's
 averaged gradients are that loss's gradient: one process with ``--batch-size b*world`` and
 ``world`` processes with ``b`` follow the same trajectory (up to float summation order, and
@@ -24,21 +24,22 @@ from vssl.errors import VsslError
 
 
 class _PretrainObjective(nn.Module):
-    """``model.<method>`` (``pretrain_losses`` or ``set_losses``) with the ranks' key gather, as a
-    ``forward`` so DDP sees (and syncs) it."""
+    """``model.set_losses`` with the ranks' key gather, as a ``forward`` so DDP sees (and syncs) it."""
 
-    def __init__(self, model: nn.Module, gather: Gather | None, method: str = "pretrain_losses") -> None:
+    def __init__(self, model: nn.Module, gather: Gather | None) -> None:
         super().__init__()
         self.model = model
         self.gather = gather
-        self.method = method
 
     def forward(self, *args) -> dict[str, Tensor]:
-        return getattr(self.model, self.method)(*args, gather=self.gather)
+        return self.model.set_losses(*args, gather=self.gather)
 
 
-class DataParallel:
-    """What the training loop asks about the ranks; every method is the identity for one process."""
+class TrainingRanks:
+    """What the training loop asks about the ranks; every method is the identity for one process.
+
+    Not a model wrapper like torch's ``DataParallel``: it holds the rank layout and wraps the
+    objective in :class:`~torch.nn.parallel.DistributedDataParallel` only under torchrun."""
 
     def __init__(self, world: RankEnv | None = None) -> None:
         if world is None:
@@ -65,15 +66,15 @@ class DataParallel:
         """A per-rank variant of ``seed`` (dropout masks differ across ranks, as across videos)."""
         return seed + self.rank
 
-    def objective(self, model: nn.Module, method: str = "pretrain_losses"):
-        """The callable computing the losses: ``model.<method>`` alone (``pretrain_losses`` on a fixed
-        view, ``set_losses`` on a ragged one), or across ranks DDP-wrapped with :attr:`gather` passed
-        in, so every rank's keys are negatives (and no ambient switch is set)."""
+    def objective(self, model: nn.Module):
+        """The callable computing the losses: ``model.set_losses`` alone (fixed and ragged views
+        alike), or across ranks DDP-wrapped with :attr:`gather` passed in, so every rank's keys are
+        negatives (and no ambient switch is set)."""
         if self.world == 1:
-            return getattr(model, method)
+            return model.set_losses
         device = next(model.parameters()).device
         # the model has no buffers; rank 0's parameters are broadcast once, at wrapping
-        return DistributedDataParallel(_PretrainObjective(model, self.gather, method), device_ids=[device.index]
+        return DistributedDataParallel(_PretrainObjective(model, self.gather), device_ids=[device.index]
                                        if device.type == "cuda" else None)
 
     def mean(self, sums: Tensor) -> Tensor:
@@ -103,3 +104,7 @@ class DataParallel:
         f = flag.detach().to(torch.int32).reshape(1).clone()
         dist.all_reduce(f, op=dist.ReduceOp.MAX)
         return bool(f.item())
+
+
+#: the former name (it read as torch's ``nn.DataParallel``); kept for code written against it
+DataParallel = TrainingRanks

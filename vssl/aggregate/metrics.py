@@ -8,15 +8,15 @@ from pathlib import Path
 import torch
 
 from vssl.aggregate.checkpoint import METRICS
+from vssl.aggregate.terms import TERMS, metric_keys
 
-METRIC_FIELDS = ["epoch", "step", "loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1", "lr",
-                 "videos_per_s", "seconds"]
+METRIC_FIELDS = ["epoch", "step", *metric_keys(), "lr", "videos_per_s", "seconds"]
 
 
 class EpochMetrics:
     """Per-epoch sums kept on the device (no host sync per step)."""
 
-    keys = ("loss", "mcm_loss", "set_loss", "mcm_top1", "set_top1")
+    keys = metric_keys()
 
     def __init__(self, device: torch.device) -> None:
         self.sums = torch.zeros(len(self.keys), dtype=torch.float64, device=device)
@@ -47,3 +47,15 @@ def write_metrics(run_dir: Path, rows: list[dict], keep_until_epoch: int | None)
             writer.writerows(old)
     with open(path, "a", newline="") as fh:
         csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerows(rows)
+
+
+def progress_line(means: dict[str, float]) -> str:
+    """``loss 1.234 mcm 0.567 set 0.667``: the total, then each term by its name."""
+    return " ".join([f"loss {means['loss']:.3f}", *(f"{t.name} {means[t.metric_keys[0]]:.3f}" for t in TERMS)])
+
+
+def summary_line(final: dict[str, float]) -> str:
+    """``loss 1.2345 (MCM 0.5678, top-1 12.3%; SET ...)``: a finished run's last epoch, for the CLI."""
+    terms = "; ".join(f"{t.title} {final.get(t.metric_keys[0], 0):.4f}, top-1 {100 * final.get(t.metric_keys[1], 0):.1f}%"
+                      for t in TERMS)
+    return f"loss {final.get('loss', float('nan')):.4f} ({terms})"

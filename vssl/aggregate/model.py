@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.dropout import Dropout
-from vssl.aggregate.losses import info_nce, symmetric_info_nce
+from vssl.aggregate.terms import TERMS, Encoded, make_head, pretraining_parts
 from vssl.distributed.negatives import Gather
 
 BOX_DIM = 7  # (t0, y0, x0, t1, y1, x1, flip) as stored in the feature store
@@ -31,17 +31,6 @@ def _compute_dtype(weight: Tensor, device: torch.device) -> torch.dtype:
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return weight.dtype
-
-
-def make_head(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
-    """MLP head of eq. 1 as released: bias-free linears with GELU between, no batch norm."""
-    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
-    mods: list[nn.Module] = []
-    for i in range(layers):
-        mods.append(nn.Linear(dims[i], dims[i + 1], bias=False))
-        if i < layers - 1:
-            mods.append(nn.GELU())
-    return nn.Sequential(*mods)
 
 
 class Attention(nn.Module):
@@ -82,8 +71,17 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+__all__ = ["ScaleModel", "Attention", "Block", "make_head", "BOX_DIM"]
+
+
 class ScaleModel(nn.Module):
-    """SCALE predictor and its contrastive heads; ``in_dim`` is D of the store's view."""
+    """SCALE predictor and its loss terms' heads; ``in_dim`` is D of the store's view.
+
+    Each loss term that is on (:mod:`vssl.aggregate.terms`) adds its tokens (before the blocks) and
+    heads (after the final LayerNorm) under its own attribute names, so the parameters are created,
+    and initialised from the seed, in the same order as when the model named them itself; a term
+    that is off leaves its names None (an ablation has no dead parameters).
+    """
 
     def __init__(self, cfg: ScaleConfig, in_dim: int) -> None:
         super().__init__()
@@ -94,15 +92,24 @@ class ScaleModel(nn.Module):
         # eq. 5: P = MLP(box); as released: 7 -> 2H -> H with ReLU (the flip flag is one of the 7)
         self.box_mlp = nn.Sequential(nn.Linear(BOX_DIM, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        # Without MCM (flag off or weight 0) nothing is ever masked, so there is no MSK token to train.
-        self.msk_token = nn.Parameter(torch.zeros(1, 1, width)) if cfg.mcm_on else None
+        for name in pretraining_parts():
+            setattr(self, name, None)
+        self.terms = cfg.terms
+        for term in self.terms:
+            for name, token in term.tokens(cfg, width).items():
+                setattr(self, name, token)
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(width)
-        # Heads exist only for the losses that are on, so an ablation has no dead parameters.
-        self.pred_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.mcm_on else None
-        self.target_head = (make_head(in_dim, cfg.proj_dim, cfg.target_hidden, cfg.target_layers)
-                            if cfg.mcm_on else None)
-        self.set_head = make_head(width, cfg.proj_dim, cfg.pred_hidden, cfg.pred_layers) if cfg.set_on else None
+        for term in self.terms:
+            for name, head in term.heads(cfg, in_dim).items():
+                setattr(self, name, head)
+
+    def drop_pretraining(self) -> None:
+        """Remove every loss term's tokens and heads: what serves pre-training only (a probe drops
+        them, so models built from a run and from scratch have the same parameters)."""
+        for name in pretraining_parts():
+            if getattr(self, name, None) is not None:
+                setattr(self, name, None)
 
     # ------------------------------------------------------------------ encoder
 
@@ -148,69 +155,63 @@ class ScaleModel(nn.Module):
 
     def pretrain_losses(self, features: Tensor, boxes: Tensor, sets: Tensor, num_masked: int | Tensor, *,
                         gather: Gather | None = None) -> dict[str, Tensor]:
-        """L = w_MCM L_MCM + w_SET L_SET (eq. 8, both weights 1 by default) for one minibatch.
+        """Eq. 8 for B videos of a fixed view given as all their clips and the sets drawn from them.
 
         ``features [B, K, D]`` and ``boxes [B, K, 7]`` are the stored clips of B videos; ``sets
-        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`).
-        ``num_masked``: an int masks the first that many positions of every set (``fixed`` mode);
-        a bool tensor ``[B, 2, S]`` masks exactly its True positions (:func:`~vssl.aggregate.masking.draw_masks`).
-        Returns 0-dim tensors: ``loss``, ``mcm_loss``, ``set_loss`` (unweighted), ``mcm_top1``,
-        ``set_top1`` (a loss that is off is 0 and not computed).
-        ``gather`` collects the keys of every rank under DDP (:mod:`vssl.distributed.negatives`);
-        ``None``: the negatives are this minibatch's alone.
+        [B, 2, S]`` the clip indices of the two disjoint sets (:func:`~vssl.aggregate.sampling.sample_sets`);
+        ``num_masked`` as in :meth:`set_losses`. The sets' clips are gathered, then :meth:`set_losses`.
         """
-        cfg = self.cfg
         b, _, d = features.shape
         s = sets.shape[-1]
         idx = sets.reshape(b, 2 * s)
-        clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(2 * b, s, d)   # C, both sets
-        box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(2 * b, s, -1)
-        clips = clips.to(_compute_dtype(self.input_proj.weight, clips.device))  # one cast of the float16 batch
-        if isinstance(num_masked, Tensor):
-            c_hat, cls, queries = self._masked_by_tensor(clips, box, num_masked.reshape(2 * b, s))
-        else:
-            c_hat, cls, queries = self._masked_first(clips, box, num_masked if cfg.mcm_on else 0)
+        clips = features.gather(1, idx.unsqueeze(-1).expand(-1, -1, d)).view(b, 2, s, d)   # C, both sets
+        box = boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, boxes.shape[-1])).view(b, 2, s, -1)
+        return self.set_losses(clips, box, None, num_masked, gather=gather)
 
-        return self._objective(clips.reshape(2 * b * s, d), c_hat, cls, queries, b, gather)
-
-    def set_losses(self, clips: Tensor, boxes: Tensor, valid: Tensor, masked: Tensor, *,
+    def set_losses(self, clips: Tensor, boxes: Tensor, valid: Tensor | None, masked: int | Tensor, *,
                    gather: Gather | None = None) -> dict[str, Tensor]:
-        """Eq. 8 on sets of different sizes (a ragged view: each video's sets drawn from its own clips).
+        """L = sum of w_term L_term (eq. 8, MCM and SET of weight 1 by default) for one minibatch of sets.
 
         ``clips [B, 2, S, D]`` and ``boxes [B, 2, S, 7]`` are the two sets of B videos, already
-        gathered and padded to S; ``valid [B, 2, S]`` marks the real clips (each set starts with its
-        real clips); ``masked [B, 2, S]`` the clips MCM hides (real ones only). Padding takes no part
-        in attention (key padding), is never a query of L_MCM, and its targets are left out of every
-        query's candidates, so no loss, gradient or real output depends on its values. Returns what
-        :meth:`pretrain_losses` returns; with every clip real and the same masks, the same losses.
+        gathered. ``valid [B, 2, S]`` marks the real clips of sets of different sizes (a ragged view:
+        each set starts with its real clips, padded to S); ``None``: every clip is real (a fixed view,
+        every set holds S clips). Padding takes no part in attention (key padding), is never a query
+        of L_MCM, and its targets are left out of every query's candidates, so no loss, gradient or
+        real output depends on its values. ``masked``: a bool tensor ``[B, 2, S]`` hides exactly its
+        True positions (real clips only; :mod:`vssl.aggregate.masking`); an int (every set full, the
+        ``fixed`` mode) hides the first that many positions of every set, and only the visible clips
+        are then projected. Returns 0-dim tensors: ``loss`` and each term's ``<name>_loss``
+        (unweighted) and ``<name>_top1`` (:mod:`vssl.aggregate.terms`; a term that is off is 0 and
+        not computed). ``gather`` collects the keys of every rank under DDP
+        (:mod:`vssl.distributed.negatives`); ``None``: the negatives are this minibatch's alone.
         """
         b, _, s, d = clips.shape
-        masked = masked & valid                      # only real clips are ever masked (and predicted)
         flat_clips = clips.reshape(2 * b, s, d).to(_compute_dtype(self.input_proj.weight, clips.device))
-        flat_valid = valid.reshape(2 * b, s)
-        flat_mask = masked.reshape(2 * b, s)
-        c_hat, cls = self.encode(flat_clips, boxes.reshape(2 * b, s, -1),
-                                 flat_mask if self.cfg.mcm_on else None, flat_valid)
-        queries = flat_mask.reshape(-1).nonzero().squeeze(1)
+        flat_boxes = boxes.reshape(2 * b, s, -1)
+        if not isinstance(masked, Tensor) and valid is not None:   # a count, on sets that may be short
+            masked = (torch.arange(s, device=clips.device) < masked).expand(b, 2, s)
+        if isinstance(masked, Tensor):
+            flat_valid = None if valid is None else valid.reshape(2 * b, s)
+            flat_mask = (masked if valid is None else masked & valid).reshape(2 * b, s)  # only real clips are masked
+            c_hat, cls = self.encode(flat_clips, flat_boxes, flat_mask if self.cfg.masking else None, flat_valid)
+            queries = flat_mask.reshape(-1).nonzero().squeeze(1)
+        else:
+            c_hat, cls, queries = self._masked_first(flat_clips, flat_boxes, masked if self.cfg.masking else 0)
         return self._objective(flat_clips.reshape(2 * b * s, d), c_hat, cls, queries, b, gather,
-                               key_valid=flat_valid.reshape(-1))
+                               key_valid=None if valid is None else valid.reshape(-1))
 
     def _objective(self, clips: Tensor, c_hat: Tensor, cls: Tensor, queries: Tensor, b: int,
                    gather: Gather | None, key_valid: Tensor | None = None) -> dict[str, Tensor]:
-        """The weighted sum of the losses that are on, from the encoder's outputs (eq. 6–8)."""
-        cfg = self.cfg
+        """The weighted sum of the terms that are on, from the encoder's outputs (eq. 8); a term
+        that is off reports 0."""
         zero = clips.new_zeros((), dtype=torch.float32)
-        out = {"mcm_loss": zero, "set_loss": zero, "mcm_top1": zero, "set_top1": zero}
+        out = {key: zero for term in TERMS for key in term.metric_keys}
+        encoded = Encoded(clips, c_hat, cls, queries, b, gather, key_valid)
         loss = zero
-        if cfg.mcm_on:
-            out["mcm_loss"], out["mcm_top1"] = self._mcm(clips, c_hat, queries, gather, key_valid)
-            loss = loss + cfg.mcm_weight * out["mcm_loss"]
-        if cfg.set_on:
-            # eq. 7: CLS of set one vs CLS of set two across the videos of the minibatch (eq. 3, symmetric).
-            z = self.set_head(cls).view(b, 2, -1)
-            out["set_loss"], out["set_top1"] = symmetric_info_nce(z[:, 0], z[:, 1], cfg.set_temperature,
-                                                                   gather=gather)
-            loss = loss + cfg.set_weight * out["set_loss"]
+        for term in self.terms:
+            value_key, top1_key = term.metric_keys
+            out[value_key], out[top1_key] = term.loss(self, encoded)
+            loss = loss + term.weight(self.cfg) * out[value_key]
         out["loss"] = loss
         return out
 
@@ -226,32 +227,3 @@ class ScaleModel(nn.Module):
         own = (torch.arange(n, device=clips.device).unsqueeze(1) * s
                + torch.arange(m, device=clips.device).unsqueeze(0)).reshape(-1)
         return c_hat, cls, own
-
-    def _masked_by_tensor(self, clips: Tensor, box: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Encode sets with a per-clip ``mask [2B, S]`` (any count per set, 0 to S, as released)."""
-        c_hat, cls = self.encode(clips, box, mask if self.cfg.mcm_on else None)
-        return c_hat, cls, mask.reshape(-1).nonzero().squeeze(1)
-
-    def _mcm(self, clips: Tensor, c_hat: Tensor, own: Tensor, gather: Gather | None,
-             key_valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Eq. 6: each masked Ĉ (flat row ``own``) must pick its own original clip among all 2·B·S
-        clips of the minibatch; the other clips of its video (both sets) are the hard negatives.
-
-        Only masked rows are queries, so unmasked rows never count; ``key_valid`` (bool per row)
-        leaves padding rows out of the candidates (a ragged batch). With no masked row (a coin
-        can give that) the loss is 0 and still connected to the heads and the key gather, so every
-        rank runs the same collectives and DDP sees every parameter used.
-        """
-        targets = self.target_head(clips)
-        preds = self.pred_head(c_hat.reshape(-1, c_hat.shape[-1])[own])
-        loss, top1 = info_nce(preds, targets, self.cfg.mcm_temperature, own, gather=gather, key_valid=key_valid)
-        if own.numel() == 0:
-            loss = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
-            top1 = torch.zeros_like(top1)
-        if key_valid is not None and gather is not None:
-            # Ragged sets: ranks hold different numbers of queries, so each rank's mean is weighted
-            # by its share of them; the ranks' mean is then the mean over the global batch's queries.
-            per_rank = gather(loss.new_tensor([float(own.numel())]))[0]
-            weight = own.numel() * per_rank.numel() / per_rank.sum().clamp(min=1.0)
-            loss, top1 = loss * weight, top1 * weight
-        return loss, top1

@@ -11,7 +11,7 @@ import torch
 
 from vssl import __version__
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.distributed import DataParallel
+from vssl.aggregate.distributed import TrainingRanks
 from vssl.aggregate.masking import expected_count
 from vssl.device import resolve_device, resolve_precision
 from vssl.errors import VsslError
@@ -34,7 +34,7 @@ class Plan:
     ragged: bool = False  # a ragged view: sets of at most set_size clips, drawn from each video's own
 
 
-def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: DataParallel) -> Plan:
+def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: TrainingRanks) -> Plan:
     """Set sizes (SCALE §3.2), this rank's device, and drop-last global batches of ``batch x ranks``
     (``num_clips`` None: a ragged view)."""
     set_size = cfg.resolve_set_size(num_clips)
@@ -61,7 +61,7 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
     so a probe can tell a transductive run (one that saw its test videos, as the released code
     does for UCF/HMDB) from an inductive one on any store holding those videos, moved or not.
     """
-    expected = expected_count(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else 0.0
+    expected = expected_count(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.masking else 0.0
     return {"store": str(Path(store_path).resolve()), "view": view, "backbone": store.backbone.name,
             "backbone_spec": store.backbone.to_dict(),
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,

@@ -2,7 +2,7 @@
 
 A run directory is never silently overwritten, and a resume is refused when it would follow
 another trajectory than the interrupted run (other settings, data or number of ranks), so a
-resumed run is the uninterrupted one (:mod:`vssl.aggregate.train`).
+resumed run is the uninterrupted one (:mod:`vssl.aggregate.training`).
 """
 
 from __future__ import annotations

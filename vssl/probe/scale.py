@@ -44,7 +44,7 @@ class ScaleFeatures:
         """Load the run, refuse one trained on another backbone, export the missing rows."""
         from vssl.aggregate import aggregate_group, export, load_run
         from vssl.aggregate.checkpoint import check_trained_on
-        from vssl.aggregate.export import find_export_name
+        from vssl.aggregate.exporting import find_export_name
         from vssl.features_store import FeatureStore
 
         run_dir = Path(run_dir)

@@ -32,9 +32,6 @@ from .data import TrainView
 from .inputs import SetInputs
 from .train import FitResult, GridHeads, TrainConfig, fit
 
-# The contrastive heads and the MSK token serve pre-training only; a probe drops them, so the
-# two rows' models have the same parameters.
-_PRETRAIN_ONLY = ("pred_head", "target_head", "set_head", "msk_token")
 
 @dataclass(frozen=True)
 class TransformerConfig(TrainConfig):
@@ -128,9 +125,7 @@ class SetClassifier(nn.Module):
                  standardize: tuple[torch.Tensor, torch.Tensor] | None = None, fold: bool = False,
                  dropout: float | None = None):
         super().__init__()
-        for name in _PRETRAIN_ONLY:
-            if getattr(encoder, name, None) is not None:
-                setattr(encoder, name, None)
+        encoder.drop_pretraining()  # the loss terms' heads and tokens: the two rows' models then match
         if dropout is not None:
             set_dropout(encoder, dropout)
         width = encoder.cfg.width

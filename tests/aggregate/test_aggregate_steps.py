@@ -7,7 +7,7 @@ import torch
 
 from vssl.aggregate import ScaleConfig
 from vssl.aggregate.checkpoint import save_checkpoint
-from vssl.aggregate.distributed import DataParallel
+from vssl.aggregate.distributed import TrainingRanks
 from vssl.aggregate.plan import plan_run
 from vssl.aggregate.resume import Resume, resume_point
 from vssl.distributed import RankEnv
@@ -20,10 +20,10 @@ def cfg(**kw) -> ScaleConfig:
 
 
 def test_plan_is_per_rank_batches_of_drop_last_global_batches():
-    two = plan_run(cfg(), 16, 37, DataParallel(RankEnv(1, 2, 1)))
+    two = plan_run(cfg(), 16, 37, TrainingRanks(RankEnv(1, 2, 1)))
     assert (two.batch, two.global_batch, two.steps_per_epoch, two.total_steps) == (8, 16, 2, 6)
     assert (two.set_size, two.device, two.precision) == (8, torch.device("cpu"), "fp32")
-    small = plan_run(cfg(batch_size=64), 16, 10, DataParallel(RankEnv()))  # fewer videos than a batch
+    small = plan_run(cfg(batch_size=64), 16, 10, TrainingRanks(RankEnv()))  # fewer videos than a batch
     assert (small.batch, small.steps_per_epoch) == (10, 1)
 
 

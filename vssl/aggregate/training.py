@@ -26,24 +26,24 @@ import torch
 
 from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.data import BatchSource, RaggedSource, open_source
-from vssl.aggregate.distributed import DataParallel
-from vssl.aggregate.metrics import METRIC_FIELDS, EpochMetrics, write_metrics
+from vssl.aggregate.data import BatchSource, RaggedBatch, open_source
+from vssl.aggregate.distributed import TrainingRanks
+from vssl.aggregate.metrics import EpochMetrics, progress_line, write_metrics
 from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
 from vssl.aggregate.model import ScaleModel
-from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
+from vssl.aggregate.optim import lr_at, make_optimizer
 from vssl.aggregate.plan import Plan, plan_run, run_meta
 from vssl.progress import make_progress
-from vssl.aggregate.resume import RESUMABLE_CHANGES, Resume, check_same_data, resume_point
+from vssl.aggregate.resume import Resume, check_same_data, resume_point
 from vssl.aggregate.sampling import sample_ragged_sets, sample_sets, set_lengths
 from vssl.device import autocast, matmul_numerics
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 
-# lr_at and save_checkpoint are looked up in this module at every step and checkpoint (tests
-# replace them here); lr_at, param_groups, make_optimizer and METRIC_FIELDS stay importable from it.
-__all__ = ["train", "RunSummary", "TrainingDiverged", "training_rows", "lr_at", "param_groups", "make_optimizer",
-           "METRIC_FIELDS", "RESUMABLE_CHANGES"]
+__all__ = ["train", "RunSummary", "TrainingDiverged", "training_rows", "Schedule"]
+
+#: the learning rate at an optimiser step: ``schedule(step, total_steps, base_lr, warmup)``
+Schedule = Callable[[int, int, float, float], float]
 
 
 class TrainingDiverged(VsslError):
@@ -151,11 +151,13 @@ def _training_numerics(device: torch.device) -> ContextManager:
 class _Trainer:
     """A run's state across epochs (optimiser step, last checkpoint) and what one epoch does."""
 
-    def __init__(self, cfg: ScaleConfig, par: DataParallel, plan: Plan, run_dir: Path, meta: dict[str, Any],
-                 built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume) -> None:
+    def __init__(self, cfg: ScaleConfig, par: TrainingRanks, plan: Plan, run_dir: Path, meta: dict[str, Any],
+                 built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume,
+                 schedule: Schedule = lr_at) -> None:
         self.cfg, self.par, self.plan, self.run_dir, self.meta = cfg, par, plan, run_dir, meta
+        self.schedule = schedule
         self.model, self.opt, self.scaler = built
-        self.objective = par.objective(self.model, "set_losses" if plan.ragged else "pretrain_losses")  # DDP
+        self.objective = par.objective(self.model)  # model.set_losses, DDP-wrapped across ranks
         self.step = resumed.step
         self.last_saved = resumed.epoch if resumed.state is not None else None
         self.keep = resumed.epoch if resumed.state is not None else None  # metrics rows a resume keeps
@@ -178,8 +180,8 @@ class _Trainer:
         """
         cfg, par, plan = self.cfg, self.par, self.plan
         self.model.train()
-        ragged = isinstance(source, RaggedSource)
-        order, set_gen = self._epoch_streams(epoch, len(source), source.resident and not ragged)
+        # a ragged view's set sizes come from its clip counts, read on the host by position
+        order, set_gen = self._epoch_streams(epoch, len(source), source.resident and not source.ragged)
         metrics = EpochMetrics(plan.device)
         t0 = time.perf_counter()
         global_batches = [order[i * plan.global_batch:(i + 1) * plan.global_batch]
@@ -190,13 +192,9 @@ class _Trainer:
             batch = source.get(positions)
             if i + 1 < len(batches):
                 source.prefetch(batches[i + 1])
-            if ragged:
-                inputs = self._ragged_sets(batch, source.counts[global_batches[i].numpy()], set_gen)
-            else:
-                sets = par.local(sample_sets(len(positions) * par.world, num_clips, plan.set_size,
-                                             generator=set_gen, device=plan.device))
-                inputs = (*batch, sets, self._masks(len(positions) * par.world, set_gen))
-            lr = lr_at(self.step, plan.total_steps, cfg.lr, cfg.warmup)
+            inputs = self._sets(batch, source.counts_of(global_batches[i]), len(global_batches[i]), num_clips,
+                                set_gen)
+            lr = self.schedule(self.step, plan.total_steps, cfg.lr, cfg.warmup)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             with autocast(plan.device, plan.precision):
@@ -211,30 +209,35 @@ class _Trainer:
             if plan.device.type != "cuda" or i % 20 == 19 or i + 1 == len(batches):
                 self._stop_if_diverged(metrics, epoch)
                 m = metrics.means()
-                progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.3f} "
-                                f"mcm {m['mcm_loss']:.3f} set {m['set_loss']:.3f}")
+                progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} {progress_line(m)}")
         return metrics, lr, time.perf_counter() - t0
 
-    def _masks(self, global_batch: int, set_gen: torch.Generator) -> int | torch.Tensor:
-        """This rank's masks (:mod:`vssl.aggregate.masking`): drawn for the global batch from the set
-        stream right after the sets, so they depend on (seed, epoch, step) only, whatever the ranks."""
-        if self.plan.num_masked is not None:
-            return self.plan.num_masked  # fixed mode (or no MCM): no random numbers drawn
-        return self.par.local(draw_masks(self.cfg.mask_mode, self.cfg.mask_ratio, global_batch, self.plan.set_size,
-                                         generator=set_gen, device=self.plan.device))
+    def _sets(self, batch: RaggedBatch, counts: np.ndarray | None, global_batch: int, num_clips: int | None,
+              set_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int | torch.Tensor]:
+        """This rank's (clips, boxes, valid, masks) for :meth:`ScaleModel.set_losses`.
 
-    def _ragged_sets(self, batch, counts: np.ndarray, set_gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """This rank's (clips, boxes, valid, masks) of a ragged batch: sets and masks drawn for the
-        global batch from its videos' clip counts (known on the host), then this rank's slice, so
-        they depend on (seed, epoch, step) only, as on a fixed view."""
-        plan, par = self.plan, self.par
-        sets, valid = sample_ragged_sets(torch.from_numpy(counts), plan.set_size, generator=set_gen,
-                                         device=plan.device)
-        lengths = torch.from_numpy(set_lengths(counts, plan.set_size))[:, None].expand(-1, 2)
-        masks = (draw_ragged_masks(self.cfg.mask_mode, self.cfg.mask_ratio, lengths, plan.set_size,
-                                   generator=set_gen, device=plan.device) if self.cfg.mcm_on
-                 else torch.zeros_like(valid))
-        sets, valid, masks = par.local(sets), par.local(valid), par.local(masks)
+        Sets, then masks, are drawn for the global batch from the set stream, then this rank's slice
+        is taken, so they depend on (seed, epoch, step) only, whatever the ranks. ``counts`` (host):
+        each video's clips; None when every video holds the view's ``num_clips``, where every set is
+        full (``valid`` None) and a ``fixed`` mask is a count: static shapes, no random numbers for it.
+        """
+        plan, par, cfg = self.plan, self.par, self.cfg
+        if counts is None:
+            sets = sample_sets(global_batch, num_clips, plan.set_size, generator=set_gen, device=plan.device)
+            valid = None
+            masks = (plan.num_masked if plan.num_masked is not None else
+                     draw_masks(cfg.mask_mode, cfg.mask_ratio, global_batch, plan.set_size, generator=set_gen,
+                                device=plan.device))
+        else:
+            sets, valid = sample_ragged_sets(torch.from_numpy(counts), plan.set_size, generator=set_gen,
+                                             device=plan.device)
+            lengths = torch.from_numpy(set_lengths(counts, plan.set_size))[:, None].expand(-1, 2)
+            masks = (draw_ragged_masks(cfg.mask_mode, cfg.mask_ratio, lengths, plan.set_size,
+                                       generator=set_gen, device=plan.device) if cfg.masking
+                     else torch.zeros_like(valid))
+        sets = par.local(sets)
+        valid = None if valid is None else par.local(valid)
+        masks = par.local(masks) if isinstance(masks, torch.Tensor) else masks
         clips, boxes = batch.sets(sets, valid)
         return clips, boxes, valid, masks
 
@@ -279,14 +282,16 @@ class _Trainer:
 
 def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConfig | None = None,
           resume: bool = False, *, split: str | None = "auto", quiet: bool = False,
-          log: Callable[[str], None] | None = None) -> RunSummary:
+          log: Callable[[str], None] | None = None, schedule: Schedule = lr_at) -> RunSummary:
     """Train the SCALE predictor on ``view`` of the store and write ``out_dir``.
 
     ``out_dir`` receives ``checkpoint.pt`` (every ``cfg.checkpoint_every`` epochs and at the end)
     and ``metrics.csv`` (one row per epoch). ``resume=True`` continues from the checkpoint there.
+    ``schedule``: the learning rate per step (default :func:`vssl.optim.lr_at`, warmup + cosine, as
+    released); a caller may pass its own, e.g. one that stops a run at a given step.
     """
     cfg = cfg or ScaleConfig()
-    par = DataParallel()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
+    par = TrainingRanks()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
     log = (log or (lambda msg: None)) if par.is_main else (lambda msg: None)
     run_dir = Path(out_dir)
     resumed = resume_point(run_dir, cfg, resume, log, par.world)
@@ -304,11 +309,12 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     meta = run_meta(store_path, store, view, the_view, plan, rows, resolve_split(store, split), par.world, cfg)
     log(f"training on {rows.size} videos of split '{meta['split']}' (splits {', '.join(meta['trained_on_splits'])}) "
         f"of view '{view}' ({_clips_per_video(the_view, rows)}, D={the_view.dim}), "
-        f"sets of {'at most ' if plan.ragged else ''}{plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.mcm_on else '0 masked'}"
+        f"sets of {'at most ' if plan.ragged else ''}{plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.masking else '0 masked'}"
         f", batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{plan.device} {plan.precision}")
-    trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed)
+    trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed,
+                       schedule)
 
     summary = RunSummary(str(run_dir), resumed.epoch, resumed.step, num_videos, plan.batch, device=str(plan.device),
                          precision=plan.precision, split=meta["split"], trained_on_splits=meta["trained_on_splits"])

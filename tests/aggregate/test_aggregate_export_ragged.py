@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from vssl.aggregate import ScaleConfig, export, load_run, train
-from vssl.aggregate.export import windows
+from vssl.aggregate.exporting import windows
 from vssl.cli import app
 from vssl.errors import StoreError
 from vssl.features_store import FeatureStore, export_hdf5, import_hdf5, verify_store

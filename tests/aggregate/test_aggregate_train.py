@@ -74,7 +74,7 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(store_path, tmp_path, monke
     train(store_path, "random16", tmp_path / "full", cfg, quiet=True)
 
     calls = {"n": 0}
-    original = ScaleModel.pretrain_losses
+    original = ScaleModel.set_losses
 
     def crash_in_epoch_three(self, *args, **kwargs):
         calls["n"] += 1
@@ -82,10 +82,10 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(store_path, tmp_path, monke
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ScaleModel, "pretrain_losses", crash_in_epoch_three)
+    monkeypatch.setattr(ScaleModel, "set_losses", crash_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
         train(store_path, "random16", tmp_path / "cut", cfg, quiet=True)
-    monkeypatch.setattr(ScaleModel, "pretrain_losses", original)
+    monkeypatch.setattr(ScaleModel, "set_losses", original)
     assert torch.load(checkpoint_path(tmp_path / "cut"), weights_only=True)["epoch"] == 2
     with pytest.raises(VsslError, match="--resume"):
         train(store_path, "random16", tmp_path / "cut", cfg, quiet=True)
@@ -115,7 +115,7 @@ def test_streaming_from_the_store_gives_the_same_run(store_path, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store_path, tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = ScaleModel.pretrain_losses
+    original = ScaleModel.set_losses
 
     def nan_in_epoch_three(self, *args, **kwargs):
         out = original(self, *args, **kwargs)
@@ -125,7 +125,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store_path, tmp_path,
         return out
 
     run = tmp_path / "run"
-    monkeypatch.setattr(ScaleModel, "pretrain_losses", nan_in_epoch_three)
+    monkeypatch.setattr(ScaleModel, "set_losses", nan_in_epoch_three)
     with pytest.raises(TrainingDiverged, match="NaN.*epoch 3.*last good checkpoint \\(epoch 2\\)"):
         train(store_path, "random16", run, small_cfg(epochs=6, checkpoint_every=1), quiet=True)
     state = torch.load(checkpoint_path(run), weights_only=True)

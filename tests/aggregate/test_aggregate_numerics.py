@@ -3,17 +3,16 @@ also when training fails (reached on CPU by asking the CUDA rule for the run's s
 
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
 
+import vssl.aggregate.training as train_mod
 from vssl.aggregate import ScaleConfig, train
 from vssl.aggregate.synthetic import structured_clip_features
 from vssl.features_store.synthetic import make_synthetic_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-train_mod = importlib.import_module("vssl.aggregate.train")  # the package exports the function under this name
 
 
 def flags() -> tuple:

@@ -182,6 +182,7 @@ def test_training_reads_the_runs_encoding_and_records_it(store, released_run):
     assert cfg.box_encoding == "released"
 
 
+@pytest.mark.slow
 def test_export_and_set_probes_apply_the_runs_encoding(store, released_run, capsys):
     run, _ = released_run
     stored = _stored_boxes(store)
@@ -228,6 +229,7 @@ def test_unknown_encoding_is_one_line(store, tmp_path, capsys):
     assert code == 2 and "box_encoding" in err and "released" in err
 
 
+@pytest.mark.slow
 def test_set_probe_options_reach_the_rows(store, tmp_path, capsys):
     """``--no-standardize`` (the released head has no input standardisation) and ``--box-encoding``
     without a run reach both set probes' rows."""

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vssl.aggregate import ScaleConfig, ScaleModel, info_nce, sample_sets, symmetric_info_nce
 from vssl.aggregate.sampling import mask_of
-from vssl.aggregate.train import lr_at, param_groups
+from vssl.aggregate.optim import lr_at, param_groups
 from vssl.errors import VsslError
 
 

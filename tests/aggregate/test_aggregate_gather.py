@@ -16,7 +16,7 @@ import torch
 
 import vssl.distributed as distributed
 from vssl.aggregate import ScaleConfig, ScaleModel, info_nce, symmetric_info_nce
-from vssl.aggregate.distributed import DataParallel, _PretrainObjective
+from vssl.aggregate.distributed import TrainingRanks, _PretrainObjective
 from vssl.distributed import RankEnv, all_gather_keys, negatives, planning, ranks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,12 +119,12 @@ def test_no_gather_means_this_process_keys_only():
 
 
 def test_training_passes_the_gather_explicitly():
-    assert DataParallel(RankEnv()).gather is None
-    assert DataParallel(RankEnv(1, 2, 1)).gather is all_gather_keys
+    assert TrainingRanks(RankEnv()).gather is None
+    assert TrainingRanks(RankEnv(1, 2, 1)).gather is all_gather_keys
     seen = {}
 
     class Model(torch.nn.Module):
-        def pretrain_losses(self, *args, gather=None):
+        def set_losses(self, *args, gather=None):
             seen["gather"] = gather
             return {}
 

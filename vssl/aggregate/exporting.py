@@ -1,5 +1,9 @@
 """Export: run a trained predictor without masking over a view, write ``aggregates/<run>/<view>``.
 
+One path for both layouts: a fixed view is read and encoded as a ragged one whose videos all hold K
+clips (one pass each); only where the refined clips are written differs (:func:`_fixed_writer`,
+:func:`_ragged_writer`).
+
 Like extraction, the export is resumable: rows are written whole chunk by chunk, each row's
 done flag after its data, and a re-run only does the rows still pending. The group records
 the SHA-256 of the checkpoint it came from, so rows of two different checkpoints never mix.
@@ -8,15 +12,16 @@ the SHA-256 of the checkpoint it came from, so rows of two different checkpoints
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from vssl.aggregate.boxes import encode_boxes
 from vssl.aggregate.checkpoint import check_trained_on, load_run
+from vssl.aggregate.config import EXPORT_MAX_CLIPS, ExportConfig  # noqa: F401 (its former home)
 from vssl.device import autocast, resolve_device, resolve_precision
-from vssl.errors import StoreError, VsslError
+from vssl.errors import StoreError
 from vssl.features_store import FeatureStore
 from vssl.features_store.ragged import padded_batches, read_clips
 from vssl.progress import make_progress
@@ -48,19 +53,18 @@ def find_export_name(store: FeatureStore, run_dir: str | Path, view: str, checkp
     return default if default in found or not found else sorted(found)[0]
 
 
-#: the most clips of one video encoded in one pass by ``--export`` (``--export-max-clips``)
-EXPORT_MAX_CLIPS = 1024
-
-
 def clips_group(group: str) -> str:
     """Where the refined clips Ĉ of a ragged view's export live: ``aggregates/<run>/<view>.clips``."""
     return f"{group}.clips"
 
 
-def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str | None = None,
-           batch_size: int = 256, device: str = "auto", precision: str = "fp32",
-           max_clips: int = EXPORT_MAX_CLIPS, quiet: bool = False) -> dict[str, Any]:
+def export(store_path: str | Path, run_dir: str | Path, view: str, config: ExportConfig | None = None, *,
+           name: str | None = None, batch_size: int | None = None, device: str | None = None,
+           precision: str | None = None, max_clips: int | None = None, quiet: bool = False) -> dict[str, Any]:
     """Write ``set_token [N, H]`` and ``clips [N, K, H]`` for every done video of ``view``.
+
+    ``config``: the export's settings (:class:`~vssl.aggregate.config.ExportConfig`: fp32, batches of
+    256 videos, by default); a keyword given here (not None) replaces that setting.
 
     The model reads each video's boxes in the run's ``box_encoding`` (over all of the video's clips
     in ``view``, :mod:`vssl.aggregate.boxes`), as it was trained; what is written keeps them absolute.
@@ -70,16 +74,17 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
     and boxes) and ``max_clips`` bounds one pass (:func:`encode_video_clips`). Returns a summary:
     group path, rows written now, rows done in total.
     """
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    settings = (config or ExportConfig()).replace(name=name, batch_size=batch_size, device=device,
+                                                  precision=precision, max_clips=max_clips)
+    name, batch_size, max_clips = settings.name, settings.batch_size, settings.max_clips
+    dev = resolve_device(settings.device)
+    prec = resolve_precision(settings.precision, dev)
     model, cfg, meta = load_run(run_dir, dev)
     store = FeatureStore.open(store_path, mode="r+")
     check_trained_on(store, meta, run_dir, fix="export into a store of the same backbone")
     the_view = store.view(view)
     if the_view.dim != model.in_dim:
         raise StoreError(f"view '{view}' has D={the_view.dim} but {run_dir} expects D={model.in_dim}")
-    if max_clips < 1:
-        raise VsslError(f"--export-max-clips {max_clips}: give at least 1")
     run_name = export_name(run_dir, name)
     group = aggregate_group(run_name, view)
     ragged = the_view.num_clips is None
@@ -101,8 +106,8 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
         rows = store.create_rows(group, {"set_token": ((H,), "float32")}, attrs)
     else:
         rows = store.create_rows(group, {"set_token": ((H,), "float32"), "clips": ((K, H), "float32")}, attrs)
-    if ragged:
-        refined = store.ragged_rows(clips_group(group))
+    write = _ragged_writer(rows, store.ragged_rows(clips_group(group))) if ragged else _fixed_writer(rows)
+    one_pass = max_clips if ragged else K   # a fixed view: all K clips at once, as every set it was shown
     todo = np.flatnonzero(store.usable(view) & ~rows.done())
     written = 0
     with make_progress(quiet) as progress, torch.inference_mode():
@@ -111,24 +116,9 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, *, name: str 
             idx = todo[(todo >= start) & (todo < stop)]
             if idx.size == 0:
                 continue
-            if ragged:
-                _export_ragged_chunk(model, the_view, idx, rows, refined, batch_size, max_clips, dev, prec,
-                                     lambda n: progress.advance(task, n), cfg.box_encoding)
-                written += int(idx.size)
-                continue
-            tokens = np.empty((idx.size, H), np.float32)
-            clips = np.empty((idx.size, K, H), np.float32)
-            for s in range(0, idx.size, batch_size):
-                sel = idx[s:s + batch_size]
-                f, b = the_view.read(sel)
-                b = encode_boxes(b, cfg.box_encoding)
-                with autocast(dev, prec):
-                    c_hat, cls = model.encode(torch.from_numpy(f).to(dev), torch.from_numpy(b).to(dev))
-                tokens[s:s + sel.size] = cls.float().cpu().numpy()
-                clips[s:s + sel.size] = c_hat.float().cpu().numpy()
-                progress.advance(task, sel.size)
-            rows.write(idx, {"set_token": tokens, "clips": clips})  # one whole-chunk write, flags last
+            write(idx, *_encode_chunk(model, the_view, idx, batch_size, one_pass, dev, prec, cfg.box_encoding))
             written += int(idx.size)
+            progress.advance(task, int(idx.size))
     return {"group": group, "written": written, "done": int(rows.done().sum()), "num_videos": store.num_videos}
 
 
@@ -176,19 +166,39 @@ def encode_video_clips(model, features: list[np.ndarray], boxes: list[np.ndarray
     return tokens.astype(np.float32), refined
 
 
-def _export_ragged_chunk(model, view, idx: np.ndarray, rows, refined, batch_size: int, max_clips: int,
-                         device, precision: str, advance, box_encoding: str = "absolute") -> None:
-    """One chunk of a ragged view: Ĉ (the view's counts and boxes) written whole, then the SET tokens
-    with their done flags, so a video is done only when both are on disk. Videos are read in
+Writer = Callable[[np.ndarray, np.ndarray, list, list], None]
+
+
+def _encode_chunk(model, view, idx: np.ndarray, batch_size: int, max_clips: int, device, precision: str,
+                  box_encoding: str = "absolute") -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """SET tokens ``[n, H]``, Ĉ ``[k_i, H]`` and the stored boxes ``[k_i, 7]`` of videos ``idx`` (one chunk).
+
+    A fixed view is a ragged one whose videos all hold K clips: both are read the same way, in
     batches of similar length, so a long film never pads the chunk's short videos. The model reads
-    the boxes in ``box_encoding``, each video's over all its clips (not per window); Ĉ's rows keep
-    the stored ones."""
+    the boxes in ``box_encoding``, each video's over all its clips (not per window); what is written
+    keeps the stored ones.
+    """
     clips, bxs = read_clips(view, idx, batch_size)
     seen = encode_boxes(bxs, box_encoding)
-    feats = [clips.flat[a:e].astype(np.float32) for a, e in zip(clips.offsets[:-1], clips.offsets[1:])]
-    boxes = [bxs.flat[a:e] for a, e in zip(bxs.offsets[:-1], bxs.offsets[1:])]
-    model_boxes = [seen.flat[a:e] for a, e in zip(seen.offsets[:-1], seen.offsets[1:])]
+    spans = list(zip(clips.offsets[:-1], clips.offsets[1:]))
+    feats = [clips.flat[a:e].astype(np.float32) for a, e in spans]
+    model_boxes = [seen.flat[a:e] for a, e in spans]
     tokens, c_hat = encode_video_clips(model, feats, model_boxes, max_clips, batch_size, device, precision)
-    refined.write_clips(idx, c_hat, boxes)
-    rows.write(idx, {"set_token": tokens})
-    advance(int(idx.size))
+    return tokens, c_hat, [bxs.flat[a:e] for a, e in spans]
+
+
+def _fixed_writer(rows) -> Writer:
+    """A fixed view's export: ``set_token [H]`` and ``clips [K, H]`` in one row group, one whole-chunk
+    write, done flags last."""
+    def write(idx: np.ndarray, tokens: np.ndarray, c_hat: list, boxes: list) -> None:
+        rows.write(idx, {"set_token": tokens, "clips": np.stack(c_hat)})
+    return write
+
+
+def _ragged_writer(rows, refined) -> Writer:
+    """A ragged view's export: Ĉ into ``<group>.clips`` (the view's counts and boxes) written whole,
+    then the SET tokens with their done flags, so a video is done only when both are on disk."""
+    def write(idx: np.ndarray, tokens: np.ndarray, c_hat: list, boxes: list) -> None:
+        refined.write_clips(idx, c_hat, boxes)
+        rows.write(idx, {"set_token": tokens})
+    return write
