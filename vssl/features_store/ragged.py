@@ -26,11 +26,6 @@ class RaggedClips:
     def from_counts(cls, flat: np.ndarray, counts: Sequence[int]) -> "RaggedClips":
         return cls(flat, np.concatenate(([0], np.cumsum(np.asarray(counts, np.int64)))).astype(np.int64))
 
-    @classmethod
-    def concat(cls, parts: Sequence["RaggedClips"]) -> "RaggedClips":
-        """The videos of ``parts`` one after the other."""
-        return cls.from_counts(np.concatenate([p.flat for p in parts]), np.concatenate([p.counts for p in parts]))
-
     @property
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)

@@ -21,7 +21,7 @@ from torch import nn
 from vssl.errors import VsslError
 from vssl.features_store.ragged import RaggedClips, read_clips, segment_mean
 
-from .data import SplitData, read_rows
+from .data import SplitData, read_in_blocks
 
 log = logging.getLogger("vssl.probe")
 
@@ -73,7 +73,7 @@ class ScaleFeatures:
 
     def set_token(self, indices: np.ndarray) -> np.ndarray:
         """SET token (CLS output) [n, H] of store rows ``indices``."""
-        return read_rows(lambda r: self.rows.read("set_token", r), indices).astype(np.float32)
+        return read_in_blocks(lambda r: self.rows.read("set_token", r), indices).astype(np.float32)
 
     def clip_inputs(self, split: SplitData, append_refined: bool = False) -> np.ndarray:
         """[C_i ⊕ SET] per clip of the split's videos, ``[n, K, D + H]`` in the features' dtype.
@@ -89,7 +89,7 @@ class ScaleFeatures:
         dtype = split.features.dtype
         parts = [split.features]
         if append_refined:
-            parts.append(read_rows(lambda r: self.rows.read("clips", r), split.indices).astype(dtype))
+            parts.append(read_in_blocks(lambda r: self.rows.read("clips", r), split.indices).astype(dtype))
         parts.append(np.broadcast_to(token[:, None, :], (n, k, token.shape[-1])).astype(dtype))
         return np.concatenate(parts, axis=-1)
 
