@@ -17,7 +17,7 @@ from vssl.errors import VsslError
 from vssl.settings import Settings, setting, settings_options
 
 from .knn import KNN_RULES, KnnConfig
-from .registry import OPTIONS, option_config
+from .registry import option_config, options
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
 
@@ -146,7 +146,7 @@ class ProbeConfig(Settings):
 
     def enabled(self) -> tuple[str, ...]:
         """The probe options to run: those given, else k-NN and linear."""
-        chosen = tuple(o for o in OPTIONS if getattr(self, o))
+        chosen = tuple(o for o in options() if getattr(self, o, False))
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:
