@@ -26,6 +26,14 @@ class RaggedClips:
     def from_counts(cls, flat: np.ndarray, counts: Sequence[int]) -> "RaggedClips":
         return cls(flat, np.concatenate(([0], np.cumsum(np.asarray(counts, np.int64)))).astype(np.int64))
 
+    @classmethod
+    def from_fixed(cls, clips: np.ndarray) -> "RaggedClips":
+        """A fixed view's clips ``[n, K, ...]`` as ragged ones with constant counts ``K`` (``flat`` is
+        a reshaped view of ``clips``: no copy for a contiguous array)."""
+        clips = np.asarray(clips)
+        n, k = clips.shape[:2]
+        return cls(clips.reshape(n * k, *clips.shape[2:]), np.arange(n + 1, dtype=np.int64) * k)
+
     @property
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -68,6 +76,12 @@ class RaggedClips:
     def mean(self) -> np.ndarray:
         """Per-video mean over its clips, ``[n, ...]`` float32 (float64 sums; a video without clips: 0)."""
         return segment_mean(self.flat.astype(np.float64), self.counts).astype(np.float32)
+
+
+def as_ragged(clips: "np.ndarray | RaggedClips") -> RaggedClips:
+    """``clips`` as :class:`RaggedClips`: a fixed view's ``[n, K, ...]`` array is the ragged case
+    with constant counts, so a consumer has one code path for both layouts."""
+    return clips if isinstance(clips, RaggedClips) else RaggedClips.from_fixed(clips)
 
 
 def segment_mean(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
