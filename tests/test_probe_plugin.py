@@ -102,3 +102,16 @@ def test_a_probe_is_checked_when_registered(centroid):
               frozenset({"clips"}))
     with pytest.raises(ValueError, match="video_rule"):
         Probe("x", "x", ("backbone",), CentroidConfig, run_centroid)
+
+
+def test_a_registered_probe_is_set_by_its_toml_table(centroid, store, tmp_path):
+    """``[probe.centroid]`` enables the registered probe and sets its config's fields."""
+    from vssl.probe.config import ProbeConfig
+
+    path, _, _ = store
+    config = tmp_path / "probe.toml"
+    config.write_text(f'[probe]\nview = "{VIEW}"\nquiet = true\n\n[probe.centroid]\ntemperatures = [1.0, 4.0]\n')
+    request = ProbeConfig.load(config).request(path)
+    assert request.configs == {"centroid": CentroidConfig(temperatures=(1.0, 4.0))}
+    report = run_probes(request)
+    assert [(r.name, r.params["temperature"]) for r in report.results] == [("centroid_t1", 1.0), ("centroid_t4", 4.0)]

@@ -47,6 +47,9 @@ class ClipInputs:
         self.clips = as_ragged(features)
         self.labels = torch_labels(labels)        # class indices, multi-hot or values (.task)
         self.train_view = train_view
+        # the clips training reads: the training view's when given, else the evaluated ones (one
+        # object for the instance's life: resident copies are keyed by it)
+        self.train_clips = self.clips if train_view is None else as_ragged(train_view.features)
         self.resident = ResidentArrays()          # features gathered on the device (resident.py)
         self.eval_block = eval_block
 
@@ -62,20 +65,16 @@ class ClipInputs:
             return int(self.clips.counts[positions].sum())
         return len(positions) * self.train_view.clips
 
-    def _training_clips(self) -> RaggedClips:
-        """The clips training reads: the training view's when given, else the evaluated ones."""
-        return self.clips if self.train_view is None else as_ragged(self.train_view.features)
-
     def clip_rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every training clip of the videos ``positions`` as rows ``[m, D]`` (stored dtype: all
         clips of the training view, or of the evaluated view) and each row's label."""
-        clips = self._training_clips()
+        clips = self.train_clips
         return clips.flat[clips.rows(positions)], np.repeat(self.labels[positions], clips.counts[positions], 0)
 
     def _epoch_rows(self, positions: np.ndarray, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """An epoch's samples in random order: (flat row, video position) of every clip of the
         videos, or of this epoch's random subset of each video's clips in the training view."""
-        clips = self._training_clips()
+        clips = self.train_clips
         if self.train_view is None:
             rows, video = clips.rows(positions), np.repeat(positions, clips.counts[positions])
         else:                                     # a fixed view: K clips per video, ``clips`` drawn
@@ -87,7 +86,7 @@ class ClipInputs:
 
     def batches(self, positions: np.ndarray, batch_size: int, gen: torch.Generator,
                 device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
-        flat = self._training_clips().flat
+        flat = self.train_clips.flat
         rows, video = self._epoch_rows(positions, gen)
         for s in _starts(len(rows), batch_size):
             keep = np.argsort(rows[s:s + batch_size], kind="stable")   # sorted gathers are faster
