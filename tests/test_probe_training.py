@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import vssl.probe.train as train_mod
+from vssl.probe.train import select
 from vssl.aggregate import ScaleConfig, ScaleModel
 from vssl.probe.linear import LinearConfig, train_linear
 from vssl.probe.mlp import MlpConfig, train_mlp
@@ -145,3 +146,10 @@ def test_named_scale_grid_and_repeatable_axes():
     searched = ProbeConfig(batch_size=(8, 16)).train_config("mlp")
     assert [p.batch_size for p in searched.passes()] == [8, 16]
     assert ProbeConfig().train_config("linear").passes()[0].batch_size == 1024      # the probe's own default
+
+
+def test_selection_never_prefers_a_diverged_head():
+    score = np.array([[np.nan, 50.0], [60.0, 70.0]])
+    loss = np.array([[np.nan, 1.0], [1.0, 1.0]])
+    assert select(score, loss) == (1, 1)
+    assert select(np.array([[50.0, 50.0]]), np.array([[2.0, np.nan]])) == (0, 0)

@@ -95,20 +95,26 @@ class ClipInputs:
 
     def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
                 precision: str = "fp32") -> np.ndarray:
-        """A video's score: the mean of its clips' softmax (sigmoid, value) outputs, ``[n, G, C]``."""
+        """A video's score: the mean of its clips' softmax (sigmoid, value) outputs, ``[n, G, C]``
+        (float64 sums, in blocks of rows bounded however long the videos)."""
         with torch.no_grad():       # a block, not the decorator: mutmut skips decorated functions (docs/MUTATION.md)
             model.eval()
-            clips = self.clips
-            rows = clips.rows(positions)
-            parts = []
-            for s in range(0, len(rows), self.eval_block * 64):    # bounded, however long the videos
+            clips, block = self.clips, self.eval_block * 64
+            rows, counts = clips.rows(positions), clips.counts[positions]
+            video = torch.from_numpy(np.repeat(np.arange(len(positions)), counts))
+            sums = None
+            for s in range(0, len(rows), block):
                 with autocast(device, precision):
-                    logits = model(self.resident.gather(clips.flat, rows[s:s + self.eval_block * 64], device))
-                parts.append(task_of(self.labels).activate(logits.float()).cpu().numpy())
+                    logits = model(self.resident.gather(clips.flat, rows[s:s + block], device))
+                probs = task_of(self.labels).activate(logits.float()).cpu()
+                if sums is None:
+                    sums = torch.zeros((len(positions), *probs.shape[1:]), dtype=torch.float64)
+                sums.index_add_(0, video[s:s + block], probs.double())
             model.train()
-            if not parts:
+            if sums is None:
                 return np.zeros((0, 0, 0), dtype=np.float32)
-            return segment_mean(np.concatenate(parts).astype(np.float64), clips.counts[positions]).astype(np.float32)
+            divisor = np.maximum(counts, 1).reshape(-1, *([1] * (sums.ndim - 1)))
+            return (sums.numpy() / divisor).astype(np.float32)
 
 
 class SetInputs:

@@ -25,7 +25,7 @@ on a GPU searches with torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -52,7 +52,7 @@ class KnnConfig:
 
     k: int = 20
     temperature: float = 0.07
-    # dino | released (module docstring); None = the request's (vssl.probe.registry.resolve_knn_rule:
+    # dino | released (module docstring); None = the request's (resolve_knn_rule:
     # released with a SCALE run, for both sources' rows, dino without), or called outside a
     # request the source's own (backbone dino, SCALE released)
     rule: str | None = None
@@ -78,6 +78,25 @@ class KnnConfig:
     def resolved_center(self, default: str = "dino") -> bool:
         """Whether the training mean is subtracted: ``center`` when set, else the rule's."""
         return self.center if self.center is not None else self.resolved_rule(default) == "released"
+
+
+def knn_rows(cfg: KnnConfig, request) -> list[tuple[KnnConfig, str | None]]:
+    """k-NN's rows: its rule decided for the whole request (:func:`resolve_knn_rule`), then a row
+    per k of ``--knn-k`` (DINO reports k = 10, 20, 100, 200 at T = 0.07), or one row."""
+    cfg = resolve_knn_rule(cfg, request)
+    if not request.knn_ks:
+        return [(cfg, None)]
+    return [(replace(cfg, k=k), f"k{k}") for k in request.knn_ks]
+
+
+def resolve_knn_rule(config: KnnConfig, request) -> KnnConfig:
+    """A k-NN config with its rule decided for the whole request, so the backbone's and SCALE's k-NN
+    rows use one rule and compare like for like: the one asked for (``--knn-rule``), else
+    ``released`` (the paper's comparison, released ``src/eval.py``) when a SCALE run adds its rows,
+    ``dino`` (DINO's protocol) for the backbone alone."""
+    if config.rule is not None:
+        return config
+    return replace(config, rule="released" if request.scale_run is not None else "dino")
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -24,7 +24,7 @@ from vssl.progress import ProgressBar
 from .common import resolve_device
 from .data import TrainView
 from .inputs import ClipInputs
-from .knn import KnnConfig, knn_scores, resolve_backend, search_k
+from .knn import KnnConfig, knn_rows, knn_scores, resolve_backend, search_k
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
 from .sources import FeatureSource, ProbeData
@@ -130,25 +130,6 @@ def run_knn(call: ProbeCall) -> ProbeScores:
         scores = knn_scores(tr, call.data.train.labels, te, call.data.num_classes, cfg, advance)
     backend = resolve_backend(cfg, resolve_device(cfg.device), search_k(cfg, len(tr)))
     return ProbeScores(scores, {**cfg.params(), "backend": backend, **what})
-
-
-def knn_rows(cfg: KnnConfig, request: Any) -> list[tuple[KnnConfig, str | None]]:
-    """k-NN's rows: its rule decided for the whole request (:func:`resolve_knn_rule`), then a row
-    per k of ``--knn-k`` (DINO reports k = 10, 20, 100, 200 at T = 0.07), or one row."""
-    cfg = resolve_knn_rule(cfg, request)
-    if not request.knn_ks:
-        return [(cfg, None)]
-    return [(replace(cfg, k=k), f"k{k}") for k in request.knn_ks]
-
-
-def resolve_knn_rule(config: KnnConfig, request: Any) -> KnnConfig:
-    """A k-NN config with its rule decided for the whole request, so the backbone's and SCALE's k-NN
-    rows use one rule and compare like for like: the one asked for (``--knn-rule``), else
-    ``released`` (the paper's comparison, released ``src/eval.py``) when a SCALE run adds its rows,
-    ``dino`` (DINO's protocol) for the backbone alone."""
-    if config.rule is not None:
-        return config
-    return replace(config, rule="released" if request.scale_run is not None else "dino")
 
 
 def clip_head(train_fn: Callable) -> Callable[[ProbeCall], ProbeScores]:
