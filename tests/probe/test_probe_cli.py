@@ -145,7 +145,7 @@ def test_ties_are_scikit_learns_in_the_report_and_the_predictions(tmp_path, caps
     scikit-learn's top_k_accuracy_score and confusion_matrix make of the saved scores."""
     from sklearn import metrics as skm
 
-    from tests.test_probe_metrics import sklearn_predictions
+    from tests.probe.test_probe_metrics import sklearn_predictions
 
     store = _tied_knn_store(tmp_path / "store")
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"

@@ -10,8 +10,8 @@ import pytest
 
 from vssl.errors import VsslError
 from vssl.features_store.synthetic import make_synthetic_store
-from vssl.probe import KnnConfig, Probe, ProbeRequest, run_probes
-from vssl.probe.registry import PROBES, ProbeScores, register_probe, unregister_probe
+from vssl.probe import PROBES, KnnConfig, Probe, ProbeRequest, register_probe, run_probes, unregister_probe
+from vssl.probe.registry import ProbeScores
 
 from tests.probe_helpers import VIEW, tiny_store_and_run
 

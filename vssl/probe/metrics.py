@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .ranking import average_precision, per_class_ap, predicted_classes, ranked_classes
+from .ranking import average_precision, per_class_ap, predicted_classes, ranked_classes  # noqa: F401 (its names, as before)
 from .task import task_of
 
 log = logging.getLogger("vssl.probe")

@@ -26,7 +26,7 @@ from torch import nn
 
 from vssl.aggregate.boxes import check_box_encoding, encode_boxes
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, as_ragged
+from vssl.features_store.ragged import as_ragged
 
 from .data import TrainView
 from .inputs import SetInputs
