@@ -70,6 +70,7 @@ def _check_groups(model, grid):
     return groups
 
 
+@pytest.mark.slow
 def test_param_groups_linear_and_mlp_heads():
     x, y = _clips(30)
     grid = [(1e-3, 0.05), (1e-2, 0.5)]
@@ -82,6 +83,7 @@ def test_param_groups_linear_and_mlp_heads():
     _check_groups(mlp.model, grid[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["transformer", "scale_ft"])
 def test_param_groups_set_probes_spare_tokens_norms_biases(kind):
     x, y = _clips(24, k=4)
