@@ -5,6 +5,8 @@ video to the longest would multiply memory by that ratio. :class:`RaggedClips` k
 clips only, video after video (the in-memory twin of the store's ragged layout and of
 :meth:`~vssl.features_store.views.ViewRows.flat`), and pads on demand, a batch at a time, grouped
 by length (:func:`padded_batches`) so that one long film never pads a batch of short videos.
+A fixed view's ``[n, K, ...]`` clips are the case of constant counts (:func:`as_ragged`, no copy),
+so a consumer needs one code path for both layouts.
 """
 
 from __future__ import annotations
