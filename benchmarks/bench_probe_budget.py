@@ -3,7 +3,7 @@
 For each training-set size the script reports, side by side on the same features and test videos:
   * the linear row (default: solved by L-BFGS) against scikit-learn's ``LogisticRegression`` per
     clip on standardised features, its C chosen on the same held-out parts (the reference the
-    test suite holds it to, ``tests/test_probe_convergence.py``);
+    test suite holds it to, ``tests/probe/test_probe_convergence.py``);
   * the MLP and the Transformer rows at their default budget against ten times that budget
     (ten times the epochs and the step floor): a converged default gains no more than noise.
 Each comparison prints both top-1s, the paired 95% bootstrap interval of the difference over test
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_probe_convergence import generated, reference  # noqa: E402  (the test's features and reference)
+from tests.probe.test_probe_convergence import generated, reference  # noqa: E402  (the test's features and reference)
 from vssl.features_store.synthetic import make_synthetic_store  # noqa: E402
 from vssl.probe import LinearConfig, ProbeRequest, run_probes  # noqa: E402
 from vssl.probe.compare import paired_difference  # noqa: E402

@@ -5,6 +5,8 @@ video to the longest would multiply memory by that ratio. :class:`RaggedClips` k
 clips only, video after video (the in-memory twin of the store's ragged layout and of
 :meth:`~vssl.features_store.views.ViewRows.flat`), and pads on demand, a batch at a time, grouped
 by length (:func:`padded_batches`) so that one long film never pads a batch of short videos.
+A fixed view's ``[n, K, ...]`` clips are the case of constant counts (:func:`as_ragged`, no copy),
+so a consumer needs one code path for both layouts.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ class RaggedClips:
         return cls(flat, np.concatenate(([0], np.cumsum(np.asarray(counts, np.int64)))).astype(np.int64))
 
     @classmethod
-    def concat(cls, parts: Sequence["RaggedClips"]) -> "RaggedClips":
-        """The videos of ``parts`` one after the other."""
-        return cls.from_counts(np.concatenate([p.flat for p in parts]), np.concatenate([p.counts for p in parts]))
+    def from_fixed(cls, clips: np.ndarray) -> "RaggedClips":
+        """A fixed view's clips ``[n, K, ...]`` as ragged ones with constant counts ``K`` (``flat`` is
+        a reshaped view of ``clips``: no copy for a contiguous array)."""
+        clips = np.asarray(clips)
+        n, k = clips.shape[:2]
+        return cls(clips.reshape(n * k, *clips.shape[2:]), np.arange(n + 1, dtype=np.int64) * k)
 
     @property
     def counts(self) -> np.ndarray:
@@ -73,6 +78,12 @@ class RaggedClips:
     def mean(self) -> np.ndarray:
         """Per-video mean over its clips, ``[n, ...]`` float32 (float64 sums; a video without clips: 0)."""
         return segment_mean(self.flat.astype(np.float64), self.counts).astype(np.float32)
+
+
+def as_ragged(clips: "np.ndarray | RaggedClips") -> RaggedClips:
+    """``clips`` as :class:`RaggedClips`: a fixed view's ``[n, K, ...]`` array is the ragged case
+    with constant counts, so a consumer has one code path for both layouts."""
+    return clips if isinstance(clips, RaggedClips) else RaggedClips.from_fixed(clips)
 
 
 def segment_mean(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:

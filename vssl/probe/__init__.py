@@ -4,16 +4,18 @@ One evaluation per module: :mod:`.knn` (training-free, DINO's weighted vote), :m
 and :mod:`.mlp` (per-clip heads ensembled over a video's clips), :mod:`.transformer`
 (SCALE's architecture from random init, and SCALE_ft), :mod:`.scale` (SCALE's aggregated
 features), :mod:`.lowshot`, :mod:`.metrics`, :mod:`.report`. :mod:`.registry` lists every probe
-(one entry each) and :mod:`.run` loops over (probe, feature source) rows for ``vssl probe``.
+(one entry each; :func:`register_probe` adds one) and :mod:`.run` loops over (probe, feature source)
+rows for ``vssl probe``.
 """
 
 from .knn import KnnConfig
 from .linear import LinearConfig
 from .mlp import MlpConfig
-from .registry import PROBES, Probe, get_probe
+from .registry import PROBES, Probe, get_probe, register_probe, unregister_probe
 from .report import ProbeResult, Report
 from .run import ProbeRequest, run_probes
 from .transformer import FinetuneConfig, TransformerConfig
 
 __all__ = ["KnnConfig", "LinearConfig", "MlpConfig", "TransformerConfig", "FinetuneConfig",
-           "ProbeRequest", "ProbeResult", "Report", "run_probes", "PROBES", "Probe", "get_probe"]
+           "ProbeRequest", "ProbeResult", "Report", "run_probes", "PROBES", "Probe", "get_probe", "register_probe",
+           "unregister_probe"]

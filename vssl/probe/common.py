@@ -7,7 +7,8 @@ import random
 import numpy as np
 import torch
 
-# One device rule for the whole toolkit (``auto`` = CUDA when present); stage two owns it.
+# One device rule for the whole toolkit (``auto`` = CUDA when present), :mod:`vssl.device`'s;
+# re-exported so the probes keep one import for their shared helpers.
 from vssl.device import resolve_device
 
 __all__ = ["resolve_device", "seed_everything"]

@@ -3,6 +3,12 @@
 :class:`ProbeConfig` is what a user sets; :meth:`ProbeConfig.request` turns it into the
 :class:`~vssl.probe.run.ProbeRequest` the runner takes (one config per enabled probe
 option, the shared training flags fixing that value in every trained probe).
+
+A probe's own settings are its config's fields (:class:`~vssl.probe.knn.KnnConfig`,
+:class:`~vssl.probe.linear.LinearConfig`, ...: declared once, with the probe), set for that
+probe alone in a ``[probe.NAME]`` TOML table (NAME: its option, ``knn``, ``linear``, ... or a
+registered probe's); a table enables its probe and wins over the flat ``[probe]`` keys and the
+flags, which set every probe that has the setting, as before.
 """
 
 from __future__ import annotations
@@ -10,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.errors import VsslError
 from vssl.settings import Settings, setting, settings_options
 
 from .knn import KNN_RULES, KnnConfig
-from .registry import OPTIONS, option_config
+from .registry import option_config, options
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
 
@@ -109,6 +115,18 @@ class ProbeConfig(Settings):
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     precision: str = setting("auto", "trained probes: auto (bf16 where fast), bf16 or fp32")
     quiet: bool = setting(False, "no progress bars", flag="--quiet")
+    # -- per probe: [probe.NAME] tables (option -> its config's fields), TOML only
+    tables: dict = setting(default_factory=dict, help="per-probe settings ([probe.NAME] tables)", cli=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProbeConfig":
+        """As :meth:`Settings.from_dict`, with each ``[probe.NAME]`` table (a dict value; dashes in
+        its keys read as underscores) gathered into ``tables``."""
+        data = dict(data)
+        tables = dict(data.pop("tables", None) or {})
+        for key in [k for k, v in data.items() if isinstance(v, dict)]:
+            tables[key] = {name.replace("-", "_"): value for name, value in data.pop(key).items()}
+        return super().from_dict({**data, "tables": tables})
 
     def coerce(self) -> None:
         """A single value (TOML ``batch-size = 64``, the Python API) is a grid of one."""
@@ -131,6 +149,22 @@ class ProbeConfig(Settings):
         if self.box_encoding is not None and self.box_encoding not in BOX_ENCODINGS:
             self.bad("box_encoding", f"is unknown; use one of {', '.join(BOX_ENCODINGS)}")
         self.knn_ks()
+        for option, table in self.tables.items():
+            self.table_config(option, table)
+
+    def table_config(self, option: str, table: Mapping[str, Any], base: Any = None) -> Any:
+        """The config of probe ``option`` with its ``[probe.NAME]`` table over ``base`` (default: the
+        config's defaults); a table of no probe, or a key its config lacks, is one clear error."""
+        if option not in options():
+            raise VsslError(f"probe config: table probe.{option} names no probe; the probe tables: "
+                            f"{', '.join(f'probe.{o}' for o in options())}")
+        config = base if base is not None else option_config(option)()
+        known = {f.name for f in dataclasses.fields(config)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise VsslError(f"probe config: table probe.{option} has unknown key(s) {', '.join(unknown)}; "
+                            f"its keys: {', '.join(sorted(known))}")
+        return with_defaults(config, **table)
 
     def knn_ks(self) -> tuple[int, ...]:
         """``--knn-k 10,20,100,200`` as a tuple of k (empty: the single ``--k``)."""
@@ -146,13 +180,24 @@ class ProbeConfig(Settings):
 
     def enabled(self) -> tuple[str, ...]:
         """The probe options to run: those given, else k-NN and linear."""
-        chosen = tuple(o for o in OPTIONS if getattr(self, o))
+        chosen = tuple(o for o in options() if getattr(self, o, False) or o in self.tables)
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:
         return KnnConfig(k=self.k, temperature=self.temperature, rule=self.knn_rule, center=self.center,
                          features=self.knn_features,
                          backend=self.knn_backend, precision=self.knn_precision, device=self.device)
+
+    def config_for(self, option: str) -> Any:
+        """Probe option ``option``'s config: the flat settings (k-NN's, or the training ones), then its
+        ``[probe.NAME]`` table; a registered probe's: its config's defaults under its table."""
+        if option == "knn":
+            base = self.knn_config()
+        elif issubclass(option_config(option), TrainConfig):
+            base = self.train_config(option)
+        else:
+            base = None
+        return self.table_config(option, self.tables.get(option, {}), base)
 
     def train_config(self, option: str) -> TrainConfig:
         """Option ``option``'s config (the registry's class): its defaults, under the named
@@ -178,12 +223,15 @@ class ProbeConfig(Settings):
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""
-        configs = {o: self.knn_config() if o == "knn" else self.train_config(o) for o in self.enabled()}
+        configs = {o: self.config_for(o) for o in self.enabled()}
+        fields = {f.name for f in dataclasses.fields(ProbeRequest)}
         return ProbeRequest(store=Path(store), view=self.view, train_split=self.train_split,
                             test_split=self.test_split, scale_run=None if self.scale is None else Path(self.scale),
                             train_view=self.train_view, train_clips=self.train_clips,
                             low_shot=self.low_shot, seed=self.seed, seeds=self.seeds, knn_ks=self.knn_ks(),
-                            target=self.target, quiet=self.quiet, **configs)
+                            target=self.target, quiet=self.quiet,
+                            configs={o: c for o, c in configs.items() if o not in fields},
+                            **{o: c for o, c in configs.items() if o in fields})
 
 
 def own_fields(config: object, values: dict[str, object]) -> dict[str, object]:

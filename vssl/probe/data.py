@@ -71,8 +71,9 @@ def labelled_rows(store, view, split: str, flag: str, target: str | None = None)
     return labelled[done]
 
 
-def read_rows(read, rows: np.ndarray, block: int = 4096) -> np.ndarray:
-    """Concatenate ``read(rows[a:b])`` over blocks (bounded temporary memory)."""
+def read_in_blocks(read, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+    """Concatenate ``read(rows[a:b])`` over blocks (bounded temporary memory); ``read`` is any
+    reader of a block of store rows (a view's features or boxes, an export's arrays)."""
     parts = [read(rows[s:s + block]) for s in range(0, len(rows), block)]
     return np.concatenate(parts) if parts else np.zeros((0,))
 
@@ -93,10 +94,10 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
     if video_level:
         from .knn import video_vectors
 
-        feats = read_rows(lambda r: video_vectors(view.read_features(r), knn_rule)[:, None], rows)
+        feats = read_in_blocks(lambda r: video_vectors(view.read_features(r), knn_rule)[:, None], rows)
     else:
-        feats = read_rows(view.read_features, rows)
-    bx = read_rows(view.read_boxes, rows) if boxes else None
+        feats = read_in_blocks(view.read_features, rows)
+    bx = read_in_blocks(view.read_boxes, rows) if boxes else None
     return SplitData(split, rows, labels, feats, bx)
 
 
@@ -138,7 +139,7 @@ def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: 
         log.warning("--train-view %s: %d of %d training videos are not extracted there and are left out",
                     view_name, int((~usable).sum()), usable.size)
         split = split.subset(np.flatnonzero(usable))
-    feats = read_rows(view.read_features, split.indices)
-    bx = read_rows(view.read_boxes, split.indices) if boxes else None
+    feats = read_in_blocks(view.read_features, split.indices)
+    bx = read_in_blocks(view.read_boxes, split.indices) if boxes else None
     split.train_view = TrainView(view_name, feats, bx, clips)
     return split

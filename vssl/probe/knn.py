@@ -25,7 +25,7 @@ on a GPU searches with torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -33,7 +33,7 @@ import torch
 
 from vssl.device import matmul_numerics
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, segment_mean
+from vssl.features_store.ragged import RaggedClips, as_ragged, segment_mean
 
 from .common import resolve_device
 
@@ -52,7 +52,7 @@ class KnnConfig:
 
     k: int = 20
     temperature: float = 0.07
-    # dino | released (module docstring); None = the request's (vssl.probe.run.resolve_knn_rule:
+    # dino | released (module docstring); None = the request's (resolve_knn_rule:
     # released with a SCALE run, for both sources' rows, dino without), or called outside a
     # request the source's own (backbone dino, SCALE released)
     rule: str | None = None
@@ -80,6 +80,25 @@ class KnnConfig:
         return self.center if self.center is not None else self.resolved_rule(default) == "released"
 
 
+def knn_rows(cfg: KnnConfig, request) -> list[tuple[KnnConfig, str | None]]:
+    """k-NN's rows: its rule decided for the whole request (:func:`resolve_knn_rule`), then a row
+    per k of ``--knn-k`` (DINO reports k = 10, 20, 100, 200 at T = 0.07), or one row."""
+    cfg = resolve_knn_rule(cfg, request)
+    if not request.knn_ks:
+        return [(cfg, None)]
+    return [(replace(cfg, k=k), f"k{k}") for k in request.knn_ks]
+
+
+def resolve_knn_rule(config: KnnConfig, request) -> KnnConfig:
+    """A k-NN config with its rule decided for the whole request, so the backbone's and SCALE's k-NN
+    rows use one rule and compare like for like: the one asked for (``--knn-rule``), else
+    ``released`` (the paper's comparison, released ``src/eval.py``) when a SCALE run adds its rows,
+    ``dino`` (DINO's protocol) for the backbone alone."""
+    if config.rule is not None:
+        return config
+    return replace(config, rule="released" if request.scale_run is not None else "dino")
+
+
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
@@ -91,23 +110,22 @@ def video_vectors(clips: np.ndarray | RaggedClips, rule: str = "dino") -> np.nda
     centring and l2 (:func:`prepare`)."""
     if rule == "dino":
         return video_embeddings(clips)
-    if isinstance(clips, RaggedClips):
-        return clips.mean()
-    clips = np.asarray(clips)
-    if clips.ndim == 2:
-        return clips.astype(np.float32)
-    return clips.mean(axis=1, dtype=np.float64).astype(np.float32)
+    return per_video_clips(clips).mean()
 
 
 def video_embeddings(clips: np.ndarray | RaggedClips) -> np.ndarray:
     """[n, K, D] clip features -> [n, D] float32: mean of l2-normalized clips, l2-normalized
     (a ragged view's :class:`RaggedClips`: the mean over each video's real clips)."""
-    if isinstance(clips, RaggedClips):
-        return l2_normalize(segment_mean(l2_normalize(clips.flat), clips.counts))
-    clips = np.asarray(clips)
-    if clips.ndim == 2:
-        return l2_normalize(clips)
-    return l2_normalize(l2_normalize(clips).mean(axis=1))
+    clips = per_video_clips(clips)
+    return l2_normalize(segment_mean(l2_normalize(clips.flat), clips.counts))
+
+
+def per_video_clips(clips: np.ndarray | RaggedClips) -> RaggedClips:
+    """Clips as :class:`RaggedClips` (a fixed view's ``[n, K, D]`` has constant counts); an array
+    ``[n, D]`` holds one vector per video, a single clip each."""
+    if isinstance(clips, np.ndarray) and clips.ndim == 2:
+        return RaggedClips.from_fixed(clips[:, None])
+    return as_ragged(clips)
 
 
 def knn_scores(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, num_classes: int,

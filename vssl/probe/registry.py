@@ -1,15 +1,18 @@
-"""Every probe in one table: adding a probe is one :class:`Probe` entry.
+"""Every probe in one table: adding a probe is one :class:`Probe` entry (:func:`register_probe`).
 
 An entry says what the report calls the probe, which request option (``--knn``, ``--linear``, ...)
 switches it on and holds its config, which feature sources it runs on, what it needs loaded,
-and how it turns the loaded data into per-video class scores. The runner (:mod:`.run`) only
-loops over the entries; scoring is :func:`~vssl.probe.metrics.row_metrics` for every probe.
+and how it turns the loaded data into per-video class scores; and what the runner must know of
+it: the interval its headline gets, whether it depends on the seed, how its config expands into
+rows (a grid reported row by row), how it takes a SCALE run's architecture, and the per-video
+vector it reads instead of clips. The runner (:mod:`.run`) only loops over the entries and asks
+them; scoring is :func:`~vssl.probe.metrics.row_metrics` for every probe.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -21,18 +24,22 @@ from vssl.progress import ProgressBar
 from .common import resolve_device
 from .data import TrainView
 from .inputs import ClipInputs
-from .knn import KnnConfig, knn_scores, resolve_backend, search_k
+from .knn import KnnConfig, knn_rows, knn_scores, resolve_backend, search_k
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
 from .sources import FeatureSource, ProbeData
 from .train import FitResult, TrainConfig
 from .transformer import (FinetuneConfig, TransformerConfig, box_encoding_of, encoded_boxes, encoded_view,
-                          head_input, train_finetune, train_transformer)
+                          head_input, match_architecture, train_finetune, train_transformer)
 
 #: what a probe can need: every clip in memory (not only each video's k-NN embedding), the
-#: clips' boxes, and, from a SCALE run (so on the "scale" source only), its SET token or its
-#: pretrained predictor
-NEEDS = ("clips", "boxes", "set_token", "scale_model")
+#: clips' boxes, from a SCALE run (so on the "scale" source only) its SET token or its
+#: pretrained predictor; and "train_view": it fits on ``--train-view``'s clips when one is given
+NEEDS = ("clips", "boxes", "set_token", "scale_model", "train_view")
+#: the 95% interval of a row's headline (:func:`~vssl.probe.metrics.row_metrics`): a bootstrap over
+#: the test videos, or Wilson's score interval of a top-1 proportion (a training-free row: its
+#: scores are one fixed function of the test video, so its hits are independent trials)
+INTERVALS = ("bootstrap", "wilson")
 log = logging.getLogger("vssl.probe")
 SCALE_ONLY = frozenset({"set_token", "scale_model"})
 
@@ -61,9 +68,20 @@ class ProbeCall:
         return ProgressBar(f"{what} ({self.source.name}){unit}", total, self.quiet, transient=True)
 
 
+#: a probe's rows from its config: (config, variant) pairs, the variant naming a row of a grid
+#: reported row by row (``k20``), None for a single row; given the config and the request
+Expand = Callable[[Any, Any], list[tuple[Any, "str | None"]]]
+
+
+def one_row(config: Any, request: Any) -> list[tuple[Any, str | None]]:
+    """The rows of a probe without a grid reported row by row: its config, once."""
+    return [(config, None)]
+
+
 @dataclass(frozen=True)
 class Probe:
-    """One probe: its report name, the option that enables it, its sources, needs and runner."""
+    """One probe: its report name, the option that enables it, its sources, needs and runner,
+    and what the runner asks of it (see the module docstring)."""
 
     name: str
     option: str                         # ProbeRequest field (and CLI flag) holding its config
@@ -71,6 +89,15 @@ class Probe:
     config: type                        # its config dataclass
     run: Callable[[ProbeCall], ProbeScores] = field(repr=False)
     needs: frozenset[str] = frozenset()
+    interval: str = "bootstrap"         # INTERVALS: what the 95% interval of its headline is
+    seeded: bool = True                 # False: the same scores for every seed (computed once); True:
+                                        # the config has a ``seed`` field, set per seed of ``--seeds``
+    expand: Expand = field(default=one_row, repr=False)
+    # (config, the SCALE run's ScaleConfig) -> config, for a probe whose model takes the run's shape
+    match_run: Callable[[Any, Any], Any] | None = field(default=None, repr=False)
+    # config -> the rule (:data:`~vssl.probe.knn.KNN_RULES`) of the per-video vector the probe reads
+    # when it does not need clips: the splits are then reduced to it while reading
+    video_rule: Callable[[Any], str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - set(NEEDS)
@@ -79,6 +106,17 @@ class Probe:
         if self.needs & SCALE_ONLY and self.sources != ("scale",):
             raise ValueError(f"probe {self.name}: {sorted(self.needs & SCALE_ONLY)} come from a SCALE run; "
                              "such a probe runs on the 'scale' source only")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"probe {self.name}: interval {self.interval!r} is unknown; use {INTERVALS}")
+        if self.seeded and "seed" not in {f.name for f in fields(self.config)}:
+            raise ValueError(f"probe {self.name}: a seeded probe's config needs a 'seed' field")
+        if "clips" not in self.needs and self.video_rule is None:
+            raise ValueError(f"probe {self.name}: a probe that does not need clips reads a per-video vector; "
+                             "declare its video_rule")
+
+    def with_seed(self, config: Any, seed: int) -> Any:
+        """The config one seed of ``--seeds`` runs (a probe that does not depend on it: unchanged)."""
+        return replace(config, seed=seed) if self.seeded else config
 
 
 # ---------------------------------------------------------------------- how each kind of probe runs
@@ -168,35 +206,55 @@ def _finetune(call: ProbeCall) -> Callable:
 
 # ---------------------------------------------------------------------- the registry
 
-PROBES: tuple[Probe, ...] = (
+_TRAINED = frozenset({"clips", "train_view"})
+_SET = frozenset({"clips", "boxes", "train_view"})
+
+PROBES: list[Probe] = [
     # name           option         sources                 config             run                         needs
-    Probe("knn",          "knn",         ("backbone", "scale"), KnnConfig,         run_knn),
-    Probe("linear",       "linear",      ("backbone",),         LinearConfig,      clip_head(train_linear),
-          frozenset({"clips"})),
+    Probe("knn",          "knn",         ("backbone", "scale"), KnnConfig,         run_knn,
+          interval="wilson", seeded=False, expand=knn_rows, video_rule=lambda cfg: cfg.resolved_rule()),
+    Probe("linear",       "linear",      ("backbone",),         LinearConfig,      clip_head(train_linear), _TRAINED),
     Probe("scale_linear", "linear",      ("scale",),            LinearConfig,      clip_head(train_linear),
-          frozenset({"clips", "set_token"})),
-    Probe("mlp",          "mlp",         ("backbone", "scale"), MlpConfig,         clip_head(train_mlp),
-          frozenset({"clips"})),
+          _TRAINED | {"set_token"}),
+    Probe("mlp",          "mlp",         ("backbone", "scale"), MlpConfig,         clip_head(train_mlp), _TRAINED),
     Probe("transformer",  "transformer", ("backbone",),         TransformerConfig, set_probe(lambda call: train_transformer),
-          frozenset({"clips", "boxes"})),
+          _SET, match_run=match_architecture),
     Probe("scale_ft",     "finetune",    ("scale",),            FinetuneConfig,    set_probe(_finetune),
-          frozenset({"clips", "boxes", "scale_model"})),
-)
+          _SET | {"scale_model"}, match_run=match_architecture),
+]
 """The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
 "scale", k-NN takes the mean over clips of [C_i ⊕ SET] and the MLP [C_i ⊕ SET] per clip;
 SCALE_linear is its own entry because the report names it apart from the backbone's linear
 probe. Transformer and SCALE_ft share one config class and model: they differ only in the
-initialisation of the set transformer (random vs the --scale run), §4.1."""
+initialisation of the set transformer (random vs the --scale run), §4.1; with a run both take its
+architecture (:func:`~vssl.probe.transformer.match_architecture`)."""
 
-#: the request options (ProbeRequest fields, CLI flags), in the order of the registry
-OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(p.option for p in PROBES))
+
+def register_probe(probe: Probe) -> Probe:
+    """Add ``probe`` at the end of the registry (its rows come after the built-in probes' on each
+    source); its option is then a key of :attr:`ProbeRequest.configs <vssl.probe.run.ProbeRequest>`
+    unless it is a built-in option. A name already registered is refused."""
+    if any(p.name == probe.name for p in PROBES):
+        raise VsslError(f"a probe called {probe.name!r} is already registered; choose another name")
+    PROBES.append(probe)
+    return probe
+
+
+def unregister_probe(name: str) -> None:
+    """Remove the probe called ``name`` from the registry (e.g. one a test registered)."""
+    PROBES.remove(get_probe(name))
+
+
+def options() -> tuple[str, ...]:
+    """The request options (ProbeRequest fields or ``configs`` keys), in the order of the registry."""
+    return tuple(dict.fromkeys(p.option for p in PROBES))
 
 
 def option_config(option: str) -> type:
     """The config class of request option ``option`` (every probe it enables shares it)."""
     classes = {p.config for p in PROBES if p.option == option}
     if len(classes) != 1:
-        raise VsslError(f"probe option {option!r} is unknown; options: {', '.join(OPTIONS)}")
+        raise VsslError(f"probe option {option!r} is unknown; options: {', '.join(options())}")
     return classes.pop()
 
 

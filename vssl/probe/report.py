@@ -15,10 +15,6 @@ from vssl.errors import VsslError
 
 from .metrics import predicted_classes, row_metrics
 
-PROBES = ("knn", "linear", "mlp", "transformer", "scale_linear", "scale_ft")
-FEATURES = ("backbone", "scale")
-
-
 @dataclass
 class ProbeResult:
     """What one probe scored on the test split (percent; MSE in the target's unit squared), with

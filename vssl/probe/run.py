@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,13 @@ from .knn import KnnConfig
 from .linear import LinearConfig
 from .lowshot import balanced_fraction
 from .mlp import MlpConfig
-from .registry import OPTIONS, PROBES, Probe, ProbeCall
+from .registry import PROBES, Probe, ProbeCall, options
 from .report import ProbeResult, Report, make_result
 from .labels import class_names
 from .sources import BackboneSource, ProbeData, ScaleSource
 from .task import task_of
-from .train import TrainConfig
 from .transductive import judge_run
-from .transformer import FinetuneConfig, TransformerConfig, match_architecture
+from .transformer import FinetuneConfig, TransformerConfig
 
 log = logging.getLogger("vssl.probe")
 
@@ -44,7 +43,9 @@ class ProbeRequest:
     """What to probe and how; a probe option whose config is ``None`` is skipped.
 
     Each option (``knn``, ``linear``, ...) enables the registered probes that name it
-    (:data:`vssl.probe.registry.PROBES`), on every feature source they accept.
+    (:data:`vssl.probe.registry.PROBES`), on every feature source they accept. The options of
+    probes registered beyond the built-in ones (:func:`~vssl.probe.registry.register_probe`) are
+    keys of ``configs``.
     """
 
     store: Path
@@ -65,10 +66,18 @@ class ProbeRequest:
     knn_ks: tuple[int, ...] = ()        # a k-NN row per k (DINO's 10, 20, 100, 200); () = knn.k
     target: str | None = None           # probe a numeric column (regression) instead of the classes
     quiet: bool = False
+    configs: dict[str, Any] = field(default_factory=dict)   # option -> config of a registered probe
+
+    def config_of(self, option: str) -> Any:
+        """The config of probe option ``option`` (None: not asked for): a built-in option's field,
+        else its entry of ``configs``."""
+        if option in {f.name for f in fields(self)}:
+            return getattr(self, option)
+        return self.configs.get(option)
 
     def with_default_probes(self) -> "ProbeRequest":
         """No probe asked for: k-NN and linear (the issue's default)."""
-        if any(getattr(self, option) is not None for option in OPTIONS):
+        if any(self.config_of(option) is not None for option in options()):
             return self
         return replace(self, knn=KnnConfig(), linear=LinearConfig())
 
@@ -111,35 +120,18 @@ def seeds_of(req: ProbeRequest) -> range:
 
 
 def plan_rows(req: ProbeRequest) -> list[Row]:
-    """The rows, source by source in registry order; an enabled option none of whose probes
-    can run on the available sources is an error (e.g. ``--finetune`` without ``--scale``)."""
+    """The rows, source by source in registry order, each probe's config expanded by the probe
+    (e.g. a k-NN row per k); an enabled option none of whose probes can run on the available
+    sources is an error (e.g. ``--finetune`` without ``--scale``)."""
     available = req.sources()
-    for option in OPTIONS:
+    for option in options():
         probes = [p for p in PROBES if p.option == option]
-        if getattr(req, option) is not None and not any(set(p.sources) & set(available) for p in probes):
+        if req.config_of(option) is not None and not any(set(p.sources) & set(available) for p in probes):
             raise VsslError(f"--{option} ({', '.join(p.name for p in probes)}) runs on a pretrained SCALE "
                             "run's features; give it with --scale RUN_DIR")
-    rows = [Row(p, source, resolve_knn_rule(getattr(req, p.option), req)) for source in available for p in PROBES
-            if source in p.sources and getattr(req, p.option) is not None]
-    return [r for row in rows for r in knn_grid(row, req.knn_ks)]
-
-
-def resolve_knn_rule(config: Any, req: ProbeRequest) -> Any:
-    """A k-NN config with its rule decided for the whole request, so the backbone's and SCALE's k-NN
-    rows use one rule and compare like for like: the one asked for (``--knn-rule``), else
-    ``released`` (the paper's comparison, released ``src/eval.py``) when a SCALE run adds its rows,
-    ``dino`` (DINO's protocol) for the backbone alone. Other configs pass through."""
-    if not isinstance(config, KnnConfig) or config.rule is not None:
-        return config
-    return replace(config, rule="released" if req.scale_run is not None else "dino")
-
-
-def knn_grid(row: Row, ks: tuple[int, ...]) -> list[Row]:
-    """A k-NN row per k of ``--knn-k`` (DINO reports k = 10, 20, 100, 200 at T = 0.07); other rows,
-    and k-NN without a grid, stay one row."""
-    if not isinstance(row.config, KnnConfig) or not ks:
-        return [row]
-    return [replace(row, config=replace(row.config, k=k), variant=f"k{k}") for k in ks]
+    return [Row(p, source, config, variant) for source in available for p in PROBES
+            if source in p.sources and req.config_of(p.option) is not None
+            for config, variant in p.expand(req.config_of(p.option), req)]
 
 
 def load_data(req: ProbeRequest, rows: list[Row]):
@@ -152,10 +144,10 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     # Only the backbone's k-NN reduces clips to its rule's per-video vector while reading; SCALE's
     # k-NN averages its [C_i ⊕ SET], so a SCALE row reads every clip.
     video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
-    rule = next((r.config.resolved_rule() for r in rows if isinstance(r.config, KnnConfig)), "dino")
+    rule = next((r.probe.video_rule(r.config) for r in rows if r.probe.video_rule is not None), "dino")
     train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level, req.target, rule)
     test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level, req.target, rule)
-    if req.train_view is not None and any(isinstance(r.config, TrainConfig) for r in rows):
+    if req.train_view is not None and any("train_view" in r.probe.needs for r in rows):
         train = with_train_view(store, train, req.train_view, req.train_clips, boxes)   # k-NN reads --view only
     return store, ProbeData(train, test, class_names(store, train.labels, test.labels, req.target))
 
@@ -185,27 +177,28 @@ def open_sources(req: ProbeRequest, store, data: ProbeData) -> dict[str, Any]:
 
 
 def same_set_architecture(rows: list[Row], sources: dict[str, Any]) -> list[Row]:
-    """With a SCALE run, the set probes (Transformer and SCALE_ft) take the run's architecture,
-    so the two rows differ only in initialisation."""
+    """With a SCALE run, the probes that declare ``match_run`` (the set probes, Transformer and
+    SCALE_ft) take the run's architecture, so the two rows differ only in initialisation."""
     if "scale" not in sources:
         return rows
     run_cfg = sources["scale"].scale.config
-    return [replace(r, config=match_architecture(r.config, run_cfg)) if isinstance(r.config, TransformerConfig)
-            else r for r in rows]
+    return [replace(r, config=r.probe.match_run(r.config, run_cfg)) if r.probe.match_run is not None else r
+            for r in rows]
 
 
 def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult:
     """Run one probe on one source, once per seed, and score it: the row's params are the probe's
     (first seed's), then the source's (which run), then the request's (low-shot, seeds)."""
     scores, params, n_train = [], None, 0
-    # a training-free row on the whole training split is the same for every seed: computed once
-    fixed = not isinstance(row.config, TrainConfig) and req.low_shot is None
+    # a row that does not depend on the seed, on the whole training split, is the same for every
+    # seed: computed once
+    fixed = not row.probe.seeded and req.low_shot is None
     for seed in seeds_of(req):
         if fixed and scores:
             scores.append(scores[0])
             continue
         seeded = seed_data(data, req.low_shot, seed)
-        config = replace(row.config, seed=seed) if isinstance(row.config, TrainConfig) else row.config
+        config = row.probe.with_seed(row.config, seed)
         scaled, unscale = standardized_target(seeded)
         out = row.probe.run(ProbeCall(row.probe.name, source, scaled, config, req.quiet))
         scores.append(unscale(out.scores))
@@ -214,9 +207,8 @@ def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult
         if req.seeds > 1:
             params.setdefault("selected_per_seed", []).append(out.params.get("selected"))
     common = {"low_shot": req.low_shot, "seed": req.seed, "seeds": list(seeds_of(req))}
-    interval = "wilson" if isinstance(row.config, KnnConfig) else "bootstrap"
     result = make_result(row.probe.name, source.name, scores, data.test.labels, data.classes, n_train,
-                         {**params, **source.params, **common}, source.transductive, interval, row.variant,
+                         {**params, **source.params, **common}, source.transductive, row.probe.interval, row.variant,
                          seeded=not fixed)
     log.info("%s (%s): %s", result.name, result.features, result.headline())
     return result

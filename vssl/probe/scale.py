@@ -19,9 +19,9 @@ import numpy as np
 from torch import nn
 
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, read_clips, segment_mean
+from vssl.features_store.ragged import RaggedClips, as_ragged, read_clips, segment_mean
 
-from .data import SplitData, read_rows
+from .data import SplitData, read_in_blocks
 
 log = logging.getLogger("vssl.probe")
 
@@ -73,35 +73,30 @@ class ScaleFeatures:
 
     def set_token(self, indices: np.ndarray) -> np.ndarray:
         """SET token (CLS output) [n, H] of store rows ``indices``."""
-        return read_rows(lambda r: self.rows.read("set_token", r), indices).astype(np.float32)
+        return read_in_blocks(lambda r: self.rows.read("set_token", r), indices).astype(np.float32)
 
-    def clip_inputs(self, split: SplitData, append_refined: bool = False) -> np.ndarray:
-        """[C_i ⊕ SET] per clip of the split's videos, ``[n, K, D + H]`` in the features' dtype.
+    def clip_inputs(self, split: SplitData, append_refined: bool = False) -> RaggedClips:
+        """[C_i ⊕ SET] per clip of the split's videos, ``[n, K, D + H]`` in the features' dtype, as
+        :class:`RaggedClips` (a fixed view's with constant counts): each clip with its video's SET.
 
         The paper's text (§4.1) and the released eval (``LinearOnTop(append_h=False)``) feed the
         head the raw clip and the SET token; ``append_refined`` also appends SCALE's refined clip
         Ĉ_i (``[C_i ⊕ Ĉ_i ⊕ SET]``, ``[n, K, D + 2H]``), vssl's earlier default.
         """
         token = self.set_token(split.indices)
-        if isinstance(split.features, RaggedClips):
-            return self._ragged_clip_inputs(split, token, append_refined)
-        n, k, _ = split.features.shape
-        dtype = split.features.dtype
-        parts = [split.features]
-        if append_refined:
-            parts.append(read_rows(lambda r: self.rows.read("clips", r), split.indices).astype(dtype))
-        parts.append(np.broadcast_to(token[:, None, :], (n, k, token.shape[-1])).astype(dtype))
-        return np.concatenate(parts, axis=-1)
-
-    def _ragged_clip_inputs(self, split: SplitData, token: np.ndarray, append_refined: bool) -> RaggedClips:
-        """:meth:`clip_inputs` on a ragged view: per real clip of each video, its video's SET token."""
-        clips = split.features
+        clips = as_ragged(split.features)
         parts = [clips.flat]
         if append_refined:
-            refined, _ = read_clips(self.refined, split.indices)
-            parts.append(refined.flat.astype(clips.dtype))
+            parts.append(self.refined_clips(split.indices).flat.astype(clips.dtype))
         parts.append(np.repeat(token, clips.counts, axis=0).astype(clips.dtype))
         return RaggedClips(np.concatenate(parts, axis=-1), clips.offsets)
+
+    def refined_clips(self, indices: np.ndarray) -> RaggedClips:
+        """SCALE's refined clips Ĉ_i of store rows ``indices``: a ragged view's export holds them in
+        a ragged row group of their own, a fixed view's in the ``clips`` array ``[n, K, H]``."""
+        if self.refined is not None:
+            return read_clips(self.refined, indices)[0]
+        return as_ragged(read_in_blocks(lambda r: self.rows.read("clips", r), indices))
 
     def video_inputs(self, split: SplitData, features: str = "clip_set", rule: str = "released") -> np.ndarray:
         """What SCALE's k-NN embeds per video, ``[n, D + H]`` float32 before centring and l2:
@@ -113,26 +108,17 @@ class ScaleFeatures:
             return token
         if rule == "dino":
             return _mean_of_normalized(split.features, token)
-        if isinstance(split.features, RaggedClips):      # the mean over each video's real clips
-            mean_clip = split.features.mean()
-        else:
-            mean_clip = np.asarray(split.features, dtype=np.float64).mean(axis=1).astype(np.float32)
-        return np.concatenate([mean_clip, token], axis=-1)
+        return np.concatenate([as_ragged(split.features).mean(), token], axis=-1)
 
 
 def _mean_of_normalized(clips: np.ndarray | RaggedClips, token: np.ndarray) -> np.ndarray:
     """mean_i [C_i ⊕ SET] / ||[C_i ⊕ SET]|| per video, without forming the concatenations: with
     r_i = sqrt(||C_i||² + ||SET||²) it is [mean_i C_i / r_i ⊕ SET mean_i 1 / r_i] (float64)."""
+    clips = as_ragged(clips)
     tok = np.asarray(token, np.float64)
     tok_sq = (tok * tok).sum(axis=-1)
-    if isinstance(clips, RaggedClips):
-        flat = clips.flat.astype(np.float64)
-        inv = 1.0 / np.maximum(np.sqrt((flat * flat).sum(-1) + np.repeat(tok_sq, clips.counts)), 1e-12)
-        mean_clip = segment_mean(flat * inv[:, None], clips.counts)
-        weight = segment_mean(inv[:, None], clips.counts)[:, 0]
-    else:
-        x = np.asarray(clips, np.float64)
-        inv = 1.0 / np.maximum(np.sqrt((x * x).sum(-1) + tok_sq[:, None]), 1e-12)     # [n, K]
-        mean_clip = (x * inv[..., None]).mean(axis=1)
-        weight = inv.mean(axis=1)
+    flat = clips.flat.astype(np.float64)
+    inv = 1.0 / np.maximum(np.sqrt((flat * flat).sum(-1) + np.repeat(tok_sq, clips.counts)), 1e-12)
+    mean_clip = segment_mean(flat * inv[:, None], clips.counts)
+    weight = segment_mean(inv[:, None], clips.counts)[:, 0]
     return np.concatenate([mean_clip, tok * weight[:, None]], axis=-1).astype(np.float32)

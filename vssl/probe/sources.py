@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vssl.errors import VsslError
+from vssl.features_store.ragged import RaggedClips
 
 from .data import SplitData
 from .knn import SCALE_KNN_FEATURES, KnnConfig, prepare
@@ -47,8 +48,8 @@ class FeatureSource(Protocol):
         """l2-normalized video embeddings of (train, test) and what they are (the row's params)."""
         ...
 
-    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
-        """Per-clip inputs of a clip head ``[n, K, D']`` and what they are (None: the plain clip)."""
+    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray | RaggedClips, str | None]:
+        """Per-clip inputs of a clip head ``[n, K, D']`` (or ragged) and what they are (None: the plain clip)."""
         ...
 
 
@@ -68,8 +69,8 @@ class BackboneSource:
         what = "mean of l2-normalized clip embeddings" if rule == "dino" else "mean of clip embeddings"
         return tr, te, {"representation": what, "rule": rule, "center": center}
 
-    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
-        """Per-clip inputs of the clip heads: [n, K, D], the plain clip embedding."""
+    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray | RaggedClips, str | None]:
+        """Per-clip inputs of the clip heads: [n, K, D] (or ragged), the plain clip embedding."""
         return split.features, None
 
 
@@ -79,7 +80,7 @@ class ScaleSource:
 
     scale: Any                                  # vssl.probe.scale.ScaleFeatures
     transductive: bool = False                  # see vssl.probe.transductive
-    _clips: dict[tuple[bytes, bool], np.ndarray] = field(default_factory=dict, repr=False)
+    _clips: dict[tuple[bytes, bool], RaggedClips] = field(default_factory=dict, repr=False)
 
     name = "scale"
 
@@ -102,7 +103,7 @@ class ScaleSource:
                 else "mean over clips of l2-normalized [C_i, SET]", "set": "SET token (CLS output)"}[cfg.features]
         return tr, te, {"representation": what, "rule": rule, "center": center}
 
-    def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray, str | None]:
+    def clips(self, split: SplitData, cfg: Any = None) -> tuple[RaggedClips, str | None]:
         """[C_i ⊕ SET] per clip ([C_i ⊕ Ĉ_i ⊕ SET] with the config's ``append_refined``), built
         once per split and variant and shared by every clip head."""
         refined = bool(getattr(cfg, "append_refined", False))

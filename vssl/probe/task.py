@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-KINDS = ("single", "multi", "regression")
+from .ranking import per_class_ap, predicted_classes
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,10 @@ class Task:
         minimises): top-1 (the report's tie rule, :func:`~vssl.probe.metrics.predicted_classes`)
         then cross-entropy; mAP then binary cross-entropy; -MSE then MSE."""
         if self.kind == "single":
-            from .metrics import predicted_classes
-
             top1 = (predicted_classes(scores) == y[:, None]).mean(axis=0) * 100.0
             p_true = np.take_along_axis(scores, y[:, None, None], axis=-1)[..., 0]
             return top1, -np.log(np.maximum(p_true, 1e-12)).mean(axis=0)
         if self.kind == "multi":
-            from .metrics import per_class_ap
-
             p = np.clip(np.asarray(scores, np.float64), 1e-12, 1 - 1e-12)
             bce = -(y[:, None] * np.log(p) + (1 - y[:, None]) * np.log1p(-p)).mean(axis=(0, 2))
             aps = np.array([per_class_ap(y, scores[:, g])[0].mean() * 100.0 for g in range(scores.shape[1])])

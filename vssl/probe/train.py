@@ -31,6 +31,7 @@ epochs while the probe trains 60).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -153,6 +154,13 @@ class FitResult:
     val_metric: str = "top1"                                     # top1 | mAP | -mse (Task.selection)
     held_out: int = 0                                            # videos the selection scored on
     solver: dict | None = None                                   # a solved head: its solver's record
+
+    @property
+    def val_top1(self) -> float | None:
+        """The former name of :attr:`val_score`, kept for old callers: it holds mAP or -MSE too."""
+        warnings.warn("FitResult.val_top1 is deprecated: use val_score (see val_metric)", DeprecationWarning,
+                      stacklevel=2)
+        return self.val_score
 
     def params(self) -> dict:
         chosen = {"lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,

@@ -26,7 +26,7 @@ from torch import nn
 
 from vssl.aggregate.boxes import check_box_encoding, encode_boxes
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips
+from vssl.features_store.ragged import as_ragged
 
 from .data import TrainView
 from .inputs import SetInputs
@@ -184,9 +184,8 @@ class SetGrid(GridHeads):
 
 def clip_statistics(features: np.ndarray, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std over every (real) clip of the videos at ``positions`` (float64 sums)."""
-    chosen = features[positions]
-    x = np.asarray(chosen.flat if isinstance(chosen, RaggedClips) else chosen, dtype=np.float64)
-    x = x.reshape(-1, features.shape[-1])
+    clips = as_ragged(features)
+    x = np.asarray(clips.flat[clips.rows(positions)], dtype=np.float64)
     mean, std = x.mean(axis=0), x.std(axis=0)
     return torch.from_numpy(mean), torch.from_numpy(np.maximum(std, 1e-6 * max(std.max(), 1e-12)))
 

@@ -89,6 +89,7 @@ def test_bad_target_and_column_are_one_clear_error(data, tmp_path, capsys):
     assert code == 2 and "'old' is not a number" in err
 
 
+@pytest.mark.slow
 def test_multi_label_rows_report_map_and_per_class_ap(data, tmp_path, capsys):
     store, _, _ = data
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"
@@ -112,6 +113,7 @@ def test_multi_label_rows_report_map_and_per_class_ap(data, tmp_path, capsys):
                                          for c in comparisons)
 
 
+@pytest.mark.slow
 def test_regression_rows_report_mse_and_r2(data, tmp_path, capsys):
     store, _, year = data
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"
@@ -161,6 +163,7 @@ def test_seeds_and_knn_grid(data, tmp_path, capsys):
     assert rows["linear"]["seeds"]["mAP"][0] != rows["linear"]["seeds"]["mAP"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["single", "multi", "year"])
 def test_test_labels_take_no_part_in_any_trained_probes_selection(tmp_path, kind):
     """Every trained probe (linear, MLP, transformer; SCALE_linear, SCALE's MLP, SCALE_ft) selects

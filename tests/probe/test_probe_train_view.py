@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from vssl.cli import main
@@ -76,6 +77,7 @@ def test_train_view_is_what_the_probes_fit_on(tmp_path, capsys):
     assert viewed["linear"]["n_test"] == N_TEST
 
 
+@pytest.mark.slow
 def test_set_model_fits_on_the_training_view_and_is_tested_on_the_probed_view():
     from vssl.probe.transformer import TransformerConfig, train_transformer
 

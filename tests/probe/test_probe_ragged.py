@@ -181,3 +181,35 @@ def test_prepare_centres_ragged_scale_inputs_by_the_training_mean():
     tr, te = np.array([[1.0, 0.0], [3.0, 2.0]]), np.array([[2.0, 3.0]])
     a, b = prepare(tr, te, center=True, normalize_clips=False)
     np.testing.assert_allclose(b, _l2(te - tr.mean(0)))
+
+
+class _SetMean(nn.Module):
+    """A set model without parameters: per video the mean of its real clips' features and boxes."""
+
+    def forward(self, features, boxes, valid=None):
+        weight = torch.ones(features.shape[:2]) if valid is None else valid.float()
+        mean = lambda x: (x * weight[..., None]).sum(1) / weight.sum(1, keepdim=True)   # noqa: E731
+        return torch.cat([mean(features), mean(boxes)], dim=-1)[:, None]            # [B, 1, D + 7]
+
+
+def test_a_fixed_split_is_the_ragged_one_with_constant_counts():
+    """One code path: a fixed split's array and the same clips as RaggedClips batch and score alike."""
+    rng = np.random.default_rng(0)
+    x, boxes, y = rng.normal(size=(7, 4, 5)).astype(np.float32), rng.random((7, 4, 7)).astype(np.float32), \
+        np.arange(7) % 3
+    ragged = RaggedClips.from_counts(x.reshape(-1, 5), [4] * 7)
+    cpu, head = torch.device("cpu"), nn.Linear(5, 3)
+    fixed_in, ragged_in = ClipInputs(x, y), ClipInputs(ragged, y)
+    for a, b in zip(fixed_in.batches(np.arange(7), 5, torch.Generator().manual_seed(1), cpu),
+                    ragged_in.batches(np.arange(7), 5, torch.Generator().manual_seed(1), cpu)):
+        assert torch.equal(a[0][0], b[0][0]) and torch.equal(a[1], b[1])
+    model = nn.Sequential(head, nn.Unflatten(1, (1, 3)))
+    want = torch.softmax(head(torch.from_numpy(x)), -1).mean(1).detach().numpy()            # [7, 3]
+    for inputs in (fixed_in, ragged_in):
+        np.testing.assert_allclose(inputs.predict(model, np.arange(7), cpu)[:, 0], want, rtol=1e-5, atol=1e-6)
+    sets = [SetInputs(f, b, y, eval_block=3) for f, b in
+            ((x, boxes), (ragged, RaggedClips.from_counts(boxes.reshape(-1, 7), [4] * 7)))]
+    mean = np.concatenate([x.mean(1), boxes.mean(1)], axis=-1).astype(np.float64)
+    want = np.exp(mean) / np.exp(mean).sum(-1, keepdims=True)                          # the softmax of classes
+    for inputs in sets:
+        np.testing.assert_allclose(inputs.predict(_SetMean(), np.arange(7), cpu)[:, 0], want, rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import vssl.probe.train as train_mod
+from vssl.probe.train import select
 from vssl.aggregate import ScaleConfig, ScaleModel
 from vssl.probe.linear import LinearConfig, train_linear
 from vssl.probe.mlp import MlpConfig, train_mlp
@@ -69,6 +70,7 @@ def _check_groups(model, grid):
     return groups
 
 
+@pytest.mark.slow
 def test_param_groups_linear_and_mlp_heads():
     x, y = _clips(30)
     grid = [(1e-3, 0.05), (1e-2, 0.5)]
@@ -81,6 +83,7 @@ def test_param_groups_linear_and_mlp_heads():
     _check_groups(mlp.model, grid[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["transformer", "scale_ft"])
 def test_param_groups_set_probes_spare_tokens_norms_biases(kind):
     x, y = _clips(24, k=4)
@@ -145,3 +148,10 @@ def test_named_scale_grid_and_repeatable_axes():
     searched = ProbeConfig(batch_size=(8, 16)).train_config("mlp")
     assert [p.batch_size for p in searched.passes()] == [8, 16]
     assert ProbeConfig().train_config("linear").passes()[0].batch_size == 1024      # the probe's own default
+
+
+def test_selection_never_prefers_a_diverged_head():
+    score = np.array([[np.nan, 50.0], [60.0, 70.0]])
+    loss = np.array([[np.nan, 1.0], [1.0, 1.0]])
+    assert select(score, loss) == (1, 1)
+    assert select(np.array([[50.0, 50.0]]), np.array([[2.0, np.nan]])) == (0, 0)

@@ -1,6 +1,7 @@
 """`vssl probe` end to end on synthetic stores: report schema, low-shot, SCALE rows, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_ties_are_scikit_learns_in_the_report_and_the_predictions(tmp_path, caps
     scikit-learn's top_k_accuracy_score and confusion_matrix make of the saved scores."""
     from sklearn import metrics as skm
 
-    from tests.test_probe_metrics import sklearn_predictions
+    from tests.probe.test_probe_metrics import sklearn_predictions
 
     store = _tied_knn_store(tmp_path / "store")
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"
@@ -291,3 +292,28 @@ def test_error_scale_run_of_another_backbone(scale_run, tmp_path, capsys):
     code, _, err = _run(capsys, "probe", tmp_path / "other", "--view", VIEW, "--knn", "--scale", scale_run)
     _one_line_error(code, err, "synthetic", "videomae-b")
     assert not FeatureStore.open(tmp_path / "other").has_rows(f"aggregates/{scale_run.name}/{VIEW}")
+
+
+def test_a_probe_table_sets_that_probe_alone(store, tmp_path, capsys):
+    """``[probe.knn]`` and ``[probe.linear]`` set their probe only; flat keys and flags keep setting
+    every probe that has them, under the tables."""
+    config = tmp_path / "probe.toml"
+    config.write_text(f'[probe]\nview = "{VIEW}"\nepochs = 4\n\n[probe.knn]\nk = 3\ntemperature = 0.5\n\n'
+                      "[probe.linear]\nsolver = \"minibatch\"\nlrs = [0.02]\nbatch-size = 32\n")
+    code, out, err = _run(capsys, "probe", store, "--config", config, "--json", *FAST)
+    assert code == 0, err
+    rows = {r["probe"]: r["params"] for r in json.loads(out)["results"]}
+    assert set(rows) == {"knn", "linear"}                     # each table enables its probe
+    assert (rows["knn"]["k"], rows["knn"]["temperature"]) == (3, 0.5)
+    assert rows["linear"]["lrs"] == [0.02] and rows["linear"]["batch_size"] == 32
+    assert rows["linear"]["epochs"] == 4 and rows["linear"]["weight_decays"] == [0.0001]   # flat key, flag
+
+
+def test_a_probe_table_of_no_probe_or_an_unknown_key_is_one_line(store, tmp_path, capsys):
+    config = tmp_path / "probe.toml"
+    for text, what in (("[probe.svm]\nk = 3\n", r"table probe.svm names no probe"),
+                       ("[probe.knn]\nkk = 3\n", r"table probe.knn has unknown key\(s\) kk")):
+        config.write_text(text)
+        code, _, err = _run(capsys, "probe", store, "--config", config)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert re.search(what, err), err

@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 
 from vssl.probe.compare import paired_difference
 from vssl.probe.knn import vote
-from vssl.probe.metrics import average_precision, bootstrap_weights, row_metrics
+from vssl.probe.metrics import average_precision, bootstrap_weights, row_metrics, topk_accuracy
 
 CLASSES = [f"c{i}" for i in range(7)]
 
@@ -219,3 +219,17 @@ def test_map_and_mse_rows_are_compared_by_a_paired_bootstrap():
     assert d.diff == pytest.approx(100 * (skm.average_precision_score(hot, scores)
                                           - skm.average_precision_score(hot, noisy)))
     assert d.better == "clean" and d.low > 0
+
+
+def test_top5_with_tied_knn_votes_agrees_with_scikit_learn():
+    """k-NN votes leave most classes at exactly 0: the tie rule decides top-5."""
+    scores = np.zeros((4, 8))
+    scores[:, 0] = 1.0  # every neighbour votes class 0
+    labels = np.array([1, 2, 3, 4])
+    want = 100 * skm.top_k_accuracy_score(labels, scores, k=5, labels=np.arange(8))
+    assert topk_accuracy(scores, labels, 5) == want == 25.0
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # random integer scores: many ties
+        s = rng.integers(0, 3, size=(30, 7)).astype(float)
+        y = rng.integers(0, 7, size=30)
+        assert topk_accuracy(s, y, 5) == 100 * skm.top_k_accuracy_score(y, s, k=5, labels=np.arange(7))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ import torch
 
 from vssl.features_store import FeatureStore
 from vssl.probe import FinetuneConfig, KnnConfig, LinearConfig, ProbeRequest, TransformerConfig, run_probes
+from vssl.probe.data import SplitData
 from vssl.probe.mlp import MlpConfig, mlp_head
+from vssl.probe.sources import ScaleSource
 from vssl.probe.transformer import SetClassifier, clip_statistics, train_finetune, train_transformer
 
 from tests.probe_helpers import VIEW, dino_knn as _dino_knn, l2 as _l2, tiny_store_and_run
@@ -276,3 +279,25 @@ def test_inferred_splits_follow_the_store():
     assert trained_on_splits({"split": "auto"}, ["a", "b"]) == (["a", "b"], False)      # no train split: all
     assert trained_on_splits({"split": "train"}, ["train", "test"]) == (["train"], False)
     assert trained_on_splits({"trained_on_splits": ["x"], "split": "all"}, ["x", "y"]) == (["x"], True)
+
+
+class _EchoScale:
+    """A SCALE stand-in whose clip inputs are the split's video indices: a mix-up shows directly."""
+
+    def clip_inputs(self, split, refined):
+        return split.indices.copy()
+
+
+def _split(indices):
+    indices = np.asarray(indices)
+    return SplitData("train", indices, np.zeros(len(indices), np.int64), np.zeros((len(indices), 1, 1)), None)
+
+
+def test_scale_clip_inputs_follow_the_split_not_a_reused_object_id():
+    """Each seed's low-shot subset is a new split of the same size; a freed one's id is reused."""
+    source = ScaleSource(_EchoScale())
+    for seed in range(6):
+        subset = np.sort(np.random.default_rng(seed).choice(100, size=10, replace=False))
+        got, _ = source.clips(_split(subset))
+        np.testing.assert_array_equal(got, subset)
+        gc.collect()

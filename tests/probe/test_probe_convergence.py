@@ -72,6 +72,7 @@ def paired_interval(a_correct: np.ndarray, b_correct: np.ndarray, seed: int = 0,
     return np.percentile(means, 2.5), np.percentile(means, 97.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_train", [100, 2000], ids=["small", "large"])
 def test_default_linear_row_is_not_below_logistic_regression(tmp_path, n_train):
     x, y, splits = generated(n_train, 400, seed=1)

@@ -56,6 +56,7 @@ def test_linear_and_mlp_learn_separable_features(separable):
         assert _accuracy(result, inputs, y) >= 98.0, fn.__name__
 
 
+@pytest.mark.slow
 def test_transformer_learns_separable_features(separable):
     x, y, c = separable
     cfg = TransformerConfig(epochs=8, batch_size=32, device="cpu", lrs=(1e-3,), weight_decays=(1e-4,),
@@ -65,6 +66,7 @@ def test_transformer_learns_separable_features(separable):
     assert (inputs.predict(result.model, test, CPU)[:, 0].argmax(1) == y[test]).mean() >= 0.98
 
 
+@pytest.mark.slow
 def test_nonlinear_probes_beat_linear_on_xor(xor):
     x, y, c = xor
     lin, lin_in = train_linear(x, y, np.arange(N_TRAIN), c, LinearConfig(**FAST))

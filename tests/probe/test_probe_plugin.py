@@ -1,0 +1,117 @@
+"""A probe is one module: a probe registered here, inside the test, runs end to end through the
+public API with what it declares (its rows, grid, seed dependence, interval, the run's shape)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+from vssl.errors import VsslError
+from vssl.features_store.synthetic import make_synthetic_store
+from vssl.probe import PROBES, KnnConfig, Probe, ProbeRequest, register_probe, run_probes, unregister_probe
+from vssl.probe.registry import ProbeScores
+
+from tests.probe_helpers import VIEW, tiny_store_and_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CLASSES = ["a", "b", "c"]
+
+
+@dataclass(frozen=True)
+class CentroidConfig:
+    """A nearest-class-centroid probe: a row per temperature of ``temperatures``."""
+
+    temperatures: tuple[float, ...] = (1.0,)
+    temperature: float = 1.0
+    width: int = 0
+    seed: int = 0
+
+
+CALLS: list[CentroidConfig] = []
+
+
+def run_centroid(call) -> ProbeScores:
+    """Scores -||mean clip - class centroid||² / T of each test video."""
+    CALLS.append(call.config)
+    train = np.asarray(call.data.train.features, np.float64).mean(axis=1)
+    test = np.asarray(call.data.test.features, np.float64).mean(axis=1)
+    centroids = np.stack([train[call.data.train.labels == c].mean(axis=0) for c in range(call.data.num_classes)])
+    dist = ((test[:, None] - centroids[None]) ** 2).sum(-1)
+    return ProbeScores(-dist / call.config.temperature, {"temperature": call.config.temperature,
+                                                         "width": call.config.width})
+
+
+def temperature_rows(cfg: CentroidConfig, request) -> list:
+    return [(replace(cfg, temperature=t), f"t{t:g}") for t in cfg.temperatures]
+
+
+@pytest.fixture
+def centroid():
+    """The probe, registered for one test only."""
+    probe = register_probe(Probe("centroid", "centroid", ("backbone",), CentroidConfig, run_centroid,
+                                 frozenset({"clips"}), interval="wilson", seeded=False, expand=temperature_rows,
+                                 match_run=lambda cfg, run: replace(cfg, width=run.width)))
+    CALLS.clear()
+    yield probe
+    unregister_probe("centroid")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    y = np.arange(60) % 3
+    x = (2 * rng.normal(size=(3, 6))[y][:, None] + rng.normal(size=(60, 4, 6))).astype(np.float32)
+    path = tmp_path_factory.mktemp("plugin") / "store"
+    make_synthetic_store(path, x, y, ["train"] * 45 + ["test"] * 15, view=VIEW, classes=CLASSES)
+    return path, x.astype(np.float16).astype(np.float64), y
+
+
+def test_a_registered_probe_runs_end_to_end(centroid, store):
+    path, x, y = store
+    report = run_probes(ProbeRequest(store=path, view=VIEW, knn=KnnConfig(device="cpu"), seeds=2, quiet=True,
+                                     configs={"centroid": CentroidConfig(temperatures=(1.0, 2.0))}))
+    assert [r.name for r in report.results] == ["knn", "centroid_t1", "centroid_t2"]
+    # the reference: nearest centroid written out in numpy on the stored (float16) clips
+    mean = x.mean(axis=1)
+    centroids = np.stack([mean[:45][y[:45] == c].mean(axis=0) for c in range(3)])
+    predicted = np.argmin(((mean[45:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    top1 = (predicted == y[45:]).mean() * 100
+    for row, t in zip(report.results[1:], (1.0, 2.0)):
+        assert row.top1 == pytest.approx(top1) and row.params["temperature"] == t
+        assert row.ci["method"] == "wilson" and row.n_test == 15
+    assert len(CALLS) == 2            # not seeded: computed once per row, whatever --seeds
+    assert PROBES[-1] is centroid
+
+
+def test_a_registered_probe_takes_the_scale_runs_shape(centroid, tmp_path):
+    store, run = tiny_store_and_run(tmp_path)
+    report = run_probes(ProbeRequest(store=store, view=VIEW, scale_run=run, quiet=True,
+                                     configs={"centroid": CentroidConfig()}))
+    assert [(r.name, r.features, r.params["width"]) for r in report.results] == [("centroid_t1", "backbone", 16)]
+
+
+def test_a_probe_is_checked_when_registered(centroid):
+    with pytest.raises(VsslError, match="already registered"):
+        register_probe(centroid)
+    with pytest.raises(ValueError, match="interval"):
+        Probe("x", "x", ("backbone",), CentroidConfig, run_centroid, frozenset({"clips"}), interval="normal")
+    with pytest.raises(ValueError, match="seed"):
+        Probe("x", "x", ("backbone",), ProbeScores, run_centroid,
+              frozenset({"clips"}))
+    with pytest.raises(ValueError, match="video_rule"):
+        Probe("x", "x", ("backbone",), CentroidConfig, run_centroid)
+
+
+def test_a_registered_probe_is_set_by_its_toml_table(centroid, store, tmp_path):
+    """``[probe.centroid]`` enables the registered probe and sets its config's fields."""
+    from vssl.probe.config import ProbeConfig
+
+    path, _, _ = store
+    config = tmp_path / "probe.toml"
+    config.write_text(f'[probe]\nview = "{VIEW}"\nquiet = true\n\n[probe.centroid]\ntemperatures = [1.0, 4.0]\n')
+    request = ProbeConfig.load(config).request(path)
+    assert request.configs == {"centroid": CentroidConfig(temperatures=(1.0, 4.0))}
+    report = run_probes(request)
+    assert [(r.name, r.params["temperature"]) for r in report.results] == [("centroid_t1", 1.0), ("centroid_t4", 4.0)]
