@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from vssl.aggregate import ScaleConfig, ScaleModel, sample_sets
-from vssl.aggregate.data import ResidentSource
+from vssl.aggregate.data import ResidentFeed
 from vssl.device import autocast
 from vssl.aggregate.optim import lr_at, make_optimizer, param_groups
 from vssl.features_store.synthetic import make_synthetic_store
@@ -90,7 +90,7 @@ def official_style_losses(model: ScaleModel, feats: torch.Tensor, boxes: torch.T
 class Stepper:
     """One optimiser step of either implementation on a batch drawn from the resident view."""
 
-    def __init__(self, kind: str, model: ScaleModel, source: ResidentSource, cfg: ScaleConfig, precision: str,
+    def __init__(self, kind: str, model: ScaleModel, source: ResidentFeed, cfg: ScaleConfig, precision: str,
                  set_size: int, num_masked: int) -> None:
         self.kind, self.model, self.source, self.cfg = kind, model, source, cfg
         self.precision, self.set_size, self.num_masked = precision, set_size, num_masked
@@ -202,7 +202,7 @@ def main() -> None:
         store = make_synthetic_store(Path(tmp) / "store", feats, np.zeros(args.videos, int), ["train"] * args.videos)
         del feats
         view = store.view("random16")
-        source = ResidentSource(view, np.arange(args.videos), torch.device("cpu"))
+        source = ResidentFeed(view, np.arange(args.videos), torch.device("cpu"))
         print(f"store: {args.videos} videos x {args.clips} clips x D={args.dim} float16 "
               f"({source.features.numel() * 2 / 2**20:.0f} MiB), built+loaded in {time.perf_counter() - t:.1f}s; "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -163,7 +163,7 @@ def map_count(tmp: Path, rows: list, notes: list) -> None:
     import torch
 
     from tests.features_store.test_store_durability import MapLimit
-    from vssl.aggregate.data import ResidentSource
+    from vssl.aggregate.data import ResidentFeed
     from vssl.features_store.synthetic import make_synthetic_store
 
     n = 1000
@@ -188,7 +188,7 @@ def map_count(tmp: Path, rows: list, notes: list) -> None:
                          f"{secs:.2f} s"])
             counter.peak = counter.live
             t = time.perf_counter()
-            ResidentSource(st.view("v"), np.arange(n), torch.device("cpu"))  # stage two's load, the view kept open
+            ResidentFeed(st.view("v"), np.arange(n), torch.device("cpu"))  # stage two's load, the view kept open
             rows.append([f"stage two's resident load, same store: {label}", f"{counter.peak:,}", f"{counter.live:,}",
                          f"{time.perf_counter() - t:.2f} s"])
             del st

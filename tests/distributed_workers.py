@@ -1,4 +1,4 @@
-"""Process bodies for tests/test_distributed.py: each runs as one rank of a 2-process gloo group.
+"""Process bodies for tests/distributed/test_distributed.py: each runs as one rank of a 2-process gloo group.
 
 They set the environment torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and
 then call the library exactly as the CLI does, so the code under test discovers its rank itself.

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_distributed import assert_same_store
+from tests.distributed.test_distributed import assert_same_store
 from tests.videos import write_video
 from vssl.cli import main as cli_main
 from vssl.features_store import FeatureStore

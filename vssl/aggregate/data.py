@@ -1,4 +1,5 @@
-"""Where training batches come from: one resident tensor, or the store when that does not fit.
+"""Stage two's feeds, where training batches come from: one resident tensor, or the store when
+that does not fit. (A probe's feature *source* is another thing: :mod:`vssl.probe.sources`.)
 
 The fast path keeps the whole view (features in float16, boxes in float32) in one tensor on
 the training device (the GPU when it fits) and gathers each batch by index there: no
@@ -40,12 +41,12 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-class BatchSource:
+class BatchFeed:
     """Batches (:class:`RaggedBatch`: the videos' clips as flat rows) on the device for positions of ``rows``.
 
     Boxes are handed out in the run's ``box_encoding`` (:mod:`vssl.aggregate.boxes`), applied per
     video over all its clips in the view as they are read; the store keeps them absolute.
-    A fixed view is a ragged one whose videos all hold K clips: its sources hand out the same
+    A fixed view is a ragged one whose videos all hold K clips: its feeds hand out the same
     batches, and :meth:`counts_of` says None (every count is K, so sets need no padding).
     """
 
@@ -76,7 +77,7 @@ class BatchSource:
         """Release background workers."""
 
 
-class ResidentSource(BatchSource):
+class ResidentFeed(BatchFeed):
     """The whole view in one tensor on the device; batches are index gathers."""
 
     resident = True
@@ -106,7 +107,7 @@ class ResidentSource(BatchSource):
         return RaggedBatch(self.features.view(-1, self.view.dim), self.boxes.view(-1, BOX_DIM), starts)
 
 
-class StreamingSource(BatchSource):
+class StreamingFeed(BatchFeed):
     """Reads each batch from the store (memory-mapped chunks) one batch ahead on a thread."""
 
     def __init__(self, view: View, rows: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
@@ -146,7 +147,7 @@ class StreamingSource(BatchSource):
 class RaggedBatch:
     """Some videos of a view on the device: their clips as flat rows, video by video.
 
-    ``features [R, D]`` and ``boxes [R, 7]`` hold at least these videos' clips (a resident source
+    ``features [R, D]`` and ``boxes [R, 7]`` hold at least these videos' clips (a resident feed
     hands out its whole view); video i's clips are rows ``starts[i] .. starts[i] + counts[i] - 1``
     (on a fixed view every count is K).
     """
@@ -167,12 +168,12 @@ class RaggedBatch:
         return clips.view(*idx.shape, -1), boxes.view(*idx.shape, -1)
 
 
-class RaggedSource(BatchSource):
+class RaggedFeed(BatchFeed):
     """Batches of a ragged view (a variable number of clips per video) as :class:`RaggedBatch`.
 
     Resident: every clip of the training videos in one flat tensor on the device (no padding;
     a batch is its videos' row offsets). Streaming: each batch's videos read from the store one
-    batch ahead on a thread, as :class:`StreamingSource`. Positions are host tensors: the clip
+    batch ahead on a thread, as :class:`StreamingFeed`. Positions are host tensors: the clip
     counts decide the batch's set sizes before anything runs on the device.
     """
 
@@ -238,16 +239,16 @@ class RaggedSource(BatchSource):
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def open_source(view: View, rows: np.ndarray, device: torch.device, max_memory_bytes: int = 0,
-                progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> BatchSource:
-    """Resident source when the view's rows fit the budget (``max_memory_bytes`` or half the free
-    memory of the device), else the streaming source; a ragged view's source either way. Boxes
+def open_feed(view: View, rows: np.ndarray, device: torch.device, max_memory_bytes: int = 0,
+                progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> BatchFeed:
+    """Resident feed when the view's rows fit the budget (``max_memory_bytes`` or half the free
+    memory of the device), else the streaming feed; a ragged view's feed either way. Boxes
     come in ``box_encoding`` (the run's)."""
     clips = int(view.counts(rows).sum()) if view.num_clips is None else len(rows) * view.num_clips
     need = clips * (view.dim * np.dtype(view.dtype).itemsize + BOX_DIM * 4)
     budget = max_memory_bytes or int(MEMORY_FRACTION * free_memory_bytes(device))
     if view.num_clips is None:
-        return RaggedSource(view, rows, device, need <= budget, progress, box_encoding)
+        return RaggedFeed(view, rows, device, need <= budget, progress, box_encoding)
     if need <= budget:
-        return ResidentSource(view, rows, device, progress, box_encoding)
-    return StreamingSource(view, rows, device, box_encoding)
+        return ResidentFeed(view, rows, device, progress, box_encoding)
+    return StreamingFeed(view, rows, device, box_encoding)

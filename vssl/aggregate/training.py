@@ -26,7 +26,7 @@ import torch
 
 from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
-from vssl.aggregate.data import BatchSource, RaggedBatch, open_source
+from vssl.aggregate.data import BatchFeed, RaggedBatch, open_feed
 from vssl.aggregate.distributed import TrainingRanks
 from vssl.aggregate.metrics import EpochMetrics, progress_line, write_metrics
 from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
@@ -172,7 +172,7 @@ class _Trainer:
             order = order.to(device)  # batches are then gathered without host round trips
         return order, torch.Generator(device=device).manual_seed(_epoch_seed(self.cfg.seed, epoch, 2))
 
-    def train_epoch(self, epoch: int, source: BatchSource, num_clips: int, progress: Any, task: Any
+    def train_epoch(self, epoch: int, feed: BatchFeed, num_clips: int, progress: Any, task: Any
                     ) -> tuple[EpochMetrics, float, float]:
         """One pass over the videos in global batches, this rank training on its share of each.
 
@@ -181,18 +181,18 @@ class _Trainer:
         cfg, par, plan = self.cfg, self.par, self.plan
         self.model.train()
         # a ragged view's set sizes come from its clip counts, read on the host by position
-        order, set_gen = self._epoch_streams(epoch, len(source), source.resident and not source.ragged)
+        order, set_gen = self._epoch_streams(epoch, len(feed), feed.resident and not feed.ragged)
         metrics = EpochMetrics(plan.device)
         t0 = time.perf_counter()
         global_batches = [order[i * plan.global_batch:(i + 1) * plan.global_batch]
                           for i in range(plan.steps_per_epoch)]
         batches = [par.local(g) for g in global_batches]  # this rank's share
-        source.prefetch(batches[0])
+        feed.prefetch(batches[0])
         for i, positions in enumerate(batches):
-            batch = source.get(positions)
+            batch = feed.get(positions)
             if i + 1 < len(batches):
-                source.prefetch(batches[i + 1])
-            inputs = self._sets(batch, source.counts_of(global_batches[i]), len(global_batches[i]), num_clips,
+                feed.prefetch(batches[i + 1])
+            inputs = self._sets(batch, feed.counts_of(global_batches[i]), len(global_batches[i]), num_clips,
                                 set_gen)
             lr = self.schedule(self.step, plan.total_steps, cfg.lr, cfg.warmup)
             for group in self.opt.param_groups:
@@ -324,18 +324,18 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
 
     with make_progress(quiet or not par.is_main) as progress, _training_numerics(plan.device):
         load_task = progress.add_task("loading features", total=num_videos, info="")
-        source = open_source(the_view, rows, plan.device, cfg.max_memory_bytes,
+        feed = open_feed(the_view, rows, plan.device, cfg.max_memory_bytes,
                              progress=lambda n: progress.advance(load_task, n), box_encoding=cfg.box_encoding)
         progress.remove_task(load_task)
-        summary.resident = source.resident
-        if not source.resident:
+        summary.resident = feed.resident
+        if not feed.resident:
             log("view does not fit in memory: reading batches from the store")
         task = progress.add_task("training", total=plan.total_steps, completed=trainer.step, info="")
         try:
             for epoch in range(resumed.epoch, cfg.epochs):
-                metrics, lr, seconds = trainer.train_epoch(epoch, source, the_view.num_clips, progress, task)
+                metrics, lr, seconds = trainer.train_epoch(epoch, feed, the_view.num_clips, progress, task)
                 trainer.end_epoch(epoch, metrics, lr, seconds, summary)
         finally:
-            source.close()
+            feed.close()
     par.barrier()  # when any rank returns, rank 0's checkpoint and metrics are on disk
     return summary

@@ -20,7 +20,7 @@ import pytest
 
 from tests import distributed_workers as workers
 from tests.conftest import REPO, run_vssl
-from tests.test_distributed import assert_same_store, reference_store, videos  # noqa: F401 (fixtures)
+from tests.distributed.test_distributed import assert_same_store, reference_store, videos  # noqa: F401 (fixtures)
 from vssl.distributed import claims, video_weights
 from vssl.extract.distributed import _claim_creation, extract_shared
 from vssl.extract.work import claims_dir, plan_chunks
