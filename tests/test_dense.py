@@ -22,8 +22,8 @@ import pytest
 from tests.videos import write_video
 from vssl.errors import VsslError
 from vssl.extract import clips as clips_module
-from vssl.extract import pipeline
 from vssl.extract.decode import FrameIndexError, VideoInfo, VideoReader, open_video
+from vssl.extract.embedding import Batcher
 from vssl.extract.pipeline import extract
 from vssl.extract.samplers import VideoGeometry, parse_view, sample_clips
 from vssl.features_store import (STATUS_DONE, FeatureStore, export_hdf5, import_hdf5, store_summary,
@@ -254,7 +254,7 @@ class Counter:
 
     def __init__(self, monkeypatch) -> None:
         self.alive, self.peak_built, self.peak_queued = [], 0, 0
-        crop_resize, add = clips_module.crop_resize, pipeline._Batcher.add
+        crop_resize, add = clips_module.crop_resize, Batcher.add
 
         def counted_crop(*args, **kwargs):
             clip = crop_resize(*args, **kwargs)
@@ -267,7 +267,7 @@ class Counter:
             return add(batcher, *args, **kwargs)
 
         monkeypatch.setattr(clips_module, "crop_resize", counted_crop)
-        monkeypatch.setattr(pipeline._Batcher, "add", counted_add)
+        monkeypatch.setattr(Batcher, "add", counted_add)
 
 
 def one_file(tmp_path: Path) -> Path:

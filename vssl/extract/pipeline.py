@@ -31,7 +31,7 @@ from vssl.progress import ProgressBar
 from .backbones import Backbone
 from .backbones.hub_cache import resolve_checkpoint
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
-from .embedding import Batcher, Embedder, Job, PendingVideo, StreamState, VideoStream, worker_init
+from .embedding import Embedder, Job, PendingVideo
 from .inputs import VideoInputs, collect_inputs
 from .samplers import SamplerSpec
 from .writer import BackgroundWriter
@@ -418,8 +418,3 @@ def _write_chunk(store: FeatureStore, videos: list[PendingVideo]) -> None:
             num_frames=[v.num_frames for v in group], fps=[v.fps for v in group],
             errors=[v.error for v in group])
 
-
-
-# the engine's names as they were when it lived here (benchmarks and tests reach them)
-_Batcher, _Pending, _Job, _VideoStream, _StreamState, _worker_init = (Batcher, PendingVideo, Job, VideoStream,
-                                                                      StreamState, worker_init)
