@@ -30,6 +30,7 @@ from vssl.progress import ProgressBar
 
 from .backbones import Backbone
 from .backbones.hub_cache import resolve_checkpoint
+from .backbones.registry import canonical_name
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .embedding import Embedder, Job, PendingVideo
 from .inputs import VideoInputs, collect_inputs
@@ -286,7 +287,8 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     else:
         inputs = VideoInputs(Path(root or "."), list(videos), [])
     embedder = Embedder.from_config(cfg, model)
-    spec = backbone_spec(embedder.model, cfg.backbone, cfg.checkpoint, embedder.norm, embedder.precision)
+    name = canonical_name(cfg.backbone)  # a family's spelling (image_vit) records the built-in's (image-vit)
+    spec = backbone_spec(embedder.model, name, cfg.checkpoint, embedder.norm, embedder.precision)
     store = open_or_create_store(out, spec, inputs, cfg.chunk_videos)
     prepare_views(store, embedder.specs, cfg.dtype, record={**cfg.record(), "precision": embedder.precision},
                   requested_precision=cfg.precision)

@@ -4,7 +4,7 @@ A user picking a backbone for a paper needs to know whether vssl's features are 
 features or only plausible ones. A claim belongs here only when a test loads that layout and
 compares the embedding with an independent reference on the same (tiny, random) weights; methods
 whose files share a layout but were never loaded by a test are named under ``unverified``.
-`vssl backbones` shows these notes; ``tests/test_backbone_builder.py`` checks every built-in has one
+`vssl backbones` shows these notes; ``tests/test_backbone_verified.py`` checks every built-in has one
 and that the tests it names exist.
 """
 
