@@ -25,6 +25,7 @@ def test_a_run_is_checked_against_the_whole_backbone_record(tmp_path):
         check_trained_on(store, {"backbone": "other", "backbone_sha256": bb.checkpoint_sha256}, "old", fix="-")
 
 
+@pytest.mark.slow
 def test_a_family_name_names_its_builtin_and_resumes_its_store(tmp_path, vssl_cli):
     """`image_vit` (the family, the module) is `image-vit`, `timesformer` is `svt`: the store records the
     built-in's name, so a store made under one spelling resumes under the other."""

@@ -100,6 +100,8 @@ def worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one process per core: no oversubscription
 
 
+# ---------------------------------------------------------------- videos in flight
+
 
 class PendingVideo:
     """A video whose clips are (partly) waiting for the backbone."""
@@ -141,6 +143,9 @@ class PendingVideo:
 class Batcher:
     """Packs clips of consecutive videos into fixed-size batches and runs the backbone.
 
+    ``extract`` and ``embed`` reach it through :meth:`Embedder.embedded`; benchmarks time its
+    ``forward`` on clips of their own.
+
     A batch's features are read back one batch late: the next batch is uploaded and launched
     first, so on a GPU the host-side work (finite check, copying rows to their videos) overlaps
     the device's (``transfer.py``). ``flush`` reads the last one.
@@ -150,7 +155,8 @@ class Batcher:
                  norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16") -> None:
         self.model, self.device, self.batch_size = model, device, batch_size
         self.precision, self.store_dtype = precision, store_dtype
-        self.queue: deque[tuple[PendingVideo, str, np.ndarray, torch.Tensor]] = deque()  # (video, view, positions, clips)
+        # (video, view, positions, clips)
+        self.queue: deque[tuple[PendingVideo, str, np.ndarray, torch.Tensor]] = deque()
         self.queued = 0
         self.mean, self.std = norm or (model.spec.mean, model.spec.std)
         self.transfers = Transfers(device)
@@ -231,7 +237,6 @@ def _videos_named(owners: Sequence[tuple[PendingVideo, str, np.ndarray, int]], s
     return ", ".join(paths[:show]) + more
 
 
-
 class StreamState:
     """The videos whose streams are open: turns worker items into batcher work and finished videos.
 
@@ -268,8 +273,6 @@ class StreamState:
             video.fail_rest(item["error"])
             return [video] if video.left == 0 else []
         return list(batcher.add(self.open[slot], item["view"], item["clips"], item["index"].numpy()))
-
-
 
 
 # ---------------------------------------------------------------- the engine
