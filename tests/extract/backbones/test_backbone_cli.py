@@ -34,7 +34,7 @@ def plugin_factory(checkpoint=None, spec=InputSpec(frames=2, stride=1, size=16))
 
 
 def test_module_factory_plugin():
-    model = create_backbone("tests.test_backbone_cli:plugin_factory", frames=3)
+    model = create_backbone("tests.extract.backbones.test_backbone_cli:plugin_factory", frames=3)
     assert model.spec.frames == 3 and model(torch.ones(2, 3, 3, 16, 16)).shape == (2, 3)
 
 
@@ -119,6 +119,7 @@ def _tiny_checkpoints(tmp_path) -> dict[str, tuple]:
     return files
 
 
+@pytest.mark.slow
 def test_extract_end_to_end_with_every_family(tmp_path):
     from tests.videos import write_video
     from vssl.extract.pipeline import extract

@@ -203,7 +203,7 @@ def test_an_installed_plugin_kind_is_found_by_its_entry_point(tmp_path, monkeypa
 def extract_imports() -> dict[str, set[str]]:
     """Module → the vssl.extract modules it imports anywhere (top level or inside a function), backbones aside
     (their registry loads the families on purpose)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
              for p in (root / "vssl" / "extract").rglob("*.py") if "backbones" not in p.parts}
     graph: dict[str, set[str]] = {}

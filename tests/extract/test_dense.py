@@ -30,7 +30,7 @@ from vssl.features_store import (STATUS_DONE, FeatureStore, export_hdf5, import_
                                  verify_store)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KW = dict(frames=4, stride=2, size=32)  # clips of 4 frames 2 apart, 32 px: fast on CPU
 
 
@@ -211,6 +211,7 @@ def test_shards_write_disjoint_chunks_equal_to_one_run(videos, reference, tmp_pa
     assert_same_store(tmp_path / "s", reference)
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_write_the_single_process_store(videos, reference, tmp_path):
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
