@@ -104,12 +104,12 @@ def pool_backbone():
 def child(film: str, views: str, whole: bool) -> None:
     import torch
 
-    from vssl.extract import pipeline
+    from vssl.extract import embedding, pipeline
     from vssl.extract.clips import stream_video
 
     torch.set_num_threads(1)
     if whole:  # every clip of the video in one part: what extraction held before streaming
-        pipeline.stream_video = lambda *a, **k: stream_video(*a, **{**k, "part_clips": 10 ** 9})
+        embedding.stream_video = lambda *a, **k: stream_video(*a, **{**k, "part_clips": 10 ** 9})
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         s = pipeline.extract(film, Path(tmp) / "s", views=views, workers=0, batch_size=32, device="cpu",

@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 from vssl.extract.backbones import create_backbone  # noqa: E402
 from vssl.extract.clips import cut_video  # noqa: E402
 from vssl.extract.inputs import collect_inputs  # noqa: E402
-from vssl.extract.pipeline import _Batcher, extract  # noqa: E402
+from vssl.extract.embedding import Batcher  # noqa: E402
+from vssl.extract.pipeline import extract  # noqa: E402
 from vssl.extract.samplers import parse_views  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def main() -> None:
                 out.extend(cut_video(inputs.resolve(v), views, v.path).clips.values())
             return out
 
-        batcher = _Batcher(model, torch.device("cpu"), "fp32", args.batch_size)
+        batcher = Batcher(model, torch.device("cpu"), "fp32", args.batch_size)
 
         def model_only():
             for k in range(0, n_clips, args.batch_size):

@@ -42,7 +42,8 @@ from vssl.extract.backbones.base import Backbone  # noqa: E402
 from vssl.extract.clips import cut_video  # noqa: E402
 from vssl.extract.config import ExtractConfig  # noqa: E402
 from vssl.extract.inputs import collect_inputs  # noqa: E402
-from vssl.extract.pipeline import _Batcher, extract  # noqa: E402
+from vssl.extract.embedding import Batcher  # noqa: E402
+from vssl.extract.pipeline import extract  # noqa: E402
 from vssl.extract.samplers import parse_views  # noqa: E402
 from vssl.extract.transforms import normalize  # noqa: E402
 
@@ -75,7 +76,7 @@ def best(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
 
 
 def model_only(model: Backbone, clips: torch.Tensor, batch: int, precision: str, mean, std) -> Callable[[], None]:
-    batcher = _Batcher(model, torch.device("cpu"), precision, batch, (mean, std))
+    batcher = Batcher(model, torch.device("cpu"), precision, batch, (mean, std))
 
     def run() -> None:
         for k in range(0, clips.shape[0], batch):

@@ -222,7 +222,8 @@ def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-re
         table.add_column(header)
     for r in rows:
         s = r["spec"]
-        table.add_row(r["name"], r["family"], f"{s['frames']}×{s['stride']}", str(s["size"]),
+        name = r["name"] + "".join(f" ({alias})" for alias in r["aliases"])  # --backbone takes either
+        table.add_row(name, r["family"], f"{s['frames']}×{s['stride']}", str(s["size"]),
                       describe_norm(s["mean"], s["std"]), str(r["embed_dim"] or "ckpt"),
                       "needed" if r["needs_checkpoint"] else "built in",
                       r["verified"]["reference"] if r["verified"] else "not verified by vssl")

@@ -108,12 +108,6 @@ class ExtractConfig(Settings):
                 "dtype", "fps", "mean", "std", "recipe")
         return {k: v for k, v in self.to_dict().items() if k in keep}
 
-    def recipe_record(self) -> dict[str, Any]:
-        """The settings a view may not mix (:data:`RECIPE_KEYS`), with "no recipe" spelled None."""
-        d = self.to_dict()
-        return {**{k: d.get(k) for k in RECIPE_KEYS}, "recipe": None if self.recipe in (None, "default")
-                else self.recipe}
-
 
 #: Settings one view may not mix: a view resumed with another recipe, time base or
 #: normalisation would hold features of two protocols (the spec and the backbone identity

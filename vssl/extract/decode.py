@@ -358,9 +358,3 @@ def open_video(path: str | Path, decoder: str = "auto", *, sequential: bool = Fa
         except FrameIndexError:
             pass
     return PyAVReader(path, sequential=sequential or None, threads=threads, probed=pr)
-
-
-def read_frames(path: str | Path, indices: Sequence[int], decoder: str = "auto") -> np.ndarray:
-    """Convenience for tests and notebooks: the frames at ``indices`` as ``[n, H, W, 3]`` uint8."""
-    with open_video(path, decoder) as reader:
-        return np.stack([f for _, f in reader.frames(sorted(set(indices)))])

@@ -1,16 +1,11 @@
 """Stage one end to end: videos → clips → frozen backbone → feature store.
 
-Workers (a torch DataLoader, ``workers`` processes; with 0, one decode-ahead thread:
-:mod:`vssl.extract.prefetch`) decode each pending video once and cut the clips of every view it
-still needs (:mod:`vssl.extract.clips`, uint8), streaming them in parts of at most
-``PART_CLIPS`` clips: a video's plan (frame count, boxes) first, then its clips, so a long
-film's hundreds of clips are never in memory at once (only its features, ``[clips, D]``, wait
-for its chunk). The main process
-packs clips of consecutive videos into batches of ``batch_size``, normalizes them on the
-device and runs the backbone under ``torch.inference_mode`` (autocast for bf16/fp16).
-The store takes whole chunks only (DESIGN.md), so finished videos wait, in order, until
-every pending video of their chunk is finished, and the chunk is written in one call;
-its status flags are written last, so a killed run resumes by redoing unfinished chunks.
+``extract`` is :mod:`vssl.extract.embedding` (the engine also behind the public ``embed``: decode
+in workers, embed in batches, one finished video at a time) plus the store's writer: the store
+takes whole chunks only (DESIGN.md), so finished videos wait, in order, until every pending video
+of their chunk is finished, and the chunk is written in one call on the writer thread
+(:mod:`vssl.extract.writer`); its status flags are written last, so a killed run resumes by
+redoing unfinished chunks.
 
 Which videos a call processes is one parameter, ``ranges`` (chunk-aligned ``(start, stop)``
 pairs; default: all of the store, or ``store.chunk_ranges(shard=(i, n))`` for ``shard``),
@@ -21,34 +16,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
-from vssl.device import autocast, cudnn_autotune, resolve_device, resolve_precision
 from vssl.distributed import file_sizes, refuse_undivided_work
-from vssl.errors import StoreError, VsslError, with_file, working_on
-from vssl.features_store import BOX_DIM, STATUS_DONE, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
+from vssl.errors import StoreError, VsslError
+from vssl.features_store import STATUS_DONE, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
 from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
 
-from .backbones import Backbone, create_backbone
-from .backbones.base import runs_convolutions
+from .backbones import Backbone
 from .backbones.hub_cache import resolve_checkpoint
-from .clips import VideoPlan, stream_video
+from .backbones.registry import canonical_name
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
-from .finite import unusable_reason, unusable_rows
+from .embedding import Embedder, Job, PendingVideo
 from .inputs import VideoInputs, collect_inputs
-from .prefetch import decoded_items
-from .transfer import HostCopy, Transfers
+from .samplers import SamplerSpec
 from .writer import BackgroundWriter
-from .samplers import SamplerSpec, parse_views
-from .transforms import normalize
 
 log = logging.getLogger("vssl.extract")
 
@@ -236,191 +223,6 @@ def check_precision(view: str, stored: str, requested: str, computed: str) -> No
                          "extracted in, e.g. --precision fp32 (then recorded)")
 
 
-# ---------------------------------------------------------------- workers
-
-
-@dataclass(frozen=True)
-class _Job:
-    index: int
-    path: str
-    key: str
-    views: tuple[str, ...]
-
-
-class _VideoStream(IterableDataset):
-    """The pending videos as a stream of items, each video's first item its plan (or its error).
-
-    Items (dicts with the video's ``slot``): ``kind`` "video" — the plan: ``num_frames``, ``fps``,
-    ``boxes`` per view, or ``error``; a second one for a slot replaces the first (re-read
-    sequentially); "clips" — ``clips [n, 3, T, S, S]`` of ``view`` at positions ``index``;
-    "error" — the video failed after its plan. Worker ``w`` of ``W`` streams slots ``w, w + W, ...``.
-    """
-
-    def __init__(self, jobs: Sequence[_Job], views: dict[str, SamplerSpec], decoder: str, threads: int) -> None:
-        self.jobs, self.views, self.decoder, self.threads = list(jobs), views, decoder, threads
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker = get_worker_info()
-        first, step = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        for slot in range(first, len(self.jobs), step):
-            yield from self.items(slot)
-
-    def items(self, slot: int) -> Iterator[dict[str, Any]]:
-        job = self.jobs[slot]
-        planned = False
-        try:
-            for event in stream_video(job.path, {v: self.views[v] for v in job.views}, job.key,
-                                      decoder=self.decoder, threads=self.threads):
-                if isinstance(event, VideoPlan):
-                    planned = True
-                    yield {"slot": slot, "kind": "video", "error": None, "num_frames": event.info.num_frames,
-                           "fps": event.info.fps, "boxes": {k: torch.from_numpy(v) for k, v in event.boxes.items()}}
-                else:
-                    yield {"slot": slot, "kind": "clips", "view": event.view, "index": torch.from_numpy(event.index),
-                           "clips": event.clips}
-        except Exception as exc:  # a bad video fails alone; the run goes on (DESIGN.md conventions)
-            msg = " ".join(str(exc).split()) or type(exc).__name__
-            if not isinstance(exc, VsslError):  # a user error names its file; an unexpected one has a note
-                msg = with_file(f"{type(exc).__name__}: {msg}", exc)
-            yield {"slot": slot, "kind": "error" if planned else "video", "error": msg}
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # one process per core: no oversubscription
-
-
-# ---------------------------------------------------------------- main loop
-
-
-class _Pending:
-    """A video whose clips are (partly) waiting for the backbone."""
-
-    def __init__(self, job: _Job, item: dict[str, Any], views: dict[str, SamplerSpec], dim: int) -> None:
-        self.job = job
-        self.slot = item["slot"]
-        self.error = item["error"]
-        self.num_frames = item.get("num_frames", 0)
-        self.fps = item.get("fps", 0.0)
-        if self.error is None:  # a kind that places no clip in this video (a variable-count kind may)
-            empty = [v for v in job.views if len(item["boxes"][v]) == 0]
-            if empty:
-                self.error = f"view {empty[0]!r} places no clip in this video ({self.num_frames} frames)"
-        # clips of each view: what the sampler cut, or (failed video) the fixed K as zeros / none
-        count = {v: (views[v].num_clips or 0) if self.error else len(item["boxes"][v]) for v in job.views}
-        self.boxes = {v: np.zeros((count[v], BOX_DIM), np.float32) if self.error else item["boxes"][v].numpy()
-                      for v in job.views}
-        self.features = {v: np.zeros((count[v], dim), np.float32) for v in job.views}
-        self.left = 0 if self.error else sum(count.values())
-        self.clips = self.left
-        self.delivered = 0  # clips handed to the batcher so far
-        self.abandoned = False  # replaced by a re-read (a restart plan): never finishes
-
-    def fail_rest(self, reason: str) -> None:
-        """Fail this video mid-stream: the clips it will never receive no longer count as left."""
-        self.fail(reason)
-        self.left -= self.clips - self.delivered
-        self.delivered = self.clips
-
-    def fail(self, reason: str) -> None:
-        """Fail this video (its first reason wins); its rows are zeroed so nothing unusable is written."""
-        if self.error is None:
-            self.error = reason
-            for rows in self.features.values():
-                rows[:] = 0
-
-
-class _Batcher:
-    """Packs clips of consecutive videos into fixed-size batches and runs the backbone.
-
-    A batch's features are read back one batch late: the next batch is uploaded and launched
-    first, so on a GPU the host-side work (finite check, copying rows to their videos) overlaps
-    the device's (``transfer.py``). ``flush`` reads the last one.
-    """
-
-    def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int,
-                 norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16") -> None:
-        self.model, self.device, self.batch_size = model, device, batch_size
-        self.precision, self.store_dtype = precision, store_dtype
-        self.queue: deque[tuple[_Pending, str, np.ndarray, torch.Tensor]] = deque()  # (video, view, positions, clips)
-        self.queued = 0
-        self.mean, self.std = norm or (model.spec.mean, model.spec.std)
-        self.transfers = Transfers(device)
-        self.in_flight: tuple[list[tuple[_Pending, str, np.ndarray, int]], HostCopy] | None = None
-
-    def add(self, video: _Pending, view: str, clips: torch.Tensor,
-            index: np.ndarray | None = None) -> Iterator[_Pending]:
-        """Queue ``clips`` of ``view`` (at positions ``index``, default 0..n-1); run full batches."""
-        index = np.arange(clips.shape[0]) if index is None else np.asarray(index, np.int64)
-        video.delivered += clips.shape[0]
-        self.queue.append((video, view, index, clips))
-        self.queued += clips.shape[0]
-        while self.queued >= self.batch_size:
-            yield from self.run(self.batch_size)
-
-    def flush(self) -> Iterator[_Pending]:
-        while self.queued:
-            yield from self.run(min(self.queued, self.batch_size))
-        yield from self._read_back()
-
-    def run(self, n: int) -> Iterator[_Pending]:
-        """Launch the first ``n`` queued clips; yield the videos the previous batch finishes."""
-        parts, owners = [], []
-        while n:
-            video, view, index, clips = self.queue.popleft()
-            take = min(n, clips.shape[0])
-            parts.append(clips[:take])
-            owners.append((video, view, index[:take], take))
-            if take < clips.shape[0]:
-                self.queue.appendleft((video, view, index[take:], clips[take:]))
-            n -= take
-        x = self.transfers.join(parts)
-        self.queued -= x.shape[0]
-        with working_on("clips of", _videos_named(owners)):
-            launched = (owners, self.launch(x))
-        yield from self._read_back()
-        self.in_flight = launched
-
-    def _read_back(self) -> Iterator[_Pending]:
-        """Give the batch in flight its rows; yield the videos it finishes."""
-        if self.in_flight is None:
-            return
-        owners, copy = self.in_flight
-        self.in_flight = None
-        features = copy.numpy()
-        bad = unusable_rows(features, self.store_dtype)
-        offset = 0
-        for video, view, index, take in owners:
-            rows = features[offset:offset + take]
-            worst = np.flatnonzero(bad[offset:offset + take])
-            if worst.size:  # the video fails; the run goes on
-                video.fail(unusable_reason(rows[worst[0]], view, int(index[worst[0]]), self.precision,
-                                           self.store_dtype))
-            if video.error is None:
-                video.features[view][index] = rows
-            offset += take
-            video.left -= take
-            if video.left == 0 and not video.abandoned:
-                yield video
-
-    def launch(self, clips: torch.Tensor) -> HostCopy:
-        """Upload, normalise on the device, run the backbone; the features are on their way back."""
-        x = normalize(self.transfers.upload(clips), self.mean, self.std)
-        with torch.inference_mode():
-            with autocast(self.device, self.precision):
-                y = self.model(x)
-            return self.transfers.download(y)
-
-    def forward(self, clips: torch.Tensor) -> np.ndarray:
-        """The features of ``clips`` now (benchmarks and tests; the run loop uses ``launch``)."""
-        return self.launch(clips).numpy()
-
-
-def _videos_named(owners: Sequence[tuple[_Pending, str, np.ndarray, int]], show: int = 3) -> str:
-    """The videos a batch holds clips of, for an error's note: the first ``show`` and how many more."""
-    paths = list(dict.fromkeys(video.job.path for video, *_ in owners))
-    more = f" and {len(paths) - show} more videos" if len(paths) > show else ""
-    return ", ".join(paths[:show]) + more
-
 
 @dataclass
 class _Run:
@@ -428,12 +230,12 @@ class _Run:
 
     cfg: ExtractConfig
     inputs: VideoInputs
-    model: Backbone
-    device: torch.device
-    precision: str
-    specs: dict[str, SamplerSpec]
+    embedder: Embedder
     store: FeatureStore
-    norm: tuple[Sequence[float], Sequence[float]]
+
+    @property
+    def specs(self) -> dict[str, SamplerSpec]:
+        return self.embedder.specs
 
 
 def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | Path, *,
@@ -477,27 +279,20 @@ def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | 
 
 def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone | None,
               root: str | Path | None) -> _Run:
-    """Step 1: inputs, device and precision, the backbone, then the store and its views."""
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    """Step 1: inputs, the embedder (device, precision, backbone, views), then the store and its views."""
     if isinstance(videos, VideoInputs):
         inputs = videos
     elif isinstance(videos, (str, Path)):
         inputs = collect_inputs(videos, cfg.split)
     else:
         inputs = VideoInputs(Path(root or "."), list(videos), [])
-    if model is None:
-        model = create_backbone(cfg.backbone, cfg.checkpoint, cfg.key_map_pairs(), frames=cfg.frames,
-                                stride=cfg.stride, size=cfg.size)
-    model = model.freeze().to(device)
-    specs = parse_views(cfg.views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size,
-                        seed=cfg.seed, fps=cfg.fps)
-    norm = (cfg.mean or model.spec.mean, cfg.std or model.spec.std)  # --mean/--std beat the backbone's
-    store = open_or_create_store(out, backbone_spec(model, cfg.backbone, cfg.checkpoint, norm, precision), inputs,
-                                 cfg.chunk_videos)
-    prepare_views(store, specs, cfg.dtype, record={**cfg.record(), "precision": precision},
+    embedder = Embedder.from_config(cfg, model)
+    name = canonical_name(cfg.backbone)  # a family's spelling (image_vit) records the built-in's (image-vit)
+    spec = backbone_spec(embedder.model, name, cfg.checkpoint, embedder.norm, embedder.precision)
+    store = open_or_create_store(out, spec, inputs, cfg.chunk_videos)
+    prepare_views(store, embedder.specs, cfg.dtype, record={**cfg.record(), "precision": embedder.precision},
                   requested_precision=cfg.precision)
-    return _Run(cfg, inputs, model, device, precision, specs, store, norm)
+    return _Run(cfg, inputs, embedder, store)
 
 
 def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | str | None
@@ -525,10 +320,10 @@ def views_to_do(store: FeatureStore, views: Sequence[str], rows: slice | None = 
     return np.stack([~store.view(name).done(rows) | not_done for name in views], axis=1)
 
 
-def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: ExtractSummary) -> list[_Job]:
+def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: ExtractSummary) -> list[Job]:
     """Step 3: the videos of ``ranges`` that still miss a view (failed ones only with ``retry_failed``)."""
     names = list(run.specs)
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     for start, stop in ranges:  # reads the status of these videos only (a claim's share of a 1M-video store)
         status = run.store.video_status(slice(start, stop))
         todo = views_to_do(run.store, names, slice(start, stop))
@@ -540,31 +335,24 @@ def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: Extract
                 summary.skipped_done += 1
             else:
                 entry = run.inputs.videos[i]
-                jobs.append(_Job(i, str(run.inputs.resolve(entry)), entry.path, need))
+                jobs.append(Job(i, str(run.inputs.resolve(entry)), entry.path, need))
     return jobs
 
 
-def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progress: bool,
+def _embed_and_write(run: _Run, jobs: list[Job], summary: ExtractSummary, progress: bool,
                      keep: Callable[[int], bool] | None = None) -> None:
-    """Step 4: decode in workers, embed in batches, write each chunk once all its videos are finished
+    """Step 4: embed (:meth:`Embedder.embedded`), write each chunk once all its videos are finished
     (and, with ``keep``, only while ``keep(chunk)`` says the chunk is still this call's)."""
     if not jobs and keep is not None:  # a claim whose videos were all done meanwhile
         return
-    cfg, store = run.cfg, run.store
-    workers = cfg.workers
-    loader = decoded_items(_VideoStream(jobs, run.specs, cfg.decoder, threads=1 if workers else 0), workers,
-                           pin=run.device.type == "cuda", worker_init=_worker_init)
-    batcher = _Batcher(run.model, run.device, run.precision, cfg.batch_size, run.norm, cfg.dtype)
-    autotune = run.device.type == "cuda" and runs_convolutions(run.model)
+    cfg, store, embedder = run.cfg, run.store, run.embedder
 
-    with ProgressBar("extract", len(jobs), quiet=not progress) as bar, BackgroundWriter() as writer, \
-            cudnn_autotune(autotune):
+    with ProgressBar("extract", len(jobs), quiet=not progress) as bar, BackgroundWriter() as writer:
         chunks = _ChunkAssembler(store, jobs, keep, writer.submit)
         bar.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
                 f"{summary.skipped_failed} failed before) · views {', '.join(run.specs)} · {cfg.backbone} on "
-                f"{run.device} {run.precision} · decoder {cfg.decoder} · {workers} workers")
-
-        def finish(video: _Pending) -> None:
+                f"{embedder.device} {embedder.precision} · decoder {cfg.decoder} · {cfg.workers} workers")
+        for video in embedder.embedded(jobs):
             summary.processed += 1
             if video.error:
                 summary.failed += 1
@@ -577,51 +365,6 @@ def _embed_and_write(run: _Run, jobs: list[_Job], summary: ExtractSummary, progr
                                 f"clips/s · {summary.failed} failed")
             chunks.finish(video)
 
-        stream = _StreamState(jobs, run.specs, run.model.embed_dim)
-        for item in loader:
-            for finished in stream.take(item, batcher):
-                finish(finished)
-        for finished in batcher.flush():
-            finish(finished)
-
-
-class _StreamState:
-    """The videos whose streams are open: turns worker items into batcher work and finished videos.
-
-    A slot is finished once (later items for it are dropped); a second plan for a slot (the video
-    re-read sequentially) abandons the first, whose clips still queued are embedded and ignored.
-    """
-
-    def __init__(self, jobs: Sequence[_Job], specs: dict[str, SamplerSpec], dim: int) -> None:
-        self.jobs, self.specs, self.dim = jobs, specs, dim
-        self.open: dict[int, _Pending] = {}
-        self.closed: set[int] = set()
-
-    def take(self, item: dict[str, Any], batcher: _Batcher) -> Iterator[_Pending]:
-        slot = item["slot"]
-        if slot in self.closed:
-            return
-        with working_on("video", self.jobs[slot].path):
-            finished = self._finished(slot, item, batcher)
-        for video in finished:
-            self.closed.add(video.slot)
-            del self.open[video.slot]
-            yield video
-
-    def _finished(self, slot: int, item: dict[str, Any], batcher: _Batcher) -> list[_Pending]:
-        """Hand ``item`` of video ``slot`` on; the videos it finishes."""
-        if item["kind"] == "video":
-            old = self.open.pop(slot, None)
-            if old is not None:
-                old.abandoned = True
-            video = self.open[slot] = _Pending(self.jobs[slot], item, self.specs, self.dim)
-            return [video] if video.left == 0 else []
-        if item["kind"] == "error":
-            video = self.open[slot]
-            video.fail_rest(item["error"])
-            return [video] if video.left == 0 else []
-        return list(batcher.add(self.open[slot], item["view"], item["clips"], item["index"].numpy()))
-
 
 class _ChunkAssembler:
     """Holds finished videos until every pending video of their chunk is finished, then writes the chunk.
@@ -630,23 +373,23 @@ class _ChunkAssembler:
     (the run's one writer thread, :mod:`vssl.extract.writer`).
     """
 
-    def __init__(self, store: FeatureStore, jobs: Sequence[_Job], keep: Callable[[int], bool] | None = None,
+    def __init__(self, store: FeatureStore, jobs: Sequence[Job], keep: Callable[[int], bool] | None = None,
                  submit: Callable[..., None] = lambda fn, *args: fn(*args)) -> None:
         self.store, self.keep, self.submit = store, keep, submit
-        self.waiting: dict[int, list[_Pending]] = {}
+        self.waiting: dict[int, list[PendingVideo]] = {}
         self.left: dict[int, int] = {}
         for j in jobs:
             c = j.index // store.chunk_videos
             self.left[c] = self.left.get(c, 0) + 1
 
-    def finish(self, video: _Pending) -> None:
+    def finish(self, video: PendingVideo) -> None:
         c = video.job.index // self.store.chunk_videos
         self.waiting.setdefault(c, []).append(video)
         self.left[c] -= 1
         if self.left[c] == 0:
             self.submit(self._write, c, self.waiting.pop(c))
 
-    def _write(self, c: int, videos: list[_Pending]) -> None:
+    def _write(self, c: int, videos: list[PendingVideo]) -> None:
         """On the writer thread: write chunk ``c`` unless another process has taken it over meanwhile
         (checked as late as possible, just before the write)."""
         if self.keep is None or self.keep(c):
@@ -664,9 +407,9 @@ def _check_ranges(ranges: Sequence[tuple[int, int]], chunk: int, n: int) -> None
                             f"{n} videos); use store.chunk_ranges()")
 
 
-def _write_chunk(store: FeatureStore, videos: list[_Pending]) -> None:
+def _write_chunk(store: FeatureStore, videos: list[PendingVideo]) -> None:
     """One whole-chunk write per distinct set of views (usually one)."""
-    groups: dict[tuple[str, ...], list[_Pending]] = {}
+    groups: dict[tuple[str, ...], list[PendingVideo]] = {}
     for v in sorted(videos, key=lambda v: v.job.index):
         groups.setdefault(v.job.views, []).append(v)
     for view_names, group in groups.items():
@@ -676,3 +419,4 @@ def _write_chunk(store: FeatureStore, videos: list[_Pending]) -> None:
                    for name in view_names},
             num_frames=[v.num_frames for v in group], fps=[v.fps for v in group],
             errors=[v.error for v in group])
+

@@ -18,6 +18,8 @@ from typing import Callable
 
 from vssl.errors import VsslError
 
+from .view_kinds.base import Clip, VideoGeometry, clip_box
+
 #: tolerance for k * fps / target landing a hair under an integer (29.97 vs 30000/1001)
 _EPS = 1e-6
 
@@ -32,14 +34,13 @@ def file_index(k: int, file_fps: float, target_fps: float, num_frames: int) -> i
     return min(int(math.floor(k * file_fps / target_fps + _EPS)), num_frames - 1)
 
 
-def on_time_base(place: Callable, video, target_fps: float, video_key: str) -> list:
+def on_time_base(place: Callable[[VideoGeometry, str], list[Clip]], video: VideoGeometry, target_fps: float,
+                 video_key: str) -> list[Clip]:
     """Place clips with ``place(geometry, key)`` on the video resampled to ``target_fps``.
 
-    ``video`` is the decoded :class:`~vssl.extract.samplers.VideoGeometry` (its ``fps`` is the
+    ``video`` is the decoded :class:`~vssl.extract.view_kinds.base.VideoGeometry` (its ``fps`` is the
     file's). Returns the clips with file frame indices and boxes in file frames.
     """
-    from .samplers import Clip, _box
-
     if target_fps <= 0 or video.fps == target_fps:
         return place(video, video_key)
     if video.fps <= 0:
@@ -50,6 +51,6 @@ def on_time_base(place: Callable, video, target_fps: float, video_key: str) -> l
     out = []
     for clip in place(resampled, video_key):
         frames = tuple(file_index(k, video.fps, target_fps, n) for k in clip.frames)
-        out.append(Clip(frames, clip.crop, clip.flip, _box(frames, clip.crop, clip.flip, n, video.height,
-                                                         video.width)))
+        box = clip_box(frames, clip.crop, clip.flip, n, video.height, video.width)
+        out.append(Clip(frames, clip.crop, clip.flip, box))
     return out

@@ -5,7 +5,7 @@ On CUDA (#17): a batch spanning several videos is joined into page-locked memory
 host allocator, which hands a block out again only once the copies that read it have finished, so it
 is the reusable buffer without a hand-kept event per slot. Uploads run on their own stream, so the
 next batch's copy overlaps the current forward; results come back through a pinned copy and an event,
-and the batcher reads them one batch later (``_Batcher`` in pipeline.py), when the GPU is already busy
+and the batcher reads them one batch later (``Batcher`` in embedding.py), when the GPU is already busy
 with the next batch. On CPU every step is the plain synchronous one, through the same calls, so the
 CPU tests run the same sequencing.
 """

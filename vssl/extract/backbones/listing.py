@@ -10,16 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
-from .registry import list_backbones
+from .registry import family_aliases, list_backbones
 from .verified import verification
 
 
 def backbone_rows() -> list[dict[str, Any]]:
-    """Name, family, input spec, embedding width (or None), whether a checkpoint is needed, what is verified."""
+    """Name, other names it answers to (:func:`~.registry.family_aliases`), family, input spec, embedding
+    width (or None), whether a checkpoint is needed, what is verified."""
     rows = []
+    aliases = family_aliases()
     for entry in list_backbones():
         verified = verification(entry.name)
-        rows.append({"name": entry.name, "family": entry.family, "spec": entry.spec.to_dict(),
+        rows.append({"name": entry.name, "aliases": [a for a, name in aliases.items() if name == entry.name],
+                     "family": entry.family, "spec": entry.spec.to_dict(),
                      "embed_dim": entry.clip_dim(),
                      "needs_checkpoint": entry.needs_checkpoint, "description": entry.description,
                      "verified": verified.to_dict() if verified else None})

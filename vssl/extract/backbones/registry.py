@@ -1,7 +1,9 @@
 """Registry of backbone factories, by name, plus third-party plugins.
 
-A name resolves, in order, to: a built-in registered with :func:`register_family`;
-an entry point in the ``vssl.backbones`` group; or ``package.module:factory``. A factory
+A name resolves, in order, to: a built-in registered with :func:`register_family` (by its name, or by
+its family's name where the family has one built-in: ``image_vit`` is ``image-vit``, ``timesformer``
+is ``svt``, :func:`canonical_name`); an entry point in the ``vssl.backbones`` group; or
+``package.module:factory``. A store records the registered name, so both spellings resume it. A factory
 is called as ``factory(checkpoint=Path | None, spec=InputSpec)`` and returns a
 :class:`~vssl.extract.backbones.base.Backbone`. A built-in's factory is the shared
 :func:`~.builder.build_model_with_cfg` bound to its family's model class and adapter, and its
@@ -11,6 +13,7 @@ entry says what the listing and the store need without building it: width, pooli
 from __future__ import annotations
 
 import importlib
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from functools import partial
@@ -68,7 +71,14 @@ def register_backbone(
     description: str,
     needs_checkpoint: bool = True,
 ) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator registering a hand-written ``factory`` under ``name`` with its default input spec."""
+    """Decorator registering a hand-written ``factory`` under ``name`` with its default input spec.
+
+    Deprecated: no built-in uses it. A built-in family registers with :func:`register_family`, a
+    third-party backbone through the ``vssl.backbones`` entry-point group or ``package.module:factory``.
+    """
+    warnings.warn("register_backbone is deprecated: register a built-in family with register_family, or a "
+                  "third-party backbone through the vssl.backbones entry-point group", DeprecationWarning,
+                  stacklevel=2)
 
     def decorate(factory: BackboneFactory) -> BackboneFactory:
         _REGISTRY[name] = BackboneEntry(name, factory, spec, family, description, needs_checkpoint)
@@ -142,8 +152,31 @@ def list_backbones() -> list[BackboneEntry]:
     return [entries[k] for k in sorted(entries)]
 
 
+def family_aliases() -> dict[str, str]:
+    """Family name → built-in name, for each family that has one built-in under another name.
+
+    Backbone names are spelled with ``-`` and families (their modules) with ``_``, and SVT's
+    checkpoints are a TimeSformer: a user reading a module or a family gets the built-in it names.
+    A family with several built-ins (``slowonly``: 8x8 and 16x4) names none of them.
+    """
+    _load_builtins()
+    by_family: dict[str, list[str]] = {}
+    for entry in _REGISTRY.values():
+        by_family.setdefault(entry.family, []).append(entry.name)
+    return {family: names[0] for family, names in by_family.items()
+            if len(names) == 1 and family != names[0] and family not in _REGISTRY}
+
+
+def canonical_name(name: str) -> str:
+    """The registered name ``name`` stands for: itself, or the built-in its family name names
+    (what a store records, so that either spelling resumes it)."""
+    _load_builtins()
+    return name if name in _REGISTRY else family_aliases().get(name, name)
+
+
 def get_backbone_entry(name: str) -> BackboneEntry:
     _load_builtins()
+    name = canonical_name(name)
     if name in _REGISTRY:
         return _REGISTRY[name]
     entry = _plugin_entry(name)

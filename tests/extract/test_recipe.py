@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_extract import Recorder
+from tests.extract.test_extract import Recorder
 from tests.videos import frame_number, write_video
 from vssl.errors import StoreError
 from vssl.extract import extract

@@ -23,7 +23,7 @@ from vssl.extract.samplers import parse_views, sample_clips
 from vssl.extract.transforms import crop_resize, normalize
 from vssl.features_store import STATUS_DONE, STATUS_FAILED, FeatureStore, verify_store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPEC = InputSpec(frames=4, stride=3, size=16, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
 
@@ -151,6 +151,7 @@ def test_bad_videos_are_marked_failed_and_the_run_goes_on(tmp_path):
     assert st.video_status()[by_name["text.mp4"]] == STATUS_DONE and st.errors()[by_name["text.mp4"]] == ""
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, dataset):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "extract_killer.py"), str(dataset),
@@ -165,6 +166,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, dataset):
     assert_same_store(tmp_path / "killed", tmp_path / "full")
 
 
+@pytest.mark.slow
 def test_seed_views_and_shards(tmp_path, dataset):
     kw = dict(chunk_videos=2, batch_size=7, progress=False, frames=4, size=32)  # small: fast on CPU
     extract(dataset, tmp_path / "both", views="random:3,uniform:2x2", seed=5, **kw)

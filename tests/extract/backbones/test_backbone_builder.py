@@ -10,7 +10,7 @@ import zarr
 from torch import nn
 
 from tests.backbone_helpers import randomize_
-from tests.test_backbone_cli import FRAMES, SIZE, _tiny_checkpoints
+from tests.extract.backbones.test_backbone_cli import FRAMES, SIZE, _tiny_checkpoints
 from vssl.errors import CheckpointError, StoreError
 from vssl.extract.backbones import Adapted, Backbone, InputSpec, PerFrame, create_backbone, list_backbones
 from vssl.extract.backbones.checkpoints import read_checkpoint
@@ -59,6 +59,7 @@ def _checkpoints(tmp_path) -> dict:
     return files
 
 
+@pytest.mark.slow
 def test_every_builtin_entry_describes_the_model_it_builds(tmp_path):
     builtins = [e for e in list_backbones() if e.adapter is not None]
     files = _checkpoints(tmp_path)

@@ -9,7 +9,7 @@ from vssl.extract.backbones import list_backbones
 from vssl.extract.backbones.listing import backbone_rows
 from vssl.extract.backbones.verified import VERIFIED
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 UNTESTED = ("SCMA", "CMAE-V")  # methods whose files no test loads
 
 
@@ -37,3 +37,21 @@ def test_readme_names_untested_methods_only_as_unverified():
         for line in readme.splitlines():
             if method in line:
                 assert "no test loads" in line or "not" in line, line
+
+
+def test_the_package_docstrings_name_what_exists():
+    """The family list of ``vssl.extract.backbones`` names every built-in and only modules that exist, and
+    verified.py names the test that checks its notes."""
+    import re
+
+    import vssl.extract.backbones as package
+    from vssl.extract.backbones import verified
+
+    doc = package.__doc__
+    for entry in list_backbones():
+        if entry.adapter is not None:
+            assert f"``{entry.name}``" in doc, entry.name
+    for module in re.findall(r"\b(\w+)\.py\b", doc):
+        assert (ROOT / "vssl" / "extract" / "backbones" / f"{module}.py").is_file(), module
+    for test in re.findall(r"tests/[\w/]+\.py", verified.__doc__):
+        assert "VERIFIED" in (ROOT / test).read_text(), test

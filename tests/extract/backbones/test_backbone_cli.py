@@ -34,7 +34,7 @@ def plugin_factory(checkpoint=None, spec=InputSpec(frames=2, stride=1, size=16))
 
 
 def test_module_factory_plugin():
-    model = create_backbone("tests.test_backbone_cli:plugin_factory", frames=3)
+    model = create_backbone("tests.extract.backbones.test_backbone_cli:plugin_factory", frames=3)
     assert model.spec.frames == 3 and model(torch.ones(2, 3, 3, 16, 16)).shape == (2, 3)
 
 
@@ -119,6 +119,7 @@ def _tiny_checkpoints(tmp_path) -> dict[str, tuple]:
     return files
 
 
+@pytest.mark.slow
 def test_extract_end_to_end_with_every_family(tmp_path):
     from tests.videos import write_video
     from vssl.extract.pipeline import extract
@@ -143,3 +144,18 @@ def test_extract_end_to_end_with_every_family(tmp_path):
             assert bb.checkpoint.endswith(ckpt.name)
         feats, _ = store.view(store.view_names()[0]).read([0])
         assert feats.shape == (1, 1, model.embed_dim) and torch.isfinite(torch.as_tensor(feats)).all(), name
+
+
+def test_register_backbone_is_deprecated_and_still_registers():
+    from vssl.extract.backbones import register_backbone
+    from vssl.extract.backbones.registry import _REGISTRY
+
+    with pytest.warns(DeprecationWarning, match="register_family.*vssl.backbones"):
+        decorate = register_backbone("old-style", spec=InputSpec(frames=2, stride=1, size=16), family="plugin",
+                                     description="registered the old way", needs_checkpoint=False)
+    try:
+        decorate(plugin_factory)
+        model = create_backbone("old-style")
+        assert model.spec.frames == 2 and model(torch.ones(1, 3, 2, 16, 16)).shape == (1, 3)
+    finally:
+        _REGISTRY.pop("old-style", None)

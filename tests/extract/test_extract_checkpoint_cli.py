@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from tests.videos import write_video
 from vssl.extract.backbones import create_backbone
 from vssl.features_store import FeatureStore
-
-from videos import write_video
 
 
 def _one_video(tmp_path):
@@ -18,6 +18,7 @@ def _one_video(tmp_path):
     return tmp_path / "videos"
 
 
+@pytest.mark.slow
 def test_key_map_renames_checkpoint_keys_end_to_end(tmp_path, vssl_cli):
     weights = {f"encoder.{k}": v * 2 for k, v in create_backbone("tiny").state_dict().items()}
     torch.save({"model": weights}, tmp_path / "prefixed.pth")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -132,3 +136,102 @@ def test_a_video_given_no_clips_by_a_view_fails_alone_and_is_never_written_twice
     assert all("places no clip" in error for _, error in summary.failures), summary.failures
     assert (store.video_status() == 2).sum() == 2 and store.view("longonly5").done().sum() == 3
     assert verify_store(store) == [] and short.sum() <= 2
+
+
+PLUGIN = """
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from vssl.extract.view_kinds.base import Clip, SamplerSpec, clip_box, clip_frames
+
+
+    @dataclass(frozen=True)
+    class FirstClips(SamplerSpec):
+        \"\"\"firstn:N: the first N clips of the video, back to back, over the full frame.\"\"\"
+
+        count: int = 1
+        kind: ClassVar[str] = "firstn"
+        syntax: ClassVar[str] = "firstn:N"
+
+        @property
+        def num_clips(self):
+            return self.count
+
+        @property
+        def default_name(self):
+            return f"first{self.count}"
+
+        def to_dict(self):
+            return {**super().to_dict(), "count": self.count}
+
+        @classmethod
+        def parse(cls, args, options, view, **clip):
+            return cls(count=int(args), **clip)
+
+        def place(self, video, video_key):
+            crop = (0, 0, video.height, video.width)
+            out = []
+            for i in range(self.count):
+                frames = clip_frames(i * self.span, self, video.num_frames)
+                out.append(Clip(frames, crop, False, clip_box(frames, crop, False, video.num_frames, video.height,
+                                                              video.width)))
+            return out
+"""
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_kind_is_found_by_its_entry_point(tmp_path, monkeypatch, vssl_cli):
+    """A package registers a kind in the ``vssl.view_kinds`` group; `vssl extract --views` then builds it."""
+    (tmp_path / "kindplug.py").write_text(textwrap.dedent(PLUGIN))
+    dist = tmp_path / "kindplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kindplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vssl.view_kinds]\nfirstn = kindplug:FirstClips\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    write_video(tmp_path / "v" / "a" / "0.mp4", 30)
+    result = vssl_cli("extract", tmp_path / "v", "--out", tmp_path / "s", "--views", "firstn:2", "--frames", "4",
+                      "--stride", "2", "--size", "16", "--quiet")
+    assert result.returncode == 0, result.stderr
+    view = FeatureStore.open(tmp_path / "s").view("first2")
+    assert view.spec["sampler"] == "firstn" and view.counts().tolist() == [2]
+    rows = view.read(np.arange(1))
+    np.testing.assert_allclose(rows.boxes[0, :, 0], [0, 7 / 30])  # clip i starts at frame i * span (7)
+    bad = vssl_cli("extract", tmp_path / "v", "--out", tmp_path / "s2", "--views", "nosuch:2", "--quiet")
+    assert bad.returncode == 2 and "expected random:K" in bad.stderr
+
+
+def extract_imports() -> dict[str, set[str]]:
+    """Module → the vssl.extract modules it imports anywhere (top level or inside a function), backbones aside
+    (their registry loads the families on purpose)."""
+    root = Path(__file__).resolve().parents[2]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (root / "vssl" / "extract").rglob("*.py") if "backbones" not in p.parts}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names}
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def test_extract_modules_import_one_way():
+    """No import cycle (samplers, the kinds and the time base once imported each other, lazily or late)."""
+    graph = extract_imports()
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    assert {"vssl.extract.samplers", "vssl.extract.timebase"} <= set(graph)
+    assert [m for m in sorted(graph) if m in reaches(m)] == []

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.backbone_helpers import hf_timesformer_to_svt, randomize_
-from tests.test_backbone_vits import _hf_vit_to_timm, _mae_st_reference
+from tests.extract.backbones.test_backbone_vits import _hf_vit_to_timm, _mae_st_reference
 from vssl.extract.backbones import create_backbone
 from vssl.extract.backbones.pos_embed import resize_factorised, resize_pos_table
 

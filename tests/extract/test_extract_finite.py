@@ -8,7 +8,7 @@ import pytest
 import torch
 import zarr
 
-from tests.test_extract import Recorder
+from tests.extract.test_extract import Recorder
 from vssl.cli import main as cli_main
 from vssl.device import resolve_precision
 from tests.videos import write_video

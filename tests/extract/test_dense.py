@@ -22,15 +22,15 @@ import pytest
 from tests.videos import write_video
 from vssl.errors import VsslError
 from vssl.extract import clips as clips_module
-from vssl.extract import pipeline
 from vssl.extract.decode import FrameIndexError, VideoInfo, VideoReader, open_video
+from vssl.extract.embedding import Batcher
 from vssl.extract.pipeline import extract
 from vssl.extract.samplers import VideoGeometry, parse_view, sample_clips
 from vssl.features_store import (STATUS_DONE, FeatureStore, export_hdf5, import_hdf5, store_summary,
                                  verify_store)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KW = dict(frames=4, stride=2, size=32)  # clips of 4 frames 2 apart, 32 px: fast on CPU
 
 
@@ -211,6 +211,7 @@ def test_shards_write_disjoint_chunks_equal_to_one_run(videos, reference, tmp_pa
     assert_same_store(tmp_path / "s", reference)
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_write_the_single_process_store(videos, reference, tmp_path):
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
@@ -254,7 +255,7 @@ class Counter:
 
     def __init__(self, monkeypatch) -> None:
         self.alive, self.peak_built, self.peak_queued = [], 0, 0
-        crop_resize, add = clips_module.crop_resize, pipeline._Batcher.add
+        crop_resize, add = clips_module.crop_resize, Batcher.add
 
         def counted_crop(*args, **kwargs):
             clip = crop_resize(*args, **kwargs)
@@ -267,7 +268,7 @@ class Counter:
             return add(batcher, *args, **kwargs)
 
         monkeypatch.setattr(clips_module, "crop_resize", counted_crop)
-        monkeypatch.setattr(pipeline._Batcher, "add", counted_add)
+        monkeypatch.setattr(Batcher, "add", counted_add)
 
 
 def one_file(tmp_path: Path) -> Path:
