@@ -24,7 +24,8 @@ import numpy as np
 
 from vssl.distributed import file_sizes, refuse_undivided_work
 from vssl.errors import StoreError, VsslError
-from vssl.features_store import STATUS_DONE, STATUS_FAILED, BackboneSpec, FeatureStore, VideoEntry
+from vssl.features_store import (ASSUMED_CLIPS_PER_VIEW, STATUS_DONE, STATUS_FAILED, BackboneSpec, FeatureStore,
+                                 VideoEntry, video_bytes)
 from vssl.hashing import sha256_of
 from vssl.progress import ProgressBar
 
@@ -142,14 +143,24 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 # ---------------------------------------------------------------- the store
 
 
+def largest_view_bytes(views: dict[str, SamplerSpec], embed_dim: int, dtype: str) -> int:
+    """Bytes of one video's rows in the largest of ``views`` (a clip is one ``embed_dim`` vector; a kind of
+    variable count is assumed to place ``ASSUMED_CLIPS_PER_VIEW`` clips): what a new store's chunks are sized by."""
+    itemsize = np.dtype(dtype).itemsize
+    return max(video_bytes(spec.num_clips if spec.fixed_count else ASSUMED_CLIPS_PER_VIEW, (embed_dim,), itemsize)
+               for spec in views.values())
+
+
 def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInputs,
-                         chunk_videos: int | None) -> FeatureStore:
-    """Create ``out`` for ``inputs``, or reopen it after checking backbone and video list match."""
+                         chunk_videos: int | None, view_bytes: int | None = None) -> FeatureStore:
+    """Create ``out`` for ``inputs`` (chunks of ``chunk_videos``, else sized by ``view_bytes``: one video's
+    rows in its largest view), or reopen it after checking backbone and video list match."""
     out = Path(out)
     if not FeatureStore.exists(out):
         try:  # the files' sizes are recorded once, here: every process plans the work from them
             return FeatureStore.create(out, spec, inputs.videos, inputs.classes, chunk_videos,
-                                       sizes=file_sizes([str(inputs.resolve(v)) for v in inputs.videos]))
+                                       sizes=file_sizes([str(inputs.resolve(v)) for v in inputs.videos]),
+                                       video_bytes=view_bytes)
         except Exception:
             if not FeatureStore.exists(out):  # not a concurrent shard's creation: a real error
                 raise
@@ -289,7 +300,8 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     embedder = Embedder.from_config(cfg, model)
     name = canonical_name(cfg.backbone)  # a family's spelling (image_vit) records the built-in's (image-vit)
     spec = backbone_spec(embedder.model, name, cfg.checkpoint, embedder.norm, embedder.precision)
-    store = open_or_create_store(out, spec, inputs, cfg.chunk_videos)
+    store = open_or_create_store(out, spec, inputs, cfg.chunk_videos,
+                                 largest_view_bytes(embedder.specs, spec.embed_dim, cfg.dtype))
     prepare_views(store, embedder.specs, cfg.dtype, record={**cfg.record(), "precision": embedder.precision},
                   requested_precision=cfg.precision)
     return _Run(cfg, inputs, embedder, store)
