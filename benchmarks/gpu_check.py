@@ -342,7 +342,7 @@ def device_export(c: Check) -> tuple[np.ndarray, np.ndarray]:
     export(c.store(), run, EVAL_VIEW, device=c.dev, precision="fp32", quiet=True)
     store = FeatureStore.open(c.store())
     idx = np.flatnonzero(store.usable(EVAL_VIEW))
-    rows = store.rows(aggregate_group(run.name, EVAL_VIEW))
+    rows = store.row_group(aggregate_group(run.name, EVAL_VIEW))
     return rows.read("set_token", idx), rows.read("clips", idx)
 
 

@@ -58,10 +58,10 @@ def test_ragged_export_writes_each_videos_clips_and_token_as_alone(ragged_run):
     out = export(root / "s", root / "run", "d", batch_size=2, quiet=True)   # padded batches of 2
     assert out == {"group": "aggregates/run/d", "written": 10, "done": 10, "num_videos": 10}
     store = FeatureStore.open(root / "s")
-    refined = store.ragged_rows("aggregates/run/d.clips")
+    refined = store.ragged_group("aggregates/run/d.clips")
     np.testing.assert_array_equal(refined.counts(), COUNTS)              # the source view's counts
     model, _, _ = load_run(root / "run")
-    tokens = store.rows("aggregates/run/d").read("set_token", np.arange(10))
+    tokens = store.row_group("aggregates/run/d").read("set_token", np.arange(10))
     rows = refined.read(np.arange(10))
     for v in range(10):
         c_hat, cls = alone(model, feats[v], boxes[v])
@@ -71,7 +71,7 @@ def test_ragged_export_writes_each_videos_clips_and_token_as_alone(ragged_run):
     assert verify_store(store) == []
     export_hdf5(store, root / "copy.h5")                    # the ragged aggregate travels with the store
     import_hdf5(root / "copy.h5", root / "copy")
-    back = FeatureStore.open(root / "copy").ragged_rows("aggregates/run/d.clips").read(np.arange(10))
+    back = FeatureStore.open(root / "copy").ragged_group("aggregates/run/d.clips").read(np.arange(10))
     np.testing.assert_array_equal(back.features, rows.features)
     assert export(root / "s", root / "run", "d", quiet=True)["written"] == 0     # resumable: nothing left
     with pytest.raises(StoreError, match="export-max-clips"):
@@ -86,13 +86,13 @@ def test_a_video_longer_than_the_pass_is_encoded_in_windows(ragged_run):
     assert result.exit_code == 0, result.output
     store = FeatureStore.open(root / "s")
     model, _, _ = load_run(root / "run")
-    got_clips = store.ragged_rows("aggregates/win/d.clips").read([2]).features[0]
-    got_token = store.rows("aggregates/win/d").read("set_token", [2])[0]
+    got_clips = store.ragged_group("aggregates/win/d.clips").read([2]).features[0]
+    got_token = store.row_group("aggregates/win/d").read("set_token", [2])[0]
     parts = [alone(model, feats[2][a:e], boxes[2][a:e]) for a, e in [(0, 3), (3, 7), (7, 10)]]
     np.testing.assert_allclose(got_clips, np.concatenate([p[0] for p in parts]), rtol=1e-5, atol=1e-5)
     want = (3 * parts[0][1] + 4 * parts[1][1] + 3 * parts[2][1]) / 10
     np.testing.assert_allclose(got_token, want, rtol=1e-5, atol=1e-5)
     _, one_pass = alone(model, feats[2], boxes[2])
     assert not np.allclose(got_token, one_pass, atol=1e-4)          # windowing did change it
-    short = store.rows("aggregates/win/d").read("set_token", [0])[0]  # 3 clips: one pass, as before
+    short = store.row_group("aggregates/win/d").read("set_token", [0])[0]  # 3 clips: one pass, as before
     np.testing.assert_allclose(short, alone(model, feats[0], boxes[0])[1], rtol=1e-5, atol=1e-5)

@@ -79,8 +79,8 @@ def test_an_exported_name_from_the_settings_file_is_the_group(store, run, tmp_pa
     flagged = tmp_path / "flag"
     cli("aggregate", store, "--export", "--from", run, "--view", "random8", "--name", "fromflag", "--quiet")
     s = FeatureStore.open(store)
-    a = s.rows("aggregates/fromtoml/random8").read("set_token", np.arange(16))
-    b = s.rows("aggregates/fromflag/random8").read("set_token", np.arange(16))
+    a = s.row_group("aggregates/fromtoml/random8").read("set_token", np.arange(16))
+    b = s.row_group("aggregates/fromflag/random8").read("set_token", np.arange(16))
     assert np.array_equal(a, b) and not flagged.exists()
 
 

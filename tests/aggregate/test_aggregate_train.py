@@ -161,7 +161,7 @@ def test_export_fills_every_done_video_resumably(tmp_path):
     assert summary.num_videos == 19  # trains on done videos only: not the failed one, not the pending ones
     result = export(tmp_path / "store", run, "uniform5x3", device="cpu", quiet=True)
     assert result["group"] == "aggregates/myrun/uniform5x3" and result["written"] == 19
-    rows = FeatureStore.open(tmp_path / "store").rows("aggregates/myrun/uniform5x3")
+    rows = FeatureStore.open(tmp_path / "store").row_group("aggregates/myrun/uniform5x3")
     expected_done = np.array([i != 5 and i < 20 for i in range(24)])
     assert np.array_equal(rows.done(), expected_done)
     model, cfg, _ = load_run(run)

@@ -45,7 +45,7 @@ def test_round_trip_is_exact_for_small_stores_failed_videos_and_empty_views(tmp_
             "fixed": (rng.normal(size=(len(idx), 2, 4)), np.tile([0, 0, 0, 1, 1, 1, 0], (len(idx), 2, 1))),
             "dense": ([rng.normal(size=(k, 4)) for k in counts], [np.tile([0, 0, 0, 1, 1, 1, 0], (k, 1)) for k in counts]),
         }, num_frames=[9] * len(idx), fps=[25.0] * len(idx), errors=errors)
-    rows = store.create_rows("aggregates/run/fixed", {"set_token": ((5,), "float32")}, {"run": "run"})
+    rows = store.create_row_group("aggregates/run/fixed", {"set_token": ((5,), "float32")}, {"run": "run"})
     rows.write(np.arange(min(n, 16)), {"set_token": np.ones((min(n, 16), 5))})
     export_hdf5(store, tmp_path / "s.h5")
     back = import_hdf5(tmp_path / "s.h5", tmp_path / "t")

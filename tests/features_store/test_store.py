@@ -214,13 +214,13 @@ def test_hdf5_round_trip_is_exact(tmp_path):
     rng = np.random.default_rng(0)
     store = make_synthetic_store(tmp_path / "s", rng.standard_normal((21, 3, 5)).astype(np.float16),
                                  rng.integers(0, 2, 21), ["train"] * 11 + ["test"] * 10, chunk_videos=8)
-    agg = store.create_rows("aggregates/run1/random16", {"set_token": ((6,), "float32")}, {"run": "run1"})
+    agg = store.create_row_group("aggregates/run1/random16", {"set_token": ((6,), "float32")}, {"run": "run1"})
     agg.write(np.arange(8), {"set_token": rng.standard_normal((8, 6)).astype(np.float32)})
     export_hdf5(store, tmp_path / "x.h5")
     back = import_hdf5(tmp_path / "x.h5", tmp_path / "back")
     assert_same_store(tmp_path / "s", tmp_path / "back")
     assert dict(back.root.attrs) == dict(store.root.attrs)
-    assert back.rows("aggregates/run1/random16").attrs == {"run": "run1"}
+    assert back.row_group("aggregates/run1/random16").attrs == {"run": "run1"}
     assert back.view("random16").spec == store.view("random16").spec
     assert back.paths().tolist() == store.paths().tolist()
 
@@ -307,3 +307,16 @@ def test_cli_info_verify_export_import(tmp_path, vssl_cli):
     root["views/v/features"][0:4] = block
     r = vssl_cli("store", "verify", tmp_path / "t")
     assert r.returncode == 1 and "NaN/inf" in r.stdout
+
+
+def test_the_old_row_group_method_names_still_work_and_say_they_are_deprecated(tmp_path):
+    from vssl.features_store.store import RENAMED_METHODS
+
+    store = FeatureStore.create(tmp_path / "s", BACKBONE, [VideoEntry("a.mp4", 0, "train")], ["x"])
+    with pytest.warns(DeprecationWarning, match="create_row_group"):
+        store.create_rows("aggregates/r/v", {"set_token": ((4,), "float32")})
+    with pytest.warns(DeprecationWarning, match="has_row_group"):
+        assert store.has_rows("aggregates/r/v")
+    with pytest.warns(DeprecationWarning, match="row_group"):
+        assert store.rows("aggregates/r/v").done().tolist() == [False]
+    assert set(RENAMED_METHODS) == {"rows", "has_rows", "create_rows", "ragged_rows", "create_ragged_rows"}

@@ -63,8 +63,8 @@ def test_a_view_of_one_vector_per_clip_is_stored_as_before(tmp_path):
     assert fixed.clip_shape == ragged.clip_shape == (D,) and fixed.dim == ragged.dim == D
     assert store.root["views/u/features"].shape == (1, 2, D)
     assert "clip_shape" not in store.root["views/d"].attrs and store.root["views/d"].attrs["dim"] == D
-    rows = store.create_ragged_rows("aggregates/run/d", 5)  # a width, as callers have always given it
-    assert rows.clip_shape == (5,) and store.ragged_rows("aggregates/run/d").dim == 5
+    rows = store.create_ragged_group("aggregates/run/d", 5)  # a width, as callers have always given it
+    assert rows.clip_shape == (5,) and store.ragged_group("aggregates/run/d").dim == 5
 
 
 def test_a_view_is_one_interface_over_two_layouts(tmp_path):

@@ -182,7 +182,7 @@ def test_the_stages_read_a_ragged_view_from_the_command_line(tmp_path, capsys):
         with pytest.raises(SystemExit) as done:
             main([args[0], str(tmp_path / "s"), *args[1:], "--quiet"])
         assert done.value.code in (0, None), capsys.readouterr().err
-    assert FeatureStore.open(tmp_path / "s").rows("aggregates/run/dense").done().all()
+    assert FeatureStore.open(tmp_path / "s").row_group("aggregates/run/dense").done().all()
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         main(["probe", str(tmp_path / "s"), "--view", "dense", "--train-split", "train", "--test-split", "train",

@@ -42,7 +42,8 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 class BatchFeed:
-    """Batches (:class:`RaggedBatch`: the videos' clips as flat rows) on the device for positions of ``rows``.
+    """Batches (:class:`RaggedBatch`: the videos' clips as flat rows) on the device for positions of
+    ``videos`` (the view's video indices).
 
     Boxes are handed out in the run's ``box_encoding`` (:mod:`vssl.aggregate.boxes`), applied per
     video over all its clips in the view as they are read; the store keeps them absolute.
@@ -54,14 +55,14 @@ class BatchFeed:
     #: clip counts differ by video: positions are read on the host (:meth:`counts_of`)
     ragged: bool = False
 
-    def __init__(self, view: View, rows: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
+    def __init__(self, view: View, videos: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
         self.view = view
-        self.rows = np.asarray(rows, dtype=np.int64)
+        self.videos = np.asarray(videos, dtype=np.int64)
         self.device = device
         self.box_encoding = box_encoding
 
     def __len__(self) -> int:
-        return int(self.rows.size)
+        return int(self.videos.size)
 
     def prefetch(self, positions: Tensor) -> None:  # pragma: no cover - overridden where useful
         """Hint: ``positions`` will be asked for next."""
@@ -82,15 +83,15 @@ class ResidentFeed(BatchFeed):
 
     resident = True
 
-    def __init__(self, view: View, rows: np.ndarray, device: torch.device,
+    def __init__(self, view: View, videos: np.ndarray, device: torch.device,
                  progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> None:
-        super().__init__(view, rows, device, box_encoding)
-        feats = torch.empty((len(self.rows), view.num_clips, view.dim), dtype=torch.float16
+        super().__init__(view, videos, device, box_encoding)
+        feats = torch.empty((len(self.videos), view.num_clips, view.dim), dtype=torch.float16
                             if view.dtype == np.float16 else torch.float32, device=device)
-        boxes = torch.empty((len(self.rows), view.num_clips, BOX_DIM), dtype=torch.float32, device=device)
+        boxes = torch.empty((len(self.videos), view.num_clips, BOX_DIM), dtype=torch.float32, device=device)
         step = max(1, view.chunk_videos)
-        for start in range(0, len(self.rows), step):
-            sel = self.rows[start:start + step]
+        for start in range(0, len(self.videos), step):
+            sel = self.videos[start:start + step]
             f, b = view.read(sel)
             b = encode_boxes(b, box_encoding)
             feats[start:start + len(sel)] = torch.from_numpy(np.ascontiguousarray(f)).to(device)
@@ -110,14 +111,14 @@ class ResidentFeed(BatchFeed):
 class StreamingFeed(BatchFeed):
     """Reads each batch from the store (memory-mapped chunks) one batch ahead on a thread."""
 
-    def __init__(self, view: View, rows: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
-        super().__init__(view, rows, device, box_encoding)
+    def __init__(self, view: View, videos: np.ndarray, device: torch.device, box_encoding: str = "absolute") -> None:
+        super().__init__(view, videos, device, box_encoding)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vssl-batches")
         self._pending: dict[bytes, Future] = {}
         self._pin = device.type == "cuda"
 
     def _load(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
-        f, b = self.view.read(self.rows[positions])
+        f, b = self.view.read(self.videos[positions])
         b = encode_boxes(b, self.box_encoding)
         feats, boxes = torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(b))
         if self._pin:
@@ -179,11 +180,11 @@ class RaggedFeed(BatchFeed):
 
     ragged = True
 
-    def __init__(self, view: View, rows: np.ndarray, device: torch.device, resident: bool,
+    def __init__(self, view: View, videos: np.ndarray, device: torch.device, resident: bool,
                  progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> None:
-        super().__init__(view, rows, device, box_encoding)
+        super().__init__(view, videos, device, box_encoding)
         self.resident = resident
-        self.counts = view.counts(self.rows)
+        self.counts = view.counts(self.videos)
         self._pin = device.type == "cuda"
         if resident:
             self._load_all(progress)
@@ -199,17 +200,17 @@ class RaggedFeed(BatchFeed):
         offsets = np.concatenate(([0], np.cumsum(self.counts)))
         self.starts = torch.from_numpy(offsets[:-1]).to(self.device)
         step = max(1, view.chunk_videos)
-        for start in range(0, len(self.rows), step):
-            f, b, offs = view.read(self.rows[start:start + step]).flat()
+        for start in range(0, len(self.videos), step):
+            f, b, offs = view.read(self.videos[start:start + step]).flat()
             b = encode_flat(b, offs, self.box_encoding)
-            lo, hi = int(offsets[start]), int(offsets[min(start + step, len(self.rows))])
+            lo, hi = int(offsets[start]), int(offsets[min(start + step, len(self.videos))])
             self.features[lo:hi] = torch.from_numpy(np.ascontiguousarray(f)).to(self.device)
             self.boxes[lo:hi] = torch.from_numpy(np.ascontiguousarray(b)).to(self.device)
             if progress is not None:
-                progress(len(self.rows[start:start + step]))
+                progress(len(self.videos[start:start + step]))
 
     def _load(self, positions: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
-        f, b, offsets = self.view.read(self.rows[positions]).flat()
+        f, b, offsets = self.view.read(self.videos[positions]).flat()
         b = encode_flat(b, offsets, self.box_encoding)
         feats, boxes = torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(b))
         if self._pin:
@@ -239,16 +240,16 @@ class RaggedFeed(BatchFeed):
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def open_feed(view: View, rows: np.ndarray, device: torch.device, max_memory_bytes: int = 0,
+def open_feed(view: View, videos: np.ndarray, device: torch.device, max_memory_bytes: int = 0,
                 progress: Callable[[int], None] | None = None, box_encoding: str = "absolute") -> BatchFeed:
     """Resident feed when the view's rows fit the budget (``max_memory_bytes`` or half the free
     memory of the device), else the streaming feed; a ragged view's feed either way. Boxes
     come in ``box_encoding`` (the run's)."""
-    clips = int(view.counts(rows).sum()) if view.num_clips is None else len(rows) * view.num_clips
+    clips = int(view.counts(videos).sum()) if view.num_clips is None else len(videos) * view.num_clips
     need = clips * (view.dim * np.dtype(view.dtype).itemsize + BOX_DIM * 4)
     budget = max_memory_bytes or int(MEMORY_FRACTION * free_memory_bytes(device))
     if view.num_clips is None:
-        return RaggedFeed(view, rows, device, need <= budget, progress, box_encoding)
+        return RaggedFeed(view, videos, device, need <= budget, progress, box_encoding)
     if need <= budget:
-        return ResidentFeed(view, rows, device, progress, box_encoding)
-    return StreamingFeed(view, rows, device, box_encoding)
+        return ResidentFeed(view, videos, device, progress, box_encoding)
+    return StreamingFeed(view, videos, device, box_encoding)

@@ -47,7 +47,7 @@ def find_export_name(store: FeatureStore, run_dir: str | Path, view: str, checkp
     wanted = {"view": view, "run_dir": str(Path(run_dir).resolve()), "checkpoint_sha256": checkpoint_sha256}
     found = []
     for path in store.row_group_paths():
-        attrs = store.rows(path).attrs if path.startswith("aggregates/") else {}
+        attrs = store.row_group(path).attrs if path.startswith("aggregates/") else {}
         if attrs.get("run") and all(attrs.get(k) == v for k, v in wanted.items()):
             found.append(attrs["run"])
     return default if default in found or not found else sorted(found)[0]
@@ -93,8 +93,8 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, config: Expor
              **({"clips_layout": "ragged", "clips_group": clips_group(group), "max_clips": max_clips}
                 if ragged else {})}
     H, K = cfg.width, the_view.num_clips
-    if store.has_rows(group):
-        rows = store.rows(group)
+    if store.has_row_group(group):
+        rows = store.row_group(group)
         if rows.attrs.get("checkpoint_sha256") != attrs["checkpoint_sha256"]:
             raise StoreError(f"{group} in {store_path} was exported from another checkpoint of '{run_name}'; "
                              "pass another --name for this export")
@@ -102,11 +102,11 @@ def export(store_path: str | Path, run_dir: str | Path, view: str, config: Expor
             raise StoreError(f"{group} in {store_path} was exported with --export-max-clips "
                              f"{rows.attrs.get('max_clips')}; finish it with that value or pass another --name")
     elif ragged:
-        store.create_ragged_rows(clips_group(group), H, "float32", {"run": run_name, "view": view})
-        rows = store.create_rows(group, {"set_token": ((H,), "float32")}, attrs)
+        store.create_ragged_group(clips_group(group), H, "float32", {"run": run_name, "view": view})
+        rows = store.create_row_group(group, {"set_token": ((H,), "float32")}, attrs)
     else:
-        rows = store.create_rows(group, {"set_token": ((H,), "float32"), "clips": ((K, H), "float32")}, attrs)
-    write = _ragged_writer(rows, store.ragged_rows(clips_group(group))) if ragged else _fixed_writer(rows)
+        rows = store.create_row_group(group, {"set_token": ((H,), "float32"), "clips": ((K, H), "float32")}, attrs)
+    write = _ragged_writer(rows, store.ragged_group(clips_group(group))) if ragged else _fixed_writer(rows)
     one_pass = max_clips if ragged else K   # a fixed view: all K clips at once, as every set it was shown
     todo = np.flatnonzero(store.usable(view) & ~rows.done())
     written = 0

@@ -52,7 +52,7 @@ def plan_run(cfg: ScaleConfig, num_clips: int | None, num_videos: int, par: Trai
 
 
 def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: View, plan: Plan,
-             rows: np.ndarray, split: str, world: int, cfg: ScaleConfig) -> dict[str, Any]:
+             videos: np.ndarray, split: str, world: int, cfg: ScaleConfig) -> dict[str, Any]:
     """What the checkpoint records about the data and the run (read by ``load_run``, the probes and --resume).
 
     ``split`` is the resolved one ('train', 'all', ...; never 'auto'); ``trained_on_splits`` the
@@ -67,9 +67,9 @@ def run_meta(store_path: str | Path, store: FeatureStore, view: str, the_view: V
             "backbone_sha256": store.backbone.checkpoint_sha256, "in_dim": the_view.dim,
             "num_clips": the_view.num_clips, "layout": the_view.layout, "set_size": plan.set_size, "num_masked": plan.num_masked,
             "mask_mode": cfg.mask_mode, "expected_masked": expected,
-            "num_videos": int(rows.size), "split": split,
-            "trained_on_splits": sorted({str(x) for x in store.splits()[rows]}),
+            "num_videos": int(videos.size), "split": split,
+            "trained_on_splits": sorted({str(x) for x in store.splits()[videos]}),
             "store_id": store.store_id,
-            "trained_on_videos": torch.from_numpy(np.unique(video_keys(store.paths()[rows]))),
+            "trained_on_videos": torch.from_numpy(np.unique(video_keys(store.paths()[videos]))),
             "batch_size": plan.batch, "world_size": world,
             "epochs_total": cfg.epochs, "vssl_version": __version__}

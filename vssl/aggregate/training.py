@@ -7,7 +7,7 @@ on CPU). The loss is watched for NaN/inf; on divergence the run stops with a cle
 and the last good checkpoint stays on disk.
 
 :func:`train` reads as its steps: resolve the run (new, or resumed from its checkpoint:
-:mod:`vssl.aggregate.resume`), load the data (:func:`training_rows`), plan the batches
+:mod:`vssl.aggregate.resume`), load the data (:func:`training_videos`), plan the batches
 (:mod:`vssl.aggregate.plan`), build the model and optimiser (:func:`_build`), then per epoch
 :meth:`_Trainer.train_epoch` and :meth:`_Trainer.end_epoch` (metrics row, checkpoint), and
 return the summary.
@@ -40,7 +40,7 @@ from vssl.device import autocast, matmul_numerics
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 
-__all__ = ["train", "RunSummary", "TrainingDiverged", "training_rows", "Schedule"]
+__all__ = ["train", "RunSummary", "TrainingDiverged", "training_videos", "Schedule"]
 
 #: the learning rate at an optimiser step: ``schedule(step, total_steps, base_lr, warmup)``
 Schedule = Callable[[int, int, float, float], float]
@@ -84,8 +84,8 @@ def resolve_split(store: FeatureStore, split: str | None) -> str:
     return "all" if split is None else split
 
 
-def training_rows(store: FeatureStore, view_name: str, split: str | None,
-                  log: Callable[[str], None] | None = None) -> np.ndarray:
+def training_videos(store: FeatureStore, view_name: str, split: str | None,
+                    log: Callable[[str], None] | None = None) -> np.ndarray:
     """Videos to train on: done in the view, not failed, and in ``split`` (see :func:`resolve_split`).
 
     On a ragged view a video needs two clips (two disjoint non-empty sets); one-clip videos are
@@ -102,19 +102,19 @@ def training_rows(store: FeatureStore, view_name: str, split: str | None,
             log(f"{int(short.sum())} videos of view '{view_name}' have a single clip and cannot give two "
                 "disjoint sets; they are left out of training")
         ok &= ~short
-    rows = np.flatnonzero(ok)
-    if rows.size < 2:
-        raise VsslError(f"view '{view_name}' of {store.path} has {rows.size} finished videos"
+    videos = np.flatnonzero(ok)
+    if videos.size < 2:
+        raise VsslError(f"view '{view_name}' of {store.path} has {videos.size} finished videos"
                         f"{'' if split == 'all' else f' in split {split!r}'}; SET needs at least 2 "
                         "(finish `vssl extract` or pass --split all)")
-    return rows
+    return videos
 
 
-def _clips_per_video(view, rows: np.ndarray) -> str:
+def _clips_per_video(view, videos: np.ndarray) -> str:
     """``K=16``, or a ragged view's range of clip counts for the log line."""
     if view.num_clips is not None:
         return f"K={view.num_clips}"
-    counts = view.counts(rows)
+    counts = view.counts(videos)
     return f"{int(counts.min())}-{int(counts.max())} clips per video"
 
 
@@ -298,17 +298,17 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)
-    rows = training_rows(store, view, split, log)
-    num_videos = int(rows.size)
+    videos = training_videos(store, view, split, log)
+    num_videos = int(videos.size)
     if resumed.state is not None:
         check_same_data(resumed.state, run_dir, view, the_view, num_videos, par.world)
     run_dir.mkdir(parents=True, exist_ok=True)
     par.check_same_start(run_dir, resumed.epoch)
 
     plan = plan_run(cfg, the_view.num_clips, num_videos, par)
-    meta = run_meta(store_path, store, view, the_view, plan, rows, resolve_split(store, split), par.world, cfg)
-    log(f"training on {rows.size} videos of split '{meta['split']}' (splits {', '.join(meta['trained_on_splits'])}) "
-        f"of view '{view}' ({_clips_per_video(the_view, rows)}, D={the_view.dim}), "
+    meta = run_meta(store_path, store, view, the_view, plan, videos, resolve_split(store, split), par.world, cfg)
+    log(f"training on {videos.size} videos of split '{meta['split']}' (splits {', '.join(meta['trained_on_splits'])}) "
+        f"of view '{view}' ({_clips_per_video(the_view, videos)}, D={the_view.dim}), "
         f"sets of {'at most ' if plan.ragged else ''}{plan.set_size} with {describe(cfg.mask_mode, cfg.mask_ratio, plan.set_size) if cfg.masking else '0 masked'}"
         f", batch {plan.batch}"
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
@@ -324,7 +324,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
 
     with make_progress(quiet or not par.is_main) as progress, _training_numerics(plan.device):
         load_task = progress.add_task("loading features", total=num_videos, info="")
-        feed = open_feed(the_view, rows, plan.device, cfg.max_memory_bytes,
+        feed = open_feed(the_view, videos, plan.device, cfg.max_memory_bytes,
                              progress=lambda n: progress.advance(load_task, n), box_encoding=cfg.box_encoding)
         progress.remove_task(load_task)
         summary.resident = feed.resident

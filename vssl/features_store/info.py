@@ -74,7 +74,7 @@ def store_summary(store) -> dict:
         "bytes_on_disk": _disk_bytes(store.path),
     }
     for gpath in store.row_group_paths():
-        rows = store.rows(gpath)
+        rows = store.row_group(gpath)
         flags, lost_here = read_readable(store.path, rows.array("status"), gpath, "status")
         view = store.view(gpath.split("/", 1)[1]) if gpath.startswith("views/") else None
         counts = None if view is None else _clip_counts(store, view, gpath, lost_here)

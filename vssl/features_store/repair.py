@@ -68,4 +68,4 @@ def _make_pending(store: FeatureStore, chunk: LostChunk) -> None:
         return
     if chunk.array != "status":
         videos = np.arange(chunk.start, chunk.stop)
-        store.rows(chunk.group).mark(videos, np.zeros(videos.size, bool))
+        store.row_group(chunk.group).mark(videos, np.zeros(videos.size, bool))

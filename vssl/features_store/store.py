@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
@@ -388,26 +389,26 @@ class FeatureStore:
         recorded = self.view(name).record.get("precision")
         return recorded if recorded in PRECISIONS else self.backbone.precision
 
-    def create_rows(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
-                    attrs: Mapping | None = None, compression: str = "none") -> RowGroup:
+    def create_row_group(self, group_path: str, arrays: Mapping[str, tuple[tuple[int, ...], str]],
+                         attrs: Mapping | None = None, compression: str = "none") -> RowGroup:
         """Create a per-video row group such as ``aggregates/<run>/<view>`` (parents made as needed)."""
         parent, leaf = self._new_group_parent(group_path)
         RowGroup.create(parent, leaf, self.num_videos, self.chunk_videos, arrays, attrs or {}, compression)
-        return self.rows(group_path)
+        return self.row_group(group_path)
 
-    def create_ragged_rows(self, group_path: str, dim: int | Sequence[int], dtype: str = "float32",
-                           attrs: Mapping | None = None) -> View:
+    def create_ragged_group(self, group_path: str, dim: int | Sequence[int], dtype: str = "float32",
+                            attrs: Mapping | None = None) -> View:
         """Create a per-clip row group in the ragged layout outside ``views/`` (a variable number of
         rows of shape ``dim`` per video, a width or a clip's feature shape, with their boxes), e.g.
         SCALE's refined clips of a ragged view;
         written and read as a ragged view (:class:`~vssl.features_store.views.RaggedView`)."""
         parent, leaf = self._new_group_parent(group_path)
         View.create(parent, leaf, self.num_videos, self.chunk_videos, None, dim, dtype, dict(attrs or {}), "none")
-        return self.ragged_rows(group_path)
+        return self.ragged_group(group_path)
 
-    def ragged_rows(self, group_path: str) -> View:
-        """A ragged row group made by :meth:`create_ragged_rows`."""
-        if not self.has_rows(group_path) or self.root[group_path.strip("/")].attrs.get("layout") != "ragged":
+    def ragged_group(self, group_path: str) -> View:
+        """A ragged row group made by :meth:`create_ragged_group`."""
+        if not self.has_row_group(group_path) or self.root[group_path.strip("/")].attrs.get("layout") != "ragged":
             raise StoreError(f"{self.path} has no ragged row group '{group_path}'")
         return open_view(group_path.strip("/"), self.root[group_path.strip("/")], self.path, self.chunk_videos)
 
@@ -423,15 +424,18 @@ class FeatureStore:
             raise StoreError(f"{group_path} already exists in {self.path}")
         return parent, leaf
 
-    def has_rows(self, group_path: str) -> bool:
+    def has_row_group(self, group_path: str) -> bool:
+        """Whether ``group_path`` is a per-video row group (a view or an aggregate)."""
         try:
             node = self.root[group_path.strip("/")]
         except KeyError:
             return False
         return isinstance(node, zarr.Group) and "status" in node.array_keys()
 
-    def rows(self, group_path: str) -> RowGroup:
-        if not self.has_rows(group_path):
+    def row_group(self, group_path: str) -> RowGroup:
+        """The per-video row group at ``group_path`` (an aggregate's ``set_token``/``clips``, or a view's
+        arrays and done flags read as plain rows)."""
+        if not self.has_row_group(group_path):
             raise StoreError(f"{self.path} has no row group '{group_path}'")
         return RowGroup(self.root[group_path.strip("/")], self.path, self.chunk_videos)
 
@@ -510,3 +514,22 @@ class FeatureStore:
             block[local] = values
             table[column][start:stop] = _to_unicode(block) if block.dtype == object else block
             sync_chunk(self.path, table[column], start // self.chunk_videos)  # each column lands before status
+
+
+#: the row-group methods' names before "rows" was kept for rows alone (old name -> new name)
+RENAMED_METHODS = {"rows": "row_group", "has_rows": "has_row_group", "create_rows": "create_row_group",
+                   "ragged_rows": "ragged_group", "create_ragged_rows": "create_ragged_group"}
+
+
+def _deprecated_alias(old: str, new: str):
+    """``FeatureStore.<old>``: calls ``<new>`` and warns, so code written against the old name keeps working."""
+    def method(self, *args, **kwargs):
+        warnings.warn(f"FeatureStore.{old} is deprecated: use FeatureStore.{new}", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)(*args, **kwargs)
+    method.__name__ = method.__qualname__ = old
+    method.__doc__ = f"Deprecated name of :meth:`{new}`."
+    return method
+
+
+for _old, _new in RENAMED_METHODS.items():
+    setattr(FeatureStore, _old, _deprecated_alias(_old, _new))

@@ -233,7 +233,7 @@ class _Checker:
         split verify makes for all."""
         store, problems = self.store, self.found.problems
         n = store.num_videos
-        group = store.rows(gpath)
+        group = store.row_group(gpath)
         done = self._read(group.array("status"), gpath, "status") == STATUS_DONE
         for name in group.array_names if whole else ():
             if group.array(name).shape[0] != n:
@@ -250,7 +250,7 @@ class _Checker:
         if view is not None and view.layout == "ragged":
             self._ragged_rows(view, done, gpath)
         elif group.attrs.get("layout") == "ragged":  # e.g. the refined clips of a ragged view's SCALE export
-            self._ragged_rows(store.ragged_rows(gpath), done, gpath)
+            self._ragged_rows(store.ragged_group(gpath), done, gpath)
         else:
             self._fixed_rows(group, done, gpath)
         group.release_maps()  # a sequential scan: none of its chunk maps is read again
