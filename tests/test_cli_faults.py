@@ -33,6 +33,7 @@ def _videos_done(store) -> int:
     return int((FeatureStore.open(store).video_status() == STATUS_DONE).sum())
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_extraction_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
     for i in range(16):
         write_video(tmp_path / "v" / "a" / f"{i}.mp4", 12)

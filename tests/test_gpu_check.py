@@ -41,6 +41,7 @@ def cpu_run(one_thread, tmp_path_factory):
     return out, code, printed
 
 
+@pytest.mark.slow
 def test_cpu_mode_runs_every_cpu_check_against_its_bound(cpu_run):
     _, code, printed = cpu_run
     table = _table(printed)

@@ -73,6 +73,7 @@ def test_gif_and_other_containers_are_read_and_skipped_files_are_reported(tmp_pa
     assert any("1 hidden file" in line for line in skipped)
 
 
+@pytest.mark.slow
 def test_tables_are_not_cut_when_piped():
     proc = subprocess.run([sys.executable, "-m", "vssl", "backbones"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "efficientnet-lite0" in proc.stdout and "…" not in proc.stdout

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_demo_quick_runs_the_whole_pipeline(tmp_path, vssl_cli):
     r = vssl_cli("demo", "--quick", "--out", tmp_path / "demo", "--quiet", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -8,11 +8,14 @@ position in time, tells them apart.
 
 from __future__ import annotations
 
+import pytest
+
 from vssl.demo.dataset import LONG_RANGE_CLASSES, generate_dataset
 from vssl.extract.pipeline import extract
 from vssl.probe import LinearConfig, ProbeRequest, TransformerConfig, run_probes
 
 
+@pytest.mark.slow
 def test_event_order_needs_more_than_one_clip(tmp_path):
     manifest = generate_dataset(tmp_path / "videos", num_videos=120, seed=0, classes=LONG_RANGE_CLASSES,
                                 frames=(32, 48), sizes=(32, 40))

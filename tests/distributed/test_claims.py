@@ -99,6 +99,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_creators_lock_is_taken_over_without_waiting(videos, tmp_path, monkeypatch):
     out = tmp_path / "s"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)], env=ENV, stdout=subprocess.PIPE,
@@ -118,6 +119,7 @@ def test_a_killed_creators_lock_is_taken_over_without_waiting(videos, tmp_path, 
     assert summary.processed == 9 and not (tmp_path / "s.creating").exists()
 
 
+@pytest.mark.slow
 def test_a_live_creators_lock_is_waited_for_a_bounded_time(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "s")], env=ENV,
                               stdout=subprocess.PIPE, text=True)
@@ -143,6 +145,7 @@ extract_shared(sys.argv[1], sys.argv[2], shard="0/2", views="uniform:1x1", frame
 """
 
 
+@pytest.mark.slow
 def test_sigterm_releases_the_creation_lock(videos, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_CREATE, str(videos), str(tmp_path / "s")], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -156,6 +159,7 @@ def test_sigterm_releases_the_creation_lock(videos, tmp_path):
 # ---------------------------------------------------------------- work by claims
 
 
+@pytest.mark.slow
 def test_two_plain_extracts_on_one_store_share_the_work(videos, reference_store, tmp_path):
     cmd = [sys.executable, "-m", "vssl", "extract", str(videos), "--out", str(tmp_path / "s"), "--views",
            "random:3,uniform:2x2", "--chunk-videos", "2", "--batch-size", "5", "--frames", "4", "--size", "32",
@@ -170,6 +174,7 @@ def test_two_plain_extracts_on_one_store_share_the_work(videos, reference_store,
     assert [p.name[:5] for p in claims_dir(tmp_path / "s").iterdir()] == ["done-"]  # no claim left
 
 
+@pytest.mark.slow
 def test_claims_of_dead_owners_are_taken_over_and_live_ones_left(videos, reference_store, tmp_path):
     out = tmp_path / "s"
     kwargs = workers.extract_kwargs()
@@ -244,6 +249,7 @@ def test_rerunning_one_array_task_keeps_the_pinned_shard_count(tmp_path):
     assert r.returncode == 2 and "outside the 32 shards" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_store_made_anew_at_the_same_path_ignores_the_old_ones_finished_markers(videos, reference_store, tmp_path):
     """The claims folder sits beside the store: deleting the store leaves its markers, and a new
     directory often gets the old inode back; the new store must still be extracted."""
@@ -259,6 +265,7 @@ def test_a_store_made_anew_at_the_same_path_ignores_the_old_ones_finished_marker
     assert_same_store(out, reference_store)
 
 
+@pytest.mark.slow
 def test_a_chunk_given_back_unfinished_by_another_process_is_picked_up(videos, reference_store, tmp_path,
                                                                        monkeypatch):
     """Chunk 1 is held by a live process when this one passes it; that process is then preempted and

@@ -116,6 +116,7 @@ def test_video_weights_follow_file_size(tmp_path):
     np.testing.assert_allclose(w, [1 + 100 / 200, 1 + 300 / 200, 1.0])  # fixed part + size / mean size
 
 
+@pytest.mark.slow
 def test_shards_plan_alone_and_together_equal_one_run(videos, reference_store, tmp_path):
     out = tmp_path / "sharded"
     summaries = [extract_shared(videos, out, shard=f"{i}/2", **workers.extract_kwargs())[0] for i in range(2)]
@@ -138,6 +139,7 @@ def test_shards_plan_alone_and_together_equal_one_run(videos, reference_store, t
         extract_shared(videos, out, shard="2", **workers.extract_kwargs())
 
 
+@pytest.mark.slow
 def test_a_shard_waits_while_another_creates_the_store(videos, tmp_path, monkeypatch):
     lock = tmp_path / "s.creating"
     lock.mkdir()  # another task is creating the store
@@ -157,6 +159,7 @@ def test_a_shard_waits_while_another_creates_the_store(videos, tmp_path, monkeyp
 # ---------------------------------------------------------------- 2 processes
 
 
+@pytest.mark.slow
 def test_torchrun_extract_writes_the_single_process_store(videos, reference_store, tmp_path):
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
@@ -172,6 +175,7 @@ def test_torchrun_extract_writes_the_single_process_store(videos, reference_stor
     assert_same_store(tmp_path / "s", reference_store)
 
 
+@pytest.mark.slow
 def test_killed_rank_then_rerun_resumes_to_the_same_store(videos, reference_store, tmp_path):
     out, result = tmp_path / "s", str(tmp_path / "result")
     with pytest.raises(mp.ProcessExitedException):
@@ -191,6 +195,7 @@ def _metrics(run: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path):
     feats, boxes = structured_clip_features(16, 8, 12, seed=1)  # one global batch of 16: one step per epoch
     store = tmp_path / "store"
@@ -238,6 +243,7 @@ def test_ddp_training_matches_single_process_with_the_same_global_batch(tmp_path
         assert float(b3[key]) == pytest.approx(float(a3[key]), rel=1e-3), key
 
 
+@pytest.mark.slow
 def test_ddp_training_on_a_ragged_view_matches_single_process(tmp_path):
     """Each rank's sets have other sizes (and padding); the gathered keys and padding masks still
     give the single-process run on the global batch."""

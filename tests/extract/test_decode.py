@@ -104,6 +104,7 @@ def test_missing_file_and_unknown_decoder(tmp_path):
         open_video(path, "opencv")
 
 
+@pytest.mark.slow
 def test_real_sample_videos_match_sequential_decoding(shared_videos):
     rng = np.random.default_rng(0)
     for path in sorted(shared_videos.iterdir()):

@@ -191,6 +191,7 @@ def test_hdf5_round_trip_of_a_dense_store(reference, tmp_path):
     assert_same_store(reference, tmp_path / "back")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(videos, reference, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "extract_killer.py"), str(videos),

@@ -218,6 +218,7 @@ def test_store_records_backbone_and_refuses_other_setups(tmp_path, dataset):
     assert checkpoint_sha256(d) != h
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_is_close_to_fp32(tmp_path, dataset):
     extract(dataset, tmp_path / "a", views="uniform:1x1", progress=False)
     extract(dataset, tmp_path / "b", views="uniform:1x1", precision="bf16", progress=False)
@@ -245,6 +246,7 @@ def test_manifest_inputs(tmp_path, dataset):
     assert [v.path for v in dir_inputs.videos][:2] == ["jump/v0.mp4", "jump/v1.mp4"]
 
 
+@pytest.mark.slow
 def test_clips_from_real_videos_hold_sequentially_decoded_frames(tmp_path, shared_videos):
     model = Recorder(InputSpec(frames=4, stride=5, size=24, mean=SPEC.mean, std=SPEC.std))
     extract(shared_videos, tmp_path / "s", model=model, backbone="recorder", views="random:3,uniform:2x1",
@@ -265,6 +267,7 @@ def test_clips_from_real_videos_hold_sequentially_decoded_frames(tmp_path, share
                 assert torch.equal(next(seen), ref), (rel, clip)
 
 
+@pytest.mark.slow
 def test_cli_extract_on_a_folder(tmp_path, capsys, vssl_cli):
     dataset = tmp_path / "videos"
     write_video(dataset / "a" / "x.mp4", 20)

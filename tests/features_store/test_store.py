@@ -126,6 +126,7 @@ def test_a_write_spanning_two_chunks_is_refused(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 40), k=st.integers(1, 5), d=st.integers(1, 12), chunk=st.integers(1, 16),
        dtype=st.sampled_from(["float16", "float32"]), seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_hypothesis_shapes_round_trip(tmp_path_factory, n, k, d, chunk, dtype, seed):
     rng = np.random.default_rng(seed)
     feats = rng.standard_normal((n, k, d)).astype(dtype)

@@ -149,6 +149,7 @@ class MapLimit:
         self.live -= 1
 
 
+@pytest.mark.slow
 def test_chunk_maps_stay_under_a_small_max_map_count(tmp_path, monkeypatch):
     _store(tmp_path / "s", n=40, chunk=1)  # 40 chunk files per array, 80 maps for a full scan
     limit = MapLimit(12)

@@ -75,6 +75,7 @@ def scale_run(store, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_default_probes_report_validates_and_names_the_representation(store, tmp_path, capsys):
     report, png = tmp_path / "r.json", tmp_path / "cm.png"
     code, out, _ = _run(capsys, "probe", store, "--view", VIEW, *FAST, "--report", report, "--confusion", png)
@@ -206,6 +207,7 @@ def test_low_shot_shrinks_only_the_training_split(store, tmp_path, capsys):
     assert r["n_train"] == 30 and r["n_test"] == N_TEST           # 50 per class -> 10 per class
 
 
+@pytest.mark.slow
 def test_test_labels_take_no_part_in_selection(tmp_path, capsys):
     x, y, splits = _data(seed=4)
     y_shuffled = y.copy()
@@ -220,6 +222,7 @@ def test_test_labels_take_no_part_in_selection(tmp_path, capsys):
     assert chosen[0] == chosen[1]
 
 
+@pytest.mark.slow
 def test_scale_rows_use_the_exported_aggregates(store, scale_run, tmp_path, capsys):
     report = tmp_path / "r.json"
     code, _, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", "--finetune", "--scale",

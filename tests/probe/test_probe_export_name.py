@@ -26,6 +26,7 @@ def _vssl(capsys, *args) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_probe_uses_an_export_made_with_name(store_and_run, capsys):
     store, run = store_and_run
     _vssl(capsys, "aggregate", store, "--view", VIEW, "--export", "--from", run, "--name", "custom", "--quiet")

@@ -49,6 +49,7 @@ FAST = dict(epochs=12, batch_size=64, device="cpu", lrs=(3e-3, 1e-2), weight_dec
             holdout_min=0)
 
 
+@pytest.mark.slow
 def test_linear_and_mlp_learn_separable_features(separable):
     x, y, c = separable
     for fn, cfg in ((train_linear, LinearConfig(**FAST)), (train_mlp, MlpConfig(**FAST, hidden=64))):
@@ -100,6 +101,7 @@ def test_batchnorm_makes_the_grid_scale_free(separable):
     assert _accuracy(result, inputs, y) >= 98.0
 
 
+@pytest.mark.slow
 def test_solved_head_is_scale_free(separable):
     """The solved head standardises its inputs: features 1e4 times larger, far from 0, fit as well."""
     x, y, c = separable

@@ -156,6 +156,7 @@ def test_set_probes_score_each_video_alone_over_its_real_clips(ragged):
         assert out.shape[0] == len(ys) == int(xs[2].sum())
 
 
+@pytest.mark.slow
 def test_a_ragged_view_of_k_clips_everywhere_probes_as_the_fixed_view(tmp_path):
     rng = np.random.default_rng(3)
     y = np.arange(N) % 3

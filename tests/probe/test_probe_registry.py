@@ -48,6 +48,7 @@ def _rows(report):
     return {(r.probe, r.features): r for r in report.results}
 
 
+@pytest.mark.slow
 def test_every_registered_probe_gives_one_row_per_source(report):
     expected = [(p.name, s) for s in ("backbone", "scale") for p in PROBES if s in p.sources]
     assert [(r.probe, r.features) for r in report.results] == expected

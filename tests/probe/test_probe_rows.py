@@ -293,6 +293,7 @@ def _split(indices):
     return SplitData("train", indices, np.zeros(len(indices), np.int64), np.zeros((len(indices), 1, 1)), None)
 
 
+@pytest.mark.slow
 def test_scale_clip_inputs_follow_the_split_not_a_reused_object_id():
     """Each seed's low-shot subset is a new split of the same size; a freed one's id is reused."""
     source = ScaleSource(_EchoScale())

@@ -65,6 +65,7 @@ def _probe(capsys, store, out, *flags):
     return code, err, rows
 
 
+@pytest.mark.slow
 def test_train_view_is_what_the_probes_fit_on(tmp_path, capsys):
     store = _store(tmp_path / "s")
     plain = _probe(capsys, store, tmp_path / "a.json", "--linear", "--knn")[2]
@@ -123,6 +124,7 @@ def test_set_models_get_a_random_subset_of_the_training_views_clips_per_step():
         assert len(set(row)) == 8 and all(int(v) // 16 == video for v in row)
 
 
+@pytest.mark.slow
 def test_selection_with_a_train_view_ignores_the_test_labels(tmp_path, capsys):
     chosen = []
     for name, shuffle in (("a", False), ("b", True)):

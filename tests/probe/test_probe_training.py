@@ -108,6 +108,7 @@ def test_param_groups_set_probes_spare_tokens_norms_biases(kind):
     assert all(dict(result.model.named_parameters())[n].ndim >= 2 for n in decayed)
 
 
+@pytest.mark.slow
 def test_batch_size_and_optimizer_are_searched_as_separate_passes():
     x, y = _clips(60, k=2)
     cfg = LinearConfig(lrs=(1e-3, 1e-2), weight_decays=(0.0,), epochs=2, batch_sizes=(8, 32),

@@ -159,6 +159,7 @@ def test_wrong_family_names_the_right_backbone(tmp_path):
     assert "s1.pathway0_stem.conv.weight" in msg  # the first keys are shown
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line_exit_2(tmp_path, vssl_cli):
     from tests.videos import write_video
 

@@ -38,6 +38,7 @@ def test_module_factory_plugin():
     assert model.spec.frames == 3 and model(torch.ones(2, 3, 3, 16, 16)).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_backbones_json_lists_families_and_entry_point_plugins(tmp_path, vssl_cli, monkeypatch):
     (tmp_path / "myplug.py").write_text(textwrap.dedent('''
         from vssl.extract.backbones import Backbone, InputSpec
