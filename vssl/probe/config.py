@@ -7,8 +7,8 @@ option, the shared training flags fixing that value in every trained probe).
 A probe's own settings are its config's fields (:class:`~vssl.probe.knn.KnnConfig`,
 :class:`~vssl.probe.linear.LinearConfig`, ...: declared once, with the probe), set for that
 probe alone in a ``[probe.NAME]`` TOML table (NAME: its option, ``knn``, ``linear``, ... or a
-registered probe's); a table enables its probe and wins over the flat ``[probe]`` keys and the
-flags, which set every probe that has the setting, as before.
+registered probe's); a table enables its probe and wins over the flat ``[probe]`` keys of the
+file, which set every probe that has the setting; a flag wins over both (flags > file > defaults).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.errors import VsslError
@@ -128,6 +128,17 @@ class ProbeConfig(Settings):
             tables[key] = {name.replace("-", "_"): value for name, value in data.pop(key).items()}
         return super().from_dict({**data, "tables": tables})
 
+    @classmethod
+    def load(cls, config: str | Path | None, overrides: Mapping[str, Any] | None = None,
+             base: "ProbeConfig | None" = None) -> "ProbeConfig":
+        """As :meth:`Settings.load`; a flag also wins over the ``[probe.NAME]`` tables of the file:
+        it sets its field in every table of a probe that has it (flags > file > defaults)."""
+        cfg = super().load(config, overrides, base)
+        if not overrides or not cfg.tables:
+            return cfg
+        tables = {option: {**table, **cfg.flat_fields(option, overrides)} for option, table in cfg.tables.items()}
+        return cfg.replace(tables=tables)
+
     def coerce(self) -> None:
         """A single value (TOML ``batch-size = 64``, the Python API) is a grid of one."""
         for key in ("lr", "weight_decay", "batch_size", "optimizer", "l2"):
@@ -184,9 +195,7 @@ class ProbeConfig(Settings):
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:
-        return KnnConfig(k=self.k, temperature=self.temperature, rule=self.knn_rule, center=self.center,
-                         features=self.knn_features,
-                         backend=self.knn_backend, precision=self.knn_precision, device=self.device)
+        return KnnConfig(**self.flat_fields("knn"))
 
     def config_for(self, option: str) -> Any:
         """Probe option ``option``'s config: the flat settings (k-NN's, or the training ones), then its
@@ -205,21 +214,48 @@ class ProbeConfig(Settings):
         (``--batchnorm``, ``--solver``, ...) where the config has them. One
         ``--batch-size``/``--optimizer`` fixes it, several are searched."""
         default = option_config(option)()
-        base = with_defaults(default, **own_fields(default, GRIDS[self.grid]))
-        shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
-                  **_axis("batch_size", self.batch_size), **_axis("optimizer", self.optimizer),
-                  "warmup": self.warmup, "holdout": self.holdout, "holdout_min": self.holdout_min,
-                  "min_steps": self.min_steps, "seed": self.seed, "device": self.device, "precision": self.precision}
-        shared.update(own_fields(base, self.config_options()))
-        return with_defaults(base, **shared)
+        return with_defaults(default, **own_fields(default, self.flat_fields(option)))
 
-    def config_options(self) -> dict[str, object]:
-        """The settings only some probe configs have (unset: ``None``): the batch norm of linear and
-        MLP heads, the linear solver's, ``--append-refined`` (SCALE_linear's row definition), and
-        the set probes' ``--standardize/--no-standardize`` and ``--box-encoding``."""
-        return {"batchnorm": self.batchnorm or None, "append_refined": self.append_refined or None,
-                "solver": self.solver, "l2s": self.l2 or None, "max_iter": self.max_iter,
-                "tolerance": self.tolerance, "standardize": self.standardize, "box_encoding": self.box_encoding}
+    def flat_fields(self, option: str, given: Iterable[str] | None = None) -> dict[str, Any]:
+        """The fields of probe option ``option``'s config that the flat settings set (only the
+        settings named in ``given``, e.g. the flags, when given), later ones over earlier ones;
+        a setting left unset (``None``) sets nothing."""
+        config = option_config(option)
+        if option == "knn":
+            sources = self.knn_sources()
+        elif issubclass(config, TrainConfig):
+            sources = self.train_sources()
+        else:
+            return {}
+        fields: dict[str, Any] = {}
+        for name, values in sources:
+            if given is None or name in given:
+                fields.update({k: v for k, v in own_fields(config, values).items() if v is not None})
+        return fields
+
+    def knn_sources(self) -> list[tuple[str, dict[str, Any]]]:
+        """(setting, the :class:`KnnConfig` fields it sets) pairs."""
+        return [("k", {"k": self.k}), ("temperature", {"temperature": self.temperature}),
+                ("knn_rule", {"rule": self.knn_rule}), ("center", {"center": self.center}),
+                ("knn_features", {"features": self.knn_features}), ("knn_backend", {"backend": self.knn_backend}),
+                ("knn_precision", {"precision": self.knn_precision}), ("device", {"device": self.device})]
+
+    def train_sources(self) -> list[tuple[str, dict[str, Any]]]:
+        """(setting, the training config fields it sets) pairs, the named ``--grid`` first; the
+        settings only some probe configs have (unset: ``None``): the batch norm of linear and MLP
+        heads, the linear solver's, ``--append-refined`` (SCALE_linear's row definition), and the
+        set probes' ``--standardize/--no-standardize`` and ``--box-encoding``."""
+        return [("grid", GRIDS[self.grid]), ("lr", {"lrs": self.lr or None}),
+                ("weight_decay", {"weight_decays": self.weight_decay or None}), ("epochs", {"epochs": self.epochs}),
+                ("batch_size", _axis("batch_size", self.batch_size)), ("optimizer", _axis("optimizer", self.optimizer)),
+                ("warmup", {"warmup": self.warmup}), ("holdout", {"holdout": self.holdout}),
+                ("holdout_min", {"holdout_min": self.holdout_min}), ("min_steps", {"min_steps": self.min_steps}),
+                ("seed", {"seed": self.seed}), ("device", {"device": self.device}),
+                ("precision", {"precision": self.precision}), ("batchnorm", {"batchnorm": self.batchnorm or None}),
+                ("append_refined", {"append_refined": self.append_refined or None}), ("solver", {"solver": self.solver}),
+                ("l2", {"l2s": self.l2 or None}), ("max_iter", {"max_iter": self.max_iter}),
+                ("tolerance", {"tolerance": self.tolerance}), ("standardize", {"standardize": self.standardize}),
+                ("box_encoding", {"box_encoding": self.box_encoding})]
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""
