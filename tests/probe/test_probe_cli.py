@@ -333,3 +333,15 @@ def test_a_probe_table_of_no_probe_or_an_unknown_key_is_one_line(store, tmp_path
         code, _, err = _run(capsys, "probe", store, "--config", config)
         assert code == 2 and len(err.strip().splitlines()) == 1
         assert re.search(what, err), err
+
+
+def test_a_probe_table_value_of_the_wrong_type_is_one_line_when_loaded(tmp_path, capsys):
+    """Checked when the config is loaded: the error comes before the (here missing) store is opened."""
+    config = tmp_path / "probe.toml"
+    for text, what in (('[probe.knn]\nk = "three"\n', r"probe\.knn config: k='three' must be an integer"),
+                       ('[probe.linear]\nlrs = ["a"]\n', r"probe\.linear config: lrs=\('a',\) must be a list of floats"),
+                       ("[probe.mlp]\nbatchnorm = 1\n", r"probe\.mlp config: batchnorm=1 must be true or false")):
+        config.write_text(text)
+        code, _, err = _run(capsys, "probe", tmp_path / "no-store", "--config", config)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert re.search(what, err), err

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, get_type_hints
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.errors import VsslError
@@ -175,7 +175,7 @@ class ProbeConfig(Settings):
         if unknown:
             raise VsslError(f"probe config: table probe.{option} has unknown key(s) {', '.join(unknown)}; "
                             f"its keys: {', '.join(sorted(known))}")
-        return with_defaults(config, **table)
+        return with_defaults(config, **typed_table(option, type(config), table))
 
     def knn_ks(self) -> tuple[int, ...]:
         """``--knn-k 10,20,100,200`` as a tuple of k (empty: the single ``--k``)."""
@@ -268,6 +268,17 @@ class ProbeConfig(Settings):
                             target=self.target, quiet=self.quiet,
                             configs={o: c for o, c in configs.items() if o not in fields},
                             **{o: c for o, c in configs.items() if o in fields})
+
+
+def typed_table(option: str, config: type, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of probe ``option``'s ``[probe.NAME]`` table checked against the field types of its
+    ``config`` class (lists read as tuples) by the one type check of :class:`Settings`, so a wrong
+    type is one line naming the table and key when the config is loaded, not a failure mid-run."""
+    hints = get_type_hints(config)
+    checker = dataclasses.make_dataclass("ProbeTable", [(key, hints[key], dataclasses.field(default=None))
+                                                        for key in table],
+                                         bases=(Settings,), namespace={"SECTION": f"probe.{option}"})
+    return checker(**table).values()
 
 
 def own_fields(config: object, values: dict[str, object]) -> dict[str, object]:
