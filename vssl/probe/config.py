@@ -14,16 +14,18 @@ file, which set every probe that has the setting; a flag wins over both (flags >
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, get_type_hints
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.errors import VsslError
-from vssl.settings import Settings, setting, settings_options
+from vssl.settings import Settings, is_flag, setting, setting_help, settings_options
 
 from .knn import KNN_RULES, KnnConfig
-from .registry import option_config, options
+from .registry import load_plugins, option_config, options
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
 
@@ -132,12 +134,19 @@ class ProbeConfig(Settings):
     def load(cls, config: str | Path | None, overrides: Mapping[str, Any] | None = None,
              base: "ProbeConfig | None" = None) -> "ProbeConfig":
         """As :meth:`Settings.load`; a flag also wins over the ``[probe.NAME]`` tables of the file:
-        it sets its field in every table of a probe that has it (flags > file > defaults)."""
+        it sets its field in every table of a probe that has it (flags > file > defaults). The
+        flags of a probe whose option is not a setting here (:func:`probe_flags`) set its table."""
+        flags = probe_flags()
+        overrides = dict(overrides or {})
+        own = {name: overrides.pop(name) for name in list(overrides) if name in flags}
         cfg = super().load(config, overrides, base)
-        if not overrides or not cfg.tables:
-            return cfg
         tables = {option: {**table, **cfg.flat_fields(option, overrides)} for option, table in cfg.tables.items()}
-        return cfg.replace(tables=tables)
+        for name, value in own.items():            # a probe's own flag: its table's key, over the flat flags
+            option, key = flags[name]
+            table = tables.setdefault(option, {})
+            if key is not None:
+                table[key] = value
+        return cfg.replace(tables=tables) if tables != cfg.tables else cfg
 
     def coerce(self) -> None:
         """A single value (TOML ``batch-size = 64``, the Python API) is a grid of one."""
@@ -147,6 +156,7 @@ class ProbeConfig(Settings):
                 setattr(self, key, (value,))
 
     def validate(self) -> None:
+        load_plugins()
         if self.grid not in GRIDS:
             self.bad("grid", f"is unknown; use one of {', '.join(GRIDS)}")
         if self.train_clips < 1:
@@ -297,6 +307,60 @@ def _axis(name: str, values: tuple | None) -> dict:
     return {name: values[0], f"{name}s": tuple(values)}
 
 
+def probe_flags(reserved: Iterable[str] = ()) -> dict[str, tuple[str, str | None]]:
+    """The flags of each probe whose option is not a :class:`ProbeConfig` setting (an installed
+    plugin's, :func:`~vssl.probe.registry.load_plugins`, or one registered before the command
+    line is built): ``--NAME`` enables it, ``--NAME-FIELD`` sets a field of its config (its
+    ``[probe.NAME]`` table's key). As parameter name -> (option, field; None for ``--NAME``); a flag
+    that is already one of ``vssl probe``'s (or of ``reserved``) is one clear error."""
+    load_plugins()
+    taken = {f.name for f in dataclasses.fields(ProbeConfig)} | set(reserved)
+    flags: dict[str, tuple[str, str | None]] = {}
+    for option in (o for o in options() if o not in taken):
+        own = [(option, None)] + [(f"{option}_{f.name}", f.name) for f in dataclasses.fields(option_config(option))
+                                  if is_flag(f)]
+        for name, key in own:
+            if name in taken or name in flags:
+                raise VsslError(f"probe {option}: its flag --{name.replace('_', '-')} is already a flag of "
+                                "vssl probe; rename the probe's option or its config's field")
+            flags[name] = (option, key)
+    return flags
+
+
+def probe_settings(reserved: Iterable[str] = ()) -> type:
+    """:class:`ProbeConfig` with a flag per :func:`probe_flags` entry: the class whose fields become
+    ``vssl probe``'s flags (ProbeConfig itself when no probe adds any)."""
+    flags = probe_flags(reserved)
+    if not flags:
+        return ProbeConfig
+    fields = []
+    for name, (option, key) in flags.items():
+        if key is None:
+            fields.append((name, bool | None, setting(None, f"the {option} probe (TOML: table probe.{option})",
+                                                      flag=f"--{name.replace('_', '-')}")))
+            continue
+        config = option_config(option)
+        declared = {f.name: f for f in dataclasses.fields(config)}[key]
+        default = getattr(config(), key) if declared.default is dataclasses.MISSING else declared.default
+        what = setting_help(declared) or key.replace("_", " ")
+        fields.append((name, get_type_hints(config)[key],
+                       setting(None, f"{option} probe: {what} (default {default}; TOML: {key} in table probe.{option})")))
+    return dataclasses.make_dataclass("ProbeSettings", fields, bases=(ProbeConfig,))
+
+
 def probe_options(command: Callable) -> Callable:
-    """Add a flag per :class:`ProbeConfig` setting to ``command`` (tuple settings are repeatable)."""
-    return settings_options(ProbeConfig)(command)
+    """Add a flag per :class:`ProbeConfig` setting to ``command`` (tuple settings are repeatable),
+    and each registered probe's own flags (:func:`probe_flags`). A probe plugin that cannot be
+    loaded leaves the other commands working: this one then fails with its one-line error."""
+    try:
+        return settings_options(probe_settings(inspect.signature(command).parameters))(command)
+    except VsslError as exc:
+        return settings_options(ProbeConfig)(_refusing(command, exc))
+
+
+def _refusing(command: Callable, error: VsslError) -> Callable:
+    """``command`` (its signature) raising ``error`` when run."""
+    @functools.wraps(command)
+    def refuse(**kwargs: Any) -> Any:
+        raise error
+    return refuse
