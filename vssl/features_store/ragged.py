@@ -38,6 +38,15 @@ class RaggedClips:
         n, k = clips.shape[:2]
         return cls(clips.reshape(n * k, *clips.shape[2:]), np.arange(n + 1, dtype=np.int64) * k)
 
+    def dense(self) -> "np.ndarray | RaggedClips":
+        """``[n, K, ...]`` (``flat`` reshaped: no copy) when every video has the same K clips, as a
+        fixed view's rows read; else these clips as they are. The inverse of :meth:`from_fixed`: a
+        reader keeps one path for both layouts and still hands a fixed view's clips out as an array."""
+        counts = self.counts
+        if not len(counts) or (counts != counts[0]).any():
+            return self
+        return self.flat.reshape(len(counts), int(counts[0]), *self.flat.shape[1:])
+
     @property
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
