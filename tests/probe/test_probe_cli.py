@@ -339,7 +339,8 @@ def test_a_probe_table_value_of_the_wrong_type_is_one_line_when_loaded(tmp_path,
     """Checked when the config is loaded: the error comes before the (here missing) store is opened."""
     config = tmp_path / "probe.toml"
     for text, what in (('[probe.knn]\nk = "three"\n', r"probe\.knn config: k='three' must be an integer"),
-                       ('[probe.linear]\nlrs = ["a"]\n', r"probe\.linear config: lrs=\('a',\) must be a list of floats"),
+                       ('[probe.linear]\nlrs = ["a"]\n',
+                        r"probe\.linear config: lrs=\('a',\) must be a list of floats"),
                        ("[probe.mlp]\nbatchnorm = 1\n", r"probe\.mlp config: batchnorm=1 must be true or false")):
         config.write_text(text)
         code, _, err = _run(capsys, "probe", tmp_path / "no-store", "--config", config)

@@ -262,7 +262,8 @@ class ProbeConfig(Settings):
                 ("holdout_min", {"holdout_min": self.holdout_min}), ("min_steps", {"min_steps": self.min_steps}),
                 ("seed", {"seed": self.seed}), ("device", {"device": self.device}),
                 ("precision", {"precision": self.precision}), ("batchnorm", {"batchnorm": self.batchnorm or None}),
-                ("append_refined", {"append_refined": self.append_refined or None}), ("solver", {"solver": self.solver}),
+                ("append_refined", {"append_refined": self.append_refined or None}),
+                ("solver", {"solver": self.solver}),
                 ("l2", {"l2s": self.l2 or None}), ("max_iter", {"max_iter": self.max_iter}),
                 ("tolerance", {"tolerance": self.tolerance}), ("standardize", {"standardize": self.standardize}),
                 ("box_encoding", {"box_encoding": self.box_encoding})]
@@ -343,8 +344,8 @@ def probe_settings(reserved: Iterable[str] = ()) -> type:
         declared = {f.name: f for f in dataclasses.fields(config)}[key]
         default = getattr(config(), key) if declared.default is dataclasses.MISSING else declared.default
         what = setting_help(declared) or key.replace("_", " ")
-        fields.append((name, get_type_hints(config)[key],
-                       setting(None, f"{option} probe: {what} (default {default}; TOML: {key} in table probe.{option})")))
+        shown = f"{option} probe: {what} (default {default}; TOML: {key} in table probe.{option})"
+        fields.append((name, get_type_hints(config)[key], setting(None, shown)))
     return dataclasses.make_dataclass("ProbeSettings", fields, bases=(ProbeConfig,))
 
 
