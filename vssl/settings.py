@@ -44,6 +44,16 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | N
     return dataclasses.field(default=default, metadata=meta)
 
 
+def setting_help(f: dataclasses.Field) -> str:
+    """The help text :func:`setting` gave field ``f`` ("" for a plain dataclass field)."""
+    return f.metadata.get(_HELP) or ""
+
+
+def is_flag(f: dataclasses.Field) -> bool:
+    """Whether field ``f`` is a command-line flag (a plain dataclass field is; ``cli=False`` is not)."""
+    return f.metadata.get(_CLI, True)
+
+
 def _base_type(hint: Any) -> Any:
     """``int | None`` -> int, ``tuple[float, float]`` -> tuple: the type a value is checked against."""
     args = [a for a in get_args(hint) if a is not type(None)]

@@ -139,3 +139,16 @@ def test_info_shows_the_clip_shape(tmp_path, capsys):
             if "views/" in line]
     assert ended.value.code == 0 and [row[:3] for row in rows] == [["views/fixed", "2", "3x4"],
                                                                   ["views/ragged", "ragged", "3x4"]], rows
+
+
+def test_reading_the_clips_of_no_videos_keeps_the_clips_shape(tmp_path):
+    """``read_clips`` of an empty selection (an empty split) has the shape of any other read."""
+    from vssl.features_store.ragged import read_clips
+
+    store = make_store(tmp_path / "s")
+    for name in ("fixed", "ragged"):
+        view = store.view(name)
+        some, some_boxes = read_clips(view, np.array([1, 0]))
+        none, no_boxes = read_clips(view, np.array([], np.int64))
+        assert some.flat.shape[1:] == none.flat.shape[1:] == (T, D) and none.flat.dtype == some.flat.dtype
+        assert no_boxes.flat.shape == (0, 7) and len(none) == 0 and none.counts.size == 0

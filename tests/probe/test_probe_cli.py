@@ -297,19 +297,35 @@ def test_error_scale_run_of_another_backbone(scale_run, tmp_path, capsys):
     assert not FeatureStore.open(tmp_path / "other").has_rows(f"aggregates/{scale_run.name}/{VIEW}")
 
 
-def test_a_probe_table_sets_that_probe_alone(store, tmp_path, capsys):
-    """``[probe.knn]`` and ``[probe.linear]`` set their probe only; flat keys and flags keep setting
-    every probe that has them, under the tables."""
-    config = tmp_path / "probe.toml"
-    config.write_text(f'[probe]\nview = "{VIEW}"\nepochs = 4\n\n[probe.knn]\nk = 3\ntemperature = 0.5\n\n'
-                      "[probe.linear]\nsolver = \"minibatch\"\nlrs = [0.02]\nbatch-size = 32\n")
-    code, out, err = _run(capsys, "probe", store, "--config", config, "--json", *FAST)
+def _table_rows(capsys, store, config, *flags) -> dict[str, dict]:
+    code, out, err = _run(capsys, "probe", store, "--config", config, "--json", "--quiet", "--min-steps", "0",
+                          "--holdout-min", "0", *flags)
     assert code == 0, err
-    rows = {r["probe"]: r["params"] for r in json.loads(out)["results"]}
+    return {r["probe"]: r["params"] for r in json.loads(out)["results"]}
+
+
+def test_a_probe_table_sets_that_probe_alone(store, tmp_path, capsys):
+    """``[probe.knn]`` and ``[probe.linear]`` set their probe only; flat keys of the file and flags
+    keep setting every probe that has them; a table wins over the flat keys of the file."""
+    config = tmp_path / "probe.toml"
+    config.write_text(f'[probe]\nview = "{VIEW}"\nepochs = 4\nbatch-size = 64\n\n[probe.knn]\nk = 3\n'
+                      'temperature = 0.5\n\n[probe.linear]\nsolver = "minibatch"\nlrs = [0.02]\nbatch-size = 32\n')
+    rows = _table_rows(capsys, store, config, "--weight-decay", "0.0001")
     assert set(rows) == {"knn", "linear"}                     # each table enables its probe
     assert (rows["knn"]["k"], rows["knn"]["temperature"]) == (3, 0.5)
-    assert rows["linear"]["lrs"] == [0.02] and rows["linear"]["batch_size"] == 32
+    assert rows["linear"]["lrs"] == [0.02] and rows["linear"]["batch_size"] == 32            # table > flat key
     assert rows["linear"]["epochs"] == 4 and rows["linear"]["weight_decays"] == [0.0001]   # flat key, flag
+
+
+def test_flags_win_over_the_probe_tables(store, tmp_path, capsys):
+    """Flags > file > defaults: a flag sets its field in a ``[probe.NAME]`` table's probe too, even
+    a flag that repeats the default (``--k 20``)."""
+    config = tmp_path / "probe.toml"
+    config.write_text(f'[probe]\nview = "{VIEW}"\n\n[probe.knn]\nk = 3\ntemperature = 0.5\n\n'
+                      '[probe.linear]\nsolver = "minibatch"\nlrs = [0.02]\nbatch-size = 32\nepochs = 2\n')
+    rows = _table_rows(capsys, store, config, "--k", "20", "--lr", "0.01", "--batch-size", "64", "--epochs", "3")
+    assert (rows["knn"]["k"], rows["knn"]["temperature"]) == (20, 0.5)                 # the flag, the table
+    assert (rows["linear"]["lrs"], rows["linear"]["batch_size"], rows["linear"]["epochs"]) == ([0.01], 64, 3)
 
 
 def test_a_probe_table_of_no_probe_or_an_unknown_key_is_one_line(store, tmp_path, capsys):
@@ -319,4 +335,17 @@ def test_a_probe_table_of_no_probe_or_an_unknown_key_is_one_line(store, tmp_path
         config.write_text(text)
         code, _, err = _run(capsys, "probe", store, "--config", config)
         assert code == 2 and len(err.strip().splitlines()) == 1
+        assert re.search(what, err), err
+
+
+def test_a_probe_table_value_of_the_wrong_type_is_one_line_when_loaded(tmp_path, capsys):
+    """Checked when the config is loaded: the error comes before the (here missing) store is opened."""
+    config = tmp_path / "probe.toml"
+    for text, what in (('[probe.knn]\nk = "three"\n', r"probe\.knn config: k='three' must be an integer"),
+                       ('[probe.linear]\nlrs = ["a"]\n',
+                        r"probe\.linear config: lrs=\('a',\) must be a list of floats"),
+                       ("[probe.mlp]\nbatchnorm = 1\n", r"probe\.mlp config: batchnorm=1 must be true or false")):
+        config.write_text(text)
+        code, _, err = _run(capsys, "probe", tmp_path / "no-store", "--config", config)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert re.search(what, err), err

@@ -1,8 +1,14 @@
 """A probe is one module: a probe registered here, inside the test, runs end to end through the
-public API with what it declares (its rows, grid, seed dependence, interval, the run's shape)."""
+public API with what it declares (its rows, grid, seed dependence, interval, the run's shape); a
+probe installed through the ``vssl.probes`` entry-point group runs through the real CLI with its
+own flags and ``[probe.NAME]`` table."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import textwrap
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -115,3 +121,77 @@ def test_a_registered_probe_is_set_by_its_toml_table(centroid, store, tmp_path):
     assert request.configs == {"centroid": CentroidConfig(temperatures=(1.0, 4.0))}
     report = run_probes(request)
     assert [(r.name, r.params["temperature"]) for r in report.results] == [("centroid_t1", 1.0), ("centroid_t4", 4.0)]
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+import numpy as np
+
+from vssl.features_store.ragged import as_ragged
+from vssl.probe import Probe
+from vssl.probe.registry import ProbeScores
+from vssl.settings import setting
+
+
+@dataclass(frozen=True)
+class CentroidConfig:
+    temperature: float = setting(1.0, "divides the squared distances to the class centroids")
+    squared: bool = True
+
+
+def run(call):
+    train, test = as_ragged(call.data.train.features).mean(), as_ragged(call.data.test.features).mean()
+    labels = call.data.train.labels
+    centroids = np.stack([train[labels == c].mean(axis=0) for c in range(call.data.num_classes)])
+    dist = ((test[:, None] - centroids[None]) ** 2).sum(-1)
+    return ProbeScores(-dist / call.config.temperature, {"temperature": call.config.temperature})
+
+
+PROBE = Probe("centroid", "centroid", ("backbone",), CentroidConfig, run, frozenset({"clips"}), seeded=False)
+'''
+
+
+def install_plugin(root, monkeypatch, entry: str = "centroid = centroidprobe:PROBE", module: str = PLUGIN) -> None:
+    """A package outside vssl declaring a probe in the ``vssl.probes`` entry-point group, on the
+    subprocess's path."""
+    (root / "centroidprobe.py").write_text(textwrap.dedent(module))
+    dist = root / "centroidprobe-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: centroidprobe\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[vssl.probes]\n{entry}\n")
+    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+
+
+def test_an_installed_probe_runs_through_the_cli_with_its_own_flags(store, tmp_path, monkeypatch, vssl_cli):
+    path, x, y = store
+    install_plugin(tmp_path, monkeypatch)
+    monkeypatch.setenv("COLUMNS", "250")                     # the help's table, not cut
+    shown = vssl_cli("probe", "--help")
+    assert "--centroid-temperature" in shown.stdout and "--no-centroid-squared" in shown.stdout, shown.stdout
+    config = tmp_path / "probe.toml"
+    config.write_text("[probe.centroid]\ntemperature = 4.0\n")
+    done = vssl_cli("probe", path, "--view", VIEW, "--config", config, "--centroid-temperature", "2.5", "--json",
+                    "--quiet")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert [(r["probe"], r["params"]["temperature"]) for r in rows] == [("centroid", 2.5)]   # the flag > the table
+    mean = x.mean(axis=1)            # nearest centroid in numpy on the stored (float16) clips
+    centroids = np.stack([mean[:45][y[:45] == c].mean(axis=0) for c in range(3)])
+    predicted = np.argmin(((mean[45:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert rows[0]["top1"] == pytest.approx((predicted == y[45:]).mean() * 100)
+
+
+@pytest.mark.parametrize("entry, module, what", [
+    ("centroid = nosuchmodule:PROBE", PLUGIN, r"probe plugin 'centroid' \(nosuchmodule:PROBE, entry point of "
+                                              r"vssl\.probes\) cannot be loaded \(ModuleNotFoundError"),
+    ("centroid = centroidprobe:PROBE", "PROBE = 3\n", r"probe plugin 'centroid' .* is a int, not a vssl\.probe\.Probe"),
+], ids=["not importable", "not a probe"])
+def test_a_broken_probe_plugin_is_one_line_and_other_commands_still_run(store, tmp_path, monkeypatch, vssl_cli,
+                                                                        entry, module, what):
+    path, _, _ = store
+    install_plugin(tmp_path, monkeypatch, entry, module)
+    done = vssl_cli("probe", path, "--view", VIEW, "--knn", "--quiet")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert re.search(what, done.stderr), done.stderr
+    assert vssl_cli("store", "info", path).returncode == 0

@@ -214,3 +214,20 @@ def test_a_fixed_split_is_the_ragged_one_with_constant_counts():
     want = np.exp(mean) / np.exp(mean).sum(-1, keepdims=True)                          # the softmax of classes
     for inputs in sets:
         np.testing.assert_allclose(inputs.predict(_SetMean(), np.arange(7), cpu)[:, 0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_split_reads_the_same_from_either_layout_of_the_same_clips(tmp_path):
+    """One reading path: a ragged view whose videos all have K clips reads as the fixed view's
+    ``[n, K, D]`` clips and boxes; clips varying per video stay ragged."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(12, 3, D)).astype(np.float32), np.arange(12) % 3
+    make_synthetic_store(tmp_path / "fixed", x, y, ["train"] * 12, view="v", dtype="float32", chunk_videos=4)
+    make_synthetic_store(tmp_path / "ragged", list(x), y, ["train"] * 12, view="v", dtype="float32", chunk_videos=4)
+    fixed, ragged = (load_split(FeatureStore.open(tmp_path / name), "v", "train", boxes=True)
+                     for name in ("fixed", "ragged"))
+    for split in (fixed, ragged):
+        assert isinstance(split.features, np.ndarray) and split.features.shape == (12, 3, D)
+        np.testing.assert_array_equal(split.features, x)
+    np.testing.assert_array_equal(fixed.boxes, ragged.boxes)
+    clips = RaggedClips.from_counts(x.reshape(-1, D)[:-1], [3] * 11 + [2])
+    assert clips.dense() is clips and RaggedClips.from_fixed(x).dense().shape == x.shape

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .schema import BOX_DIM
+
 
 @dataclass(frozen=True)
 class RaggedClips:
@@ -35,6 +37,15 @@ class RaggedClips:
         clips = np.asarray(clips)
         n, k = clips.shape[:2]
         return cls(clips.reshape(n * k, *clips.shape[2:]), np.arange(n + 1, dtype=np.int64) * k)
+
+    def dense(self) -> "np.ndarray | RaggedClips":
+        """``[n, K, ...]`` (``flat`` reshaped: no copy) when every video has the same K clips, as a
+        fixed view's rows read; else these clips as they are. The inverse of :meth:`from_fixed`: a
+        reader keeps one path for both layouts and still hands a fixed view's clips out as an array."""
+        counts = self.counts
+        if not len(counts) or (counts != counts[0]).any():
+            return self
+        return self.flat.reshape(len(counts), int(counts[0]), *self.flat.shape[1:])
 
     @property
     def counts(self) -> np.ndarray:
@@ -122,7 +133,8 @@ def iter_clips(view, rows: np.ndarray, batch_size: int = 256):
 
 
 def read_clips(view, rows: np.ndarray, batch_size: int = 256) -> tuple[RaggedClips, RaggedClips]:
-    """Every clip and box of videos ``rows`` of a view, in the order of ``rows``."""
+    """Every clip and box of videos ``rows`` of a view, in the order of ``rows`` (no rows: no clips,
+    each still of the view's ``clip_shape``, so a consumer sees the same trailing shape)."""
     feats: list = [None] * len(rows)
     boxes: list = [None] * len(rows)
     for group, f, b in iter_clips(view, rows, batch_size):
@@ -131,6 +143,6 @@ def read_clips(view, rows: np.ndarray, batch_size: int = 256) -> tuple[RaggedCli
             boxes[j] = b.flat[b.offsets[k]:b.offsets[k + 1]]
     counts = [len(x) for x in feats]
     if not rows.size:
-        return (RaggedClips.from_counts(np.zeros((0, view.dim), view.dtype), []),
-                RaggedClips.from_counts(np.zeros((0, 7), np.float32), []))
+        return (RaggedClips.from_counts(np.zeros((0, *view.clip_shape), view.dtype), []),
+                RaggedClips.from_counts(np.zeros((0, BOX_DIM), np.float32), []))
     return RaggedClips.from_counts(np.concatenate(feats), counts), RaggedClips.from_counts(np.concatenate(boxes), counts)

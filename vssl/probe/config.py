@@ -7,23 +7,25 @@ option, the shared training flags fixing that value in every trained probe).
 A probe's own settings are its config's fields (:class:`~vssl.probe.knn.KnnConfig`,
 :class:`~vssl.probe.linear.LinearConfig`, ...: declared once, with the probe), set for that
 probe alone in a ``[probe.NAME]`` TOML table (NAME: its option, ``knn``, ``linear``, ... or a
-registered probe's); a table enables its probe and wins over the flat ``[probe]`` keys and the
-flags, which set every probe that has the setting, as before.
+registered probe's); a table enables its probe and wins over the flat ``[probe]`` keys of the
+file, which set every probe that has the setting; a flag wins over both (flags > file > defaults).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, get_type_hints
 
 from vssl.aggregate.boxes import BOX_ENCODINGS
 from vssl.errors import VsslError
-from vssl.settings import Settings, setting, settings_options
+from vssl.settings import Settings, is_flag, setting, setting_help, settings_options
 
 from .knn import KNN_RULES, KnnConfig
-from .registry import option_config, options
+from .registry import load_plugins, option_config, options
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
 
@@ -128,6 +130,24 @@ class ProbeConfig(Settings):
             tables[key] = {name.replace("-", "_"): value for name, value in data.pop(key).items()}
         return super().from_dict({**data, "tables": tables})
 
+    @classmethod
+    def load(cls, config: str | Path | None, overrides: Mapping[str, Any] | None = None,
+             base: "ProbeConfig | None" = None) -> "ProbeConfig":
+        """As :meth:`Settings.load`; a flag also wins over the ``[probe.NAME]`` tables of the file:
+        it sets its field in every table of a probe that has it (flags > file > defaults). The
+        flags of a probe whose option is not a setting here (:func:`probe_flags`) set its table."""
+        flags = probe_flags()
+        overrides = dict(overrides or {})
+        own = {name: overrides.pop(name) for name in list(overrides) if name in flags}
+        cfg = super().load(config, overrides, base)
+        tables = {option: {**table, **cfg.flat_fields(option, overrides)} for option, table in cfg.tables.items()}
+        for name, value in own.items():            # a probe's own flag: its table's key, over the flat flags
+            option, key = flags[name]
+            table = tables.setdefault(option, {})
+            if key is not None:
+                table[key] = value
+        return cfg.replace(tables=tables) if tables != cfg.tables else cfg
+
     def coerce(self) -> None:
         """A single value (TOML ``batch-size = 64``, the Python API) is a grid of one."""
         for key in ("lr", "weight_decay", "batch_size", "optimizer", "l2"):
@@ -136,6 +156,7 @@ class ProbeConfig(Settings):
                 setattr(self, key, (value,))
 
     def validate(self) -> None:
+        load_plugins()
         if self.grid not in GRIDS:
             self.bad("grid", f"is unknown; use one of {', '.join(GRIDS)}")
         if self.train_clips < 1:
@@ -164,7 +185,7 @@ class ProbeConfig(Settings):
         if unknown:
             raise VsslError(f"probe config: table probe.{option} has unknown key(s) {', '.join(unknown)}; "
                             f"its keys: {', '.join(sorted(known))}")
-        return with_defaults(config, **table)
+        return with_defaults(config, **typed_table(option, type(config), table))
 
     def knn_ks(self) -> tuple[int, ...]:
         """``--knn-k 10,20,100,200`` as a tuple of k (empty: the single ``--k``)."""
@@ -184,9 +205,7 @@ class ProbeConfig(Settings):
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:
-        return KnnConfig(k=self.k, temperature=self.temperature, rule=self.knn_rule, center=self.center,
-                         features=self.knn_features,
-                         backend=self.knn_backend, precision=self.knn_precision, device=self.device)
+        return KnnConfig(**self.flat_fields("knn"))
 
     def config_for(self, option: str) -> Any:
         """Probe option ``option``'s config: the flat settings (k-NN's, or the training ones), then its
@@ -205,21 +224,49 @@ class ProbeConfig(Settings):
         (``--batchnorm``, ``--solver``, ...) where the config has them. One
         ``--batch-size``/``--optimizer`` fixes it, several are searched."""
         default = option_config(option)()
-        base = with_defaults(default, **own_fields(default, GRIDS[self.grid]))
-        shared = {"lrs": self.lr or None, "weight_decays": self.weight_decay or None, "epochs": self.epochs,
-                  **_axis("batch_size", self.batch_size), **_axis("optimizer", self.optimizer),
-                  "warmup": self.warmup, "holdout": self.holdout, "holdout_min": self.holdout_min,
-                  "min_steps": self.min_steps, "seed": self.seed, "device": self.device, "precision": self.precision}
-        shared.update(own_fields(base, self.config_options()))
-        return with_defaults(base, **shared)
+        return with_defaults(default, **own_fields(default, self.flat_fields(option)))
 
-    def config_options(self) -> dict[str, object]:
-        """The settings only some probe configs have (unset: ``None``): the batch norm of linear and
-        MLP heads, the linear solver's, ``--append-refined`` (SCALE_linear's row definition), and
-        the set probes' ``--standardize/--no-standardize`` and ``--box-encoding``."""
-        return {"batchnorm": self.batchnorm or None, "append_refined": self.append_refined or None,
-                "solver": self.solver, "l2s": self.l2 or None, "max_iter": self.max_iter,
-                "tolerance": self.tolerance, "standardize": self.standardize, "box_encoding": self.box_encoding}
+    def flat_fields(self, option: str, given: Iterable[str] | None = None) -> dict[str, Any]:
+        """The fields of probe option ``option``'s config that the flat settings set (only the
+        settings named in ``given``, e.g. the flags, when given), later ones over earlier ones;
+        a setting left unset (``None``) sets nothing."""
+        config = option_config(option)
+        if option == "knn":
+            sources = self.knn_sources()
+        elif issubclass(config, TrainConfig):
+            sources = self.train_sources()
+        else:
+            return {}
+        fields: dict[str, Any] = {}
+        for name, values in sources:
+            if given is None or name in given:
+                fields.update({k: v for k, v in own_fields(config, values).items() if v is not None})
+        return fields
+
+    def knn_sources(self) -> list[tuple[str, dict[str, Any]]]:
+        """(setting, the :class:`KnnConfig` fields it sets) pairs."""
+        return [("k", {"k": self.k}), ("temperature", {"temperature": self.temperature}),
+                ("knn_rule", {"rule": self.knn_rule}), ("center", {"center": self.center}),
+                ("knn_features", {"features": self.knn_features}), ("knn_backend", {"backend": self.knn_backend}),
+                ("knn_precision", {"precision": self.knn_precision}), ("device", {"device": self.device})]
+
+    def train_sources(self) -> list[tuple[str, dict[str, Any]]]:
+        """(setting, the training config fields it sets) pairs, the named ``--grid`` first; the
+        settings only some probe configs have (unset: ``None``): the batch norm of linear and MLP
+        heads, the linear solver's, ``--append-refined`` (SCALE_linear's row definition), and the
+        set probes' ``--standardize/--no-standardize`` and ``--box-encoding``."""
+        return [("grid", GRIDS[self.grid]), ("lr", {"lrs": self.lr or None}),
+                ("weight_decay", {"weight_decays": self.weight_decay or None}), ("epochs", {"epochs": self.epochs}),
+                ("batch_size", _axis("batch_size", self.batch_size)), ("optimizer", _axis("optimizer", self.optimizer)),
+                ("warmup", {"warmup": self.warmup}), ("holdout", {"holdout": self.holdout}),
+                ("holdout_min", {"holdout_min": self.holdout_min}), ("min_steps", {"min_steps": self.min_steps}),
+                ("seed", {"seed": self.seed}), ("device", {"device": self.device}),
+                ("precision", {"precision": self.precision}), ("batchnorm", {"batchnorm": self.batchnorm or None}),
+                ("append_refined", {"append_refined": self.append_refined or None}),
+                ("solver", {"solver": self.solver}),
+                ("l2", {"l2s": self.l2 or None}), ("max_iter", {"max_iter": self.max_iter}),
+                ("tolerance", {"tolerance": self.tolerance}), ("standardize", {"standardize": self.standardize}),
+                ("box_encoding", {"box_encoding": self.box_encoding})]
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""
@@ -232,6 +279,17 @@ class ProbeConfig(Settings):
                             target=self.target, quiet=self.quiet,
                             configs={o: c for o, c in configs.items() if o not in fields},
                             **{o: c for o, c in configs.items() if o in fields})
+
+
+def typed_table(option: str, config: type, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of probe ``option``'s ``[probe.NAME]`` table checked against the field types of its
+    ``config`` class (lists read as tuples) by the one type check of :class:`Settings`, so a wrong
+    type is one line naming the table and key when the config is loaded, not a failure mid-run."""
+    hints = get_type_hints(config)
+    checker = dataclasses.make_dataclass("ProbeTable", [(key, hints[key], dataclasses.field(default=None))
+                                                        for key in table],
+                                         bases=(Settings,), namespace={"SECTION": f"probe.{option}"})
+    return checker(**table).values()
 
 
 def own_fields(config: object, values: dict[str, object]) -> dict[str, object]:
@@ -250,6 +308,60 @@ def _axis(name: str, values: tuple | None) -> dict:
     return {name: values[0], f"{name}s": tuple(values)}
 
 
+def probe_flags(reserved: Iterable[str] = ()) -> dict[str, tuple[str, str | None]]:
+    """The flags of each probe whose option is not a :class:`ProbeConfig` setting (an installed
+    plugin's, :func:`~vssl.probe.registry.load_plugins`, or one registered before the command
+    line is built): ``--NAME`` enables it, ``--NAME-FIELD`` sets a field of its config (its
+    ``[probe.NAME]`` table's key). As parameter name -> (option, field; None for ``--NAME``); a flag
+    that is already one of ``vssl probe``'s (or of ``reserved``) is one clear error."""
+    load_plugins()
+    taken = {f.name for f in dataclasses.fields(ProbeConfig)} | set(reserved)
+    flags: dict[str, tuple[str, str | None]] = {}
+    for option in (o for o in options() if o not in taken):
+        own = [(option, None)] + [(f"{option}_{f.name}", f.name) for f in dataclasses.fields(option_config(option))
+                                  if is_flag(f)]
+        for name, key in own:
+            if name in taken or name in flags:
+                raise VsslError(f"probe {option}: its flag --{name.replace('_', '-')} is already a flag of "
+                                "vssl probe; rename the probe's option or its config's field")
+            flags[name] = (option, key)
+    return flags
+
+
+def probe_settings(reserved: Iterable[str] = ()) -> type:
+    """:class:`ProbeConfig` with a flag per :func:`probe_flags` entry: the class whose fields become
+    ``vssl probe``'s flags (ProbeConfig itself when no probe adds any)."""
+    flags = probe_flags(reserved)
+    if not flags:
+        return ProbeConfig
+    fields = []
+    for name, (option, key) in flags.items():
+        if key is None:
+            fields.append((name, bool | None, setting(None, f"the {option} probe (TOML: table probe.{option})",
+                                                      flag=f"--{name.replace('_', '-')}")))
+            continue
+        config = option_config(option)
+        declared = {f.name: f for f in dataclasses.fields(config)}[key]
+        default = getattr(config(), key) if declared.default is dataclasses.MISSING else declared.default
+        what = setting_help(declared) or key.replace("_", " ")
+        shown = f"{option} probe: {what} (default {default}; TOML: {key} in table probe.{option})"
+        fields.append((name, get_type_hints(config)[key], setting(None, shown)))
+    return dataclasses.make_dataclass("ProbeSettings", fields, bases=(ProbeConfig,))
+
+
 def probe_options(command: Callable) -> Callable:
-    """Add a flag per :class:`ProbeConfig` setting to ``command`` (tuple settings are repeatable)."""
-    return settings_options(ProbeConfig)(command)
+    """Add a flag per :class:`ProbeConfig` setting to ``command`` (tuple settings are repeatable),
+    and each registered probe's own flags (:func:`probe_flags`). A probe plugin that cannot be
+    loaded leaves the other commands working: this one then fails with its one-line error."""
+    try:
+        return settings_options(probe_settings(inspect.signature(command).parameters))(command)
+    except VsslError as exc:
+        return settings_options(ProbeConfig)(_refusing(command, exc))
+
+
+def _refusing(command: Callable, error: VsslError) -> Callable:
+    """``command`` (its signature) raising ``error`` when run."""
+    @functools.wraps(command)
+    def refuse(**kwargs: Any) -> Any:
+        raise error
+    return refuse

@@ -42,8 +42,8 @@ class SplitData:
     split: str
     indices: np.ndarray            # store rows, sorted
     labels: np.ndarray             # int64 [n], or [n, C] multi-hot, or float [n] values (.labels)
-    features: np.ndarray | RaggedClips   # [n, K, D], stored dtype (a ragged view: RaggedClips)
-    boxes: np.ndarray | RaggedClips | None  # [n, K, 7] float32 when asked for
+    features: np.ndarray | RaggedClips   # [n, K, D], stored dtype (clips varying per video: RaggedClips)
+    boxes: np.ndarray | RaggedClips | None  # [n, K, 7] float32 when asked for (as features)
     train_view: TrainView | None = None   # the same videos in --train-view (training split only)
 
     def subset(self, positions: np.ndarray) -> "SplitData":
@@ -82,29 +82,18 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
                video_level: bool = False, target: str | None = None, knn_rule: str = "dino") -> SplitData:
     """Features (and optionally boxes) of the labelled, done videos of ``split`` in view ``view_name``.
 
+    One path for both layouts: the videos are read in batches of similar length
+    (:func:`~vssl.features_store.ragged.iter_clips`), so a long film never pads a batch of short
+    videos; the clips are kept as ``[n, K, D]`` when every video has K (a fixed view), else as
+    :class:`RaggedClips` (every real clip, no padding).
+
     ``video_level`` keeps only each video's k-NN vector under ``knn_rule`` (``[n, 1, D]`` float32,
-    :func:`~vssl.probe.knn.video_vectors`), reduced block by block while reading: a k-NN-only run
-    at Kinetics scale then holds 0.7 GB instead of the 5.5 GB of all float16 clips.
+    :func:`~vssl.probe.knn.video_vectors` over its real clips), reduced batch by batch while reading:
+    a k-NN-only run at Kinetics scale then holds 0.7 GB instead of the 5.5 GB of all float16 clips.
     """
     view = store.view(view_name)
     rows = labelled_rows(store, view, split, flag, target)
     labels = video_labels(store, target)[0][rows]
-    if view.num_clips is None:
-        return _load_ragged(view, split, rows, labels, boxes, video_level, knn_rule)
-    if video_level:
-        from .knn import video_vectors
-
-        feats = read_in_blocks(lambda r: video_vectors(view.read_features(r), knn_rule)[:, None], rows)
-    else:
-        feats = read_in_blocks(view.read_features, rows)
-    bx = read_in_blocks(view.read_boxes, rows) if boxes else None
-    return SplitData(split, rows, labels, feats, bx)
-
-
-def _load_ragged(view, split: str, rows: np.ndarray, labels: np.ndarray, boxes: bool,
-                 video_level: bool, knn_rule: str = "dino") -> SplitData:
-    """A split of a ragged view: every real clip as :class:`RaggedClips` (no padding kept), or only
-    each video's k-NN vector ``[n, 1, D]`` (over its real clips), reduced batch by batch."""
     if video_level:
         from .knn import video_vectors
 
@@ -112,8 +101,8 @@ def _load_ragged(view, split: str, rows: np.ndarray, labels: np.ndarray, boxes: 
         for group, clips, _ in iter_clips(view, rows):
             feats[group, 0] = video_vectors(clips, knn_rule)
         return SplitData(split, rows, labels, feats, None)
-    feats, bxs = read_clips(view, rows)
-    return SplitData(split, rows, labels, feats, bxs if boxes else None)
+    clips, bxs = read_clips(view, rows)
+    return SplitData(split, rows, labels, clips.dense(), bxs.dense() if boxes else None)
 
 
 def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:

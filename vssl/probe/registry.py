@@ -7,12 +7,18 @@ it: the interval its headline gets, whether it depends on the seed, how its conf
 rows (a grid reported row by row), how it takes a SCALE run's architecture, and the per-video
 vector it reads instead of clips. The runner (:mod:`.run`) only loops over the entries and asks
 them; scoring is :func:`~vssl.probe.metrics.row_metrics` for every probe.
+
+A probe from outside vssl is an entry point in the ``vssl.probes`` group (as backbones plug in
+through ``vssl.backbones``) naming a :class:`Probe` or a function returning one: :func:`load_plugins`
+registers it before the command line is built, so its config's fields are ``vssl probe`` flags
+and a ``[probe.NAME]`` table (:mod:`.config`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields, replace
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable
 
 import numpy as np
@@ -237,6 +243,42 @@ def register_probe(probe: Probe) -> Probe:
     if any(p.name == probe.name for p in PROBES):
         raise VsslError(f"a probe called {probe.name!r} is already registered; choose another name")
     PROBES.append(probe)
+    return probe
+
+
+ENTRY_POINT_GROUP = "vssl.probes"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Register the probes installed packages declare in :data:`ENTRY_POINT_GROUP`, sorted by
+    entry-point name, once. A plugin that cannot be loaded, is not a probe or takes a registered
+    name is one clear error, and then none of them is registered (the next call tries again)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    found = [_plugin_probe(ep) for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)]
+    names = [p.name for p in (*PROBES, *found)]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise VsslError(f"probe name(s) {', '.join(clash)} registered twice (entry points of {ENTRY_POINT_GROUP}); "
+                        "give each probe its own name")
+    PROBES.extend(found)
+    _plugins_loaded = True
+
+
+def _plugin_probe(ep: EntryPoint) -> Probe:
+    """The :class:`Probe` entry point ``ep`` names (or returns, when it names a function)."""
+    where = f"probe plugin {ep.name!r} ({ep.value}, entry point of {ENTRY_POINT_GROUP})"
+    try:
+        probe = ep.load()
+        probe = probe if isinstance(probe, Probe) or not callable(probe) else probe()
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin raises, the user sees one line
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise VsslError(f"{where} cannot be loaded ({why}); fix or uninstall the package that declares it") from None
+    if not isinstance(probe, Probe):
+        raise VsslError(f"{where} is a {type(probe).__name__}, not a vssl.probe.Probe; point it at a Probe "
+                        "or a function returning one")
     return probe
 
 
