@@ -4,11 +4,10 @@ and exported without any other edit; the former MCM/SET switches still load as w
 from __future__ import annotations
 
 import csv
-import os
-import textwrap
 
 import pytest
 
+from tests.plugins import install_plugin
 from vssl.aggregate import ScaleConfig, ScaleModel, load_run, train
 from vssl.aggregate.checkpoint import checkpoint_path, read_checkpoint, save_checkpoint
 from vssl.aggregate.synthetic import structured_clip_features
@@ -54,19 +53,14 @@ def store(tmp_path_factory):
     return path
 
 
-def install_plugin(tmp_path, monkeypatch) -> None:
+def install_term(tmp_path, monkeypatch) -> None:
     """A package outside vssl declaring a loss term in the ``vssl.loss_terms`` entry-point group."""
-    (tmp_path / "spreadterm.py").write_text(textwrap.dedent(PLUGIN))
-    dist = tmp_path / "spreadterm-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: spreadterm\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[vssl.loss_terms]\nspread = spreadterm:Spread\n")
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    install_plugin(tmp_path, monkeypatch, "spreadterm", PLUGIN, "vssl.loss_terms", "spread = spreadterm:Spread")
 
 
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
-    install_plugin(tmp_path, monkeypatch)
+    install_term(tmp_path, monkeypatch)
 
 
 def _metrics(run) -> list[dict]:
@@ -95,7 +89,7 @@ def test_a_plugged_in_term_trains_is_recorded_summarised_and_exported(store, tmp
 def test_a_run_made_before_a_term_was_installed_loads_with_that_term_off(store, tmp_path, vssl_cli, monkeypatch):
     run = tmp_path / "old"
     assert vssl_cli("aggregate", store, "--view", "random8", "--out", run, "--epochs", "1", *TINY).returncode == 0
-    install_plugin(tmp_path, monkeypatch)
+    install_term(tmp_path, monkeypatch)
     again = vssl_cli("aggregate", store, "--view", "random8", "--out", run, "--epochs", "2", "--resume", *TINY)
     assert again.returncode == 0, again.stderr
     assert read_checkpoint(run)["config"]["spread_weight"] == 0.0

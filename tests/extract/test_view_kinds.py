@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import os
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from tests.plugins import install_plugin
 from tests.videos import write_video
 from vssl.errors import VsslError
 from vssl.extract.pipeline import extract
@@ -182,12 +181,7 @@ PLUGIN = """
 @pytest.mark.slow
 def test_an_installed_plugin_kind_is_found_by_its_entry_point(tmp_path, monkeypatch, vssl_cli):
     """A package registers a kind in the ``vssl.view_kinds`` group; `vssl extract --views` then builds it."""
-    (tmp_path / "kindplug.py").write_text(textwrap.dedent(PLUGIN))
-    dist = tmp_path / "kindplug-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kindplug\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[vssl.view_kinds]\nfirstn = kindplug:FirstClips\n")
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    install_plugin(tmp_path, monkeypatch, "kindplug", PLUGIN, "vssl.view_kinds", "firstn = kindplug:FirstClips")
     write_video(tmp_path / "v" / "a" / "0.mp4", 30)
     result = vssl_cli("extract", tmp_path / "v", "--out", tmp_path / "s", "--views", "firstn:2", "--frames", "4",
                       "--stride", "2", "--size", "16", "--quiet")

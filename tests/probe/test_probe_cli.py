@@ -235,11 +235,11 @@ def test_scale_rows_use_the_exported_aggregates(store, scale_run, tmp_path, caps
     assert all(r["top1"] >= 95.0 for r in rows.values()), {key: r["top1"] for key, r in rows.items()}
     opened = FeatureStore.open(store)
     group = f"aggregates/{scale_run.name}/{VIEW}"
-    assert opened.has_rows(group) and opened.rows(group).done().all()      # computed on the fly
+    assert opened.has_row_group(group) and opened.row_group(group).done().all()      # computed on the fly
     # SCALE_kNN really ran on the stored clips and SET tokens (SCALE §4.1): recompute its top-1 from
     # them with numpy: mean over clips of [C_i, SET], centred by the training mean, l2, DINO's vote.
     idx = np.arange(N_TRAIN + N_TEST)
-    tokens = opened.rows(group).read("set_token", idx).astype(np.float64)
+    tokens = opened.row_group(group).read("set_token", idx).astype(np.float64)
     clips = opened.view(VIEW).read_features(idx).astype(np.float64)
     y = opened.labels()
     video = np.concatenate([clips.mean(axis=1), tokens], axis=1)
@@ -294,7 +294,7 @@ def test_error_scale_run_of_another_backbone(scale_run, tmp_path, capsys):
                            fps=[25.0] * (b - a), errors=[None] * (b - a))
     code, _, err = _run(capsys, "probe", tmp_path / "other", "--view", VIEW, "--knn", "--scale", scale_run)
     _one_line_error(code, err, "synthetic", "videomae-b")
-    assert not FeatureStore.open(tmp_path / "other").has_rows(f"aggregates/{scale_run.name}/{VIEW}")
+    assert not FeatureStore.open(tmp_path / "other").has_row_group(f"aggregates/{scale_run.name}/{VIEW}")
 
 
 def _table_rows(capsys, store, config, *flags) -> dict[str, dict]:

@@ -6,14 +6,13 @@ own flags and ``[probe.NAME]`` table."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import textwrap
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
+from tests.plugins import install_plugin
 from vssl.errors import VsslError
 from vssl.features_store.synthetic import make_synthetic_store
 from vssl.probe import PROBES, KnnConfig, Probe, ProbeRequest, register_probe, run_probes, unregister_probe
@@ -152,20 +151,15 @@ PROBE = Probe("centroid", "centroid", ("backbone",), CentroidConfig, run, frozen
 '''
 
 
-def install_plugin(root, monkeypatch, entry: str = "centroid = centroidprobe:PROBE", module: str = PLUGIN) -> None:
+def install_probe(root, monkeypatch, entry: str = "centroid = centroidprobe:PROBE", module: str = PLUGIN) -> None:
     """A package outside vssl declaring a probe in the ``vssl.probes`` entry-point group, on the
     subprocess's path."""
-    (root / "centroidprobe.py").write_text(textwrap.dedent(module))
-    dist = root / "centroidprobe-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: centroidprobe\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[vssl.probes]\n{entry}\n")
-    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    install_plugin(root, monkeypatch, "centroidprobe", module, "vssl.probes", entry)
 
 
 def test_an_installed_probe_runs_through_the_cli_with_its_own_flags(store, tmp_path, monkeypatch, vssl_cli):
     path, x, y = store
-    install_plugin(tmp_path, monkeypatch)
+    install_probe(tmp_path, monkeypatch)
     monkeypatch.setenv("COLUMNS", "250")                     # the help's table, not cut
     shown = vssl_cli("probe", "--help")
     assert "--centroid-temperature" in shown.stdout and "--no-centroid-squared" in shown.stdout, shown.stdout
@@ -190,7 +184,7 @@ def test_an_installed_probe_runs_through_the_cli_with_its_own_flags(store, tmp_p
 def test_a_broken_probe_plugin_is_one_line_and_other_commands_still_run(store, tmp_path, monkeypatch, vssl_cli,
                                                                         entry, module, what):
     path, _, _ = store
-    install_plugin(tmp_path, monkeypatch, entry, module)
+    install_probe(tmp_path, monkeypatch, entry, module)
     done = vssl_cli("probe", path, "--view", VIEW, "--knn", "--quiet")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert re.search(what, done.stderr), done.stderr

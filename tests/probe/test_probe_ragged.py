@@ -92,14 +92,14 @@ def test_scale_knn_and_clip_inputs_use_each_videos_real_clips_and_its_set_token(
     store, data = _data(root)
     scale = ScaleFeatures.open(store, root / "run", "d", np.arange(N), quiet=True)
     source = ScaleSource(scale)
-    tokens = store.rows("aggregates/run/d").read("set_token", np.arange(N)).astype(np.float64)
+    tokens = store.row_group("aggregates/run/d").read("set_token", np.arange(N)).astype(np.float64)
     video = np.concatenate([np.stack([f.astype(np.float64).mean(axis=0) for f in feats]), tokens], axis=1)
     mu = video[:N_TRAIN].mean(axis=0)
     tr, te, _ = source.knn_embeddings(data, KnnConfig(device="cpu"))
     np.testing.assert_allclose(tr, _l2(video[:N_TRAIN] - mu), atol=1e-5)
     np.testing.assert_allclose(te, _l2(video[N_TRAIN:] - mu), atol=1e-5)
     # SCALE_linear's inputs: [C_i ⊕ SET] per real clip, [C_i ⊕ Ĉ_i ⊕ SET] with append_refined
-    refined = store.ragged_rows("aggregates/run/d.clips").read(np.arange(N))
+    refined = store.ragged_group("aggregates/run/d.clips").read(np.arange(N))
     for append in (False, True):
         x, _ = source.clips(data.test, LinearConfig(append_refined=append))
         by_hand = np.concatenate([

@@ -80,7 +80,7 @@ def test_rows_equal_the_probe_functions(tiny, report):
     # backbone: DINO's uncentred l2 of the mean of l2 clips; SCALE: mean [C_i, SET], train-centred
     clips = [np.asarray(split.features, np.float64) for split in (tr, te)]
     backbone = [l2(l2(x.reshape(-1, x.shape[-1])).reshape(x.shape).mean(axis=1)) for x in clips]
-    group = store.rows(scale.group_path)
+    group = store.row_group(scale.group_path)
     sets = [np.concatenate([x.mean(axis=1), group.read("set_token", split.indices).astype(np.float64)], axis=1)
             for x, split in zip(clips, (tr, te))]
     mu = sets[0].mean(axis=0)

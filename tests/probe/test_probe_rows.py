@@ -42,7 +42,7 @@ def _stored(store_path, run):
     store = FeatureStore.open(store_path)
     idx = np.arange(store.num_videos)
     group = f"aggregates/{run.name}/{VIEW}"
-    rows = store.rows(group)
+    rows = store.row_group(group)
     return (store.view(VIEW).read_features(idx).astype(np.float64), rows.read("set_token", idx).astype(np.float64),
             rows.read("clips", idx).astype(np.float64), store.labels().astype(np.int64))
 

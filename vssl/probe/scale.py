@@ -34,10 +34,10 @@ class ScaleFeatures:
     group_path: str
     model: nn.Module
     width: int
-    rows: object           # vssl.features_store.RowGroup
+    exported: object       # vssl.features_store.RowGroup: aggregates/<run>/<view>
     config: Any = None     # the run's ScaleConfig (its architecture)
     meta: dict = field(default_factory=dict)   # the checkpoint's meta (what it trained on)
-    refined: object = None  # a ragged view's Ĉ (its export's ragged row group); None: ``rows["clips"]``
+    refined: object = None  # a ragged view's Ĉ (its export's ragged row group); None: ``exported["clips"]``
 
     @classmethod
     def open(cls, store, run_dir: Path, view: str, needed: np.ndarray, quiet: bool = False) -> "ScaleFeatures":
@@ -57,23 +57,23 @@ class ScaleFeatures:
                             f"{store.view(view).dim}-d; use the view (or backbone) the run was trained on")
         name = find_export_name(store, run_dir, view, meta["checkpoint_sha256"])
         group = aggregate_group(name, view)
-        if not store.has_rows(group) or not store.rows(group).done()[needed].all():
+        if not store.has_row_group(group) or not store.row_group(group).done()[needed].all():
             log.info("exporting SCALE aggregates of %s into %s/%s", run_dir, store.path, group)
             export(store.path, run_dir, view, name=name, quiet=quiet)
             store = FeatureStore.open(store.path)
-        rows = store.rows(group)
-        if rows.attrs.get("checkpoint_sha256") != meta["checkpoint_sha256"]:
+        exported = store.row_group(group)
+        if exported.attrs.get("checkpoint_sha256") != meta["checkpoint_sha256"]:
             raise VsslError(f"{group} in {store.path} was exported from another checkpoint than {run_dir}; "
                             f"re-export it with `vssl aggregate --export` (or another run name)")
-        if not rows.done()[needed].all():
+        if not exported.done()[needed].all():
             raise VsslError(f"{group} in {store.path} lacks rows for some probed videos after export; "
                             f"check `vssl store verify {store.path}`")
-        refined = store.ragged_rows(rows.attrs["clips_group"]) if rows.attrs.get("clips_group") else None
-        return cls(run_dir, group, model, cfg.width, rows, cfg, meta, refined)
+        refined = store.ragged_group(exported.attrs["clips_group"]) if exported.attrs.get("clips_group") else None
+        return cls(run_dir, group, model, cfg.width, exported, cfg, meta, refined)
 
     def set_token(self, indices: np.ndarray) -> np.ndarray:
         """SET token (CLS output) [n, H] of store rows ``indices``."""
-        return read_in_blocks(lambda r: self.rows.read("set_token", r), indices).astype(np.float32)
+        return read_in_blocks(lambda r: self.exported.read("set_token", r), indices).astype(np.float32)
 
     def clip_inputs(self, split: SplitData, append_refined: bool = False) -> RaggedClips:
         """[C_i ⊕ SET] per clip of the split's videos, ``[n, K, D + H]`` in the features' dtype, as
@@ -96,7 +96,7 @@ class ScaleFeatures:
         a ragged row group of their own, a fixed view's in the ``clips`` array ``[n, K, H]``."""
         if self.refined is not None:
             return read_clips(self.refined, indices)[0]
-        return as_ragged(read_in_blocks(lambda r: self.rows.read("clips", r), indices))
+        return as_ragged(read_in_blocks(lambda r: self.exported.read("clips", r), indices))
 
     def video_inputs(self, split: SplitData, features: str = "clip_set", rule: str = "released") -> np.ndarray:
         """What SCALE's k-NN embeds per video, ``[n, D + H]`` float32 before centring and l2:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import textwrap
 
 import pytest
 import torch
 
 from tests.backbone_helpers import randomize_
+from tests.plugins import install_plugin
 from vssl.extract.backbones import InputSpec, create_backbone
 from vssl.extract.backbones.base import Backbone
 
@@ -40,19 +39,14 @@ def test_module_factory_plugin():
 
 @pytest.mark.slow
 def test_backbones_json_lists_families_and_entry_point_plugins(tmp_path, vssl_cli, monkeypatch):
-    (tmp_path / "myplug.py").write_text(textwrap.dedent('''
+    install_plugin(tmp_path, monkeypatch, "myplug", '''
         from vssl.extract.backbones import Backbone, InputSpec
         def factory(checkpoint=None, spec=InputSpec(frames=5, stride=3, size=96)):
             """My lab's encoder."""
             raise RuntimeError("not called by listing")
         factory.spec = InputSpec(frames=5, stride=3, size=96)
         factory.family = "mylab"
-    '''))
-    dist = tmp_path / "myplug-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[vssl.backbones]\nmylab-net = myplug:factory\n")
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    ''', "vssl.backbones", "mylab-net = myplug:factory")
     result = vssl_cli("backbones", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
