@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from vssl.aggregate import ScaleConfig, export, train
+from vssl.aggregate.terms import TERMS
 from vssl.extract.pipeline import extract
 from vssl.probe import KnnConfig, LinearConfig, ProbeRequest, Report, TransformerConfig, run_probes
 from vssl.probe.compare import paired_difference
@@ -82,9 +83,11 @@ def _loss_curve_png(metrics_csv: Path, path: Path) -> None:
         rows = list(csv.DictReader(fh))
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for key, label in (("loss", "L = L_MCM + L_SET"), ("mcm_loss", "L_MCM"), ("set_loss", "L_SET")):
+    terms = [t for t in TERMS if f"{t.name}_loss" in rows[0]]  # the run's loss terms, in the metrics' order
+    curves = [("loss", "L = " + " + ".join(f"L_{t.title}" for t in terms))]
+    for key, label in curves + [(f"{t.name}_loss", f"L_{t.title}") for t in terms]:
         ax_loss.plot(epochs, [float(r[key]) for r in rows], label=label)
-    for key, label in (("mcm_top1", "MCM top-1 (masked clips)"), ("set_top1", "SET top-1")):
+    for key, label in [(f"{t.name}_top1", f"{t.title} top-1") for t in terms]:
         ax_acc.plot(epochs, [100 * float(r[key]) for r in rows], label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="SCALE training loss")
     ax_acc.set(xlabel="epoch", ylabel="%", title="contrastive accuracy")
