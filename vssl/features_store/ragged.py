@@ -73,7 +73,7 @@ class RaggedClips:
     def __getitem__(self, positions) -> "RaggedClips":
         """The videos ``positions`` (an index array, in its order) as a new :class:`RaggedClips`."""
         positions = np.asarray(positions, np.int64).reshape(-1)
-        return RaggedClips.from_counts(self.flat[self.row_group(positions)], self.counts[positions])
+        return RaggedClips.from_counts(self.flat[self.rows(positions)], self.counts[positions])
 
     def padded(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[b, W, ...]`` zero-padded to the most clips among videos ``positions``, and the mask of
@@ -83,7 +83,7 @@ class RaggedClips:
         width = int(counts.max(initial=0))
         mask = np.arange(width)[None, :] < counts[:, None]
         out = np.zeros((len(positions), width, *self.flat.shape[1:]), self.flat.dtype)
-        out[mask] = self.flat[self.row_group(positions)]
+        out[mask] = self.flat[self.rows(positions)]
         return out, mask
 
     def mean(self) -> np.ndarray:
