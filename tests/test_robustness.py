@@ -79,6 +79,7 @@ def test_tables_are_not_cut_when_piped():
     assert proc.returncode == 0 and "efficientnet-lite0" in proc.stdout and "…" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_extraction_is_one_line_and_the_rerun_completes_the_store(tmp_path, capsys, monkeypatch):
     import zarr.storage._local as local
 
@@ -135,6 +136,7 @@ def test_a_read_only_store_and_a_failed_export_are_one_line(tmp_path, capsys, mo
     assert code == 2 and "No space left" in err and not (tmp_path / "s.h5").exists()
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_the_rows_and_the_video_table_redoes_those_videos(tmp_path, capsys, monkeypatch):
     """The store used to write a chunk's view rows and their done flags before the video table: a kill
     in between left videos done in every view but pending in the table, and a rerun skipped them forever.

@@ -60,6 +60,7 @@ def test_heads_follow_the_width_unless_set():
     assert ScaleConfig.from_dict(ScaleConfig(width=64).to_dict()) == ScaleConfig(width=64)
 
 
+@pytest.mark.slow
 def test_extract_config_file_flags_recipe_and_record(tmp_path, monkeypatch, capsys):
     for i in range(2):
         write_video(tmp_path / "v" / "a" / f"{i}.mp4", 12 + 5 * i)

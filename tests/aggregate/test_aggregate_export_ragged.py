@@ -53,6 +53,7 @@ def test_windows_and_batches():
     assert padded_batches([5, 1, 300, 2], batch_size=2) == [[1, 3], [0], [2]]  # short first; 2 x 300 > 128
 
 
+@pytest.mark.slow
 def test_ragged_export_writes_each_videos_clips_and_token_as_alone(ragged_run):
     root, feats, boxes = ragged_run
     out = export(root / "s", root / "run", "d", batch_size=2, quiet=True)   # padded batches of 2
@@ -78,6 +79,7 @@ def test_ragged_export_writes_each_videos_clips_and_token_as_alone(ragged_run):
         export(root / "s", root / "run", "d", max_clips=4, quiet=True)
 
 
+@pytest.mark.slow
 def test_a_video_longer_than_the_pass_is_encoded_in_windows(ragged_run):
     """max_clips=4: the 10-clip video in windows of 3, 4, 3 clips; its token the clip-weighted mean."""
     root, feats, boxes = ragged_run

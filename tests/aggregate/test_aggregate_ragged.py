@@ -182,6 +182,7 @@ def equal_k_stores(tmp_path, k: int = 8, n: int = 16):
     return tmp_path / "fixed", tmp_path / "ragged"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fixed", "bernoulli"])
 def test_a_ragged_view_of_k_clips_everywhere_trains_as_the_fixed_view(tmp_path, mode):
     fixed, ragged = equal_k_stores(tmp_path)
@@ -199,6 +200,7 @@ def test_a_ragged_view_of_k_clips_everywhere_trains_as_the_fixed_view(tmp_path, 
     assert sb["meta"]["layout"] == "ragged" and sb["meta"]["num_clips"] is None
 
 
+@pytest.mark.slow
 def test_ragged_training_streams_as_it_runs_resident_and_skips_one_clip_videos(tmp_path):
     rng = np.random.default_rng(0)
     counts = [1, 2, 3, 5, 9, 30, 4, 2, 12, 6, 1, 7, 3, 8, 20, 2, 5, 4]

@@ -47,6 +47,7 @@ def read_metrics(run_dir):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_losses_fall_and_mcm_top1_rises_well_above_chance(store_path, tmp_path):
     summary = train(store_path, "random16", tmp_path / "run", small_cfg(epochs=8, dropout=0.0), quiet=True)
     rows = read_metrics(tmp_path / "run")
@@ -68,6 +69,7 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_mode", ["fixed", "bernoulli"])  # masks drawn per step resume exactly too
 def test_resume_equals_uninterrupted_run_bit_for_bit(store_path, tmp_path, monkeypatch, mask_mode):
     cfg = small_cfg(epochs=4, checkpoint_every=1, mask_mode=mask_mode)
@@ -154,6 +156,7 @@ def _store_with_failed_and_pending(path):
     return store
 
 
+@pytest.mark.slow
 def test_export_fills_every_done_video_resumably(tmp_path):
     store = _store_with_failed_and_pending(tmp_path / "store")
     run = tmp_path / "myrun"

@@ -54,6 +54,7 @@ def _record(path: Path, **fields) -> None:
 # ---------------------------------------------------------------- claim files
 
 
+@pytest.mark.slow
 def test_a_claim_is_exclusive_and_a_dead_owners_is_taken_over(tmp_path):
     c = tmp_path / "claims" / "3"
     assert claims.try_claim(c) and claims.holds(c) and claims.try_claim(c)  # ours, and idempotent
@@ -201,6 +202,7 @@ def test_claims_of_dead_owners_are_taken_over_and_live_ones_left(videos, referen
     assert r.returncode == 0 and "complete" in r.stdout
 
 
+@pytest.mark.slow
 def test_a_chunk_taken_over_meanwhile_is_not_written_by_the_presumed_dead(videos, tmp_path, monkeypatch):
     from vssl.extract import work
 

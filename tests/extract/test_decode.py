@@ -36,6 +36,7 @@ def files(tmp_path_factory):
     return {name: (write_video(d / f"{name}{suffix}", n, **kw), n) for name, (kw, suffix, n) in FILES.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("name", list(FILES))
 def test_frames_by_index_are_exact(files, name, decoder):

@@ -157,6 +157,7 @@ def reference(videos, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_extracts_into_a_ragged_view_with_counts_boxes_verify_info(videos, reference):
     store = FeatureStore.open(reference)
     view = store.view("dense0.5")
@@ -206,6 +207,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(videos, reference, tmp_pa
     assert_same_store(tmp_path / "killed", reference)
 
 
+@pytest.mark.slow
 def test_shards_write_disjoint_chunks_equal_to_one_run(videos, reference, tmp_path):
     done = [extract(videos, tmp_path / "s", shard=f"{i}/3", **EXTRACT).processed for i in range(3)]
     assert sum(done) == 7 and all(done)

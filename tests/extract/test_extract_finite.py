@@ -60,6 +60,7 @@ def test_inf_features_fail_their_video_and_the_run_goes_on(tmp_path, videos):
     assert (again.done, again.failed, again.skipped_done) == (1, 0, 2)
 
 
+@pytest.mark.slow
 def test_values_beyond_the_store_dtype_fail_only_where_the_dtype_cannot_hold_them(tmp_path, videos):
     s = run(videos, tmp_path / "half", Overflowing(poisoned=0, value=1e6))
     assert s.failed == 1 and "exceed float16's range" in s.failures[0][1] and "--dtype float32" in s.failures[0][1]
@@ -103,6 +104,7 @@ def test_resuming_with_another_precision_is_refused_old_stores_resume_in_theirs(
     assert FeatureStore.open(tmp_path / "s").usable("uniform2x1").all()
 
 
+@pytest.mark.slow
 def test_a_view_records_the_precision_it_was_computed_in_and_never_mixes_two(tmp_path, videos, capsys):
     """The view records the precision ``auto`` resolved to; a view of an older store that records none
     resumes under an explicit --precision only (before, ``auto`` added bf16 rows to fp32 ones where the

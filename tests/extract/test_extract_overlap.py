@@ -90,6 +90,7 @@ def test_a_ctrl_c_while_waiting_for_the_writer_lets_the_chunk_being_written_fini
     assert written == [0]
 
 
+@pytest.mark.slow
 def test_extraction_with_batches_in_flight_equals_one_clip_at_a_time(tmp_path):
     """Batches span videos and are read back one batch late; every video still gets its own rows."""
     from vssl.demo.dataset import generate_dataset

@@ -76,6 +76,7 @@ def test_builtin_kinds_are_registry_entries():
         view_kind(VIEW_KINDS["random"])
 
 
+@pytest.mark.slow
 def test_a_new_kind_is_one_entry_and_extracts_into_a_ragged_view(tmp_path, every_kind):
     name, spec = parse_view("every:6", frames=4, stride=2, size=16)
     assert name == "every6" and spec.num_clips is None
@@ -120,6 +121,7 @@ class LongOnlyClips(EveryClips):
         return [] if video.num_frames < 30 else super().place(video, video_key)
 
 
+@pytest.mark.slow
 def test_a_video_given_no_clips_by_a_view_fails_alone_and_is_never_written_twice(tmp_path):
     view_kind(LongOnlyClips)
     try:

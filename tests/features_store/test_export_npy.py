@@ -132,6 +132,7 @@ def test_names_never_leave_the_export_directory_and_mixed_paths_are_one_rule():
     assert npy_names(["/abs/x.mp4", "a/b.mp4"]) == ["abs/x.npy", "a/b.npy"]    # was a ValueError traceback
 
 
+@pytest.mark.slow
 def test_a_store_made_anew_at_the_same_path_does_not_reuse_the_old_exports_files(tmp_path):
     import shutil
 

@@ -29,6 +29,7 @@ def tree(path) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 3, 17])
 def test_round_trip_is_exact_for_small_stores_failed_videos_and_empty_views(tmp_path, n):
     videos = [VideoEntry(f"v{i}.mp4", label=i % 2, split="train") for i in range(n)]

@@ -211,6 +211,7 @@ def test_verify_finds_nan_and_done_rows_never_written(tmp_path):
 # ------------------------------------------------------------------ HDF5
 
 
+@pytest.mark.slow
 def test_hdf5_round_trip_is_exact(tmp_path):
     rng = np.random.default_rng(0)
     store = make_synthetic_store(tmp_path / "s", rng.standard_normal((21, 3, 5)).astype(np.float16),

@@ -97,6 +97,7 @@ def test_requested_shapes_are_checked(tmp_path):
                            num_frames=[30], fps=[25.0], errors=[None])
 
 
+@pytest.mark.slow
 def test_exports_carry_the_clip_shape(tmp_path):
     store = make_store(tmp_path / "s")
     export_npy(store, tmp_path / "npy", "ragged")

@@ -87,6 +87,7 @@ def test_a_retried_failed_video_is_not_failed_forever(tmp_path):
 # ---------------------------------------------------------------- views created concurrently
 
 
+@pytest.mark.slow
 def test_a_view_is_never_seen_before_its_arrays(tmp_path, monkeypatch):
     _store(tmp_path / "s")
     real_create = View.create.__func__

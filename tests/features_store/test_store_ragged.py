@@ -83,6 +83,7 @@ def test_rewriting_part_of_a_chunk_keeps_the_others_and_drops_the_old_generation
     assert len(generations) == 1 and generations.isdisjoint(first)
 
 
+@pytest.mark.slow
 def test_a_write_killed_before_or_after_the_switch_leaves_a_consistent_store(tmp_path, monkeypatch):
     store = new_store(tmp_path / "s")
     write_chunk(store, 0, 4)

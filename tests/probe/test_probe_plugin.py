@@ -157,6 +157,7 @@ def install_probe(root, monkeypatch, entry: str = "centroid = centroidprobe:PROB
     install_plugin(root, monkeypatch, "centroidprobe", module, "vssl.probes", entry)
 
 
+@pytest.mark.slow
 def test_an_installed_probe_runs_through_the_cli_with_its_own_flags(store, tmp_path, monkeypatch, vssl_cli):
     path, x, y = store
     install_probe(tmp_path, monkeypatch)
@@ -181,6 +182,7 @@ def test_an_installed_probe_runs_through_the_cli_with_its_own_flags(store, tmp_p
                                               r"vssl\.probes\) cannot be loaded \(ModuleNotFoundError"),
     ("centroid = centroidprobe:PROBE", "PROBE = 3\n", r"probe plugin 'centroid' .* is a int, not a vssl\.probe\.Probe"),
 ], ids=["not importable", "not a probe"])
+@pytest.mark.slow
 def test_a_broken_probe_plugin_is_one_line_and_other_commands_still_run(store, tmp_path, monkeypatch, vssl_cli,
                                                                         entry, module, what):
     path, _, _ = store

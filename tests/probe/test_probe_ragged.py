@@ -66,6 +66,7 @@ def _data(root, boxes=False, video_level=False):
     return store, ProbeData(train_split, test_split, ["a", "b", "c"])
 
 
+@pytest.mark.slow
 def test_splits_hold_every_real_clip_and_nothing_else(ragged):
     root, feats, _ = ragged
     _, data = _data(root, boxes=True)

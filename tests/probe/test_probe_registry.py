@@ -67,6 +67,7 @@ def _same_row(row, scores, labels):
     assert np.array_equal(row.confusion, fields["confusion"])
 
 
+@pytest.mark.slow
 def test_rows_equal_the_probe_functions(tiny, report):
     """Each row is exactly what the probe's own functions give (the runner adds nothing)."""
     store_path, run = tiny

@@ -47,6 +47,7 @@ def _stored(store_path, run):
             rows.read("clips", idx).astype(np.float64), store.labels().astype(np.int64))
 
 
+@pytest.mark.slow
 def test_scale_knn_is_the_centred_mean_of_clip_and_set(tiny):
     store, run = tiny
     report = run_probes(ProbeRequest(store=store, view=VIEW, knn=KnnConfig(device="cpu"), scale_run=run, quiet=True))

@@ -133,6 +133,7 @@ def test_regression_rows_report_mse_and_r2(data, tmp_path, capsys):
     assert rows["linear"]["r2"] > 0.5, rows["linear"]["r2"]       # a linear function of the features
 
 
+@pytest.mark.slow
 def test_seeds_and_knn_grid(data, tmp_path, capsys):
     store = data[0]
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"

@@ -52,6 +52,7 @@ def _probe(capsys, store, run, tmp_path):
     return rows, said
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["moved", "copied", "remade"])
 @pytest.mark.parametrize("split, expected", [("all", True), ("train", False)])
 def test_the_videos_decide_wherever_the_store_is(tmp_path, capsys, how, split, expected):
@@ -77,6 +78,7 @@ def _as_older_run(run):
     torch.save(state, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split, expected", [("all", True), ("train", False)])
 def test_an_older_run_whose_store_is_gone_is_judged_by_its_splits_and_says_so(tmp_path, capsys, split, expected):
     store, run = _make_store(tmp_path / "first" / "store"), tmp_path / "run"
@@ -89,6 +91,7 @@ def test_an_older_run_whose_store_is_gone_is_judged_by_its_splits_and_says_so(tm
     assert said[0].startswith("warning:" if expected else "note:")
 
 
+@pytest.mark.slow
 def test_an_older_run_whose_store_still_exists_is_read_there(tmp_path, capsys):
     store, run = _make_store(tmp_path / "first" / "store"), tmp_path / "run"
     assert run_cli(capsys, "aggregate", store, "--out", run, "--split", "all", *TINY_RUN)[0] == 0
