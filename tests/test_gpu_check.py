@@ -70,6 +70,7 @@ def _zero_bf16(real):
     return lambda c, x: {"fp32": (100.0, np.ones((4, 8))), "bf16": (100.0, np.zeros((4, 8)))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check, seam, wrong, row", [
     ("export", "device_export", _reversed_rows, "export = cpu"),
     ("probes", "device_probes", _shifted_top1, "probe linear/backbone"),

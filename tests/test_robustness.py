@@ -109,6 +109,7 @@ def test_a_full_disk_during_extraction_is_one_line_and_the_rerun_completes_the_s
     assert verify_store(b) == []
 
 
+@pytest.mark.slow
 def test_a_read_only_store_and_a_failed_export_are_one_line(tmp_path, capsys, monkeypatch):
     import zarr.storage._local as local
 

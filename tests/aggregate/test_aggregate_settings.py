@@ -43,6 +43,7 @@ def run(store, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_view_and_split_come_from_the_settings_file(store, tmp_path):
     toml = tmp_path / "cfg.toml"
     toml.write_text('[aggregate]\nview = "random8"\nsplit = "all"\nbatch_size = 8\nprecision = "fp32"\n')

@@ -180,6 +180,7 @@ def run_cfg(**kw) -> ScaleConfig:
     return tiny(batch_size=8, precision="fp32", device="cpu", **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split,resolved,seen", [("train", "train", ["train"]), (None, "all", ["test", "train", "val"]),
                                                  ("auto", "train", ["train"])])
 def test_trained_on_splits_records_the_resolved_split(split_store, tmp_path, split, resolved, seen):

@@ -105,6 +105,7 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(store_path, tmp_path, monke
         train(store_path, "random16", tmp_path / "cut", small_cfg(epochs=4, width=64), resume=True, quiet=True)
 
 
+@pytest.mark.slow
 def test_streaming_from_the_store_gives_the_same_run(store_path, tmp_path):
     cfg = small_cfg(epochs=1)
     resident = train(store_path, "random16", tmp_path / "a", cfg, quiet=True)
@@ -183,6 +184,7 @@ def test_export_fills_every_done_video_resumably(tmp_path):
         export(tmp_path / "store", tmp_path / "other" / "myrun", "uniform5x3", device="cpu", quiet=True)
 
 
+@pytest.mark.slow
 def test_export_refuses_a_store_of_another_backbone(store_path, tmp_path):
     run = tmp_path / "run"
     train(store_path, "random16", run, small_cfg(epochs=1), quiet=True)
@@ -192,6 +194,7 @@ def test_export_refuses_a_store_of_another_backbone(store_path, tmp_path):
     assert other.num_videos == 24
 
 
+@pytest.mark.slow
 def test_cli_train_export_and_errors(store_path, tmp_path, capsys):
     (tmp_path / "cfg.toml").write_text("width = 32\nheads = 4\npred_hidden = 64\ntarget_hidden = 64\n"
                                        "proj_dim = 16\nprecision = 'fp32'\n")

@@ -206,6 +206,7 @@ def test_export_and_set_probes_apply_the_runs_encoding(store, released_run, caps
     assert code == 2 and "--box-encoding absolute" in err and "released" in err
 
 
+@pytest.mark.slow
 def test_an_older_run_without_the_setting_reads_absolute_boxes(store, tmp_path, capsys):
     from vssl.aggregate import load_run
     from vssl.aggregate.checkpoint import checkpoint_path

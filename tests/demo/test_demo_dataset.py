@@ -6,6 +6,7 @@ import csv
 
 import av
 import numpy as np
+import pytest
 
 from vssl.demo.dataset import CLASSES, LONG_RANGE_CLASSES, RED, BLUE, VideoSpec, generate_dataset, render_video, sample_specs
 
@@ -26,6 +27,7 @@ def _event_frames(frames: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.flatnonzero(close > 0.02)
 
 
+@pytest.mark.slow
 def test_long_range_classes_differ_only_in_event_order():
     for name in LONG_RANGE_CLASSES:
         label = CLASSES.index(name)

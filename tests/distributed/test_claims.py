@@ -212,6 +212,7 @@ def test_a_chunk_taken_over_meanwhile_is_not_written_by_the_presumed_dead(videos
     assert (status[4:6] == 0).all() and (np.delete(status, [4, 5]) == 1).all()
 
 
+@pytest.mark.slow
 def test_a_file_unreadable_on_one_node_does_not_change_the_plan(videos, reference_store, monkeypatch):
     st = FeatureStore.open(reference_store)
     paths = [str(videos / p) for p in st.paths()]
@@ -298,6 +299,7 @@ def test_a_file_system_without_hard_links_is_one_line(tmp_path, monkeypatch):
         claims.try_claim(tmp_path / "claims" / "0")
 
 
+@pytest.mark.slow
 def test_a_second_retry_failed_run_retries_what_still_failed(tmp_path):
     """Finished-chunk markers of an earlier run are only a hint: after one --retry-failed run (the file
     still broken), fixing the file and retrying again extracts it (before, the marker said the chunk was

@@ -185,6 +185,7 @@ def test_extracts_into_a_ragged_view_with_counts_boxes_verify_info(videos, refer
         extract(videos, reference, **{**EXTRACT, "views": "dense0.5=dense:0.25"})
 
 
+@pytest.mark.slow
 def test_hdf5_round_trip_of_a_dense_store(reference, tmp_path):
     export_hdf5(FeatureStore.open(reference), tmp_path / "s.h5")
     back = import_hdf5(tmp_path / "s.h5", tmp_path / "back")
@@ -279,6 +280,7 @@ def one_file(tmp_path: Path) -> Path:
     return tmp_path / "v"
 
 
+@pytest.mark.slow
 def test_a_long_video_never_holds_all_its_clips(tmp_path, monkeypatch):
     readers = []
     monkeypatch.setattr(clips_module, "open_video", lambda *a, **k: readers.append(LongVideo(5000)) or readers[-1])
@@ -294,6 +296,7 @@ def test_a_long_video_never_holds_all_its_clips(tmp_path, monkeypatch):
     assert readers[0].peak <= 3 * 4 + 2  # decoded frames: those of overlapping clips only
 
 
+@pytest.mark.slow
 def test_a_reread_mid_stream_replaces_the_clips_sent_before(tmp_path, monkeypatch):
     # seeking fails at frame 3000 after parts were sent; the sequential read finds 4000 frames
     readers = iter([LongVideo(5000, fail_at=3000), LongVideo(4000)])

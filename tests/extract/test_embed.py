@@ -44,6 +44,7 @@ def stored_rows(store: FeatureStore, view: str, i: int) -> tuple[np.ndarray, np.
     return rows.features[0, :n], rows.boxes[0, :n]
 
 
+@pytest.mark.slow
 def test_embed_equals_what_extract_stores_bit_for_bit(folder, stored):
     results = vssl.embed(folder, **SETTINGS)
     paths = stored.paths().tolist()

@@ -122,6 +122,7 @@ def test_random_crops_and_flips_land_where_the_boxes_say(tmp_path):
     assert path.exists()
 
 
+@pytest.mark.slow
 def test_bad_videos_are_marked_failed_and_the_run_goes_on(tmp_path):
     root = tmp_path / "v"
     write_video(root / "ok.mp4", 30)
@@ -191,6 +192,7 @@ def test_seed_views_and_shards(tmp_path, dataset):
     np.testing.assert_array_equal(a["uniform2x2/boxes"], b["uniform2x2/boxes"])
 
 
+@pytest.mark.slow
 def test_store_records_backbone_and_refuses_other_setups(tmp_path, dataset):
     ckpt = tmp_path / "ckpt.pt"
     from vssl.extract.backbones import create_backbone

@@ -30,6 +30,7 @@ def videos(tmp_path):
     # a variable clip count is assumed to be 16 clips (192 B): more than the target, one video a chunk
     ("dense:1.0", 1),
 ])
+@pytest.mark.slow
 def test_the_largest_view_sizes_the_chunks(videos, tmp_path, monkeypatch, views, chunk):
     monkeypatch.setattr(schema, "TARGET_CHUNK_BYTES", 2 * 4 * D * 2 + 1)
     extract(videos, tmp_path / "s", model=Recorder(), backbone="recorder", views=views, progress=False)

@@ -45,6 +45,7 @@ def run(videos, out, model, **kw):
                    progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_inf_features_fail_their_video_and_the_run_goes_on(tmp_path, videos):
     s = run(videos, tmp_path / "s", Overflowing(poisoned=1))
     assert (s.processed, s.done, s.failed) == (3, 2, 1)

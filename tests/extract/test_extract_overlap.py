@@ -68,6 +68,7 @@ def test_writer_runs_writes_in_order_and_hands_back_a_failure_unchanged():
     assert "after" not in done  # ...but nothing after a failed chunk is written
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs a signal sent to the main thread")
 def test_a_ctrl_c_while_waiting_for_the_writer_lets_the_chunk_being_written_finish():
     """Ctrl-C while the main thread waited for the last chunk's write ended the wait: the writer, a daemon

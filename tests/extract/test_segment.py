@@ -90,6 +90,7 @@ def test_bad_segment_specs_are_one_line_errors(bad):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_extract_segment_view_end_to_end(tmp_path):
     lengths = (5, 40)

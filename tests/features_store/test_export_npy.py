@@ -67,6 +67,7 @@ def test_fixed_views_export_too(tmp_path):
     assert {r["seconds_per_clip"] for r in read_index(tmp_path / "out")} == {""}  # not evenly spaced in time
 
 
+@pytest.mark.slow
 def test_resuming_rewrites_only_missing_or_broken_files(tmp_path):
     store = make_store(tmp_path / "s")
     export_npy(store, tmp_path / "out", "dense1")
@@ -80,6 +81,7 @@ def test_resuming_rewrites_only_missing_or_broken_files(tmp_path):
     assert not list((tmp_path / "out").rglob("*.partial"))
 
 
+@pytest.mark.slow
 def test_directory_rules(tmp_path):
     store = make_store(tmp_path / "s")
     (tmp_path / "busy").mkdir()
@@ -104,6 +106,7 @@ def test_names_mirror_the_input_root_or_the_common_root_and_refuse_collisions():
         npy_names(["a/x.mp4", "b/x.mp4", "a/x.avi"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--format", "npy"], "add --view NAME"),
     (["--format", "npy", "--view", "nope"], "no view 'nope'"),
@@ -118,6 +121,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     assert done.value.code == 2 and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_exports_npy(tmp_path, capsys):
     make_store(tmp_path / "s", dtype="float32")
     with pytest.raises(SystemExit) as done:
@@ -151,6 +155,7 @@ def file_ids(directory) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.rglob("*.npy")}
 
 
+@pytest.mark.slow
 def test_a_file_is_kept_only_while_it_holds_the_videos_rows(tmp_path):
     """A file of the right shape used to be kept: a video re-extracted since (as many clips, other rows)
     kept its stale file. Now exactly that file is rewritten, and the file of a video that failed since

@@ -38,6 +38,7 @@ def make_store(path) -> FeatureStore:
     return store
 
 
+@pytest.mark.slow
 def test_both_layouts_read_back_each_clips_shape(tmp_path):
     store = make_store(tmp_path / "s")
     for name, counts in (("fixed", [2] * 5), ("ragged", COUNTS)):
@@ -76,6 +77,7 @@ def test_a_view_is_one_interface_over_two_layouts(tmp_path):
         View("v", store.root["views/fixed"], store.path, store.chunk_videos)  # an interface, not a layout
 
 
+@pytest.mark.slow
 def test_verify_finds_a_non_finite_token_in_a_ragged_view(tmp_path):
     store = make_store(tmp_path / "s")
     bad = grid(2, COUNTS[2])
@@ -86,6 +88,7 @@ def test_verify_finds_a_non_finite_token_in_a_ragged_view(tmp_path):
     assert verify_store(store) == ["views/ragged/features: NaN/inf in done rows [2]"]
 
 
+@pytest.mark.slow
 def test_requested_shapes_are_checked(tmp_path):
     store = make_store(tmp_path / "s")
     with pytest.raises(StoreError, match=r"must end with the backbone's width 4"):
@@ -129,6 +132,7 @@ def test_chunks_are_sized_by_bytes(tmp_path):
     assert FeatureStore.create(tmp_path / "d", BACKBONE, videos, ["x"]).chunk_videos == default_chunk_videos(D)
 
 
+@pytest.mark.slow
 def test_info_shows_the_clip_shape(tmp_path, capsys):
     from vssl.cli import main
 

@@ -169,6 +169,7 @@ def test_chunk_maps_stay_under_a_small_max_map_count(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- verification by share
 
 
+@pytest.mark.slow
 def test_each_rank_verifies_its_own_chunks(tmp_path):
     _store(tmp_path / "s")
     st = FeatureStore.open(tmp_path / "s", "r+")

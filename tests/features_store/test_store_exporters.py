@@ -52,6 +52,7 @@ def export(capsys, *args) -> tuple[int, str]:
     return ended.value.code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_format_defined_here_exports_through_the_command(tmp_path, capsys, monkeypatch):
     make_store(tmp_path / "s")
     monkeypatch.setitem(EXPORTERS, "jsonl", JsonLinesExporter())
@@ -95,6 +96,7 @@ def test_an_atomic_file_appears_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 
 
+@pytest.mark.slow
 def test_an_hdf5_export_killed_midway_leaves_no_file(tmp_path, monkeypatch):
     """Before, the file was written under its own name: a kill (not an OSError) left half of it there, and
     the next export refused to overwrite it."""

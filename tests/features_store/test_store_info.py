@@ -36,6 +36,7 @@ def _ragged(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, damaged, group", [
     (_fixed, "views/random16/status/c/1", "views/random16/status"),
     (_fixed, "videos/status/c/1", "videos/status"),

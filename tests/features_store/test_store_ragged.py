@@ -118,6 +118,7 @@ def test_a_write_killed_before_or_after_the_switch_leaves_a_consistent_store(tmp
     assert verify_store(last) == [] and last.view("dense").done().all()
 
 
+@pytest.mark.slow
 def test_verify_finds_missing_rows_empty_videos_and_nan(tmp_path):
     store = new_store(tmp_path / "s")
     write_chunk(store, 0, 4)
@@ -137,6 +138,7 @@ def test_verify_finds_missing_rows_empty_videos_and_nan(tmp_path):
     assert any("never written" in p for p in verify_store(FeatureStore.open(tmp_path / "s")))
 
 
+@pytest.mark.slow
 def test_info_and_hdf5_round_trip(tmp_path):
     store = new_store(tmp_path / "s", n=8, chunk=4)
     for start, stop in store.chunk_ranges():

@@ -69,6 +69,7 @@ def _top1(pred, y):
     return pytest.approx((pred == y[N_TRAIN:]).mean() * 100)
 
 
+@pytest.mark.slow
 def test_with_a_scale_run_both_knn_rows_use_the_released_rule(tiny):
     store, run = tiny
     report = run_probes(ProbeRequest(store=store, view=VIEW, knn=KnnConfig(device="cpu"), scale_run=run, quiet=True))

@@ -95,6 +95,7 @@ def test_default_probes_report_validates_and_names_the_representation(store, tmp
     assert "knn" in out and "linear" in out
 
 
+@pytest.mark.slow
 def test_every_number_of_a_row_is_scikit_learns_on_the_saved_scores(store, tmp_path, capsys):
     """--predictions saves each row's test scores; scikit-learn, given those scores and the saved
     labels, gives every number of the report (and the test videos are the store's test split)."""

@@ -90,6 +90,7 @@ def test_a_registered_probe_runs_end_to_end(centroid, store):
     assert PROBES[-1] is centroid
 
 
+@pytest.mark.slow
 def test_a_registered_probe_takes_the_scale_runs_shape(centroid, tmp_path):
     store, run = tiny_store_and_run(tmp_path)
     report = run_probes(ProbeRequest(store=store, view=VIEW, scale_run=run, quiet=True,

@@ -78,6 +78,7 @@ def test_splits_hold_every_real_clip_and_nothing_else(ragged):
     np.testing.assert_array_equal(sub.features.flat, np.concatenate([feats[4], feats[1]]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("video_level", [False, True])
 def test_backbone_knn_embeds_the_mean_of_each_videos_real_clips(ragged, video_level):
     root, feats, _ = ragged
@@ -217,6 +218,7 @@ def test_a_fixed_split_is_the_ragged_one_with_constant_counts():
         np.testing.assert_allclose(inputs.predict(_SetMean(), np.arange(7), cpu)[:, 0], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_split_reads_the_same_from_either_layout_of_the_same_clips(tmp_path):
     """One reading path: a ragged view whose videos all have K clips reads as the fixed view's
     ``[n, K, D]`` clips and boxes; clips varying per video stay ragged."""

@@ -99,6 +99,7 @@ def _rows_of(matrix, candidates, atol):
     return bool((dist.min(axis=1) <= atol).all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("refined", [False, True])
 def test_scale_linear_head_sees_clip_and_set(tiny, refined):
     from vssl.probe.lbfgs import SolvedLinear
@@ -251,6 +252,7 @@ def _transductive(report):
     return {(r.probe, r.features): r.to_json()["transductive"] for r in report.results}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("meta, expected", [
     ({"trained_on_splits": ["test", "train"]}, True),
     ({"trained_on_splits": ["train"]}, False),

@@ -134,6 +134,7 @@ def test_selection_with_a_train_view_ignores_the_test_labels(tmp_path, capsys):
     assert chosen[0] == chosen[1]
 
 
+@pytest.mark.slow
 def test_train_view_must_match_the_probed_view(tmp_path, capsys):
     store = _store(tmp_path / "s")
     code, err, _ = _probe(capsys, store, tmp_path / "c.json", "--linear", "--train-view", TRAIN, "--train-clips", "17")

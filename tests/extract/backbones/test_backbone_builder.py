@@ -84,6 +84,7 @@ def test_every_builtin_entry_describes_the_model_it_builds(tmp_path):
     assert rows["efficientnet-lite0-frames"]["embed_dim"] == 8 * 1280 and rows["videomae"]["embed_dim"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["videomae", "image-vit", "mae-st", "svt", "tiny"])
 def test_wrong_checkpoint_is_one_line(tmp_path, name):
     torch.save({"model_state": SlowOnlyR50(width=8).state_dict()}, tmp_path / "rho.pyth")

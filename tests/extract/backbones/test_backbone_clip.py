@@ -156,6 +156,7 @@ class _OpenAICLIP(nn.Module):
         return self.visual(image), x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("how", ["trace", "script"])
 def test_openai_torchscript_archive_loads_without_running_its_code(tmp_path, monkeypatch, how):

@@ -69,6 +69,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["plain", "swiglu", "registers"])
 @pytest.mark.parametrize("size", [SIZE, 42])  # 42 px: the position grid resized as transformers does
 def test_dinov2_matches_transformers_in_hf_and_hub_layouts(tmp_path, kind, size):

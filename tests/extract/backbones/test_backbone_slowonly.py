@@ -70,6 +70,7 @@ def test_shapes_follow_the_paper(full_size):
     assert abs(params - 31.63e6) < 0.01e6  # the published 32.45M minus the 400-way head
 
 
+@pytest.mark.slow
 def test_pyslowfast_rhobyol_file_matches_reference(tmp_path, weights):
     ckpt = {"model_state": {f"backbone.{k}": v for k, v in weights.items()}
             | {f"backbone_hist.{k}": torch.zeros_like(v) for k, v in weights.items()}
@@ -86,6 +87,7 @@ def test_pyslowfast_rhobyol_file_matches_reference(tmp_path, weights):
         assert (ours - _reference(weights, clips)).abs().max() <= TOL
 
 
+@pytest.mark.slow
 def test_momentum_encoder_alone_and_pytorchvideo_layout_give_the_same_features(tmp_path, weights):
     torch.save({"model_state": {f"backbone_hist.{k}": v for k, v in weights.items()}}, tmp_path / "hist.pyth")
     ptv = {}
