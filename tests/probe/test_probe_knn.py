@@ -111,3 +111,19 @@ def test_per_video_vectors_are_l2_normalized_as_they_are():
 
     x = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     np.testing.assert_allclose(video_embeddings(x), _unit(x), rtol=1e-6)
+
+
+def test_knn_k_gives_one_row_per_k_each_named_and_under_the_requests_one_rule():
+    """--knn-k 5,1: a row per k, in the order given, named k5 and k1, each otherwise the user's config
+    (temperature kept) and every one under the rule the request resolves (released with a SCALE run)."""
+    from pathlib import Path
+
+    from vssl.probe import ProbeRequest
+    from vssl.probe.knn import knn_rows
+
+    base = KnnConfig(k=20, temperature=0.5)
+    rows = knn_rows(base, ProbeRequest(store=Path("s"), view="v", knn_ks=(5, 1), scale_run=Path("run")))
+    assert [(c.k, c.temperature, c.rule, name) for c, name in rows] == [(5, 0.5, "released", "k5"),
+                                                                       (1, 0.5, "released", "k1")]
+    (only, name), = knn_rows(base, ProbeRequest(store=Path("s"), view="v"))
+    assert (only.k, only.rule, name) == (20, "dino", None)
