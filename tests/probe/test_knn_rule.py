@@ -37,7 +37,7 @@ def _arrays(store, run):
     """Clips, SET tokens and labels; the tokens exist once a probe with ``--scale`` has exported them."""
     clips, labels = _clips(store)
     s = FeatureStore.open(store)
-    token = s.rows(f"aggregates/{run.name}/{VIEW}").read("set_token", np.arange(s.num_videos)).astype(np.float64)
+    token = s.row_group(f"aggregates/{run.name}/{VIEW}").read("set_token", np.arange(s.num_videos)).astype(np.float64)
     return clips, token, labels
 
 
