@@ -43,8 +43,7 @@ class ClipInputs:
 
     def __init__(self, features: np.ndarray | RaggedClips, labels: np.ndarray, eval_block: int = 256,
                  train_view: TrainView | None = None):
-        self.features = features                  # [n, K, D], or a ragged view's RaggedClips
-        self.clips = as_ragged(features)
+        self.clips = as_ragged(features)          # [n, K, D] held as constant counts, or a ragged view's
         self.labels = torch_labels(labels)        # class indices, multi-hot or values (.task)
         self.train_view = train_view
         # the clips training reads: the training view's when given, else the evaluated ones (one
