@@ -35,7 +35,7 @@ from .backbones.base import runs_convolutions
 from .clips import VideoPlan, stream_video
 from .config import ExtractConfig
 from .finite import unusable_reason, unusable_rows
-from .inputs import VIDEO_SUFFIXES, VideoInputs, collect_inputs
+from .inputs import VIDEO_SUFFIXES, VideoInputs, as_inputs
 from .prefetch import decoded_items
 from .samplers import SamplerSpec, parse_views
 from .transfer import HostCopy, Transfers
@@ -387,14 +387,10 @@ def embed(videos: str | Path | VideoInputs | Sequence[str | Path | VideoEntry], 
 
 
 def _inputs_of(videos: Any, split: str, root: str | Path | None) -> VideoInputs:
-    """The videos ``embed`` was given, as ``extract`` reads them: one file, a list, a folder or manifest."""
-    if isinstance(videos, VideoInputs):
-        return videos
-    if isinstance(videos, (str, Path)):
-        if Path(videos).suffix.lower() not in VIDEO_SUFFIXES:
-            return collect_inputs(videos, split)
+    """The videos ``embed`` was given, as ``extract`` reads them, and one video file alone."""
+    if isinstance(videos, (str, Path)) and Path(videos).suffix.lower() in VIDEO_SUFFIXES:
         videos = [videos]
-    entries = [v if isinstance(v, VideoEntry) else VideoEntry(str(v)) for v in videos]
-    if not entries:
+    inputs = as_inputs(videos, split, root)
+    if not inputs.videos:
         raise VsslError("embed: give at least one video file")
-    return VideoInputs(Path(root or "."), entries, [])
+    return inputs

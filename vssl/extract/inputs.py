@@ -12,6 +12,7 @@ import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from vssl.errors import VsslError
 from vssl.features_store import VideoEntry
@@ -151,3 +152,16 @@ def collect_inputs(source: str | Path, split: str = "") -> VideoInputs:
             raise VsslError(f"{p} is a video; give its folder or a manifest listing it")
         return read_manifest(p, split)
     raise VsslError(f"{p}: no such directory or manifest")
+
+
+def as_inputs(videos: VideoInputs | str | Path | Sequence[str | Path | VideoEntry], split: str = "",
+              root: str | Path | None = None) -> VideoInputs:
+    """The videos ``extract`` and ``embed`` take: inputs already collected, a folder or manifest
+    (:func:`collect_inputs`), or a list of files (paths or entries, relative to ``root``)."""
+    if isinstance(videos, VideoInputs):
+        return videos
+    if isinstance(videos, (str, Path)):
+        return collect_inputs(videos, split)
+    entries = [v if isinstance(v, VideoEntry) else VideoEntry(str(v)) for v in videos]
+    return VideoInputs(Path(root or "."), entries, [])
+

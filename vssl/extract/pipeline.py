@@ -34,7 +34,7 @@ from .backbones.hub_cache import resolve_checkpoint
 from .backbones.registry import canonical_name
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .embedding import Embedder, Job, PendingVideo
-from .inputs import VideoInputs, collect_inputs
+from .inputs import VideoInputs, as_inputs
 from .samplers import SamplerSpec
 from .writer import BackgroundWriter
 
@@ -291,12 +291,7 @@ def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | 
 def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone | None,
               root: str | Path | None) -> _Run:
     """Step 1: inputs, the embedder (device, precision, backbone, views), then the store and its views."""
-    if isinstance(videos, VideoInputs):
-        inputs = videos
-    elif isinstance(videos, (str, Path)):
-        inputs = collect_inputs(videos, cfg.split)
-    else:
-        inputs = VideoInputs(Path(root or "."), list(videos), [])
+    inputs = as_inputs(videos, cfg.split, root)
     embedder = Embedder.from_config(cfg, model)
     name = canonical_name(cfg.backbone)  # a family's spelling (image_vit) records the built-in's (image-vit)
     spec = backbone_spec(embedder.model, name, cfg.checkpoint, embedder.norm, embedder.precision)
