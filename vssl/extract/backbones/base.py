@@ -22,6 +22,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from vssl.errors import VsslError
+
 from .fusion import ConvBnPair, fold_batchnorms
 from .pooling import pool
 
@@ -96,10 +98,39 @@ class Backbone(nn.Module):
         """What follows pooling (a checkpoint's ``fc_norm``); identity by default."""
         return pooled
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def token_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """``forward_features``' output -> the final patch tokens on their grid, ``(B, T, H, W, D)``, as the
+        family's reference model returns them (its last hidden state, less CLS and register tokens).
+
+        A conv family's tokens are its last feature map, channels last (an image map has ``T`` = 1);
+        a token family overrides this. A plugin that only overrides ``forward`` has no grid.
+        """
+        if self.pooling == "avgpool" and features.dim() in (4, 5):
+            grid = features if features.dim() == 5 else features.unsqueeze(2)
+            return grid.permute(0, 2, 3, 4, 1)
+        raise VsslError(f"backbone family {self.family!r} gives no token grid (no token_grid for its "
+                        f"{self.pooling or 'own'} pooling); extract pooled views only")
+
+    def forward_tokens(self, x: torch.Tensor, layers: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass of the encoder -> ``(embedding (B, embed_dim), token grid (B, T, H, W, D))`` per block
+        output asked for: the last ``layers`` blocks, the last block last (its embedding is ``forward``'s).
+
+        A family that can read its intermediate blocks overrides this for ``layers`` > 1.
+        """
+        if layers != 1:
+            raise VsslError(f"backbone family {self.family!r} gives its last block's output only; "
+                            "drop --layers")
+        features = self.forward_features(self._in_memory_format(x))
+        return [(self.forward_head(pool(features, self.pooling)), self.token_grid(features))]
+
+    def _in_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory format the family's convolutions run fastest in (unchanged without one)."""
         if self.memory_format is not None and x.dim() == (4 if self.memory_format == torch.channels_last else 5):
             x = x.contiguous(memory_format=self.memory_format)
-        return self.forward_head(pool(self.forward_features(x), self.pooling))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(pool(self.forward_features(self._in_memory_format(x)), self.pooling))
 
     def conv_bn_pairs(self) -> Iterator[ConvBnPair]:
         """(owner, conv attribute, BatchNorm attribute) for every BatchNorm that directly follows a
