@@ -65,6 +65,11 @@ class ProbeConfig(Settings):
     mlp: bool = setting(False, "MLP head per clip, averaged over clips", flag="--mlp")
     transformer: bool = setting(False, "SCALE architecture from random init, supervised", flag="--transformer")
     finetune: bool = setting(False, "SCALE_ft: fine-tune the --scale run with a linear head", flag="--finetune")
+    attentive: bool = setting(False, "attentive probe (V-JEPA 2's): cross-attention over a video's tokens (a "
+                                     "token view) or clips, its 20-head grid", flag="--attentive")
+    attentive_from: str | None = setting(None, "evaluate a released attentive probe (vjepa2 probe checkpoint or HF "
+                                               "VJEPA2ForVideoClassification dir) instead of training; implies "
+                                               "--attentive")
     scale: str | None = setting(None, "SCALE run directory: add rows on its features")
     low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
     target: str | None = setting(None, "probe a numeric manifest column (regression: MSE, R²) instead of the classes")
@@ -154,6 +159,11 @@ class ProbeConfig(Settings):
             value = getattr(self, key)
             if value is not None and not isinstance(value, (tuple, list)):
                 setattr(self, key, (value,))
+
+    def derive(self) -> None:
+        """A released probe to evaluate enables the attentive probe."""
+        if self.attentive_from is not None:
+            self.attentive = True
 
     def validate(self) -> None:
         load_plugins()
@@ -266,7 +276,8 @@ class ProbeConfig(Settings):
                 ("solver", {"solver": self.solver}),
                 ("l2", {"l2s": self.l2 or None}), ("max_iter", {"max_iter": self.max_iter}),
                 ("tolerance", {"tolerance": self.tolerance}), ("standardize", {"standardize": self.standardize}),
-                ("box_encoding", {"box_encoding": self.box_encoding})]
+                ("box_encoding", {"box_encoding": self.box_encoding}),
+                ("attentive_from", {"checkpoint": self.attentive_from})]
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""

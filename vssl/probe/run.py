@@ -22,6 +22,7 @@ import numpy as np
 
 from vssl.errors import VsslError
 
+from .attentive import AttentiveConfig
 from .data import load_split, with_train_view
 from .knn import KnnConfig
 from .linear import LinearConfig
@@ -57,6 +58,7 @@ class ProbeRequest:
     mlp: MlpConfig | None = None
     transformer: TransformerConfig | None = None
     finetune: FinetuneConfig | None = None
+    attentive: AttentiveConfig | None = None
     scale_run: Path | None = None
     train_view: str | None = None       # trained probes fit on this view's clips (default: ``view``)
     train_clips: int = 8                # clips of a train-view video drawn per step (released: 8)
