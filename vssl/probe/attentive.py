@@ -57,7 +57,9 @@ class AttentiveConfig(TrainConfig):
 
     ``num_heads`` must divide the feature width: on a width it does not divide the probe uses the
     largest divisor of the width below it (:func:`heads_for`; recorded as ``heads_used``).
-    ``checkpoint`` (``--attentive-from``): evaluate this released probe instead of training one.
+    ``checkpoint`` (``--attentive-from``): evaluate this released probe instead of training one
+    (``checkpoint_head``: which of a vjepa2 checkpoint's heads; its heads count is the released 16,
+    a transformers checkpoint's is its config's).
     """
 
     lrs: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -70,6 +72,7 @@ class AttentiveConfig(TrainConfig):
     mlp_ratio: float = 4.0
     use_pos_embed: bool = False    # released default: off
     checkpoint: str | None = None  # a released probe to evaluate (no training)
+    checkpoint_head: int = 0       # which head of a vjepa2 checkpoint's list of classifiers
 
     def validate(self) -> None:
         super().validate()
@@ -261,7 +264,8 @@ def released_probe(cfg: AttentiveConfig, width: int, num_classes: int) -> nn.Mod
     """The released probe of ``cfg.checkpoint`` as a grid of one head (its logits ``[B, 1, C]``)."""
     from .attentive_pooler import load_attentive
 
-    return GridHeads([load_attentive(cfg.checkpoint, embed_dim=width, num_classes=num_classes)]).eval()
+    return GridHeads([load_attentive(cfg.checkpoint, embed_dim=width, num_classes=num_classes,
+                                     head=cfg.checkpoint_head)]).eval()
 
 
 def evaluate_released(cfg: AttentiveConfig, inputs: TokenInputs, num_classes: int,

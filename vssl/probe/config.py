@@ -70,6 +70,8 @@ class ProbeConfig(Settings):
     attentive_from: str | None = setting(None, "evaluate a released attentive probe (vjepa2 probe checkpoint or HF "
                                                "VJEPA2ForVideoClassification dir) instead of training; implies "
                                                "--attentive")
+    attentive_head: int | None = setting(None, "--attentive-from a vjepa2 checkpoint: which of its heads (default 0, "
+                                               "the first)")
     scale: str | None = setting(None, "SCALE run directory: add rows on its features")
     low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
     target: str | None = setting(None, "probe a numeric manifest column (regression: MSE, R²) instead of the classes")
@@ -277,7 +279,8 @@ class ProbeConfig(Settings):
                 ("l2", {"l2s": self.l2 or None}), ("max_iter", {"max_iter": self.max_iter}),
                 ("tolerance", {"tolerance": self.tolerance}), ("standardize", {"standardize": self.standardize}),
                 ("box_encoding", {"box_encoding": self.box_encoding}),
-                ("attentive_from", {"checkpoint": self.attentive_from})]
+                ("attentive_from", {"checkpoint": self.attentive_from}),
+                ("attentive_head", {"checkpoint_head": self.attentive_head})]
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""

@@ -41,8 +41,9 @@ from .transformer import (FinetuneConfig, TransformerConfig, box_encoding_of, en
 
 #: what a probe can need: every clip in memory (not only each video's k-NN embedding), the
 #: clips' boxes, from a SCALE run (so on the "scale" source only) its SET token or its
-#: pretrained predictor; and "train_view": it fits on ``--train-view``'s clips when one is given
-NEEDS = ("clips", "boxes", "set_token", "scale_model", "train_view")
+#: pretrained predictor; "train_view": it fits on ``--train-view``'s clips when one is given;
+#: "tokens": it reads a token view's clips (a grid of tokens each) as well as one vector per clip
+NEEDS = ("clips", "boxes", "set_token", "scale_model", "train_view", "tokens")
 #: the 95% interval of a row's headline (:func:`~vssl.probe.metrics.row_metrics`): a bootstrap over
 #: the test videos, or Wilson's score interval of a top-1 proportion (a training-free row: its
 #: scores are one fixed function of the test video, so its hits are independent trials)
@@ -260,7 +261,8 @@ PROBES: list[Probe] = [
           _SET, match_run=match_architecture),
     Probe("scale_ft",     "finetune",    ("scale",),            FinetuneConfig,    set_probe(_finetune),
           _SET | {"scale_model"}, match_run=match_architecture),
-    Probe("attentive",    "attentive",   ("backbone", "scale"), AttentiveConfig,   run_attentive, _TRAINED),
+    Probe("attentive",    "attentive",   ("backbone", "scale"), AttentiveConfig,   run_attentive,
+          _TRAINED | {"tokens"}),
 ]
 """The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
 "scale", k-NN takes the mean over clips of [C_i ⊕ SET] and the MLP [C_i ⊕ SET] per clip;
