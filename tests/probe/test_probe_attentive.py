@@ -192,3 +192,16 @@ def test_selection_never_reads_the_test_split(tmp_path, capsys):
         assert code == 0, err
         chosen.append(_rows(tmp_path / f"{name}.json")["attentive"]["params"]["selected"])
     assert chosen[0] == chosen[1] and chosen[0]["held_out"] > 0
+
+
+def test_a_probe_flag_keeps_its_table(tmp_path):
+    """``--attentive`` (or ``--knn``) with a ``[probe.attentive]`` table in --config: the flag enables
+    the probe and the table still sets it (the flag once replaced the table of its name)."""
+    from vssl.probe.config import ProbeConfig
+
+    config = tmp_path / "probe.toml"
+    config.write_text("[probe.attentive]\ndepth = 2\nuse-pos-embed = true\n\n[probe.knn]\nk = 3\n")
+    cfg = ProbeConfig.load(config, {"attentive": True, "knn": True, "lr": (3e-3,)})
+    attentive = cfg.config_for("attentive")
+    assert (attentive.depth, attentive.use_pos_embed, attentive.lrs) == (2, True, (3e-3,))
+    assert cfg.config_for("knn").k == 3 and set(cfg.enabled()) == {"knn", "attentive"}

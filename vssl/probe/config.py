@@ -138,6 +138,19 @@ class ProbeConfig(Settings):
         return super().from_dict({**data, "tables": tables})
 
     @classmethod
+    def from_table(cls, data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   base: "ProbeConfig | None" = None) -> "ProbeConfig":
+        """As :meth:`Settings.from_table`, with the file's ``[probe.NAME]`` tables set apart first: a
+        probe's table and its flag share a name (``[probe.knn]``, ``--knn``), and the flag must enable
+        the probe, not replace its table."""
+        tables = {name.replace("-", "_"): {key.replace("-", "_"): value for key, value in table.items()}
+                  for name, table in data.items() if isinstance(table, dict)}
+        rest = {key: value for key, value in data.items() if not isinstance(value, dict)}
+        if tables:
+            rest["tables"] = {**(base.tables if base is not None else {}), **tables}
+        return super().from_table(rest, overrides, base)
+
+    @classmethod
     def load(cls, config: str | Path | None, overrides: Mapping[str, Any] | None = None,
              base: "ProbeConfig | None" = None) -> "ProbeConfig":
         """As :meth:`Settings.load`; a flag also wins over the ``[probe.NAME]`` tables of the file:
