@@ -180,7 +180,6 @@ def test_mistakes_are_one_line(tmp_path, capsys):
     assert code == 2 and f"holds {C} tokens per clip" in err and f"'{POOLED}'" in err and "--attentive" in err
 
 
-@pytest.mark.slow
 def test_selection_never_reads_the_test_split(tmp_path, capsys):
     """The same grid point, epoch and held-out score whether or not the test labels are shuffled."""
     chosen = []
@@ -205,3 +204,28 @@ def test_a_probe_flag_keeps_its_table(tmp_path):
     attentive = cfg.config_for("attentive")
     assert (attentive.depth, attentive.use_pos_embed, attentive.lrs) == (2, True, (3e-3,))
     assert cfg.config_for("knn").k == 3 and set(cfg.enabled()) == {"knn", "attentive"}
+
+
+@pytest.mark.slow
+def test_it_trains_on_the_train_view(tmp_path, capsys):
+    """Training videos show their class in --train-view but the next class's in --view (test videos
+    their own): fit on --view the probe learns the shifted map (near 0%), on --train-view the right one."""
+    rng = np.random.default_rng(0)
+    n, d = N_TRAIN + N_TEST, 8
+    y = np.arange(n) % C
+    means = 4 * rng.normal(size=(C, d))
+    shown = np.where(np.arange(n) < N_TRAIN, (y + 1) % C, y)
+    store = make_synthetic_store(tmp_path / "s", (rng.normal(size=(n, 3, d)) + means[shown][:, None]).astype(np.float32),
+                                 y, ["train"] * N_TRAIN + ["test"] * N_TEST, view="uniform3x1", dtype="float32")
+    _write_view(store, "random16", (rng.normal(size=(n, 16, d)) + means[y][:, None]).astype(np.float32),
+                {"sampler": "synthetic", "clips": 16})
+    tops = {}
+    for name, extra in (("plain", []), ("viewed", ["--train-view", "random16"])):
+        code, _, err = run_cli(capsys, "probe", tmp_path / "s", "--view", "uniform3x1", "--attentive", "--lr", "1e-2",
+                               "--weight-decay", "0.01", "--epochs", "4", "--min-steps", "80", *FIT, *extra,
+                               "--report", tmp_path / f"{name}.json")
+        assert code == 0, err
+        tops[name] = _rows(tmp_path / f"{name}.json")["attentive"]
+    assert tops["plain"]["top1"] < 15 and tops["viewed"]["top1"] > 85, (tops["plain"]["top1"], tops["viewed"]["top1"])
+    assert tops["viewed"]["params"]["train_view"] == "random16" and tops["viewed"]["params"]["train_clips"] == 8
+    assert "8 random clips of random16" in tops["viewed"]["params"]["sample"]
