@@ -218,8 +218,9 @@ def test_it_trains_on_the_train_view(tmp_path, capsys):
     y = np.arange(n) % C
     means = 4 * rng.normal(size=(C, d))
     shown = np.where(np.arange(n) < N_TRAIN, (y + 1) % C, y)
-    store = make_synthetic_store(tmp_path / "s", (rng.normal(size=(n, 3, d)) + means[shown][:, None]).astype(np.float32),
-                                 y, ["train"] * N_TRAIN + ["test"] * N_TEST, view="uniform3x1", dtype="float32")
+    x_eval = (rng.normal(size=(n, 3, d)) + means[shown][:, None]).astype(np.float32)
+    store = make_synthetic_store(tmp_path / "s", x_eval, y, ["train"] * N_TRAIN + ["test"] * N_TEST, view="uniform3x1",
+                                 dtype="float32")
     _write_view(store, "random16", (rng.normal(size=(n, 16, d)) + means[y][:, None]).astype(np.float32),
                 {"sampler": "synthetic", "clips": 16})
     tops = {}

@@ -9,8 +9,8 @@ import torch
 
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
-from vssl.probe import (PROBES, AttentiveConfig, FinetuneConfig, KnnConfig, LinearConfig, MlpConfig, Probe, ProbeRequest,
-                        TransformerConfig, get_probe, run_probes)
+from vssl.probe import (PROBES, AttentiveConfig, FinetuneConfig, KnnConfig, LinearConfig, MlpConfig, Probe,
+                        ProbeRequest, TransformerConfig, get_probe, run_probes)
 from vssl.probe.config import ProbeConfig
 from vssl.probe.attentive import train_attentive
 from vssl.probe.data import load_split

@@ -193,8 +193,8 @@ class ProbeConfig(Settings):
         if self.knn_rule is not None and self.knn_rule not in KNN_RULES:
             self.bad("knn_rule", f"is unknown; use one of {', '.join(KNN_RULES)}")
         if self.attentive_from is not None and self.scale is not None:
-            raise VsslError(f"--attentive-from {self.attentive_from} evaluates a released probe of the encoder's tokens; "
-                            "it has no SCALE row: run it without --scale")
+            raise VsslError(f"--attentive-from {self.attentive_from} evaluates a released probe of the encoder's "
+                            "tokens; it has no SCALE row: run it without --scale")
         if self.box_encoding is not None and self.box_encoding not in BOX_ENCODINGS:
             self.bad("box_encoding", f"is unknown; use one of {', '.join(BOX_ENCODINGS)}")
         self.knn_ks()
