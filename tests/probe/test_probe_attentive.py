@@ -152,6 +152,38 @@ def test_released_probe_scores_each_crop_of_a_video_and_averages_their_softmax(t
     assert "released probe" in row["params"]["head"] and "3 crops averaged" in row["params"]["sample"]
 
 
+@pytest.mark.slow
+def test_a_transformers_checkpoint_gives_its_own_logits_on_the_cached_tokens(tmp_path, capsys):
+    """A saved transformers VJEPA2ForVideoClassification (tiny, random weights, 4 heads) evaluated by
+    --attentive-from: each video's score is the mean over its crops of softmax(classifier(pooler(tokens)))
+    computed by transformers on the same concatenated tokens."""
+    transformers = pytest.importorskip("transformers")
+    from tests.backbone_helpers import randomize_
+
+    config = transformers.VJEPA2Config(hidden_size=D, num_hidden_layers=1, num_attention_heads=4, crop_size=32,
+                                       frames_per_clip=2, patch_size=16, tubelet_size=2, pred_hidden_size=16,
+                                       pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=3,
+                                       num_labels=3)
+    config._attn_implementation = "eager"
+    hf = randomize_(transformers.VJEPA2ForVideoClassification(config), seed=4).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    rng = np.random.default_rng(2)
+    n, view = 8, "uniform2x3.tokens1x1x2"
+    x = rng.normal(size=(n, 6, 2, D)).astype(np.float32)
+    store = make_synthetic_store(tmp_path / "s", x.mean(axis=2), np.arange(n) % 3, ["train"] * 2 + ["test"] * 6,
+                                 view="uniform2x3", dtype="float32")
+    spec = {"sampler": "uniform", "frames": 16, "stride": 4, "size": 224, "temporal": 2, "spatial": 3}
+    _write_view(store, view, x, spec, clip_shape=(2, D))
+    code, _, err = run_cli(capsys, "probe", tmp_path / "s", "--view", view, "--attentive-from", tmp_path / "hf",
+                           *FIT, "--predictions", tmp_path / "p.npz")
+    assert code == 0, err
+    with torch.no_grad():
+        crops = [hf.classifier(hf.pooler(torch.from_numpy(x[2:, [s, 3 + s]].reshape(6, 4, D)))).softmax(-1)
+                 for s in range(3)]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npz")["attentive/backbone/scores"],
+                               torch.stack(crops).mean(0).numpy(), atol=1e-5)
+
+
 def test_released_probe_on_a_ragged_plain_view_equals_each_video_alone(tmp_path, capsys):
     """A plain view's clips are the tokens; videos of different lengths are padded in a batch and
     the padding masked: each video's score equals the model on that video alone."""
