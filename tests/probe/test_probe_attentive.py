@@ -211,6 +211,9 @@ def test_mistakes_are_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "probe", tmp_path / "s", "--view", POOLED, "--attentive-from", tmp_path / "no.pt",
                            "--scale", tmp_path / "run", *FIT)
     assert code == 2 and "no SCALE row" in err and "without --scale" in err
+    code, _, err = run_cli(capsys, "probe", tmp_path / "s", "--view", TOKENS, "--attentive", "--train-view", POOLED,
+                           "--train-clips", "1", *FIT)
+    assert code == 2 and f"--train-view {POOLED} holds clips of shape ({D},)" in err and f"({C}, {D})" in err
     code, _, err = run_cli(capsys, "probe", tmp_path / "s", "--view", TOKENS, "--attentive", "--linear", *FIT)
     assert code == 2 and f"holds {C} tokens per clip" in err and f"'{POOLED}'" in err and "--attentive" in err
 

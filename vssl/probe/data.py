@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, iter_clips, read_clips
+from vssl.features_store.ragged import RaggedClips, as_ragged, iter_clips, read_clips
 
 from .labels import video_labels
 
@@ -136,6 +136,10 @@ def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: 
     if view.dim != eval_dim:
         raise VsslError(f"--train-view {view_name} has {view.dim}-d clips but the probed view has {eval_dim}-d; "
                         "both views must come from the same backbone")
+    shape = tuple(as_ragged(split.features).flat.shape[1:])
+    if tuple(view.clip_shape) != shape:
+        raise VsslError(f"--train-view {view_name} holds clips of shape {tuple(view.clip_shape)} but the probed view's "
+                        f"are {shape}; train on a view of the same token grid (or of pooled clips for pooled clips)")
     if view.num_clips < clips:
         raise VsslError(f"--train-clips {clips}: view '{view_name}' has only {view.num_clips} clips per video; "
                         f"use --train-clips {view.num_clips} or less")
