@@ -75,7 +75,7 @@ def test_attentive_reads_the_marked_token_where_a_pooled_linear_probe_cannot(tmp
     config.write_text("[probe.attentive]\ndepth = 2\n")
     code, _, err = run_cli(capsys, "probe", store, "--view", TOKENS, "--attentive", "--config", config, "--lr", "3e-3",
                            "--weight-decay", "0.01", "--weight-decay", "0.1", "--epochs", "10", "--min-steps", "100",
-                           *FIT, "--report", tmp_path / "a.json")
+                           "--seeds", "2", *FIT, "--report", tmp_path / "a.json")
     assert code == 0, err
     attentive = _rows(tmp_path / "a.json")["attentive"]
     code, _, err = run_cli(capsys, "probe", store, "--view", POOLED, "--linear", *FIT, "--report", tmp_path / "l.json")
@@ -88,6 +88,7 @@ def test_attentive_reads_the_marked_token_where_a_pooled_linear_probe_cannot(tmp
     assert chosen["lr"] == 3e-3 and chosen["weight_decay"] in (0.01, 0.1) and chosen["held_out"] > 0
     assert params["head"].startswith(f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}")
     assert params["sample"].startswith(f"{C} token(s) per clip")
+    assert len(attentive["seeds"]["top1"]) == 2 and len(params["selected_per_seed"]) == 2 and attentive["ci"]
 
 
 def test_the_defaults_are_the_released_grid_and_schedule():
