@@ -268,7 +268,7 @@ def test_it_trains_on_the_train_view(tmp_path, capsys):
         tops[name] = _rows(tmp_path / f"{name}.json")["attentive"]
     assert tops["plain"]["top1"] < 15 and tops["viewed"]["top1"] > 85, (tops["plain"]["top1"], tops["viewed"]["top1"])
     assert tops["viewed"]["params"]["train_view"] == "random16" and tops["viewed"]["params"]["train_clips"] == 8
-    assert "8 random clips of random16" in tops["viewed"]["params"]["sample"]
+    assert "training: 8 random clips of random16" in tops["viewed"]["params"]["sample"]
 
 
 @pytest.mark.slow

@@ -146,12 +146,12 @@ class TokenInputs:
         return len(positions) * (1 if self.train_view is not None else self.crops)
 
     def describe(self) -> str:
-        """What one sample is, for the row's params."""
+        """What one sample is, for the row's params: the evaluated one, and the training one when it differs."""
+        clips = "a video's clips" + (f" of one crop ({self.crops} crops averaged)" if self.crops > 1 else "")
+        text = f"{self.tokens_per_clip} token(s) per clip x {clips}, concatenated"
         if self.train_view is not None:
-            clips = f"{self.train_view.clips} random clips of {self.train_view.name} (training)"
-        else:
-            clips = "a video's clips" + (f" of one crop ({self.crops} crops averaged)" if self.crops > 1 else "")
-        return f"{self.tokens_per_clip} token(s) per clip x {clips}, concatenated"
+            text += f"; training: {self.train_view.clips} random clips of {self.train_view.name}"
+        return text
 
     # ------------------------------------------------------------------ samples
 
