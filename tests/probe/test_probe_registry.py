@@ -9,9 +9,10 @@ import torch
 
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
-from vssl.probe import (PROBES, FinetuneConfig, KnnConfig, LinearConfig, MlpConfig, Probe, ProbeRequest,
-                        TransformerConfig, get_probe, run_probes)
+from vssl.probe import (PROBES, AttentiveConfig, FinetuneConfig, KnnConfig, LinearConfig, MlpConfig, Probe,
+                        ProbeRequest, TransformerConfig, get_probe, run_probes)
 from vssl.probe.config import ProbeConfig
+from vssl.probe.attentive import train_attentive
 from vssl.probe.data import load_split
 from vssl.probe.inputs import ClipInputs
 from vssl.probe.linear import train_linear
@@ -41,7 +42,8 @@ def report(tiny):
     return run_probes(ProbeRequest(
         store=store, view=VIEW, knn=KnnConfig(device="cpu"), linear=LinearConfig(**FIT), mlp=MlpConfig(**FIT),
         transformer=TransformerConfig(**{**FIT, "batch_size": 8}, width=16),
-        finetune=FinetuneConfig(**{**FIT, "batch_size": 8}), scale_run=run, quiet=True))
+        finetune=FinetuneConfig(**{**FIT, "batch_size": 8}), attentive=AttentiveConfig(**FIT, depth=1),
+        scale_run=run, quiet=True))
 
 
 def _rows(report):
@@ -53,8 +55,9 @@ def test_every_registered_probe_gives_one_row_per_source(report):
     expected = [(p.name, s) for s in ("backbone", "scale") for p in PROBES if s in p.sources]
     assert [(r.probe, r.features) for r in report.results] == expected
     assert expected == [("knn", "backbone"), ("linear", "backbone"), ("mlp", "backbone"),
-                        ("transformer", "backbone"), ("knn", "scale"), ("scale_linear", "scale"),
-                        ("mlp", "scale"), ("scale_ft", "scale")]      # the report's order before the registry
+                        ("transformer", "backbone"), ("attentive", "backbone"), ("knn", "scale"),
+                        ("scale_linear", "scale"), ("mlp", "scale"), ("scale_ft", "scale"),
+                        ("attentive", "scale")]      # the report's order before the registry, then attentive
     for r in report.results:
         assert r.n_train == 36 and r.n_test == 12 and set(r.per_class) == set(CLASSES)
         assert r.params["seed"] == 0 and "low_shot" in r.params
@@ -107,6 +110,14 @@ def test_rows_equal_the_probe_functions(tiny, report):
     fit, inputs = train_finetune(scale.model, scale.width, tr.features, tr.boxes, tr.labels,
                                  np.arange(len(tr.labels)), c, FinetuneConfig(**{**FIT, "batch_size": 8}))
     _same_row(rows[("scale_ft", "scale")], set_scores(fit, inputs), te.labels)
+
+    # the attentive probe: over the backbone's clips, and over SCALE's refined clips Ĉ_i
+    for features, train_x, test_x in (("backbone", tr.features, te.features),
+                                      ("scale", scale.refined_clips(tr.indices), scale.refined_clips(te.indices))):
+        fit, inputs = train_attentive(train_x, tr.labels, np.arange(len(tr.labels)), c, AttentiveConfig(**FIT, depth=1))
+        test = inputs.like(test_x, te.labels, te.crops)
+        _same_row(rows[("attentive", features)], test.predict(fit.model, np.arange(len(te.labels)), CPU)[:, 0],
+                  te.labels)
 
 
 def test_unknown_probe_name_is_one_clear_error():

@@ -93,7 +93,7 @@ def test_bad_target_and_column_are_one_clear_error(data, tmp_path, capsys):
 def test_multi_label_rows_report_map_and_per_class_ap(data, tmp_path, capsys):
     store, _, _ = data
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"
-    code, out, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", "--mlp", *FAST,
+    code, out, err = _run(capsys, "probe", store, "--view", VIEW, "--knn", "--linear", "--mlp", "--attentive", *FAST,
                           "--report", report, "--predictions", npz)
     assert code == 0, err
     assert "mAP" in out
@@ -109,7 +109,7 @@ def test_multi_label_rows_report_map_and_per_class_ap(data, tmp_path, capsys):
         assert r["mAP"] > 80, (r["probe"], r["mAP"])               # the classes are easy to separate
         assert r["ci"]["metric"] == "mAP" and r["ci"]["low"] <= r["mAP"] <= r["ci"]["high"]
     comparisons = json.loads(report.read_text())["comparisons"]
-    assert len(comparisons) == 2 and all(c["metric"] == "mAP" and c["method"] == "bootstrap paired"
+    assert len(comparisons) == 3 and all(c["metric"] == "mAP" and c["method"] == "bootstrap paired"
                                          for c in comparisons)
 
 
@@ -118,7 +118,7 @@ def test_regression_rows_report_mse_and_r2(data, tmp_path, capsys):
     store, _, year = data
     report, npz = tmp_path / "r.json", tmp_path / "p.npz"
     code, out, err = _run(capsys, "probe", store, "--view", VIEW, "--target", "year", "--knn", "--linear", "--mlp",
-                          *FAST, "--report", report, "--predictions", npz)
+                          "--attentive", *FAST, "--report", report, "--predictions", npz)
     assert code == 0, err
     assert "MSE" in out and "R²" in out
     saved = np.load(npz)
@@ -167,11 +167,12 @@ def test_seeds_and_knn_grid(data, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["single", "multi", "year"])
 def test_test_labels_take_no_part_in_any_trained_probes_selection(tmp_path, kind):
-    """Every trained probe (linear, MLP, transformer; SCALE_linear, SCALE's MLP, SCALE_ft) selects
+    """Every trained probe (linear, MLP, transformer, attentive; SCALE_linear, SCALE's MLP, SCALE_ft,
+    attentive on Ĉ) selects
     the same grid point, epoch and held-out score when the test split's labels are shuffled
     (single-label classes, multi-label classes, or the regression target)."""
     from vssl.aggregate import ScaleConfig, train
-    from vssl.probe import (FinetuneConfig, LinearConfig, MlpConfig, ProbeRequest, TransformerConfig,
+    from vssl.probe import (AttentiveConfig, FinetuneConfig, LinearConfig, MlpConfig, ProbeRequest, TransformerConfig,
                             run_probes)
 
     target = "year" if kind == "year" else None
@@ -187,11 +188,12 @@ def test_test_labels_take_no_part_in_any_trained_probes_selection(tmp_path, kind
     for store in stores:
         report = run_probes(ProbeRequest(
             store=store, view=VIEW, linear=LinearConfig(**grid), mlp=MlpConfig(**grid, hidden=32, out_dim=16),
-            transformer=TransformerConfig(**grid), finetune=FinetuneConfig(**grid), scale_run=run, target=target,
-            quiet=True))
+            transformer=TransformerConfig(**grid), finetune=FinetuneConfig(**grid),
+            attentive=AttentiveConfig(**grid, depth=1), scale_run=run, target=target, quiet=True))
         chosen.append({(r.probe, r.features): r.params["selected"] for r in report.results})
     assert set(chosen[0]) == {("linear", "backbone"), ("mlp", "backbone"), ("transformer", "backbone"),
-                              ("scale_linear", "scale"), ("mlp", "scale"), ("scale_ft", "scale")}
+                              ("scale_linear", "scale"), ("mlp", "scale"), ("scale_ft", "scale"),
+                              ("attentive", "backbone"), ("attentive", "scale")}
     assert chosen[0] == chosen[1]
     assert len({s["val_score"] for s in chosen[0].values()}) > 1        # held-out scores that could differ
     assert {s["val_metric"] for s in chosen[0].values()} == {{"single": "top1", "multi": "mAP", "year": "-mse"}[kind]}

@@ -65,6 +65,13 @@ class ProbeConfig(Settings):
     mlp: bool = setting(False, "MLP head per clip, averaged over clips", flag="--mlp")
     transformer: bool = setting(False, "SCALE architecture from random init, supervised", flag="--transformer")
     finetune: bool = setting(False, "SCALE_ft: fine-tune the --scale run with a linear head", flag="--finetune")
+    attentive: bool = setting(False, "attentive probe (V-JEPA 2's): cross-attention over a video's tokens (a "
+                                     "token view) or clips, its 20-head grid", flag="--attentive")
+    attentive_from: str | None = setting(None, "evaluate a released attentive probe (vjepa2 probe checkpoint or HF "
+                                               "VJEPA2ForVideoClassification dir) instead of training; implies "
+                                               "--attentive")
+    attentive_head: int | None = setting(None, "--attentive-from a vjepa2 checkpoint: which of its heads (default 0, "
+                                               "the first)")
     scale: str | None = setting(None, "SCALE run directory: add rows on its features")
     low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
     target: str | None = setting(None, "probe a numeric manifest column (regression: MSE, R²) instead of the classes")
@@ -131,6 +138,19 @@ class ProbeConfig(Settings):
         return super().from_dict({**data, "tables": tables})
 
     @classmethod
+    def from_table(cls, data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   base: "ProbeConfig | None" = None) -> "ProbeConfig":
+        """As :meth:`Settings.from_table`, with the file's ``[probe.NAME]`` tables set apart first: a
+        probe's table and its flag share a name (``[probe.knn]``, ``--knn``), and the flag must enable
+        the probe, not replace its table."""
+        tables = {name.replace("-", "_"): {key.replace("-", "_"): value for key, value in table.items()}
+                  for name, table in data.items() if isinstance(table, dict)}
+        rest = {key: value for key, value in data.items() if not isinstance(value, dict)}
+        if tables:
+            rest["tables"] = {**(base.tables if base is not None else {}), **tables}
+        return super().from_table(rest, overrides, base)
+
+    @classmethod
     def load(cls, config: str | Path | None, overrides: Mapping[str, Any] | None = None,
              base: "ProbeConfig | None" = None) -> "ProbeConfig":
         """As :meth:`Settings.load`; a flag also wins over the ``[probe.NAME]`` tables of the file:
@@ -155,6 +175,11 @@ class ProbeConfig(Settings):
             if value is not None and not isinstance(value, (tuple, list)):
                 setattr(self, key, (value,))
 
+    def derive(self) -> None:
+        """A released probe to evaluate enables the attentive probe."""
+        if self.attentive_from is not None:
+            self.attentive = True
+
     def validate(self) -> None:
         load_plugins()
         if self.grid not in GRIDS:
@@ -167,6 +192,9 @@ class ProbeConfig(Settings):
             self.bad("seeds", "must be at least 1")
         if self.knn_rule is not None and self.knn_rule not in KNN_RULES:
             self.bad("knn_rule", f"is unknown; use one of {', '.join(KNN_RULES)}")
+        if self.attentive_from is not None and self.scale is not None:
+            raise VsslError(f"--attentive-from {self.attentive_from} evaluates a released probe of the encoder's "
+                            "tokens; it has no SCALE row: run it without --scale")
         if self.box_encoding is not None and self.box_encoding not in BOX_ENCODINGS:
             self.bad("box_encoding", f"is unknown; use one of {', '.join(BOX_ENCODINGS)}")
         self.knn_ks()
@@ -266,7 +294,9 @@ class ProbeConfig(Settings):
                 ("solver", {"solver": self.solver}),
                 ("l2", {"l2s": self.l2 or None}), ("max_iter", {"max_iter": self.max_iter}),
                 ("tolerance", {"tolerance": self.tolerance}), ("standardize", {"standardize": self.standardize}),
-                ("box_encoding", {"box_encoding": self.box_encoding})]
+                ("box_encoding", {"box_encoding": self.box_encoding}),
+                ("attentive_from", {"checkpoint": self.attentive_from}),
+                ("attentive_head", {"checkpoint_head": self.attentive_head})]
 
     def request(self, store: Path) -> ProbeRequest:
         """The runner's request for ``store``: one config per enabled probe option."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, iter_clips, read_clips
+from vssl.features_store.ragged import RaggedClips, as_ragged, iter_clips, read_clips
 
 from .labels import video_labels
 
@@ -45,11 +45,30 @@ class SplitData:
     features: np.ndarray | RaggedClips   # [n, K, D], stored dtype (clips varying per video: RaggedClips)
     boxes: np.ndarray | RaggedClips | None  # [n, K, 7] float32 when asked for (as features)
     train_view: TrainView | None = None   # the same videos in --train-view (training split only)
+    crops: int = 1                 # S spatial crops per temporal position (clip t*S + s); see view_crops
 
     def subset(self, positions: np.ndarray) -> "SplitData":
         return SplitData(self.split, self.indices[positions], self.labels[positions], self.features[positions],
                          None if self.boxes is None else self.boxes[positions],
-                         None if self.train_view is None else self.train_view.subset(positions))
+                         None if self.train_view is None else self.train_view.subset(positions), self.crops)
+
+
+#: the sampler kinds whose clips are a T x S grid, time-major (``vssl.extract.view_kinds.grid``)
+GRID_SAMPLERS = ("uniform", "segment")
+
+
+def view_crops(view) -> int:
+    """S, the square crops per temporal position of an evaluation view (``uniform:TxS``,
+    ``segment:TxS``: clip ``t * S + s`` is position t, crop s); 1 for every other view. A probe that
+    treats each crop as its own view of the video (V-JEPA 2's "views per segment") reads it here."""
+    spec = view.spec
+    if spec.get("sampler") not in GRID_SAMPLERS:
+        return 1
+    crops = int(spec.get("spatial", 1))
+    if view.num_clips is not None and view.num_clips % crops:
+        raise VsslError(f"view '{view.name}' records {crops} crops per position but holds {view.num_clips} clips "
+                        "per video; re-extract it")
+    return crops
 
 
 def labelled_rows(store, view, split: str, flag: str, target: str | None = None) -> np.ndarray:
@@ -100,9 +119,9 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
         feats = np.zeros((len(rows), 1, view.dim), np.float32)
         for group, clips, _ in iter_clips(view, rows):
             feats[group, 0] = video_vectors(clips, knn_rule)
-        return SplitData(split, rows, labels, feats, None)
+        return SplitData(split, rows, labels, feats, None, crops=view_crops(view))
     clips, bxs = read_clips(view, rows)
-    return SplitData(split, rows, labels, clips.dense(), bxs.dense() if boxes else None)
+    return SplitData(split, rows, labels, clips.dense(), bxs.dense() if boxes else None, crops=view_crops(view))
 
 
 def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:
@@ -117,6 +136,10 @@ def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: 
     if view.dim != eval_dim:
         raise VsslError(f"--train-view {view_name} has {view.dim}-d clips but the probed view has {eval_dim}-d; "
                         "both views must come from the same backbone")
+    shape = tuple(as_ragged(split.features).flat.shape[1:])
+    if tuple(view.clip_shape) != shape:
+        raise VsslError(f"--train-view {view_name} holds clips of shape {tuple(view.clip_shape)} but the probed view's "
+                        f"are {shape}; train on a view of the same token grid (or of pooled clips for pooled clips)")
     if view.num_clips < clips:
         raise VsslError(f"--train-clips {clips}: view '{view_name}' has only {view.num_clips} clips per video; "
                         f"use --train-clips {view.num_clips} or less")

@@ -28,6 +28,7 @@ from vssl.errors import VsslError
 from vssl.progress import ProgressBar
 
 from .common import resolve_device
+from .attentive import AttentiveConfig, TokenInputs, chosen_head, evaluate_released, heads_for, train_attentive
 from .data import TrainView
 from .inputs import ClipInputs
 from .knn import KnnConfig, knn_rows, knn_scores, resolve_backend, search_k
@@ -40,8 +41,9 @@ from .transformer import (FinetuneConfig, TransformerConfig, box_encoding_of, en
 
 #: what a probe can need: every clip in memory (not only each video's k-NN embedding), the
 #: clips' boxes, from a SCALE run (so on the "scale" source only) its SET token or its
-#: pretrained predictor; and "train_view": it fits on ``--train-view``'s clips when one is given
-NEEDS = ("clips", "boxes", "set_token", "scale_model", "train_view")
+#: pretrained predictor; "train_view": it fits on ``--train-view``'s clips when one is given;
+#: "tokens": it reads a token view's clips (a grid of tokens each) as well as one vector per clip
+NEEDS = ("clips", "boxes", "set_token", "scale_model", "train_view", "tokens")
 #: the 95% interval of a row's headline (:func:`~vssl.probe.metrics.row_metrics`): a bootstrap over
 #: the test videos, or Wilson's score interval of a top-1 proportion (a training-free row: its
 #: scores are one fixed function of the test video, so its hits are independent trials)
@@ -196,6 +198,38 @@ def scored_fit(result: FitResult, test_inputs, cfg: TrainConfig, extra: dict[str
     return ProbeScores(scores[:, 0], {**cfg.params(), "selected": result.params(), **extra})
 
 
+def run_attentive(call: ProbeCall) -> ProbeScores:
+    """The attentive probe over the source's tokens of each video's clips (:mod:`.attentive`): the
+    grid trained and one head chosen on held-out training videos, or, given ``checkpoint``
+    (``--attentive-from``), a released probe evaluated as it is."""
+    cfg: AttentiveConfig = call.config
+    train, test = call.data.train, call.data.test
+    (train_x, what), (test_x, _) = call.source.tokens(train), call.source.tokens(test)
+    extra = {"input": what or "stored clips", "heads_used": heads_for(cfg.num_heads, int(test_x.shape[-1]))}
+    if cfg.checkpoint is not None:
+        return released_row(call, test_x, extra)
+    view = fit_view(call, what)
+    with call.progress(call.probe, *work(cfg)) as advance:
+        result, inputs = train_attentive(train_x, train.labels, np.arange(len(train.labels)), call.data.num_classes,
+                                         cfg, advance, train_view=view, crops=train.crops)
+    extra.update(sample=inputs.describe(), head=chosen_head(result), **train_view_params(view))
+    return scored_fit(result, inputs.like(test_x, test.labels, test.crops), cfg, extra)
+
+
+def released_row(call: ProbeCall, test_x, extra: dict[str, Any]) -> ProbeScores:
+    """``--attentive-from``: the released probe's scores on the test videos; nothing is trained or
+    selected, so the row's params say so."""
+    cfg: AttentiveConfig = call.config
+    if call.source.name != "backbone":
+        raise VsslError(f"--attentive-from {cfg.checkpoint}: a released probe reads the encoder's tokens; it has "
+                        f"no {call.source.name} row: probe without --scale (or without --attentive-from)")
+    inputs = TokenInputs(test_x, call.data.test.labels, call.data.test.crops, pos_embed=cfg.use_pos_embed)
+    scores = evaluate_released(cfg, inputs, call.data.num_classes, resolve_device(cfg.device))
+    extra.pop("heads_used")
+    return ProbeScores(scores, {**cfg.params(), **extra, "trained": False, "selected": None,
+                                "head": f"released probe {cfg.checkpoint}", "sample": inputs.describe()})
+
+
 def work(cfg: TrainConfig) -> tuple[int, str]:
     """What a trained row's progress bar counts, and a first estimate of how many: epochs (the
     selection passes plus the refit), or L-BFGS solves for a solved linear head. The fit corrects
@@ -227,13 +261,16 @@ PROBES: list[Probe] = [
           _SET, match_run=match_architecture),
     Probe("scale_ft",     "finetune",    ("scale",),            FinetuneConfig,    set_probe(_finetune),
           _SET | {"scale_model"}, match_run=match_architecture),
+    Probe("attentive",    "attentive",   ("backbone", "scale"), AttentiveConfig,   run_attentive,
+          _TRAINED | {"tokens"}),
 ]
 """The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
 "scale", k-NN takes the mean over clips of [C_i ⊕ SET] and the MLP [C_i ⊕ SET] per clip;
 SCALE_linear is its own entry because the report names it apart from the backbone's linear
 probe. Transformer and SCALE_ft share one config class and model: they differ only in the
 initialisation of the set transformer (random vs the --scale run), §4.1; with a run both take its
-architecture (:func:`~vssl.probe.transformer.match_architecture`)."""
+architecture (:func:`~vssl.probe.transformer.match_architecture`). The attentive probe (V-JEPA 2's)
+attends over the backbone's tokens (or clips) of a video, or over SCALE's refined clips Ĉ_i."""
 
 
 def register_probe(probe: Probe) -> Probe:

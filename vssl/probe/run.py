@@ -22,6 +22,7 @@ import numpy as np
 
 from vssl.errors import VsslError
 
+from .attentive import AttentiveConfig
 from .data import load_split, with_train_view
 from .knn import KnnConfig
 from .linear import LinearConfig
@@ -57,6 +58,7 @@ class ProbeRequest:
     mlp: MlpConfig | None = None
     transformer: TransformerConfig | None = None
     finetune: FinetuneConfig | None = None
+    attentive: AttentiveConfig | None = None
     scale_run: Path | None = None
     train_view: str | None = None       # trained probes fit on this view's clips (default: ``view``)
     train_clips: int = 8                # clips of a train-view video drawn per step (released: 8)
@@ -139,7 +141,7 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     from vssl.features_store import FeatureStore
 
     store = FeatureStore.open(req.store)
-    store.view(req.view)                                    # a clear error when the view is missing
+    check_token_view(store.view(req.view), rows)           # a clear error when the view is missing
     boxes = any("boxes" in r.probe.needs for r in rows)
     # Only the backbone's k-NN reduces clips to its rule's per-video vector while reading; SCALE's
     # k-NN averages its [C_i ⊕ SET], so a SCALE row reads every clip.
@@ -150,6 +152,19 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     if req.train_view is not None and any("train_view" in r.probe.needs for r in rows):
         train = with_train_view(store, train, req.train_view, req.train_clips, boxes)   # k-NN reads --view only
     return store, ProbeData(train, test, class_names(store, train.labels, test.labels, req.target))
+
+
+def check_token_view(view, rows: list[Row]) -> None:
+    """A token view (a grid of tokens per clip) is read only by the probes that declare ``tokens``
+    (the attentive probe); the others read one vector per clip: one clear line naming the fix."""
+    if len(view.clip_shape) < 2:
+        return
+    others = sorted({r.probe.name for r in rows if "tokens" not in r.probe.needs})
+    if others:
+        pooled = f" (e.g. '{view.name.split('.tokens')[0]}')" if ".tokens" in view.name else ""
+        raise VsslError(f"view '{view.name}' holds {view.clip_shape[0]} tokens per clip; {', '.join(others)} "
+                        f"read(s) one vector per clip: probe them on a pooled view{pooled} and the token view "
+                        "with --attentive alone")
 
 
 def seed_data(data: ProbeData, low_shot: float | None, seed: int) -> ProbeData:

@@ -52,6 +52,11 @@ class FeatureSource(Protocol):
         """Per-clip inputs of a clip head ``[n, K, D']`` (or ragged) and what they are (None: the plain clip)."""
         ...
 
+    def tokens(self, split: SplitData) -> tuple[np.ndarray | RaggedClips, str | None]:
+        """What the attentive probe attends over, per clip (``[n, K, D]``, ``[n, K, T, D]`` or ragged),
+        and what it is (None: the stored clip itself)."""
+        ...
+
 
 class BackboneSource:
     """The backbone's stored clip features, as read into the splits."""
@@ -71,6 +76,10 @@ class BackboneSource:
 
     def clips(self, split: SplitData, cfg: Any = None) -> tuple[np.ndarray | RaggedClips, str | None]:
         """Per-clip inputs of the clip heads: [n, K, D] (or ragged), the plain clip embedding."""
+        return split.features, None
+
+    def tokens(self, split: SplitData) -> tuple[np.ndarray | RaggedClips, str | None]:
+        """The stored clips: a token view's grids ``[n, K, T, D]`` or a plain view's vectors."""
         return split.features, None
 
 
@@ -112,3 +121,7 @@ class ScaleSource:
         if key not in self._clips:
             self._clips[key] = self.scale.clip_inputs(split, refined)
         return self._clips[key], "[C_i, Ĉ_i, SET] per clip" if refined else "[C_i, SET] per clip"
+
+    def tokens(self, split: SplitData) -> tuple[RaggedClips, str | None]:
+        """SCALE's refined clips Ĉ_i (one token per clip): the attentive pool over a video's Ĉ."""
+        return self.scale.refined_clips(split.indices), "refined clips Ĉ_i"

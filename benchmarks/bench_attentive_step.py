@@ -1,0 +1,173 @@
+"""One training step of the attentive probe on cached tokens vs the same step recomputing the encoder.
+
+    python benchmarks/bench_attentive_step.py [--batch 2] [--steps 2] [--grids full,2x4x4]
+                                              [--frames 16] [--size 224] [--write-doc]
+
+The released protocol (vjepa2 ``evals/video_classification_frozen/eval.py``) runs the frozen encoder
+under ``no_grad`` at every step, then the probe forward, backward and AdamW step. vssl caches the
+encoder's tokens once (``vssl extract --tokens``) and trains on them. Both are measured here, each in
+a fresh process (so its peak RSS is its own), side by side in one run:
+
+- ``recompute``: a VideoMAE-shaped ViT-B/16 (random weights) on ``batch`` clips of ``frames x size``,
+  then the step on its ``full`` token grid (8x14x14 = 1568 tokens of 768 for 16x224), as released;
+- ``cached <grid>``: the same step on tokens read as cached (float16 -> float32), at each grid of
+  ``--grids`` (``full``: the encoder's own; ``T'xH'xW'``: average-pooled as ``--tokens`` stores them).
+
+The probe is :class:`AttentiveClassifier` as released (depth 4, 16 heads, width 768, 174 classes,
+SSv2's). Reported: the median step time after one warm-up step, the ratio to ``recompute``, and
+the resident memory after the warm-up step (weights, gradients, AdamW's state, inputs), the peak
+during the timed steps above it (activations, and the encoder's work in ``recompute``; Linux
+``/proc/self/clear_refs`` resets the peak, ``VmHWM`` reads it), and the whole process's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.harness import machine, markdown_table, write_section  # noqa: E402
+
+WIDTH, HEADS, DEPTH, CLASSES = 768, 16, 4, 174
+
+
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    """Restart VmHWM from the current RSS (Linux >= 4.0); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def grid_of(spec: str, frames: int, size: int) -> tuple[int, int, int]:
+    """The token grid of ``spec`` (``full``: the encoder's, tubelet 2 and patch 16)."""
+    full = (frames // 2, size // 16, size // 16)
+    return full if spec == "full" else tuple(int(v) for v in spec.split("x"))
+
+
+def child(mode: str, args: argparse.Namespace) -> dict:
+    """Time ``args.steps`` steps of ``mode`` (``recompute`` or a grid) in this process; return the numbers."""
+    from vssl.probe.attentive_pooler import AttentiveClassifier
+
+    torch.manual_seed(0)
+    probe = AttentiveClassifier(WIDTH, CLASSES, num_heads=HEADS, depth=DEPTH)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-4, weight_decay=0.01)
+    labels = torch.randint(0, CLASSES, (args.batch,))
+    if mode == "recompute":
+        from vssl.extract.backbones.video_vit import VIDEOMAE_SPEC, VideoViT
+        from vssl.extract.backbones.vit_layers import ViTShape
+
+        shape = ViTShape(embed_dim=WIDTH, depth=12, num_heads=12, mlp_hidden=4 * WIDTH, qkv_bias="qv")
+        encoder = VideoViT(shape, VIDEOMAE_SPEC, final_norm=False, fc_norm=True).freeze()
+        clips = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    else:
+        t, h, w = grid_of(mode, args.frames, args.size)
+        cached = torch.randn(args.batch, t * h * w, WIDTH).half()
+
+    def step() -> float:
+        """One step; returns the seconds spent in the encoder (0 on cached tokens)."""
+        t0 = time.perf_counter()
+        if mode == "recompute":
+            with torch.no_grad():
+                tokens = encoder.forward_features(clips)
+        else:
+            tokens = cached.float()
+        encoder_s = time.perf_counter() - t0 if mode == "recompute" else 0.0
+        loss = torch.nn.functional.cross_entropy(probe(tokens), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return encoder_s
+
+    step()                                 # warm-up: AdamW's state, allocator
+    steady_mb = _status_mb("VmRSS")        # weights, gradients, optimizer state, inputs
+    reset = _reset_peak()
+    times, encoder_times = [], []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        encoder_times.append(step())
+        times.append(time.perf_counter() - t0)
+    peak = _status_mb("VmHWM")
+    return {"mode": mode, "seconds": statistics.median(times), "encoder_seconds": statistics.median(encoder_times),
+                        "tokens": tokens_count(mode, args), "steady_mb": steady_mb,
+            "step_peak_mb": peak - steady_mb if reset else float("nan"), "process_peak_mb": peak}
+
+
+def tokens_count(mode: str, args: argparse.Namespace) -> int:
+    t, h, w = grid_of("full" if mode == "recompute" else mode, args.frames, args.size)
+    return t * h * w
+
+
+def run_child(mode: str, args: argparse.Namespace) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, __file__, "--child", mode, "--batch", str(args.batch), "--steps", str(args.steps),
+           "--frames", str(args.frames), "--size", str(args.size)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> str:
+    base = rows[0]
+    table = [[r["mode"] if r["mode"] == "recompute" else f"cached {r['mode']}", r["tokens"], r["seconds"],
+              r["encoder_seconds"], base["seconds"] / r["seconds"], r["steady_mb"], r["step_peak_mb"],
+              r["process_peak_mb"]]
+             for r in rows]
+    header = ["step", "tokens per video", "s per step", "of which encoder (s)", "speed-up vs recompute",
+              "steady RSS MB", "step peak above steady MB", "process peak MB"]
+    return "\n".join([
+        "## Attentive probe: cached tokens vs recomputing the encoder",
+        "",
+        f"`python benchmarks/bench_attentive_step.py --batch {args.batch} --steps {args.steps} "
+        f"--grids {args.grids} --write-doc` — one AdamW step (forward, backward, update) of "
+        f"`AttentiveClassifier` (depth {DEPTH}, {HEADS} heads, width {WIDTH}, {CLASSES} classes) on a batch of "
+        f"{args.batch} videos of one {args.frames}x{args.size} clip; `recompute` runs a VideoMAE-shaped "
+        "ViT-B/16 (random weights, `no_grad`, fp32) first, as the released eval does; `cached` reads the "
+        "tokens as stored (float16). Median of the steps after one warm-up, each mode in its own process; "
+        f"{machine()}.",
+        "",
+        markdown_table(header, table),
+    ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--grids", default="full,2x4x4", help="cached token grids to time (full or T'xH'xW')")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--write-doc", action="store_true",
+                    help="update the attentive-step section of docs/PERFORMANCE.md")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args)))
+        return
+    rows = [run_child(mode, args) for mode in ["recompute", *args.grids.split(",")]]
+    text = report(rows, args)
+    print(text)
+    if args.write_doc:
+        write_section("attentive_step", text)
+
+
+if __name__ == "__main__":
+    main()
