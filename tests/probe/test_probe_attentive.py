@@ -9,6 +9,7 @@ as it is. References: hand-assembled inputs through the released model, numpy fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -292,3 +293,28 @@ def test_the_temporal_position_tells_the_order_of_the_clips(tmp_path, capsys):
         assert code == 0, err
         tops[flag] = _rows(tmp_path / f"{flag}.json")["attentive"]["top1"]
     assert tops["false"] <= 65 and tops["true"] >= 90, tops
+
+
+def test_a_step_in_micro_batches_is_the_whole_batch_step(monkeypatch):
+    """Long samples are trained in parts of at most ``step_tokens`` tokens, their gradients accumulated:
+    the trained heads equal those trained on whole batches (only the memory of a step changes)."""
+    from vssl.probe.attentive import AttentiveConfig, train_attentive
+
+    seen = []
+    forward = AttentiveClassifier.forward
+    monkeypatch.setattr(AttentiveClassifier, "forward",
+                        lambda self, x, *a, **k: seen.append(x.shape[0] * x.shape[1]) or forward(self, x, *a, **k))
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 3
+    tokens = rng.normal(size=(24, 2, 4, 8)).astype(np.float32)       # [videos, clips, tokens, D]
+    tokens[np.arange(24), 0, 0] += 3 * np.eye(8, dtype=np.float32)[labels]
+    cfg = AttentiveConfig(lrs=(1e-3,), weight_decays=(0.01,), epochs=2, batch_size=8, min_steps=0, holdout=0.0,
+                          depth=2, num_heads=2, device="cpu", precision="fp32")
+    whole, _ = train_attentive(tokens, labels, np.arange(24), 3, cfg)
+    assert max(seen) == 8 * 8                                           # 8 samples of 2 clips x 4 tokens
+    seen.clear()
+    parts, _ = train_attentive(tokens, labels, np.arange(24), 3, dataclasses.replace(cfg, step_tokens=16))
+    assert max(seen) == 16                                              # 2 samples a part
+    for a, b in zip(whole.model.state_dict().values(), parts.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -73,9 +73,16 @@ class AttentiveConfig(TrainConfig):
     use_pos_embed: bool = False    # released default: off
     checkpoint: str | None = None  # a released probe to evaluate (no training)
     checkpoint_head: int = 0       # which head of a vjepa2 checkpoint's list of classifiers
+    # padded tokens a training micro-batch holds at most (a sample longer than that alone); a step's
+    # gradients accumulate over its micro-batches, so the step is the whole batch's and only the memory
+    # is the micro-batch's: 256 videos x 2 segments of a ViT-L's 1,568 tokens, times 20 heads, do not fit
+    # one device (released: 4 videos per GPU on 64 GPUs)
+    step_tokens: int = 4096
 
     def validate(self) -> None:
         super().validate()
+        if self.step_tokens < 1:
+            raise VsslError(f"attentive probe: step_tokens {self.step_tokens}: use at least 1")
         if self.depth < 1 or self.num_heads < 1 or self.mlp_ratio <= 0:
             raise VsslError(f"attentive probe: depth {self.depth}, num_heads {self.num_heads} and mlp_ratio "
                             f"{self.mlp_ratio}: use depth and num_heads of at least 1 and a positive mlp_ratio")
@@ -121,8 +128,9 @@ class TokenInputs:
     """
 
     def __init__(self, features: np.ndarray | RaggedClips, labels: np.ndarray, crops: int = 1,
-                 train_view: TrainView | None = None, pos_embed: bool = False):
+                 train_view: TrainView | None = None, pos_embed: bool = False, step_tokens: int = 4096):
         self.clips = token_clips(features)
+        self.step_tokens = step_tokens
         self.labels = torch_labels(labels)
         self.crops = crops
         self.train_view = train_view
@@ -202,6 +210,12 @@ class TokenInputs:
             picked = np.sort(random_clips(len(r), k, draw, gen), axis=1) + r[:, None] * k
             yield self._assemble(clips.flat, list(picked), device), _to_labels(self.labels[r], device)
 
+    def micro_batches(self, xs: tuple[torch.Tensor, ...], y: torch.Tensor) -> list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+        """A training batch in parts of at most ``step_tokens`` padded tokens (one sample at least), for
+        :func:`~vssl.probe.train.step_parts` to accumulate over."""
+        per = max(1, self.step_tokens // max(1, xs[0].shape[1]))
+        return [(tuple(x[s:s + per] for x in xs), y[s:s + per]) for s in range(0, len(y), per)]
+
     def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
                 precision: str = "fp32") -> np.ndarray:
         """A video's score ``[n, G, C]``: the mean over its views of their softmax (sigmoid, value)
@@ -256,7 +270,7 @@ def train_attentive(features: np.ndarray | RaggedClips, labels: np.ndarray, trai
                     train_view: TrainView | None = None, crops: int = 1) -> tuple[FitResult, TokenInputs]:
     """Train the grid of attentive probes on the videos at ``train_pos`` (on ``train_view``'s clips
     when given; selection reads ``features``) and refit the chosen one on all of them."""
-    inputs = TokenInputs(features, labels, crops, train_view, cfg.use_pos_embed)
+    inputs = TokenInputs(features, labels, crops, train_view, cfg.use_pos_embed, cfg.step_tokens)
     return fit(inputs, train_pos, attentive_grid(inputs.clips.flat.shape[-1], num_classes, cfg), cfg, advance), inputs
 
 

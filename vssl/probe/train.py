@@ -269,11 +269,12 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
         for xs, y in inputs.batches(train_pos, cfg.batch_size, gen, device):
             for group, lr in zip(opt.param_groups, base):            # warm-up, then cosine, per step
                 group["lr"] = lr_at(step, total, lr, cfg.warmup)
-            with autocast(device, cfg.precision):
-                logits = model(*xs)                                    # [B, G, C]
-            loss = task.loss(logits.float(), y)                        # sum over heads: independent
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for part_xs, part_y in step_parts(inputs, xs, y):
+                with autocast(device, cfg.precision):
+                    logits = model(*part_xs)                           # [b, G, C]
+                # sum over heads (independent); the parts' losses add up to the batch's mean
+                (task.loss(logits.float(), part_y) * (len(part_y) / len(y))).backward()
             opt.step()
             step += 1
         if held_pos is not None:
@@ -283,6 +284,14 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
             advance(1)
     model.eval()
     return model, history
+
+
+def step_parts(inputs: Inputs, xs: tuple[torch.Tensor, ...], y: torch.Tensor) -> list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """The micro-batches one optimizer step is computed in: the whole batch, or the parts of it that
+    inputs bounding a step's memory (``micro_batches``: e.g. thousands of tokens per sample) cut it
+    into. Gradients accumulate over the parts, so the step is the whole batch's."""
+    split = getattr(inputs, "micro_batches", None)
+    return [(xs, y)] if split is None else split(xs, y)
 
 
 def make_optimizer(model: GridHeads, grid: Sequence[tuple[float, float]], optimizer: str) -> torch.optim.Optimizer:
