@@ -240,10 +240,19 @@ def check_chunk_bytes(store: FeatureStore, views: dict[str, SamplerSpec], sets: 
         per_video = set_video_bytes(views[s.view], s.clip_shape(store.backbone.embed_dim), dtype)
         total = per_video * min(store.chunk_videos, store.num_videos)
         if total > MAX_CHUNK_VIEW_BYTES:
-            raise StoreError(f"view '{name}' would hold {total / 2**30:.2f} GiB per chunk of {store.path} "
-                             f"({store.chunk_videos} videos x {per_video / 2**20:.1f} MiB; at most "
-                             f"{MAX_CHUNK_VIEW_BYTES / 2**30:.0f} GiB is assembled in memory); extract it into a "
-                             "new --out store (chunked for it), or ask for fewer tokens (e.g. --tokens 2x4x4)")
+            raise StoreError(f"view '{name}' would hold {_binary(total)} per chunk of {store.path} "
+                             f"({min(store.chunk_videos, store.num_videos)} videos x {_binary(per_video)}; at most "
+                             f"{_binary(MAX_CHUNK_VIEW_BYTES)} is assembled in memory); extract it into a new --out "
+                             "store (chunked for it), or ask for fewer tokens (e.g. --tokens 2x4x4)")
+
+
+def _binary(n: float) -> str:
+    """``n`` bytes in KiB, MiB or GiB, one decimal."""
+    for unit in ("KiB", "MiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GiB"
 
 
 def check_recipe(view: str, stored: dict[str, Any] | None, record: dict[str, Any]) -> None:
