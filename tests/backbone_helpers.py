@@ -196,3 +196,24 @@ def vjepa_training_file(encoder: dict[str, torch.Tensor], target: dict[str, torc
     if target is not None:
         out["target_encoder"] = wrap(target)
     return out
+
+
+# ------------------------------------------------------------------ token grids
+
+
+def assert_tokens_match(pairs: list[tuple[torch.Tensor, torch.Tensor]],
+                        expected: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """``forward_tokens``' (embedding, token grid) per block against the reference's, block by block, each
+    within TOL relative (the issue's bound), shapes equal."""
+    assert len(pairs) == len(expected)
+    for depth, ((embedding, grid), (ref_embedding, ref_grid)) in enumerate(zip(pairs, expected)):
+        assert grid.shape == ref_grid.shape, depth
+        assert embedding.shape == ref_embedding.shape, depth
+        assert rel_err(grid, ref_grid) <= TOL, f"grid of block -{len(pairs) - depth}"
+        assert rel_err(embedding, ref_embedding) <= TOL, f"embedding of block -{len(pairs) - depth}"
+
+
+def frames_to_grid(tokens: torch.Tensor, clips: int) -> torch.Tensor:
+    """A per-frame reference's (clips*T, P, D) patch tokens of square frames -> (clips, T, H, W, D)."""
+    side = int(round(tokens.shape[1] ** 0.5))
+    return tokens.reshape(clips, -1, side, side, tokens.shape[-1])

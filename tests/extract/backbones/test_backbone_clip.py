@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.backbone_helpers import TOL, randomize_
+from tests.backbone_helpers import TOL, assert_tokens_match, frames_to_grid, randomize_, rel_err
 from vssl.extract.backbones import create_backbone
 from vssl.extract.backbones.checkpoints import read_checkpoint
 
@@ -177,3 +177,24 @@ def test_openai_torchscript_archive_loads_without_running_its_code(tmp_path, mon
     assert ckpt.format == "torchscript" and set(ckpt.tensors) == set(expected)
     assert all(torch.equal(ckpt.tensors[k], v) for k, v in expected.items())
     _check(create_backbone("clip", tmp_path / "ViT-tiny.pt", frames=FRAMES, size=SIZE, num_heads=HEADS), ref, SIZE)
+
+
+def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path):
+    """Per frame: token grids are ``last_hidden_state`` less CLS (un-normed: transformers, like OpenAI's code,
+    applies ``post_layernorm`` to the CLS token alone), frames x patches; earlier blocks are
+    ``hidden_states[-k]``, their CLS token through ``post_layernorm`` and the projection, from one pass."""
+    ref = _reference(tmp_path, "quick_gelu")
+    model = create_backbone("clip", tmp_path / "hf", frames=FRAMES, size=48)
+    clips = torch.randn(2, 3, FRAMES, 48, 48, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out = ref.vision_model(pixel_values=clips.transpose(1, 2).reshape(2 * FRAMES, 3, 48, 48),
+                               interpolate_pos_encoding=True, output_hidden_states=True)
+        hidden = [out.hidden_states[-k] for k in range(DEPTH, 0, -1)]
+        embed = lambda h: ref.visual_projection(ref.vision_model.post_layernorm(h[:, 0]))  # noqa: E731
+        expected = [(embed(h).reshape(2, FRAMES, OUT).mean(dim=1), frames_to_grid(h[:, 1:], 2)) for h in hidden]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+        embedding = model(clips)
+    assert rel_err(hidden[-1], out.last_hidden_state) <= TOL
+    assert_tokens_match(pairs, expected)
+    assert pairs[-1][1].shape == (2, FRAMES, 3, 3, DIM)
+    assert torch.equal(pairs[-1][0], embedding)

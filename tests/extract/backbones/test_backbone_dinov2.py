@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.backbone_helpers import TOL, randomize_
+from tests.backbone_helpers import TOL, assert_tokens_match, frames_to_grid, randomize_
 from vssl.extract.backbones import create_backbone
 from vssl.extract.backbones.checkpoints import read_checkpoint
 
@@ -100,3 +100,22 @@ def test_dinov2_image_classification_wrapper_and_hint_for_image_vit(tmp_path):
     torch.save(hf_dinov2_to_hub(read_checkpoint(tmp_path / "hf").tensors, DEPTH), tmp_path / "hub.pth")
     with pytest.raises(CheckpointError, match="use --backbone dinov2"):
         create_backbone("image-vit", tmp_path / "hub.pth", frames=FRAMES, size=SIZE)
+
+
+def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path):
+    """Per frame: token grids are ``last_hidden_state`` less CLS and registers, frames x patches; earlier
+    blocks are ``hidden_states[-k]`` through the final norm (``get_intermediate_layers(norm=True)``), their
+    CLS token the frame embedding, all from one pass."""
+    ref = _reference("registers", tmp_path)
+    model = create_backbone("dinov2", tmp_path / "hf", frames=FRAMES, size=42, num_heads=HEADS)
+    clips = torch.randn(2, 3, FRAMES, 42, 42, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = ref(pixel_values=clips.transpose(1, 2).reshape(2 * FRAMES, 3, 42, 42), output_hidden_states=True)
+        normed = [ref.layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+        embedding = model(clips)
+    assert _rel(normed[-1], out.last_hidden_state) <= TOL
+    expected = [(t[:, 0].reshape(2, FRAMES, DIM).mean(dim=1), frames_to_grid(t[:, 1 + 3:], 2)) for t in normed]
+    assert_tokens_match(pairs, expected)
+    assert pairs[-1][1].shape == (2, FRAMES, 3, 3, DIM)
+    assert torch.equal(pairs[-1][0], embedding)

@@ -76,3 +76,23 @@ def test_same_padding_matches_tensorflow_rule(size, k, stride):
     got = conv(x)
     assert got.shape[-1] == -(-size // stride)
     torch.testing.assert_close(got, want)
+
+
+def test_token_grid_is_each_frames_last_feature_map(model):
+    """A clip's tokens are its frames' last feature maps (before the average pool), frames as time: each frame's
+    mean token is its image features, and the classifier on it still names the photo."""
+    frames = torch.cat([_prepare(skdata.chelsea(), 224, model.spec), _prepare(skdata.coffee(), 224, model.spec)])
+    clip = frames.transpose(0, 1)[None]  # (1, 3, T=2, H, W)
+    with torch.no_grad():
+        (embedding, grid), = model.forward_tokens(clip)
+        per_frame = model.image_features(frames)
+        logits = model._fc(grid[0].mean(dim=(1, 2)))
+    assert grid.shape == (1, 2, 7, 7, 1280)  # 224 px / 32
+    assert torch.allclose(grid[0].mean(dim=(1, 2)), per_frame, atol=1e-5)
+    assert torch.allclose(embedding, model(clip), atol=1e-6)
+    cat, coffee = logits.argmax(dim=1).tolist()
+    assert cat in EXPECTED["chelsea"] and coffee in EXPECTED["coffee"]
+    kept = create_backbone("efficientnet-lite0-frames", frames=2)
+    with torch.no_grad():
+        (kept_embedding, kept_grid), = kept.forward_tokens(clip)
+    assert torch.allclose(kept_embedding[0], per_frame.reshape(-1), atol=1e-5) and torch.equal(kept_grid, grid)

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from tests.backbone_helpers import TOL, randomize_
+from tests.backbone_helpers import TOL, assert_tokens_match, frames_to_grid, randomize_, rel_err
 from vssl.extract.backbones import create_backbone
 from vssl.extract.backbones.checkpoints import read_checkpoint
 
@@ -52,3 +52,23 @@ def test_siglip_hf_dir_and_state_dict_match_transformers(reference, size, caplog
             got = model(clips)
         assert model.embed_dim == DIM and model.pooling == "map" and model.spec.mean == (0.5, 0.5, 0.5)
         assert ((got - expected).abs().max() / expected.abs().max()).item() <= TOL, ckpt.name
+
+
+def test_tokens_and_layers_equal_transformers_hidden_states(reference):
+    """Per frame: token grids are ``last_hidden_state`` (``post_layernorm``'s output), frames x patches;
+    earlier blocks are ``post_layernorm(hidden_states[-k])`` with the MAP head on them, from one pass."""
+    ref, files = reference
+    model = create_backbone("siglip", files[0], frames=FRAMES, size=48)
+    clips = torch.randn(2, 3, FRAMES, 48, 48, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out = ref(pixel_values=clips.transpose(1, 2).reshape(2 * FRAMES, 3, 48, 48), interpolate_pos_encoding=True,
+                  output_hidden_states=True)
+        vision = getattr(ref, "vision_model", ref)  # transformers 5 flattens it into the model
+        normed = [vision.post_layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
+        expected = [(vision.head(t).reshape(2, FRAMES, DIM).mean(dim=1), frames_to_grid(t, 2)) for t in normed]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+        embedding = model(clips)
+    assert rel_err(normed[-1], out.last_hidden_state) <= TOL
+    assert_tokens_match(pairs, expected)
+    assert pairs[-1][1].shape == (2, FRAMES, 3, 3, DIM)
+    assert torch.equal(pairs[-1][0], embedding)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.backbone_helpers import TOL, randomize_
+from tests.backbone_helpers import TOL, randomize_, rel_err
 from vssl.errors import CheckpointError
 from vssl.extract.backbones import create_backbone
 from vssl.extract.backbones.slowonly import SlowOnlyR50
@@ -37,8 +37,8 @@ def _bn(x, sd, name):
                         sd[f"{name}.bias"], False, 0.0, 1e-5)
 
 
-def _reference(sd: dict, clips: torch.Tensor) -> torch.Tensor:
-    """SlowOnly R50 from the paper's table with plain ops over pySlowFast names."""
+def _reference_map(sd: dict, clips: torch.Tensor) -> torch.Tensor:
+    """SlowOnly R50 from the paper's table with plain ops over pySlowFast names: the res5 map."""
     x = F.conv3d(clips, sd["s1.pathway0_stem.conv.weight"], stride=(1, 2, 2), padding=(0, 3, 3))
     x = F.relu(_bn(x, sd, "s1.pathway0_stem.bn"))
     x = F.max_pool3d(x, (1, 3, 3), (1, 2, 2), (0, 1, 1))
@@ -54,7 +54,12 @@ def _reference(sd: dict, clips: torch.Tensor) -> torch.Tensor:
             short = _bn(F.conv3d(x, sd[p + "branch1.weight"], stride=(1, s, s)), sd, p + "branch1_bn") \
                 if p + "branch1.weight" in sd else x
             x = F.relu(short + y)
-    return x.mean(dim=(2, 3, 4))
+    return x
+
+
+def _reference(sd: dict, clips: torch.Tensor) -> torch.Tensor:
+    """The clip embedding: the res5 map's global average."""
+    return _reference_map(sd, clips).mean(dim=(2, 3, 4))
 
 
 def test_shapes_follow_the_paper(full_size):
@@ -116,3 +121,20 @@ def test_missing_block_is_reported(tmp_path, weights):
     torch.save({"model_state": sd}, tmp_path / "cut.pyth")
     with pytest.raises(CheckpointError, match=r"missing keys \(first: s5\.pathway0_res2\.branch2\.a\.weight"):
         create_backbone("slowonly-r50", tmp_path / "cut.pyth")
+
+
+@pytest.mark.slow
+def test_token_grid_is_the_res5_map_channels_last(tmp_path, weights):
+    from vssl.errors import VsslError
+
+    torch.save({"model_state": weights}, tmp_path / "slow.pyth")
+    model = create_backbone("slowonly-r50", tmp_path / "slow.pyth", frames=4, size=64)
+    clips = torch.randn(2, 3, 4, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        (embedding, grid), = model.forward_tokens(clips)
+        expected = _reference_map(weights, clips)
+    assert grid.shape == (2, 4, 2, 2, 16 * 32)  # (B, T, H, W, C): full time, /32 in space
+    assert rel_err(grid, expected.permute(0, 2, 3, 4, 1)) <= TOL
+    assert rel_err(embedding, expected.mean(dim=(2, 3, 4))) <= TOL
+    with pytest.raises(VsslError, match="last block's output only"):
+        model.forward_tokens(clips, layers=2)

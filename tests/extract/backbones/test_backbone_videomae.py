@@ -7,7 +7,8 @@ import argparse
 import pytest
 import torch
 
-from tests.backbone_helpers import TOL, hf_videomae_to_mcg, randomize_, save_hf_dir, write_mindspore
+from tests.backbone_helpers import (TOL, assert_tokens_match, hf_videomae_to_mcg, randomize_, rel_err, save_hf_dir,
+                                    write_mindspore)
 from vssl.errors import CheckpointError
 from vssl.extract.backbones import create_backbone
 
@@ -190,3 +191,37 @@ def test_head_count_override_for_non_standard_widths(tmp_path, clips):
     _, assumed = _ours(tmp_path / "h4.pth", clips)
     assert (right - expected).abs().max() <= TOL
     assert (assumed - expected).abs().max() > TOL
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "finetuned"])
+def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path, pretrained, finetuned, clips, kind):
+    """Token grids are ``last_hidden_state`` on the (t, h, w) grid, earlier blocks ``hidden_states[-k]``
+    through the same final norm (a pretrain file's ``layernorm``; a finetuned one has none, its
+    ``fc_norm`` follows pooling), all from one pass."""
+    ref = pretrained if kind == "pretrain" else finetuned
+    ref.save_pretrained(tmp_path / "hf")
+    model = create_backbone("videomae", tmp_path / "hf", frames=FRAMES, size=SIZE)
+    base = ref if kind == "pretrain" else ref.videomae
+    with torch.no_grad():
+        out = base(pixel_values=clips.permute(0, 2, 1, 3, 4), output_hidden_states=True)
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+        embedding = model(clips)
+        grid_of = lambda tokens: tokens.reshape(2, FRAMES // 2, SIZE // 16, SIZE // 16, DIM)  # noqa: E731
+        if kind == "pretrain":
+            tokens = [base.layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
+            expected = [(t.mean(dim=1), grid_of(t)) for t in tokens]
+        else:
+            tokens = [out.hidden_states[-k] for k in range(DEPTH, 0, -1)]
+            expected = [(ref.fc_norm(t.mean(dim=1)), grid_of(t)) for t in tokens]
+    assert rel_err(tokens[-1], out.last_hidden_state) <= TOL
+    assert_tokens_match(pairs, expected)
+    assert torch.equal(pairs[-1][0], embedding)
+
+
+def test_layers_beyond_the_depth_are_refused(tmp_path, pretrained, clips):
+    from vssl.errors import VsslError
+
+    pretrained.save_pretrained(tmp_path / "hf")
+    model = create_backbone("videomae", tmp_path / "hf", frames=FRAMES, size=SIZE)
+    with pytest.raises(VsslError, match=f"has {DEPTH} blocks: --layers must be 1 to {DEPTH}, not {DEPTH + 1}"):
+        model.forward_tokens(clips, layers=DEPTH + 1)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.backbone_helpers import TOL, hf_timesformer_to_svt, randomize_
+from tests.backbone_helpers import (TOL, assert_tokens_match, frames_to_grid, hf_timesformer_to_svt, randomize_,
+                                    rel_err)
 from vssl.extract.backbones import create_backbone
 
 transformers = pytest.importorskip("transformers")
@@ -69,8 +70,8 @@ def test_svt_matches_transformers_timesformer(tmp_path):
         assert (model(clips) - expected).abs().max() <= TOL
 
 
-def _mae_st_reference(sd: dict, clips: torch.Tensor, heads: int) -> torch.Tensor:
-    """mae_st's encoder written out with plain tensor ops (no vssl code)."""
+def _mae_st_blocks(sd: dict, clips: torch.Tensor, heads: int) -> list[torch.Tensor]:
+    """mae_st's encoder written out with plain tensor ops (no vssl code): every block's output, CLS first."""
     w = sd["patch_embed.proj.weight"]
     x = F.conv3d(clips, w, sd["patch_embed.proj.bias"], stride=w.shape[2:])
     B, D, t, h, ww = x.shape
@@ -79,6 +80,7 @@ def _mae_st_reference(sd: dict, clips: torch.Tensor, heads: int) -> torch.Tensor
     x = x.reshape(B, t * h * ww, D)
     x = torch.cat([(sd["cls_token"] + sd["pos_embed_class"]).expand(B, 1, D), x], dim=1)
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    outputs = []
     for i in range(depth):
         p = lambda n: sd[f"blocks.{i}.{n}"]  # noqa: E731
         y = F.layer_norm(x, (D,), p("norm1.weight"), p("norm1.bias"), 1e-6)
@@ -91,10 +93,21 @@ def _mae_st_reference(sd: dict, clips: torch.Tensor, heads: int) -> torch.Tensor
         y = F.layer_norm(x, (D,), p("norm2.weight"), p("norm2.bias"), 1e-6)
         y = F.linear(F.gelu(F.linear(y, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
         x = x + y
-    return F.layer_norm(x[:, 1:].mean(dim=1), (D,), sd["norm.weight"], sd["norm.bias"], 1e-6)
+        outputs.append(x)
+    return outputs
 
 
-def test_mae_st_matches_hand_written_reference(tmp_path):
+def _mae_st_norm(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), sd["norm.weight"], sd["norm.bias"], 1e-6)
+
+
+def _mae_st_reference(sd: dict, clips: torch.Tensor, heads: int) -> torch.Tensor:
+    """mae_st's video evaluation: the final norm of the mean patch token."""
+    return _mae_st_norm(sd, _mae_st_blocks(sd, clips, heads)[-1][:, 1:].mean(dim=1))
+
+
+def _mae_st_weights(tmp_path) -> tuple[dict, int]:
+    """Random mae_st weights (separate q/k/v, a decoder beside them) saved as ``mae_st.pyth``; their frames."""
     g = torch.Generator().manual_seed(11)
     r = lambda *s: torch.randn(*s, generator=g) * 0.2  # noqa: E731
     T, grid = 4, SIZE // 16
@@ -112,7 +125,69 @@ def test_mae_st_matches_hand_written_reference(tmp_path):
         sd[f"{b}mlp.fc2.weight"], sd[f"{b}mlp.fc2.bias"] = r(DIM, 256), r(DIM)
     extras = {"decoder_blocks.0.norm1.weight": r(8), "mask_token": r(1, 1, 8)}
     torch.save({"model_state": sd | extras, "epoch": 1}, tmp_path / "mae_st.pyth")
+    return sd, T
+
+
+def test_mae_st_matches_hand_written_reference(tmp_path):
+    sd, T = _mae_st_weights(tmp_path)
     model = create_backbone("mae-st", tmp_path / "mae_st.pyth", frames=T, size=SIZE)
     clips = _clips(T)
     with torch.no_grad():
         assert (model(clips) - _mae_st_reference(sd, clips, DIM // 64)).abs().max() <= TOL
+
+
+# ------------------------------------------------------------------ token grids and --layers
+
+
+def test_mae_st_tokens_and_layers_equal_hand_written_reference(tmp_path):
+    """Token grids are the patch tokens each through the final norm (mae_st's ``forward_encoder``), (t, h, w);
+    earlier blocks take the same norm, their embedding the norm of their mean patch token, from one pass."""
+    sd, T = _mae_st_weights(tmp_path)
+    model = create_backbone("mae-st", tmp_path / "mae_st.pyth", frames=T, size=SIZE)
+    clips = _clips(T)
+    with torch.no_grad():
+        patches = [h[:, 1:] for h in _mae_st_blocks(sd, clips, DIM // 64)]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+    grid = (2, T // 2, SIZE // 16, SIZE // 16, DIM)
+    assert_tokens_match(pairs, [(_mae_st_norm(sd, p.mean(dim=1)), _mae_st_norm(sd, p).reshape(grid)) for p in patches])
+
+
+def test_image_vit_tokens_and_layers_equal_transformers_hidden_states(tmp_path):
+    """Per frame: ``layernorm(hidden_states[-k])`` less CLS, frames x patches; the mean patch token embeds."""
+    cfg = transformers.ViTConfig(image_size=SIZE, patch_size=16, hidden_size=DIM, num_hidden_layers=DEPTH,
+                                 num_attention_heads=HEADS, intermediate_size=256, layer_norm_eps=1e-6)
+    ref = randomize_(transformers.ViTModel(cfg, add_pooling_layer=False), seed=2)
+    torch.save({"model": _hf_vit_to_timm(ref.state_dict(), DEPTH)}, tmp_path / "mae.pth")
+    model = create_backbone("image-vit", tmp_path / "mae.pth", frames=3, size=48)
+    clips = torch.randn(2, 3, 3, 48, 48, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        out = ref(pixel_values=clips.transpose(1, 2).reshape(6, 3, 48, 48), interpolate_pos_encoding=True,
+                  output_hidden_states=True)
+        patches = [ref.layernorm(out.hidden_states[-k])[:, 1:] for k in range(DEPTH, 0, -1)]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+    assert rel_err(patches[-1], out.last_hidden_state[:, 1:]) <= TOL
+    assert_tokens_match(pairs, [(p.mean(dim=1).reshape(2, 3, DIM).mean(dim=1), frames_to_grid(p, 2)) for p in patches])
+    assert pairs[-1][1].shape == (2, 3, 3, 3, DIM)
+
+
+def test_svt_tokens_and_layers_equal_transformers_hidden_states(tmp_path):
+    """Token grids are ``last_hidden_state`` less CLS, from TimeSformer's (space, time) token order
+    (``(b n) t m -> b (n t) m``) to (time, row, column); earlier blocks take the final norm too."""
+    T, size = 2, 48  # T differs from the 3 x 3 patch grid, so a swapped axis shows in the shape
+    cfg = transformers.TimesformerConfig(image_size=size, patch_size=16, num_frames=T, hidden_size=DIM,
+                                         num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=256)
+    ref = randomize_(transformers.TimesformerModel(cfg), seed=4)
+    torch.save({"model_state": {f"model.{k}": v for k, v in hf_timesformer_to_svt(ref.state_dict(), DEPTH).items()}},
+               tmp_path / "timesformer.pyth")
+    model = create_backbone("svt", tmp_path / "timesformer.pyth", frames=T, size=size)
+    clips = torch.randn(2, 3, T, size, size, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        out = ref(pixel_values=clips.transpose(1, 2), output_hidden_states=True)
+        normed = [ref.layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+        embedding = model(clips)
+    assert rel_err(normed[-1], out.last_hidden_state) <= TOL
+    side = size // 16
+    by_time = lambda t: t[:, 1:].reshape(2, side, side, T, DIM).permute(0, 3, 1, 2, 4)  # noqa: E731
+    assert_tokens_match(pairs, [(t[:, 0], by_time(t)) for t in normed])
+    assert torch.equal(pairs[-1][0], embedding)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.backbone_helpers import TOL, hf_vjepa2_to_released, randomize_, rel_err, vjepa_training_file
+from tests.backbone_helpers import (TOL, assert_tokens_match, hf_vjepa2_to_released, randomize_, rel_err,
+                                    vjepa_training_file)
 from vssl.errors import CheckpointError
 from vssl.extract.backbones import InputSpec, create_backbone
 from vssl.extract.backbones.vjepa2 import VJEPA2ViT
@@ -104,6 +105,23 @@ def test_rotary_positions_matter(tmp_path, hf_model, clips, reference, monkeypat
     monkeypatch.setattr(vjepa2, "rope_tables", lambda grid, *a: real((1, grid[0] * grid[1], grid[2]), *a))
     _, flat = _ours(tmp_path / "hf", clips)
     assert rel_err(flat, reference) > TOL
+
+
+def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path, hf_model, clips):
+    """Token grids are ``last_hidden_state`` on the (t, h, w) grid; earlier blocks are ``hidden_states[-k]``
+    through the final norm (as the authors' ``out_layers``), all from one pass."""
+    hf_model.save_pretrained(tmp_path / "hf")
+    model = create_backbone("vjepa2", tmp_path / "hf", frames=FRAMES, size=SIZE)
+    with torch.no_grad():
+        out = hf_model(pixel_values_videos=clips.permute(0, 2, 1, 3, 4), skip_predictor=True,
+                       output_hidden_states=True)
+        tokens = [hf_model.encoder.layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
+        pairs = model.forward_tokens(clips, layers=DEPTH)
+        embedding = model(clips)
+    assert rel_err(tokens[-1], out.last_hidden_state) <= TOL
+    grid = (2, FRAMES // 2, SIZE // 16, SIZE // 16, DIM)
+    assert_tokens_match(pairs, [(t.mean(dim=1), t.reshape(grid)) for t in tokens])
+    assert torch.equal(pairs[-1][0], embedding)
 
 
 # ------------------------------------------------------------------ V-JEPA 1: a stored position table

@@ -8,7 +8,11 @@ Checkpoints load as released: OpenAI CLIP and open_clip state dicts (``visual.co
 Outer names stay OpenAI's; blocks are renamed to :class:`~.prenorm.PreNormBlock`'s.
 
 Each frame is embedded as CLIP's image embedding (HF ``image_embeds``): ``ln_post(CLS) @ proj``;
-the clip embedding averages the frames. The activation is not in the state dict: OpenAI's weights
+the clip embedding averages the frames. Tokens (token views) are transformers' ``last_hidden_state``
+less CLS, frames x patches: the last block's output, which neither OpenAI's code nor transformers
+norms (``ln_post`` is applied to the CLS token alone; open_clip's ``output_tokens`` norms them all).
+``--layers``: each earlier block's output likewise (``hidden_states[-k]``), its CLS token through
+``ln_post`` and the projection for the embedding. The activation is not in the state dict: OpenAI's weights
 were trained with QuickGELU, which is the default for the ``visual.*`` layout; open_clip models
 trained without it (LAION ``ViT-*`` without ``-quickgelu``) need ``act="gelu"``. A Hugging Face
 config's ``hidden_act`` decides for its files. OpenAI's TorchScript ``.pt`` archives (``ViT-B-32.pt``,
@@ -24,12 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Backbone, InputSpec
+from .base import InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, register_recogniser, rename_keys,
                           select_prefix, wrong_layout)
 from .prenorm import HF_ENCODER_RENAMES, PreNormBlock, block_depth, mlp_width, resize_patch_positions
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .pos_embed import grid_side, say_resized
 from .vit_layers import STANDARD_HEADS, fuse_separate_qkv
 
@@ -40,7 +45,7 @@ LAYOUTS = ("OpenAI CLIP / open_clip visual.* state dict or OpenAI TorchScript .p
            " CLIPVisionModelWithProjection dir")
 
 
-class CLIPVision(Backbone):
+class CLIPVision(TokenEncoder):
     """CLIP's ViT over single frames ``(N, C, H, W)``; forward gives the projected image embedding."""
 
     pooling = "cls"
@@ -71,18 +76,22 @@ class CLIPVision(Backbone):
                 "patch": conv.shape[-1], "in_chans": conv.shape[1],
                 "grid": grid, "act": act, "eps": eps}
 
-    def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 1 + P, D) final tokens (before ``ln_post``), CLS first."""
+    def encode(self, frames: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(N, C, H, W) -> (N, 1 + P, D) tokens (before ``ln_post``), CLS first, of each of the last
+        ``layers`` blocks."""
         x = self.conv1(frames)
         grid = tuple(x.shape[-2:])
+        self._set_grid(grid)
         x = x.flatten(2).transpose(1, 2)
         pos = self.positional_embedding[None]
         patch_pos = resize_patch_positions(pos[:, 1:], grid)
         cls = (self.class_embedding + pos[:, 0]).expand(x.shape[0], 1, -1)
         x = self.ln_pre(torch.cat([cls, x + patch_pos], dim=1))
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return last_block_outputs(x, self.blocks, layers)
+
+    def patch_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The tokens less CLS, un-normed as in transformers' ``last_hidden_state``."""
+        return features[:, 1:]
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """CLS token -> ``ln_post`` -> projection: the image embedding."""

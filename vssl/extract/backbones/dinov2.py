@@ -13,6 +13,11 @@ no position embedding. The patch position grid is resized bicubically to the fra
 transformers does (size-based; with antialiasing for the register models, whose hub code also
 uses it). The plain hub code resizes by a scale factor offset by 0.1 instead, so at sizes other
 than the trained grid a hub file's features follow transformers, not the hub code, exactly.
+
+Tokens (token views) are transformers' ``last_hidden_state`` (normed) less the CLS and register
+tokens, frames x patches. ``--layers``: each earlier block's output is normed too and gives its CLS
+token, as the authors' ``get_intermediate_layers(..., norm=True)`` (their linear evaluation
+concatenates the last 4 blocks' CLS tokens with the mean patch token).
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
+from .base import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           rename_keys, wrong_layout)
 from .prenorm import PreNormBlock, block_depth, mlp_width, resize_patch_positions
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .pos_embed import grid_side, say_resized
 from .vit_layers import fuse_separate_qkv
 
@@ -37,7 +43,7 @@ LAYOUTS = ("facebookresearch/dinov2 hub .pth (cls_token, pos_embed, blocks.N.ls1
 HEAD_DIM = 64  # every released DINOv2 (S/B/L/g) uses 64-d heads
 
 
-class DinoV2(Backbone):
+class DinoV2(TokenEncoder):
     """DINOv2 ViT over single frames ``(N, C, H, W)``; features are the normed tokens, CLS first."""
 
     pooling = "cls"
@@ -55,6 +61,7 @@ class DinoV2(Backbone):
             PreNormBlock(embed_dim, num_heads, mlp_hidden, eps=eps, layer_scale=layer_scale, swiglu=swiglu)
             for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=eps)
+        self.num_registers = registers
 
     @classmethod
     def arch_from_state_dict(cls, sd: StateDict, spec: InputSpec, source: str, *, num_heads: int | None = None,
@@ -70,10 +77,12 @@ class DinoV2(Backbone):
                 "registers": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
                 "swiglu": "blocks.0.mlp.w12.weight" in sd, "layer_scale": "blocks.0.ls1.gamma" in sd, "eps": eps}
 
-    def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 1 + R + P, D) normed tokens: CLS, registers, patches."""
+    def encode(self, frames: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(N, C, H, W) -> (N, 1 + R + P, D) normed tokens (CLS, registers, patches) of each of the last
+        ``layers`` blocks."""
         x = self.patch_embed.proj(frames)
         grid = tuple(x.shape[-2:])
+        self._set_grid(grid)
         x = x.flatten(2).transpose(1, 2)
         pos = self.pos_embed
         patch_pos = resize_patch_positions(pos[:, 1:], grid, antialias=self.register_tokens is not None)
@@ -81,9 +90,11 @@ class DinoV2(Backbone):
         if self.register_tokens is not None:
             tokens.append(self.register_tokens.expand(x.shape[0], -1, -1))
         x = torch.cat([*tokens, x + patch_pos], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return [self.norm(h) for h in last_block_outputs(x, self.blocks, layers)]
+
+    def patch_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The normed tokens less the CLS and register tokens."""
+        return features[:, 1 + self.num_registers:]
 
 
 # --------------------------------------------------------------------- checkpoint adapter

@@ -9,6 +9,10 @@ patch position grid is interpolated bicubically, exactly as transformers' ``ViTM
 interpolate_pos_encoding=True)`` and timm do (SCALE runs no image ViT to follow), and said in one
 log line (:mod:`.pos_embed`). :class:`ImageViT` embeds frames;
 the registry wraps it in :class:`~.per_frame.PerFrame` for clips.
+
+Tokens (token views) are the patch tokens, normed where the file has ``norm`` (transformers'
+``ViTModel`` ``last_hidden_state`` less CLS), frames x patches. ``--layers``: each earlier block's
+output takes the same path (``hidden_states[-k]``, so normed; the mean of its patch tokens).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
+from .base import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           select_prefix, wrong_layout)
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .pos_embed import grid_side, resize_pos_grid, say_resized
 from .vit_layers import Block, ViTShape, fuse_separate_qkv, vit_arch
 
@@ -30,7 +35,7 @@ IMAGE_VIT_SPEC = InputSpec(frames=8, stride=8, size=224, mean=IMAGENET_MEAN, std
 LAYOUTS = "timm/MAE/ViC-MAE .pth (cls_token, pos_embed, blocks.N.attn.qkv, norm)"
 
 
-class ImageViT(Backbone):
+class ImageViT(TokenEncoder):
     """A ViT over single frames ``(N, C, H, W)``; its embedding is the mean of the normed patch tokens."""
 
     pooling = "mean_tokens"
@@ -59,19 +64,18 @@ class ImageViT(Backbone):
                     f"frames of {spec.size} px")
         return {**arch, "grid": grid, "final_norm": "norm.weight" in sd, "fc_norm": "fc_norm.weight" in sd}
 
-    def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, P, D) patch tokens (normed if the file has ``norm``), the CLS token dropped."""
+    def encode(self, frames: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(N, C, H, W) -> (N, P, D) patch tokens (normed if the file has ``norm``), the CLS token dropped,
+        of each of the last ``layers`` blocks."""
         x = self.patch_embed.proj(frames)
         h, w = x.shape[-2:]
+        self._set_grid((h, w))
         x = x.flatten(2).transpose(1, 2)
         pos = self.pos_embed
         patch_pos = resize_pos_grid(pos[:, 1:], (self.grid, self.grid), (h, w))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1) + pos[:, :1], x + patch_pos], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        return x[:, 1:]
+        outputs = last_block_outputs(x, self.blocks, layers)
+        return [(self.norm(h) if self.norm is not None else h)[:, 1:] for h in outputs]
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled

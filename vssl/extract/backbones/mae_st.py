@@ -4,7 +4,9 @@ The ``mae_st`` code base (and CrossVideoMAE's video branch, which uses it) diffe
 VideoMAE: a CLS token, separable position embeddings (``pos_embed_spatial`` repeated over
 time + ``pos_embed_temporal`` repeated over space, ``pos_embed_class`` for the CLS token),
 separate ``attn.q/k/v`` projections with bias, Kinetics mean/std. Its video evaluation pools
-``norm(mean(patch tokens))`` (the CLS token does not enter the embedding).
+``norm(mean(patch tokens))`` (the CLS token does not enter the embedding). Tokens (token views) are
+the patch tokens each through that norm, as its MAE encoder returns them. ``--layers``: each earlier
+block's output goes the same way (norm of the mean for the embedding, of each token for the grid).
 
 The separate q/k/v are fused into our ``attn.qkv`` on load, so the block is the shared one.
 
@@ -22,10 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
+from .base import KINETICS_MEAN, KINETICS_STD, InputSpec
 from .builder import Adapted
 from .checkpoints import KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser, wrong_layout
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .pos_embed import grid_side, resize_factorised, say_resized
 from .vit_layers import Block, ViTShape, fuse_separate_qkv, vit_arch
 
@@ -33,7 +36,7 @@ MAE_ST_SPEC = InputSpec(frames=16, stride=4, size=224, mean=KINETICS_MEAN, std=K
 LAYOUTS = "mae_st / CrossVideoMAE .pth (model or model_state; pos_embed_spatial/temporal/class, attn.q/k/v)"
 
 
-class MaeSTViT(Backbone):
+class MaeSTViT(TokenEncoder):
     """mae_st encoder; forward returns ``norm(mean(patch tokens))``."""
 
     pooling = "mean_tokens"
@@ -64,10 +67,12 @@ class MaeSTViT(Backbone):
                     "trilinearly (as SCALE does; per factor)", f"{spec.frames} frames at {spec.size} px")
         return {**arch, "t_patch": t_patch, "grid": grid, "t_grid": t_grid, "cls_embed": "cls_token" in sd}
 
-    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, N, D) final patch tokens in (t, h, w) order (the CLS token dropped)."""
+    def encode(self, clips: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(B, C, T, H, W) -> (B, N, D) patch tokens in (t, h, w) order (the CLS token dropped), before the
+        final norm, of each of the last ``layers`` blocks."""
         x = self.patch_embed.proj(clips)  # (B, D, T', H', W')
         B, D, t, h, w = x.shape
+        self._set_grid((t, h, w))
         x = x.flatten(2).transpose(1, 2)  # tokens ordered (t, h, w)
         trained = (self.pos_embed_temporal.shape[1], self.grid, self.grid)
         spatial, temporal = resize_factorised(self.pos_embed_spatial, self.pos_embed_temporal, trained, (t, h, w))
@@ -75,9 +80,12 @@ class MaeSTViT(Backbone):
         x = x + pos
         if self.cls_token is not None:
             x = torch.cat([(self.cls_token + self.pos_embed_class).expand(B, -1, -1), x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return x[:, 1:] if self.cls_token is not None else x
+        skip = 1 if self.cls_token is not None else 0
+        return [h[:, skip:] for h in last_block_outputs(x, self.blocks, layers)]
+
+    def patch_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The patch tokens each through the final norm, as mae_st's encoder (``forward_encoder``) returns them."""
+        return self.norm(features)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.norm(pooled)

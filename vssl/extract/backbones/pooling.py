@@ -19,8 +19,9 @@ POOLINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean_tokens": lambda x: x.mean(dim=1),
     # (B, N, D) tokens with the CLS token first -> the CLS token (TimeSformer/SVT)
     "cls": lambda x: x[:, 0],
-    # (B, 1, D) a learned probe's attention over the tokens -> that token (SigLIP's MAP head: the probe's
-    # parameters keep its attention in forward_features, its LayerNorm + MLP residual in forward_head)
+    # (B, 1 + P, D) a learned probe's attention over the tokens, first, then the tokens -> the probe's token
+    # (SigLIP's MAP head: the probe's parameters keep its attention in forward_features, its LayerNorm +
+    # MLP residual in forward_head)
     "map": lambda x: x[:, 0],
     # (B, C, *grid) feature map -> global average (ResNets, EfficientNet, tiny)
     "avgpool": lambda x: x.mean(dim=tuple(range(2, x.dim()))),

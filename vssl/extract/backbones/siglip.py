@@ -14,6 +14,11 @@ and ``forward_head`` applies the residual MLP — the same arithmetic as
 ``SiglipMultiheadAttentionPoolingHead``. Checkpoints without a head (``vision_use_head=False``)
 have no such embedding and are refused. At another input size the position grid is resized
 bicubically, as transformers' ``interpolate_pos_encoding`` does.
+
+The features carry the normed patch tokens after the probe's token: tokens (token views) are
+transformers' ``last_hidden_state`` (``post_layernorm``'s output), frames x patches. ``--layers``:
+each earlier block's output goes the same way (``post_layernorm`` of ``hidden_states[-k]``, the
+probe and head on it for the embedding).
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Backbone, InputSpec
+from .base import InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, register_recogniser, rename_keys,
                           select_prefix, wrong_layout)
 from .pos_embed import grid_side, say_resized
 from .prenorm import HF_ENCODER_RENAMES, PreNormBlock, act_mlp, block_depth, mlp_width, resize_patch_positions
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .vit_layers import STANDARD_HEADS, fuse_separate_qkv
 
 SIGLIP_SPEC = InputSpec(frames=8, stride=8, size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -58,7 +64,7 @@ class MAPHead(nn.Module):
         return pooled + self.mlp(self.layernorm(pooled))
 
 
-class SiglipVision(Backbone):
+class SiglipVision(TokenEncoder):
     """SigLIP's ViT over single frames ``(N, C, H, W)``; forward gives ``pooler_output``."""
 
     pooling = "map"
@@ -86,14 +92,24 @@ class SiglipVision(Backbone):
         return {"width": width, "depth": block_depth(sd), "num_heads": heads, "mlp_hidden": mlp_width(sd),
                 "patch": patch, "in_chans": in_chans, "grid": grid, "act": act, "eps": eps}
 
-    def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 1, D): the MAP probe's attention over the normed patch tokens."""
+    def encode(self, frames: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(N, C, H, W) -> (N, 1 + P, D): the MAP probe's attention over the normed patch tokens, then those
+        tokens, for each of the last ``layers`` blocks."""
         x = self.patch_embedding(frames)
         grid = tuple(x.shape[-2:])
+        self._set_grid(grid)
         x = x.flatten(2).transpose(1, 2) + resize_patch_positions(self.position_embedding[None], grid)
-        for block in self.blocks:
-            x = block(x)
-        return self.head.attend(self.post_layernorm(x))
+        return [self._probe_and_tokens(h) for h in last_block_outputs(x, self.blocks, layers)]
+
+    def _probe_and_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """A block's output -> the probe token (what ``map`` pools) followed by the ``post_layernorm`` tokens
+        (the token grid), so that one tensor serves both."""
+        tokens = self.post_layernorm(x)
+        return torch.cat([self.head.attend(tokens), tokens], dim=1)
+
+    def patch_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The normed patch tokens, less the probe token in front."""
+        return features[:, 1:]
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """The probe token -> the head's LayerNorm + MLP residual: ``pooler_output``."""

@@ -5,7 +5,10 @@ patch-embedded by a Conv2d; a CLS token and a spatial ``pos_embed`` are added pe
 ``time_embed`` per frame index; each block applies temporal attention (``temporal_norm1``,
 ``temporal_attn``, ``temporal_fc``) among the tokens at one spatial position, then spatial
 attention (``norm1``, ``attn``) within each frame with a copy of the CLS token, whose per-frame
-outputs are averaged, then the MLP. The clip embedding is the final-norm CLS token (768-d).
+outputs are averaged, then the MLP. The clip embedding is the final-norm CLS token (768-d). Tokens
+(token views) are the final-normed patch tokens, transformers' ``TimesformerModel`` ``last_hidden_state``
+less CLS, on their (frame, row, column) grid. ``--layers``: each earlier block's output gets the
+final norm too (``hidden_states[-k]`` normed; its CLS token is the embedding).
 
 SVT saves DINO-style checkpoints: keys prefixed ``backbone.`` (and a DINO ``head.`` to drop),
 flat or under ``teacher`` (the network SVT evaluates).
@@ -25,11 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import KINETICS_MEAN, KINETICS_STD, Backbone, InputSpec
+from .base import KINETICS_MEAN, KINETICS_STD, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           select_prefix, wrong_layout)
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .pos_embed import grid_side, resize_factorised, say_resized
 from .vit_layers import Attention, Mlp, ViTShape, vit_arch
 
@@ -69,7 +73,7 @@ class DividedBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class TimeSformer(Backbone):
+class TimeSformer(TokenEncoder):
     """Divided space-time ViT; forward returns the final-norm CLS token."""
 
     pooling = "cls"
@@ -98,11 +102,13 @@ class TimeSformer(Backbone):
                     "trilinearly (as SCALE does; per factor)", f"{spec.frames} frames at {spec.size} px")
         return {**arch, "grid": grid, "num_frames": frames}
 
-    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, 1 + S*T, D) final tokens, CLS first, before the final norm."""
+    def encode(self, clips: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(B, C, T, H, W) -> (B, 1 + S*T, D) tokens, CLS first, before the final norm, of each of the last
+        ``layers`` blocks (patches in the model's (space, time) order)."""
         B, C, T, H, W = clips.shape
         x = self.patch_embed.proj(clips.transpose(1, 2).reshape(B * T, C, H, W))
         h, w = x.shape[-2:]
+        self._set_grid((T, h, w))
         x = x.flatten(2).transpose(1, 2)  # (B*T, S, D)
         S, D = x.shape[1], x.shape[2]
         trained = (self.time_embed.shape[1], self.grid, self.grid)
@@ -111,9 +117,14 @@ class TimeSformer(Backbone):
         x = x + pos
         x = x.reshape(B, T, S, D) + time[:, :, None]
         x = torch.cat([cls.expand(B, -1, -1), x.transpose(1, 2).reshape(B, S * T, D)], dim=1)
-        for block in self.blocks:
-            x = block(x, T)
-        return x
+        return last_block_outputs(x, self.blocks, layers, lambda block, tokens: block(tokens, T))
+
+    def patch_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The final-normed patch tokens (transformers' ``last_hidden_state`` less CLS), reordered from the
+        model's (space, time) to (time, space)."""
+        T = self._grid[0]
+        patches = self.norm(features[:, 1:])
+        return patches.unflatten(1, (-1, T)).transpose(1, 2).flatten(1, 2)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.norm(pooled)

@@ -10,6 +10,11 @@ Clip embedding, the way the authors evaluate: a finetuned checkpoint (``fc_norm`
 ``fc_norm(mean(tokens))``; a pretrain checkpoint (``encoder.norm``) gives ``mean(norm(tokens))``.
 Only the norms the file contains are put in the path, never an untrained one.
 
+Tokens (token views) are the encoder's output as transformers' ``VideoMAEModel`` returns it in
+``last_hidden_state``: ``norm(tokens)`` for a pretrain file, the un-normed tokens for a finetuned one
+(its ``fc_norm`` follows pooling). ``--layers``: each earlier block's output takes the same path (the
+file's ``norm`` where it has one, then pooling and ``fc_norm``), i.e. ``hidden_states[-k]`` so normed.
+
 One adapter, :func:`adapt_video_vit`, recognises the released layouts — MCG-NJU finetuned and
 pretrain ``.pth``, Hugging Face directories with v4 (``q_bias``/``v_bias``) or v5
 (``query.bias``/``value.bias``) names, MindSpore ``.ckpt`` with fused or separate q/k/v —
@@ -27,12 +32,13 @@ from torch import nn
 
 from vssl.errors import CheckpointError
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
+from .base import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           rename_keys, select_prefix, strip_prefix, wrong_layout)
 from .mindspore_ckpt import is_mindspore_layout, mindspore_to_torch_names
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .pos_embed import resize_pos_table, say_resized
 from .vit_layers import Block, ViTShape, fuse_separate_qkv, sinusoid_table, vit_arch
 
@@ -43,7 +49,7 @@ LAYOUTS = "MCG-NJU finetuned/pretrain .pth, Hugging Face VideoMAE dir (v4/v5 nam
 HF_FC_NORM_EPS = 1e-5  # transformers' VideoMAEForVideoClassification builds fc_norm with LayerNorm's default
 
 
-class VideoViT(Backbone):
+class VideoViT(TokenEncoder):
     """Tubelet-embedding ViT over a whole clip; output = pooled token embedding."""
 
     pooling = "mean_tokens"
@@ -103,15 +109,15 @@ class VideoViT(Backbone):
                 "fc_norm": "fc_norm.weight" in sd, "fc_norm_eps": fc_norm_eps,
                 "learned_pos": sd["pos_embed"].shape[1] if "pos_embed" in sd else 0, "pos_grid": pos_grid}
 
-    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, N, D) final (normed, if the file has ``norm``) tokens in (t, h, w) order."""
+    def encode(self, clips: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(B, C, T, H, W) -> (B, N, D) tokens in (t, h, w) order, normed if the file has ``norm``, for each
+        of the last ``layers`` blocks."""
         x = self.patch_embed.proj(clips)
         grid = tuple(x.shape[2:])
+        self._set_grid(grid)
         x = x.flatten(2).transpose(1, 2)
         x = x + self.position_table(grid, x)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x) if self.norm is not None else x
+        return [self.norm(h) if self.norm is not None else h for h in last_block_outputs(x, self.blocks, layers)]
 
     def position_table(self, grid: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """The (1, N, D) table for a clip of token grid ``grid``: the trained one, interpolated if needed."""

@@ -12,6 +12,9 @@ embedding (2 x 16 x 16), pre-norm blocks with a fused ``attn.qkv`` with bias, GE
 
 Embedding: the mean over tokens of the encoder output after the final norm (Hugging Face
 ``VJEPA2Model(...).last_hidden_state``), the frozen features the authors' attentive probes read.
+Tokens (token views) are that ``last_hidden_state`` on its grid. ``--layers``: each earlier block's
+output gets the final norm too, as the authors' encoder does for its ``out_layers``
+(``hidden_states[-k]`` normed).
 
 The adapter reads the authors' training checkpoints (``target_encoder``, as their evaluation
 configs choose, else ``encoder``; ``module.``/``backbone.`` prefixes) and Hugging Face ``VJEPA2Model``
@@ -28,11 +31,12 @@ from torch import nn
 
 from vssl.errors import CheckpointError
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, InputSpec
+from .base import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from .builder import Adapted
 from .checkpoints import (KeyMap, LoadedCheckpoint, StateDict, apply_key_map, drop_keys, register_recogniser,
                           rename_keys, strip_prefix, wrong_layout)
 from .registry import register_family
+from .token_encoder import TokenEncoder, last_block_outputs
 from .vit_layers import Attention, Block, ViTShape, fuse_separate_qkv, vit_arch
 
 # The evaluation configs (configs/eval/vitl/*.yaml): 16 frames every 4th, 256 px, ImageNet statistics.
@@ -96,7 +100,7 @@ class RopeBlock(Block):
         return x + self.mlp(self.norm2(x))
 
 
-class VJEPA2ViT(Backbone):
+class VJEPA2ViT(TokenEncoder):
     """V-JEPA encoder; ``forward_features`` returns the final-normed tokens, pooled by their mean."""
 
     pooling = "mean_tokens"
@@ -123,10 +127,12 @@ class VJEPA2ViT(Backbone):
         pos_tokens = sd["pos_embed"].shape[1] if "pos_embed" in sd else 0
         return {**arch, "tubelet": sd["patch_embed.proj.weight"].shape[2], "pos_tokens": pos_tokens}
 
-    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, N, D) tokens after the final norm, in (t, h, w) order."""
+    def encode(self, clips: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+        """(B, C, T, H, W) -> (B, N, D) tokens after the final norm, in (t, h, w) order, for each of the
+        last ``layers`` blocks."""
         x = self.patch_embed.proj(clips)
         grid = tuple(x.shape[2:])
+        self._set_grid(grid)
         x = x.flatten(2).transpose(1, 2)
         rope = None
         if self.pos_embed is not None:
@@ -137,9 +143,7 @@ class VJEPA2ViT(Backbone):
             x = x + self.pos_embed.to(x.dtype)
         else:
             rope = rope_tables(grid, self.head_dim, x.device)
-        for block in self.blocks:
-            x = block(x, rope)
-        return self.norm(x)
+        return [self.norm(h) for h in last_block_outputs(x, self.blocks, layers, lambda block, h: block(h, rope))]
 
 
 # --------------------------------------------------------------------- checkpoint adapter
