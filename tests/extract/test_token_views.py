@@ -248,3 +248,27 @@ def test_bad_token_settings_exit_2_before_a_store_exists(folder, tmp_path, flags
     assert r.returncode == 2, r.stdout + r.stderr
     assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_vit_gives_normed_tokens_that_average_to_its_embedding_at_every_layer(folder, tmp_path):
+    """VideoMAE's mean pooling averages the final-normed patch tokens: a stored full grid averages to the
+    stored embedding, for the last block and the one before (the same finish, docs/ARCHITECTURE.md)."""
+    from vssl.extract.backbones.video_vit import VIDEOMAE_SPEC, VideoViT
+    from vssl.extract.backbones.vit_layers import ViTShape
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = VideoViT(ViTShape(embed_dim=32, depth=3, num_heads=2, mlp_hidden=64, qkv_bias="qv"),
+                     VIDEOMAE_SPEC.with_overrides(frames=4, size=32))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    extract(folder, tmp_path / "s", model=model, views="uniform:2x1,dense:1.0", tokens="full", layers=2,
+            batch_size=3, device="cpu", precision="fp32", dtype="float32", progress=False)
+    store = FeatureStore.open(tmp_path / "s")
+    for name in ("uniform2x1", "uniform2x1.layer-2", "dense1", "dense1.layer-2"):
+        plain, tokens = rows(store, name), rows(store, f"{name}.tokens2x2x2")
+        real = plain.mask
+        assert store.view(f"{name}.tokens2x2x2").record["encoder_grid"] == [2, 2, 2]
+        np.testing.assert_allclose(tokens.features[real].mean(axis=1), plain.features[real], rtol=1e-4, atol=1e-5)
+    layer2, last = rows(store, "uniform2x1.layer-2"), rows(store, "uniform2x1")
+    assert not np.allclose(layer2.features, last.features)  # another block's output, not a copy
