@@ -40,8 +40,8 @@ from .finite import unusable_reason, unusable_rows
 from .inputs import VIDEO_SUFFIXES, VideoInputs, as_inputs
 from .prefetch import decoded_items
 from .samplers import SamplerSpec, parse_views
-from .transfer import HostCopy, Transfers
 from .tokens import TokenGrid
+from .transfer import HostCopy, Transfers
 from .transforms import normalize
 
 __all__ = ["Batcher", "Embedder", "VideoEmbedding", "embed"]
@@ -424,8 +424,9 @@ def embed(videos: str | Path | VideoInputs | Sequence[str | Path | VideoEntry], 
     its random views: give the path ``extract`` recorded (relative to the folder it scanned) to
     get, bit for bit, the rows ``extract`` stored. ``config`` and keyword ``settings``
     (``backbone=``, ``views=``, ``batch_size=``, ``precision=``, ...) are ``extract``'s, read the same
-    way. Returns one :class:`VideoEmbedding` per video, in order; a video that fails does not stop
-    the others (its ``error`` says why).
+    way (``tokens=``/``layers=`` add the token and layer views ``extract`` would store). Returns one
+    :class:`VideoEmbedding` per video, in order; a video that fails does not stop the others (its
+    ``error`` says why).
     """
     cfg = (config or ExtractConfig()).replace(**settings)
     inputs = _inputs_of(videos, cfg.split, root)

@@ -66,8 +66,13 @@ def plain_sets(specs: Mapping[str, SamplerSpec]) -> dict[str, FeatureSet]:
 
 def plan_sets(specs: Mapping[str, SamplerSpec], tokens: TokenGrid | None, layers: int,
               encoder_grid: Grid | None) -> dict[str, FeatureSet]:
-    """Every stored view of a run, per sampler view: depth 1 first (pooled, then tokens), then deeper blocks."""
-    cells = tokens.resolve(encoder_grid) if tokens is not None and encoder_grid is not None else None
+    """Every stored view of a run, per sampler view: depth 1 first (pooled, then tokens), then deeper blocks.
+
+    ``encoder_grid`` (:func:`encoder_grid_of`) is needed with ``tokens``: it resolves ``full`` and bounds the grid.
+    """
+    if tokens is not None and encoder_grid is None:
+        raise ValueError("a token grid is resolved against the encoder's grid: pass encoder_grid")
+    cells = tokens.resolve(encoder_grid) if tokens is not None else None
     sets: dict[str, FeatureSet] = {}
     for view in specs:
         for depth in range(1, layers + 1):
