@@ -52,6 +52,10 @@ class ExtractConfig(Settings):
     seed: int = setting(0, "random clips are a function of (seed, video)")
     dtype: str = setting("float16", "stored feature dtype: float16|float32")
     chunk_videos: int | None = setting(None, "videos per store chunk, when creating (default: by size)")
+    # token views beside the pooled ones, from the same clips in the same pass (vssl.extract.feature_sets)
+    tokens: str | None = setting(None, "also store each clip's patch tokens pooled to T'xH'xW' (e.g. 2x4x4) or "
+                                       "full, as the view <view>.tokens<T'>x<H'>x<W'>")
+    layers: int = setting(1, "also store the outputs of the last N blocks (views <view>.layer-<k>, k = 2..N)")
     retry_failed: bool = setting(False, "decode videos that failed before again", flag="--retry-failed")
 
     def coerce(self) -> None:
@@ -86,9 +90,13 @@ class ExtractConfig(Settings):
                 self.bad(key, "takes one value or three (R, G, B)")
         if self.std is not None and min(self.std) <= 0:
             self.bad("std", "must be > 0")
-        for key in ("frames", "stride", "size", "chunk_videos"):
+        for key in ("frames", "stride", "size", "chunk_videos", "layers"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 self.bad(key, "must be >= 1")
+        if self.tokens is not None:
+            from .tokens import TokenGrid
+
+            TokenGrid.parse(self.tokens)
 
     def key_map_pairs(self) -> list[tuple[str, str]] | None:
         """The checkpoint key renames as (pattern, replacement) pairs, or None."""

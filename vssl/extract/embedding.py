@@ -34,10 +34,13 @@ from .backbones import Backbone, create_backbone
 from .backbones.base import runs_convolutions
 from .clips import VideoPlan, stream_video
 from .config import ExtractConfig
+from .feature_sets import (FeatureSet, OutputKey, compute_outputs, encoder_grid_of, needs_tokens, output_keys,
+                           output_widths, plain_sets, plan_sets)
 from .finite import unusable_reason, unusable_rows
 from .inputs import VIDEO_SUFFIXES, VideoInputs, as_inputs
 from .prefetch import decoded_items
 from .samplers import SamplerSpec, parse_views
+from .tokens import TokenGrid
 from .transfer import HostCopy, Transfers
 from .transforms import normalize
 
@@ -50,7 +53,8 @@ __all__ = ["Batcher", "Embedder", "VideoEmbedding", "embed"]
 @dataclass(frozen=True)
 class Job:
     """One video to embed: its position in the call (``index``: its store row in ``extract``), the file,
-    its key (the path as recorded, which seeds its random views) and the views it still needs."""
+    its key (the path as recorded, which seeds its random views) and the stored views it still needs
+    (feature sets: a token or layer view cuts the clips of its sampler view)."""
 
     index: int
     path: str
@@ -67,8 +71,10 @@ class VideoStream(IterableDataset):
     "error" — the video failed after its plan. Worker ``w`` of ``W`` streams slots ``w, w + W, ...``.
     """
 
-    def __init__(self, jobs: Sequence[Job], views: dict[str, SamplerSpec], decoder: str, threads: int) -> None:
+    def __init__(self, jobs: Sequence[Job], views: dict[str, SamplerSpec], decoder: str, threads: int,
+                 sets: dict[str, FeatureSet] | None = None) -> None:
         self.jobs, self.views, self.decoder, self.threads = list(jobs), views, decoder, threads
+        self.sets = sets or plain_sets(views)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = get_worker_info()
@@ -80,7 +86,8 @@ class VideoStream(IterableDataset):
         job = self.jobs[slot]
         planned = False
         try:
-            for event in stream_video(job.path, {v: self.views[v] for v in job.views}, job.key,
+            samplers = dict.fromkeys(self.sets[name].view for name in job.views)
+            for event in stream_video(job.path, {v: self.views[v] for v in samplers}, job.key,
                                       decoder=self.decoder, threads=self.threads):
                 if isinstance(event, VideoPlan):
                     planned = True
@@ -104,23 +111,37 @@ def worker_init(_: int) -> None:
 
 
 class PendingVideo:
-    """A video whose clips are (partly) waiting for the backbone."""
+    """A video whose clips are (partly) waiting for the backbone.
 
-    def __init__(self, job: Job, item: dict[str, Any], views: dict[str, SamplerSpec], dim: int) -> None:
+    ``features`` and ``boxes`` are keyed by stored view (feature set); the views cut from one sampler
+    view share its boxes, and its clips count once in ``left``.
+    """
+
+    def __init__(self, job: Job, item: dict[str, Any], views: dict[str, SamplerSpec], dim: int,
+                 sets: dict[str, FeatureSet] | None = None, dtype: str = "float16") -> None:
         self.job = job
         self.slot = item["slot"]
         self.error = item["error"]
         self.num_frames = item.get("num_frames", 0)
         self.fps = item.get("fps", 0.0)
+        sets = sets or plain_sets(views)
+        #: the stored views of each sampler view this video needs
+        self.sets_of: dict[str, list[FeatureSet]] = {}
+        for name in job.views:
+            self.sets_of.setdefault(sets[name].view, []).append(sets[name])
         if self.error is None:  # a kind that places no clip in this video (a variable-count kind may)
-            empty = [v for v in job.views if len(item["boxes"][v]) == 0]
+            empty = [v for v in self.sets_of if len(item["boxes"][v]) == 0]
             if empty:
                 self.error = f"view {empty[0]!r} places no clip in this video ({self.num_frames} frames)"
         # clips of each view: what the sampler cut, or (failed video) the fixed K as zeros / none
-        count = {v: (views[v].num_clips or 0) if self.error else len(item["boxes"][v]) for v in job.views}
-        self.boxes = {v: np.zeros((count[v], BOX_DIM), np.float32) if self.error else item["boxes"][v].numpy()
-                      for v in job.views}
-        self.features = {v: np.zeros((count[v], dim), np.float32) for v in job.views}
+        count = {v: (views[v].num_clips or 0) if self.error else len(item["boxes"][v]) for v in self.sets_of}
+        boxes = {v: np.zeros((count[v], BOX_DIM), np.float32) if self.error else item["boxes"][v].numpy()
+                 for v in self.sets_of}
+        self.boxes = {s.name: boxes[v] for v, group in self.sets_of.items() for s in group}
+        # a pooled vector per clip in float32 as always; a token grid per clip in the stored dtype (it is
+        # T'H'W' times larger, and is checked against that dtype's range before it is stored)
+        self.features = {s.name: np.zeros((count[v], *s.clip_shape(dim)), np.float32 if s.cells is None else dtype)
+                         for v, group in self.sets_of.items() for s in group}
         self.left = 0 if self.error else sum(count.values())
         self.clips = self.left
         self.delivered = 0  # clips handed to the batcher so far
@@ -149,12 +170,23 @@ class Batcher:
     A batch's features are read back one batch late: the next batch is uploaded and launched
     first, so on a GPU the host-side work (finite check, copying rows to their videos) overlaps
     the device's (``transfer.py``). ``flush`` reads the last one.
+
+    ``sets``: the stored views of the run (:mod:`vssl.extract.feature_sets`). When one asks for tokens or
+    a block before the last, every batch goes through ``model.forward_tokens`` once and gives all of them;
+    otherwise through ``model(x)``, as a pooled-only run always has.
     """
 
     def __init__(self, model: Backbone, device: torch.device, precision: str, batch_size: int,
-                 norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16") -> None:
+                 norm: tuple[Sequence[float], Sequence[float]] | None = None, store_dtype: str = "float16",
+                 sets: dict[str, FeatureSet] | None = None) -> None:
         self.model, self.device, self.batch_size = model, device, batch_size
         self.precision, self.store_dtype = precision, store_dtype
+        #: the outputs of one forward_tokens pass, None for model(x) alone
+        self.keys: list[OutputKey] | None = output_keys(sets) if sets and needs_tokens(sets) else None
+        self.layers = max((depth for depth, _ in self.keys), default=1) if self.keys else 1
+        widths = output_widths(self.keys, int(model.embed_dim)) if self.keys else []
+        ends = np.cumsum(widths).tolist()
+        self.columns = {key: (end - width, end) for key, width, end in zip(self.keys or [], widths, ends)}
         # (video, view, positions, clips)
         self.queue: deque[tuple[PendingVideo, str, np.ndarray, torch.Tensor]] = deque()
         self.queued = 0
@@ -211,18 +243,26 @@ class Batcher:
                 video.fail(unusable_reason(rows[worst[0]], view, int(index[worst[0]]), self.precision,
                                            self.store_dtype))
             if video.error is None:
-                video.features[view][index] = rows
+                for s in video.sets_of[view]:
+                    video.features[s.name][index] = self._rows_of(rows, s)
             offset += take
             video.left -= take
             if video.left == 0 and not video.abandoned:
                 yield video
+
+    def _rows_of(self, rows: np.ndarray, s: FeatureSet) -> np.ndarray:
+        """The columns of ``rows`` that hold feature set ``s``, in its clip shape."""
+        if self.keys is None:
+            return rows
+        start, stop = self.columns[s.key]
+        return rows[:, start:stop].reshape(len(rows), *s.clip_shape(int(self.model.embed_dim)))
 
     def launch(self, clips: torch.Tensor) -> HostCopy:
         """Upload, normalise on the device, run the backbone; the features are on their way back."""
         x = normalize(self.transfers.upload(clips), self.mean, self.std)
         with torch.inference_mode():
             with autocast(self.device, self.precision):
-                y = self.model(x)
+                y = self.model(x) if self.keys is None else compute_outputs(self.model, x, self.keys, self.layers)
             return self.transfers.download(y)
 
     def forward(self, clips: torch.Tensor) -> np.ndarray:
@@ -244,8 +284,10 @@ class StreamState:
     re-read sequentially) abandons the first, whose clips still queued are embedded and ignored.
     """
 
-    def __init__(self, jobs: Sequence[Job], specs: dict[str, SamplerSpec], dim: int) -> None:
+    def __init__(self, jobs: Sequence[Job], specs: dict[str, SamplerSpec], dim: int,
+                 sets: dict[str, FeatureSet] | None = None, dtype: str = "float16") -> None:
         self.jobs, self.specs, self.dim = jobs, specs, dim
+        self.sets, self.dtype = sets or plain_sets(specs), dtype
         self.open: dict[int, PendingVideo] = {}
         self.closed: set[int] = set()
 
@@ -266,7 +308,7 @@ class StreamState:
             old = self.open.pop(slot, None)
             if old is not None:
                 old.abandoned = True
-            video = self.open[slot] = PendingVideo(self.jobs[slot], item, self.specs, self.dim)
+            video = self.open[slot] = PendingVideo(self.jobs[slot], item, self.specs, self.dim, self.sets, self.dtype)
             return [video] if video.left == 0 else []
         if item["kind"] == "error":
             video = self.open[slot]
@@ -290,9 +332,17 @@ class Embedder:
     model: Backbone
     device: torch.device
     precision: str
+    #: the sampler views (how clips are cut)
     specs: dict[str, SamplerSpec]
     #: the (mean, std) clips are normalised with: ``--mean/--std`` if given, else the backbone's
     norm: tuple[Sequence[float], Sequence[float]]
+    #: the stored views, each cut from one of ``specs`` (one per sampler view without --tokens/--layers)
+    sets: dict[str, FeatureSet]
+
+    @property
+    def view_names(self) -> list[str]:
+        """Every stored view this embedder fills."""
+        return list(self.sets)
 
     @classmethod
     def from_config(cls, cfg: ExtractConfig, model: Backbone | None = None) -> "Embedder":
@@ -306,21 +356,25 @@ class Embedder:
         specs = parse_views(cfg.views, frames=model.spec.frames, stride=model.spec.stride, size=model.spec.size,
                             seed=cfg.seed, fps=cfg.fps)
         norm = (cfg.mean or model.spec.mean, cfg.std or model.spec.std)  # --mean/--std beat the backbone's
-        return cls(cfg, model, device, precision, specs, norm)
+        tokens = TokenGrid.parse(cfg.tokens) if cfg.tokens else None
+        grid = encoder_grid_of(model, device, cfg.layers) if tokens or cfg.layers > 1 else None
+        return cls(cfg, model, device, precision, specs, norm, plan_sets(specs, tokens, cfg.layers, grid))
 
     def batcher(self) -> Batcher:
-        """A :class:`Batcher` with this call's batch size, precision and stored dtype."""
-        return Batcher(self.model, self.device, self.precision, self.cfg.batch_size, self.norm, self.cfg.dtype)
+        """A :class:`Batcher` with this call's batch size, precision, stored dtype and stored views."""
+        return Batcher(self.model, self.device, self.precision, self.cfg.batch_size, self.norm, self.cfg.dtype,
+                       self.sets)
 
     def embedded(self, jobs: Sequence[Job]) -> Iterator[PendingVideo]:
         """Decode ``jobs`` in workers, embed their clips in batches; yield each video once finished
         (in the order they finish; a failed one carries its ``error``)."""
         workers = self.cfg.workers
-        loader = decoded_items(VideoStream(jobs, self.specs, self.cfg.decoder, threads=1 if workers else 0),
+        loader = decoded_items(VideoStream(jobs, self.specs, self.cfg.decoder, threads=1 if workers else 0,
+                                           sets=self.sets),
                                workers, pin=self.device.type == "cuda", worker_init=worker_init)
         batcher = self.batcher()
         with cudnn_autotune(self.device.type == "cuda" and runs_convolutions(self.model)):
-            stream = StreamState(jobs, self.specs, self.model.embed_dim)
+            stream = StreamState(jobs, self.specs, self.model.embed_dim, self.sets, self.cfg.dtype)
             for item in loader:
                 yield from stream.take(item, batcher)
             yield from batcher.flush()
@@ -333,8 +387,8 @@ class Embedder:
 class VideoEmbedding:
     """One video's clip features and boxes, per view, as ``extract`` would store them.
 
-    ``features[view]``: ``[clips, D]`` in the stored dtype (``dtype``, float16 by default);
-    ``boxes[view]``: ``[clips, 7]`` float32 (DESIGN.md's boxes). A video that failed (unreadable,
+    ``features[view]``: ``[clips, D]`` in the stored dtype (``dtype``, float16 by default), and for a token
+    view (``--tokens``) ``[clips, T'·H'·W', D]``; ``boxes[view]``: ``[clips, 7]`` float32 (DESIGN.md's boxes). A video that failed (unreadable,
     no clip placed, a non-finite feature) has ``error`` set and no views.
     """
 
@@ -370,13 +424,14 @@ def embed(videos: str | Path | VideoInputs | Sequence[str | Path | VideoEntry], 
     its random views: give the path ``extract`` recorded (relative to the folder it scanned) to
     get, bit for bit, the rows ``extract`` stored. ``config`` and keyword ``settings``
     (``backbone=``, ``views=``, ``batch_size=``, ``precision=``, ...) are ``extract``'s, read the same
-    way. Returns one :class:`VideoEmbedding` per video, in order; a video that fails does not stop
-    the others (its ``error`` says why).
+    way (``tokens=``/``layers=`` add the token and layer views ``extract`` would store). Returns one
+    :class:`VideoEmbedding` per video, in order; a video that fails does not stop the others (its
+    ``error`` says why).
     """
     cfg = (config or ExtractConfig()).replace(**settings)
     inputs = _inputs_of(videos, cfg.split, root)
     embedder = Embedder.from_config(cfg, model)
-    jobs = [Job(i, str(inputs.resolve(entry)), entry.path, tuple(embedder.specs))
+    jobs = [Job(i, str(inputs.resolve(entry)), entry.path, tuple(embedder.view_names))
             for i, entry in enumerate(inputs.videos)]
     results: list[VideoEmbedding | None] = [None] * len(jobs)
     with ProgressBar("embed", len(jobs), quiet=not progress) as bar:

@@ -34,6 +34,7 @@ from .backbones.hub_cache import resolve_checkpoint
 from .backbones.registry import canonical_name
 from .config import RECIPE_KEYS, ExtractConfig, recipe_of
 from .embedding import Embedder, Job, PendingVideo
+from .feature_sets import FeatureSet, plain_sets
 from .inputs import VideoInputs, as_inputs
 from .samplers import SamplerSpec
 from .writer import BackgroundWriter
@@ -143,12 +144,24 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 # ---------------------------------------------------------------- the store
 
 
-def largest_view_bytes(views: dict[str, SamplerSpec], embed_dim: int, dtype: str) -> int:
-    """Bytes of one video's rows in the largest of ``views`` (a clip is one ``embed_dim`` vector; a kind of
-    variable count is assumed to place ``ASSUMED_CLIPS_PER_VIEW`` clips): what a new store's chunks are sized by."""
-    itemsize = np.dtype(dtype).itemsize
-    return max(video_bytes(spec.num_clips if spec.fixed_count else ASSUMED_CLIPS_PER_VIEW, (embed_dim,), itemsize)
-               for spec in views.values())
+#: the most bytes of one view's rows a chunk may hold: a chunk's videos wait in memory until the chunk is
+#: written whole (DESIGN.md), so a token view added to a store chunked for pooled views is refused above it
+MAX_CHUNK_VIEW_BYTES = 1 << 30
+
+
+def set_video_bytes(spec: SamplerSpec, clip_shape: Sequence[int], dtype: str) -> int:
+    """Bytes of one video's rows in a view of ``spec``'s clips of ``clip_shape`` (a kind of variable count is
+    assumed to place ``ASSUMED_CLIPS_PER_VIEW`` clips)."""
+    clips = spec.num_clips if spec.fixed_count else ASSUMED_CLIPS_PER_VIEW
+    return video_bytes(clips, tuple(clip_shape), np.dtype(dtype).itemsize)
+
+
+def largest_view_bytes(views: dict[str, SamplerSpec], embed_dim: int, dtype: str,
+                       sets: dict[str, FeatureSet] | None = None) -> int:
+    """Bytes of one video's rows in the largest stored view (``sets``, default one pooled ``embed_dim``
+    vector per clip of each view; token views included): what a new store's chunks are sized by."""
+    return max(set_video_bytes(views[s.view], s.clip_shape(embed_dim), dtype)
+               for s in (sets or plain_sets(views)).values())
 
 
 def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInputs,
@@ -175,16 +188,22 @@ def open_or_create_store(out: str | Path, spec: BackboneSpec, inputs: VideoInput
 
 
 def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str,
-                  record: dict[str, Any] | None = None, requested_precision: str = "auto") -> None:
-    """Create each view (or check the existing one has the same sampler spec, recipe and precision).
+                  record: dict[str, Any] | None = None, requested_precision: str = "auto",
+                  sets: dict[str, FeatureSet] | None = None) -> None:
+    """Create each stored view (or check the existing one has the same sampler spec, recipe and precision).
 
-    A kind with a variable clip count gets the ragged row layout; ``record`` (the extraction
-    settings, its ``precision`` the one ``requested_precision`` resolved to) is kept in the view's
-    attributes when it is created. An existing view that records no precision is resumed only
-    under an explicit ``--precision``, which it then records.
+    ``sets``: the stored views, each cut from one of the sampler ``views`` (default: one pooled view
+    each); a token view records its grid (:meth:`FeatureSet.record`). A kind with a variable clip
+    count gets the ragged row layout; ``record`` (the extraction settings, its ``precision`` the one
+    ``requested_precision`` resolved to) is kept in the view's attributes when it is created. An
+    existing view that records no precision is resumed only under an explicit ``--precision``, which
+    it then records. A new view whose chunk would hold more than ``MAX_CHUNK_VIEW_BYTES`` is refused
+    before anything is written.
     """
+    sets = sets or plain_sets(views)
+    check_chunk_bytes(store, views, sets, dtype)
     unrecorded = []
-    for name in views:
+    for name in sets:
         if record is not None and name in store.view_names():
             check_recipe(name, store.view(name).record, record)
             stored = store.view_precision(name)
@@ -193,14 +212,47 @@ def prepare_views(store: FeatureStore, views: dict[str, SamplerSpec], dtype: str
                 unrecorded.append(name)
     for name in unrecorded:  # the explicit flag vouches for the rows extracted before
         store.view(name).update_record(precision=record["precision"])
-    for name, spec in views.items():
+    for name, s in sets.items():
+        spec = views[s.view]
         args = (name, spec.num_clips if spec.fixed_count else None, spec.to_dict(), dtype)
+        kwargs = dict(record={**record, **s.record()} if record is not None else None,
+                      clip_shape=s.clip_shape(store.backbone.embed_dim))
         try:
-            store.create_view(*args, record=record)
+            store.create_view(*args, **kwargs)
         except StoreError:
             raise
         except Exception:  # a concurrent shard created it between our check and create
-            FeatureStore.open(store.path, "r+").create_view(*args, record=record)
+            FeatureStore.open(store.path, "r+").create_view(*args, **kwargs)
+
+
+def check_chunk_bytes(store: FeatureStore, views: dict[str, SamplerSpec], sets: dict[str, FeatureSet],
+                      dtype: str) -> None:
+    """Refuse a new view whose rows in one chunk exceed ``MAX_CHUNK_VIEW_BYTES``.
+
+    A store keeps the chunking it was created with; a token grid added to a store chunked for pooled
+    vectors would hold its whole chunk's grids in memory while the chunk is assembled. A new ``--out``
+    store is chunked by its largest view, token views included.
+    """
+    existing = set(store.view_names())
+    for name, s in sets.items():
+        if name in existing:
+            continue
+        per_video = set_video_bytes(views[s.view], s.clip_shape(store.backbone.embed_dim), dtype)
+        total = per_video * min(store.chunk_videos, store.num_videos)
+        if total > MAX_CHUNK_VIEW_BYTES:
+            raise StoreError(f"view '{name}' would hold {_binary(total)} per chunk of {store.path} "
+                             f"({min(store.chunk_videos, store.num_videos)} videos x {_binary(per_video)}; at most "
+                             f"{_binary(MAX_CHUNK_VIEW_BYTES)} is assembled in memory); extract it into a new --out "
+                             "store (chunked for it), or ask for fewer tokens (e.g. --tokens 2x4x4)")
+
+
+def _binary(n: float) -> str:
+    """``n`` bytes in KiB, MiB or GiB, one decimal."""
+    for unit in ("KiB", "MiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GiB"
 
 
 def check_recipe(view: str, stored: dict[str, Any] | None, record: dict[str, Any]) -> None:
@@ -248,6 +300,11 @@ class _Run:
     def specs(self) -> dict[str, SamplerSpec]:
         return self.embedder.specs
 
+    @property
+    def names(self) -> list[str]:
+        """The stored views this run fills (token and layer views included)."""
+        return self.embedder.view_names
+
 
 def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | Path, *,
             config: ExtractConfig | None = None, model: Backbone | None = None,
@@ -271,7 +328,7 @@ def extract(videos: str | Path | VideoInputs | Sequence[VideoEntry], out: str | 
         refuse_undivided_work("extract()", "use `vssl extract` or vssl.extract.distributed.extract_shared")
     run = _open_run(videos, out, cfg, model, root)
     work = _choose_ranges(run, ranges, shard)
-    summary = ExtractSummary(str(run.store.path), run.store.num_videos, list(run.specs),
+    summary = ExtractSummary(str(run.store.path), run.store.num_videos, list(run.names),
                              skipped_files=run.inputs.skipped_lines())
     for line in summary.skipped_files:
         log.info(line)
@@ -296,9 +353,9 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     name = canonical_name(cfg.backbone)  # a family's spelling (image_vit) records the built-in's (image-vit)
     spec = backbone_spec(embedder.model, name, cfg.checkpoint, embedder.norm, embedder.precision)
     store = open_or_create_store(out, spec, inputs, cfg.chunk_videos,
-                                 largest_view_bytes(embedder.specs, spec.embed_dim, cfg.dtype))
+                                 largest_view_bytes(embedder.specs, spec.embed_dim, cfg.dtype, embedder.sets))
     prepare_views(store, embedder.specs, cfg.dtype, record={**cfg.record(), "precision": embedder.precision},
-                  requested_precision=cfg.precision)
+                  requested_precision=cfg.precision, sets=embedder.sets)
     return _Run(cfg, inputs, embedder, store)
 
 
@@ -308,7 +365,7 @@ def _choose_ranges(run: _Run, ranges: Ranges | None, shard: tuple[int, int] | st
     which may be a queue of claims handed out as the work goes)."""
     store = run.store
     if callable(ranges):
-        ranges = ranges(store, list(run.specs), [str(run.inputs.resolve(v)) for v in run.inputs.videos])
+        ranges = ranges(store, list(run.names), [str(run.inputs.resolve(v)) for v in run.inputs.videos])
     elif ranges is None:
         ranges = store.chunk_ranges(parse_shard(shard) if isinstance(shard, str) else shard)
     return ranges if isinstance(ranges, WorkQueue) else list(ranges)
@@ -329,7 +386,7 @@ def views_to_do(store: FeatureStore, views: Sequence[str], rows: slice | None = 
 
 def _pending_jobs(run: _Run, ranges: Sequence[tuple[int, int]], summary: ExtractSummary) -> list[Job]:
     """Step 3: the videos of ``ranges`` that still miss a view (failed ones only with ``retry_failed``)."""
-    names = list(run.specs)
+    names = list(run.names)
     jobs: list[Job] = []
     for start, stop in ranges:  # reads the status of these videos only (a claim's share of a 1M-video store)
         status = run.store.video_status(slice(start, stop))
@@ -357,7 +414,7 @@ def _embed_and_write(run: _Run, jobs: list[Job], summary: ExtractSummary, progre
     with ProgressBar("extract", len(jobs), quiet=not progress) as bar, BackgroundWriter() as writer:
         chunks = _ChunkAssembler(store, jobs, keep, writer.submit)
         bar.say(f"{store.path}: {len(jobs)} videos to extract ({summary.skipped_done} done before, "
-                f"{summary.skipped_failed} failed before) · views {', '.join(run.specs)} · {cfg.backbone} on "
+                f"{summary.skipped_failed} failed before) · views {', '.join(run.names)} · {cfg.backbone} on "
                 f"{embedder.device} {embedder.precision} · decoder {cfg.decoder} · {cfg.workers} workers")
         for video in embedder.embedded(jobs):
             summary.processed += 1

@@ -11,6 +11,9 @@ from .schema import STATUS_DONE, STATUS_FAILED
 from .rows import describe_error
 from .verify import LostChunk, read_readable
 
+#: what a token or layer view records beside the run's settings (``vssl extract --tokens/--layers``)
+TOKEN_RECORD_KEYS = ("tokens", "token_grid", "encoder_grid", "layer")
+
 
 def _disk_bytes(path: Path, chunks_only: bool = False) -> int:
     """Bytes of the files under ``path`` (only chunk files, not zarr.json, if ``chunks_only``)."""
@@ -95,6 +98,8 @@ def store_summary(store) -> dict:
                          dtype=str(view.dtype), spec=view.spec,
                          layout=view.layout, clips=int(counts[done].sum()),
                          precision=store.view_precision(view.name))  # "": not recorded (an older store)
+            # a token or layer view: its grid and block (extract --tokens/--layers), as recorded
+            entry.update({k: view.record[k] for k in TOKEN_RECORD_KEYS if k in view.record})
             if view.layout == "ragged":  # rows are stored exactly, uncompressed
                 entry["compression_ratio"] = 1.0
         summary["groups"][gpath] = entry
