@@ -1,0 +1,147 @@
+"""Cached tokens against re-encoding every step: does the attentive probe learn as well either way?
+
+The released attentive probe (facebookresearch/vjepa2 ``evals/video_classification_frozen``) runs the
+frozen encoder at every step on freshly decoded clips; vssl encodes once and a cached random view
+stands for that augmentation (a fresh cached clip per segment each step, ``--train-view``). Here the
+same probe, same settings, same videos and seeds are trained both ways and scored on the same test
+videos (the cached evaluation view):
+
+- **cached**: :func:`~vssl.probe.attentive.train_attentive` on the store's ``random:8`` token view,
+  2 of its clips drawn per video and step;
+- **recomputed**: the same training, but every pass over the data first re-encodes each training video:
+  :func:`vssl.embed` cuts a fresh ``random:2`` pair of clips (a new seed every pass) and the encoder
+  runs again on them, as the released loop does.
+
+It prints both top-1s per seed, the paired difference over the seeds with its 95% interval, and the
+time of each way; the table goes to docs/PERFORMANCE.md ("Attentive probe: cached vs recomputed").
+
+    python benchmarks/bench_attentive_ways.py --per-class 30 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_token_grids import write_manifest  # noqa: E402
+from benchmarks.harness import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.where_videos import CLASSES, write_where_videos  # noqa: E402
+from vssl import embed  # noqa: E402
+from vssl.extract import extract  # noqa: E402
+from vssl.features_store import FeatureStore  # noqa: E402
+from vssl.probe.attentive import (AttentiveConfig, TokenInputs, attentive_grid, token_clips,  # noqa: E402
+                                  train_attentive)
+from vssl.probe.train import fit  # noqa: E402
+from vssl.probe.compare import paired_difference  # noqa: E402
+from vssl.probe.data import load_split, with_train_view  # noqa: E402
+
+GRID, EVAL, CACHE, SEGMENTS = "2x2x2", "uniform:2x1", "random:8", 2
+
+
+class RecomputedInputs(TokenInputs):
+    """The training samples of the released way: each pass over the data re-encodes the training videos
+    (a fresh ``random:SEGMENTS`` cut, new seed per pass) and trains on those tokens."""
+
+    def __init__(self, *args, paths: list[str], root: Path, seed: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.paths, self.root, self.passes = paths, root, seed * 100_000
+        self.encoded = 0
+
+    def _view_batches(self, positions, batch_size, gen, device):
+        self.passes += 1
+        fresh = embed([self.paths[i] for i in positions], root=self.root, backbone="tiny", precision="fp32",
+                      views=f"random:{SEGMENTS}", tokens=GRID, seed=self.passes)
+        name = next(n for n in fresh[0].features if ".tokens" in n)
+        tokens = np.zeros((len(self.labels), SEGMENTS, *fresh[0].features[name].shape[1:]), np.float32)
+        tokens[positions] = np.stack([video.features[name] for video in fresh])
+        self.encoded += len(positions) * SEGMENTS
+        self.train_clips = token_clips(tokens)
+        yield from super()._view_batches(positions, batch_size, gen, device)
+
+
+def top1_hits(result, inputs: TokenInputs, test) -> np.ndarray:
+    """Per test video: whether the trained probe's best class is its label."""
+    scores = inputs.like(test.features, test.labels, 1).predict(result.model, np.arange(len(test.labels)),
+                                                                torch.device("cpu"), result.precision)[:, 0]
+    return scores.argmax(axis=1) == test.labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--min-steps", type=int, default=100, help="step floor of both ways")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4],
+                        help="heads' learning rates (the released 20-head grid is ~10x the CPU time)")
+    parser.add_argument("--wds", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args()
+    cfg = AttentiveConfig(min_steps=args.min_steps, device="cpu", precision="fp32", lrs=tuple(args.lrs),
+                          weight_decays=tuple(args.wds))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_where_videos(Path(tmp) / "where", args.per_class)
+        manifest = write_manifest(folder, args.per_class)
+        store_path = Path(tmp) / "where.zarr"
+        extract(manifest, store_path, views=f"{EVAL},{CACHE}", tokens=GRID, backbone="tiny", precision="fp32",
+                progress=False, root=folder)
+        store = FeatureStore.open(store_path)
+        eval_view = next(n for n in store.view_names() if n.startswith("uniform") and ".tokens" in n)
+        cache_view = next(n for n in store.view_names() if n.startswith("random") and ".tokens" in n)
+        train = with_train_view(store, load_split(store, eval_view, "train"), cache_view, SEGMENTS)
+        test = load_split(store, eval_view, "test", flag="--test-split")
+        paths = store.paths().tolist()
+        train_paths = [paths[i] for i in train.indices]
+        hits = {"cached": [], "recomputed": []}
+        seconds = {"cached": 0.0, "recomputed": 0.0}
+        encoded = 0
+        for seed in range(args.seeds):
+            run = replace(cfg, seed=seed)
+            t = time.perf_counter()
+            result, inputs = train_attentive(train.features, train.labels, np.arange(len(train.labels)),
+                                             len(CLASSES), run, train_view=train.train_view)
+            seconds["cached"] += time.perf_counter() - t
+            hits["cached"].append(top1_hits(result, inputs, test))
+            t = time.perf_counter()
+            recomputed = RecomputedInputs(train.features, train.labels, 1, train.train_view, paths=train_paths,
+                                          root=folder, seed=seed)
+            result = fit(recomputed, np.arange(len(train.labels)),
+                         attentive_grid(recomputed.clips.flat.shape[-1], len(CLASSES), run), run)
+            seconds["recomputed"] += time.perf_counter() - t
+            hits["recomputed"].append(top1_hits(result, recomputed, test))
+            encoded += recomputed.encoded
+    a, b = np.array(hits["cached"]), np.array(hits["recomputed"])
+    diff = paired_difference(a, b, "cached", "recomputed")
+    rows = [["cached", *(f"{100 * h.mean():.1f}" for h in a), f"{100 * a.mean():.1f}", f"{seconds['cached']:.0f}"],
+            ["recomputed", *(f"{100 * h.mean():.1f}" for h in b), f"{100 * b.mean():.1f}",
+             f"{seconds['recomputed']:.0f}"]]
+    table = markdown_table(["way", *(f"seed {s}" for s in range(args.seeds)), "mean top-1 %", "seconds"], rows)
+    summary = diff.statement()
+    print(table)
+    print(summary)
+    print(f"training clips encoded: recomputed {encoded} (over the seeds), cached {len(train.labels) * 8} (once)")
+    if not args.no_doc:
+        write_section("attentive-ways", f"""### Attentive probe: cached vs recomputed
+
+`python benchmarks/bench_attentive_ways.py --per-class {args.per_class} --seeds {args.seeds}` ({machine()}).
+The quadrant videos of "Token grids where the place is the class", the tiny backbone, `{GRID}` token grids;
+heads lr {args.lrs} x wd {args.wds}, at least {args.min_steps} steps, selection on held-out training videos.
+Cached: a `{CACHE}` token view, {SEGMENTS} cached clips drawn per video and step. Recomputed: every pass
+re-encodes a fresh `random:{SEGMENTS}` cut of every training video ({encoded} clips encoded over the seeds).
+Test: the cached `{EVAL}` view.
+
+{table}
+
+{summary}""")
+
+
+if __name__ == "__main__":
+    main()
