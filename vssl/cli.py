@@ -218,13 +218,13 @@ def backbones_cmd(as_json: bool = typer.Option(False, "--json", help="machine-re
         return
     table = Table()
     table.add_column("name", no_wrap=True)
-    for header in ("family", "frames", "size", "norm", "dim", "checkpoint", "tested against"):
+    for header in ("family", "frames", "size", "norm", "dim", "tokens", "checkpoint", "tested against"):
         table.add_column(header)
     for r in rows:
         s = r["spec"]
         name = r["name"] + "".join(f" ({alias})" for alias in r["aliases"])  # --backbone takes either
         table.add_row(name, r["family"], f"{s['frames']}×{s['stride']}", str(s["size"]),
-                      describe_norm(s["mean"], s["std"]), str(r["embed_dim"] or "ckpt"),
+                      describe_norm(s["mean"], s["std"]), str(r["embed_dim"] or "ckpt"), r["tokens"] or "-",
                       "needed" if r["needs_checkpoint"] else "built in",
                       r["verified"]["reference"] if r["verified"] else "not verified by vssl")
     out.print(table)

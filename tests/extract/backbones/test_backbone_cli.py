@@ -56,6 +56,11 @@ def test_backbones_json_lists_families_and_entry_point_plugins(tmp_path, vssl_cl
     assert rows["slowonly-r50"]["embed_dim"] == 2048 and rows["svt"]["family"] == "timesformer"
     assert not rows["efficientnet-lite0"]["needs_checkpoint"]
     assert rows["mylab-net"]["family"] == "mylab" and rows["mylab-net"]["spec"]["frames"] == 5
+    # token views: every transformer gives its grid and earlier blocks, a conv net its last map, a plugin unknown
+    for name in ("videomae", "vjepa2", "dinov2", "clip", "siglip", "svt", "mae-st", "image-vit"):
+        assert rows[name]["tokens"] == "grid+layers", name
+    assert {rows[n]["tokens"] for n in ("slowonly-r50", "efficientnet-lite0", "tiny")} == {"grid"}
+    assert rows["mylab-net"]["tokens"] is None
 
 
 # ------------------------------------------------------------------ end to end

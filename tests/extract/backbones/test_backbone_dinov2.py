@@ -114,6 +114,7 @@ def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path):
         normed = [ref.layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
         pairs = model.forward_tokens(clips, layers=DEPTH)
         embedding = model(clips)
+        assert torch.equal(model.token_grid(model.forward_features(clips)), pairs[-1][1])  # frames x patches
     assert _rel(normed[-1], out.last_hidden_state) <= TOL
     expected = [(t[:, 0].reshape(2, FRAMES, DIM).mean(dim=1), frames_to_grid(t[:, 1 + 3:], 2)) for t in normed]
     assert_tokens_match(pairs, expected)

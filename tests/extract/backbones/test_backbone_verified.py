@@ -16,8 +16,10 @@ UNTESTED = ("SCMA", "CMAE-V")  # methods whose files no test loads
 def test_every_builtin_has_a_note_naming_existing_tests():
     builtins = {e.name for e in list_backbones() if e.adapter is not None}
     assert builtins == set(VERIFIED)
+    tokens = {e.name: e.tokens for e in list_backbones()}
     for name, note in VERIFIED.items():
         assert note.layouts and note.reference and note.tests, name
+        assert bool(note.tokens) == bool(tokens[name]), name  # every family with token views says what checks them
         for test in note.tests:
             assert (ROOT / test).is_file(), (name, test)
 

@@ -206,6 +206,7 @@ def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path, pretrained
         out = base(pixel_values=clips.permute(0, 2, 1, 3, 4), output_hidden_states=True)
         pairs = model.forward_tokens(clips, layers=DEPTH)
         embedding = model(clips)
+        assert torch.equal(model.token_grid(model.forward_features(clips)), pairs[-1][1])
         grid_of = lambda tokens: tokens.reshape(2, FRAMES // 2, SIZE // 16, SIZE // 16, DIM)  # noqa: E731
         if kind == "pretrain":
             tokens = [base.layernorm(out.hidden_states[-k]) for k in range(DEPTH, 0, -1)]
@@ -218,10 +219,14 @@ def test_tokens_and_layers_equal_transformers_hidden_states(tmp_path, pretrained
     assert torch.equal(pairs[-1][0], embedding)
 
 
-def test_layers_beyond_the_depth_are_refused(tmp_path, pretrained, clips):
+def test_layers_beyond_the_depth_and_foreign_features_are_refused(tmp_path, pretrained, clips):
     from vssl.errors import VsslError
 
     pretrained.save_pretrained(tmp_path / "hf")
     model = create_backbone("videomae", tmp_path / "hf", frames=FRAMES, size=SIZE)
     with pytest.raises(VsslError, match=f"has {DEPTH} blocks: --layers must be 1 to {DEPTH}, not {DEPTH + 1}"):
         model.forward_tokens(clips, layers=DEPTH + 1)
+    with torch.no_grad():
+        model(clips)
+    with pytest.raises(VsslError, match="5 tokens are not the grid of its last pass"):  # not its features
+        model.token_grid(torch.zeros(2, 5, DIM))

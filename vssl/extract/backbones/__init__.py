@@ -16,7 +16,8 @@ layouts a test loads, against which reference, and what is not verified: verifie
 
 One load sequence serves them all: :func:`~.builder.build_model_with_cfg` (read -> family
 adapter -> infer shape -> build -> strict load), image encoders wrapped by :class:`~.per_frame.PerFrame`,
-pooling named per family and applied in :mod:`.pooling`.
+pooling named per family and applied in :mod:`.pooling`. The transformer families give their token grids and
+earlier blocks through token_encoder.py (``forward_tokens``); conv families their last feature map.
 """
 
 from .base import Backbone, InputSpec

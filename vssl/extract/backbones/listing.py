@@ -3,6 +3,7 @@
 The embedding width comes from each registry entry: the published width of fixed
 architectures, ``None`` where the checkpoint decides (ViT-S/B/L...) or a plugin does not say.
 ``verified`` is what a test shows for the backbone (:mod:`.verified`), ``None`` when nothing does.
+``tokens`` is what token views it gives (:attr:`~.registry.BackboneEntry.tokens`), ``None`` if unknown.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def backbone_rows() -> list[dict[str, Any]]:
                      "family": entry.family, "spec": entry.spec.to_dict(),
                      "embed_dim": entry.clip_dim(),
                      "needs_checkpoint": entry.needs_checkpoint, "description": entry.description,
+                     "tokens": entry.tokens or None,
                      "verified": verified.to_dict() if verified else None})
     return rows
 

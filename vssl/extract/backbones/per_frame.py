@@ -36,8 +36,8 @@ class PerFrame(Backbone):
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, T, ...): the image encoder's features of every frame, before its pooling."""
-        frames = self.encoder._in_memory_format(self.frames_of(clips))
-        return self.encoder.forward_features(frames).unflatten(0, (clips.shape[0], clips.shape[2]))
+        B, T = clips.shape[0], clips.shape[2]
+        return self.encoder.forward_features(self.encoder._in_memory_format(self.frames_of(clips))).unflatten(0, (B, T))
 
     def clip_embedding(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, T, D) frame embeddings -> the clip's: their mean, or their concatenation when frames are kept."""
@@ -46,7 +46,8 @@ class PerFrame(Backbone):
         return frame_embeddings.mean(dim=1)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.clip_embedding(self.encoder(self.frames_of(clips)).unflatten(0, (clips.shape[0], clips.shape[2])))
+        B, T = clips.shape[0], clips.shape[2]
+        return self.clip_embedding(self.encoder(self.frames_of(clips)).unflatten(0, (B, T)))
 
     def token_grid(self, features: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) frame features -> (B, T, H, W, D): each frame's patch grid, frames as the time axis."""

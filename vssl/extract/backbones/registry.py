@@ -26,6 +26,7 @@ from vssl.errors import CheckpointError, VsslError, working_on
 from .base import Backbone, InputSpec
 from .builder import Adapter, build_model_with_cfg
 from .hub_cache import resolve_checkpoint
+from .token_encoder import TokenEncoder
 
 BackboneFactory = Callable[..., Backbone]
 
@@ -38,7 +39,10 @@ class BackboneEntry:
     ``None`` where the checkpoint decides (ViT-S/B/L...); ``pooling`` names how the features are
     pooled (:mod:`.pooling`); ``per_frame`` marks an image encoder run on every frame, whose frame
     embeddings are averaged, or concatenated when ``keep_frames``. ``adapter`` is the family's
-    checkpoint adapter (``None`` for plugins, whose factory does its own loading).
+    checkpoint adapter (``None`` for plugins, whose factory does its own loading). ``tokens`` says what
+    token views the family gives: ``"grid+layers"`` (a transformer: its patch tokens and its earlier
+    blocks, ``--layers``), ``"grid"`` (a conv net: its last feature map), ``""`` (none, or a plugin's
+    unknown until built).
     """
 
     name: str
@@ -52,6 +56,7 @@ class BackboneEntry:
     per_frame: bool = False
     keep_frames: bool = False
     adapter: Adapter | None = None
+    tokens: str = ""
 
     def clip_dim(self, spec: InputSpec | None = None) -> int | None:
         """Width of one clip embedding under ``spec`` (default: the entry's), if known without a file."""
@@ -108,9 +113,18 @@ def register_family(
     factory = partial(build_model_with_cfg, model_cls=model_cls, adapter=adapter, family=family,
                       per_frame=per_frame, keep_frames=keep_frames, default_checkpoint=default_checkpoint)
     entry = BackboneEntry(name, factory, spec, family, description, needs_checkpoint, embed_dim=embed_dim,
-                          pooling=model_cls.pooling, per_frame=per_frame, keep_frames=keep_frames, adapter=adapter)
+                          pooling=model_cls.pooling, per_frame=per_frame, keep_frames=keep_frames, adapter=adapter,
+                          tokens=token_support(model_cls))
     _REGISTRY[name] = entry
     return entry
+
+
+def token_support(model_cls: type[Backbone]) -> str:
+    """What token views a built-in class gives (:attr:`BackboneEntry.tokens`), read from the class: a
+    :class:`~.token_encoder.TokenEncoder` reads its blocks, a conv net's map is the base class's default."""
+    if issubclass(model_cls, TokenEncoder):
+        return "grid+layers"
+    return "grid" if model_cls.pooling == "avgpool" else ""
 
 
 def _load_builtins() -> None:
