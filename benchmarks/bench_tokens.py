@@ -231,7 +231,7 @@ def main() -> None:
                                               for _, w, g in WIDTHS),
                      forward[key] / args.batch, forward[key] / forward["pooled"], end_to_end[key],
                      end_to_end[key] / end_to_end["pooled"]])
-    header = ["stored per clip", "bytes, ViT-Ti width 192 (measured)", *(f"bytes, {n}" for n, _, _ in WIDTHS),
+    header = ["run", "bytes, ViT-Ti width 192 (measured)", *(f"bytes, {n}" for n, _, _ in WIDTHS),
               "forward s/clip", "forward vs pooled", "extract s", "extract vs pooled"]
     tok = [r for r in films if "tokens" in r[1]]
     alone = [r for r in films if "tokens" not in r[1]]
@@ -244,8 +244,8 @@ def main() -> None:
         "224 px (token grid 8x14x14), fp32 on the CPU. *forward*: the backbone step on one batch of "
         f"{args.batch} clips (normalise, one encoder pass, the token pooling, the copy back); *extract*: "
         "`extract` end to end (decode, cut, forward, write) of 4 generated 320x240 videos, `uniform:2x1` "
-        "(8 clips), a new store each time. Bytes are float16 as stored (the measured column checked against "
-        "the stores written); the ViT-B/L columns are the same arithmetic at their widths and grids.",
+        "(8 clips), a new store each time. Bytes: one clip's row in the token view (the pooled view's in the first row), float16 as stored "
+        "(the measured column checked against the stores written); the ViT-B/L columns are the same arithmetic at their widths and grids.",
         markdown_table(header, rows),
         "A token view costs the same encoder pass as the pooled one (both come from one `forward_tokens` "
         "call); what it adds is the pooling, the bytes written (only `full` makes them large) and, once per "
@@ -260,7 +260,9 @@ def main() -> None:
         f"view alone on the same films: {alone[0][4]} → {alone[-1][4]} MB. The token view adds "
         f"{tok[0][4] - alone[0][4]:+d} / {tok[-1][4] - alone[-1][4]:+d} MB: its clips are cut and embedded in "
         "parts, and only the film's rows (8 x 192 float16 per clip at 2x2x2, 1.8 MB for 600 clips) wait "
-        "until it is written.",
+        "until it is written. The growth itself is the pooled view's as much (native memory of decoding and "
+        "streaming at this small resolution, not Python objects; `bench_dense.py`'s 720p films stay flat): the "
+        "token view does not add to it.",
     ])
     print(body)
     if args.write_doc:

@@ -272,3 +272,31 @@ def test_a_vit_gives_normed_tokens_that_average_to_its_embedding_at_every_layer(
         np.testing.assert_allclose(tokens.features[real].mean(axis=1), plain.features[real], rtol=1e-4, atol=1e-5)
     layer2, last = rows(store, "uniform2x1.layer-2"), rows(store, "uniform2x1")
     assert not np.allclose(layer2.features, last.features)  # another block's output, not a copy
+
+
+def test_resume_after_sigkill_fills_the_token_views_as_an_uninterrupted_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    videos = tmp_path / "videos"
+    for i in range(5):
+        write_video(videos / "a" / f"v{i}.mp4", 20 + 7 * i)
+    proc = subprocess.run([sys.executable, str(repo / "tests" / "extract_killer.py"), str(videos), str(tmp_path / "killed"),
+                           "uniform:2x1", "1x2x2"], env=dict(os.environ, PYTHONPATH=str(repo)), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    partial = FeatureStore.open(tmp_path / "killed")
+    assert partial.view("uniform2x1.tokens1x2x2").done().sum() == 4  # two chunks of two written
+    kw = dict(views="uniform:2x1", tokens="1x2x2", chunk_videos=2, batch_size=5, frames=4, size=32, progress=False)
+    resumed = extract(videos, tmp_path / "killed", **kw)
+    assert resumed.processed == 1 and resumed.skipped_done == 4
+    extract(videos, tmp_path / "whole", **kw)
+    killed, whole = FeatureStore.open(tmp_path / "killed"), FeatureStore.open(tmp_path / "whole")
+    for view in ("uniform2x1", "uniform2x1.tokens1x2x2"):
+        a, b = rows(killed, view), rows(whole, view)
+        assert killed.view(view).done().all()
+        np.testing.assert_allclose(a.features.astype(np.float32), b.features.astype(np.float32), rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
