@@ -33,24 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssl.errors import VsslError
+from vssl.extract.backbones.vit_layers import Mlp  # fc1 -> GELU -> fc2, vjepa2's MLP (no dropout)
 
 #: LayerNorm epsilon of the released probe (vjepa2 builds it with ``nn.LayerNorm``'s default)
 VJEPA2_NORM_EPS = 1e-5
 #: heads of the released probe (configs/eval/vitl/*.yaml: ``num_heads: 16``); a vjepa2 checkpoint does not say
 RELEASED_HEADS = 16
-
-
-class _Mlp(nn.Module):
-    """fc1 -> GELU -> fc2, vjepa2's ``MLP`` (no dropout: the probe is trained without it)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -87,7 +75,7 @@ class _Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = _SelfAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), key_mask)
@@ -117,7 +105,7 @@ class _CrossAttentionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.xattn = _CrossAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, q: torch.Tensor, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         q = q + self.xattn(q, self.norm1(x), key_mask)
