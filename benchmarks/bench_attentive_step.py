@@ -1,6 +1,6 @@
 """One training step of the attentive probe on cached tokens vs the same step recomputing the encoder.
 
-    python benchmarks/bench_attentive_step.py [--batch 2] [--steps 2] [--grids full,2x4x4]
+    python benchmarks/bench_attentive_step.py [--batches 2] [--steps 2] [--grids full,2x4x4]
                                               [--frames 16] [--size 224] [--write-doc]
 
 The released protocol (vjepa2 ``evals/video_classification_frozen/eval.py``) runs the frozen encoder
@@ -8,13 +8,14 @@ under ``no_grad`` at every step, then the probe forward, backward and AdamW step
 encoder's tokens once (``vssl extract --tokens``) and trains on them. Both are measured here, each in
 a fresh process (so its peak RSS is its own), side by side in one run:
 
-- ``recompute``: a VideoMAE-shaped ViT-B/16 (random weights) on ``batch`` clips of ``frames x size``,
+- ``recompute``: a VideoMAE-shaped ViT-B/16 (random weights) on a batch of clips of ``frames x size``,
   then the step on its ``full`` token grid (8x14x14 = 1568 tokens of 768 for 16x224), as released;
 - ``cached <grid>``: the same step on tokens read as cached (float16 -> float32), at each grid of
   ``--grids`` (``full``: the encoder's own; ``T'xH'xW'``: average-pooled as ``--tokens`` stores them).
 
 The probe is :class:`AttentiveClassifier` as released (depth 4, 16 heads, width 768, 174 classes,
-SSv2's). Reported: the median step time after one warm-up step, the ratio to ``recompute``, and
+SSv2's). Reported: the median step time after one warm-up step (``--steps`` steps on the full grid,
+at least 6 on pooled ones, which are cheap and noisier), the ratio to ``recompute``, and
 the resident memory after the warm-up step (weights, gradients, AdamW's state, inputs), the peak
 during the timed steps above it (activations, and the encoder's work in ``recompute``; Linux
 ``/proc/self/clear_refs`` resets the peak, ``VmHWM`` reads it), and the whole process's peak.
@@ -39,6 +40,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.harness import machine, markdown_table, write_section  # noqa: E402
 
 WIDTH, HEADS, DEPTH, CLASSES = 768, 16, 4, 174
+#: steps timed on pooled grids (a step there costs ~1 s and varies most with the machine's load)
+POOLED_STEPS = 6
 
 
 def _status_mb(field: str) -> float:
@@ -102,7 +105,7 @@ def child(mode: str, args: argparse.Namespace) -> dict:
     steady_mb = _status_mb("VmRSS")        # weights, gradients, optimizer state, inputs
     reset = _reset_peak()
     times, encoder_times = [], []
-    for _ in range(args.steps):
+    for _ in range(args.steps if tokens_count(mode, args) == full_tokens(args) else max(args.steps, POOLED_STEPS)):
         t0 = time.perf_counter()
         encoder_times.append(step())
         times.append(time.perf_counter() - t0)
@@ -112,37 +115,43 @@ def child(mode: str, args: argparse.Namespace) -> dict:
             "step_peak_mb": peak - steady_mb if reset else float("nan"), "process_peak_mb": peak}
 
 
+def full_tokens(args: argparse.Namespace) -> int:
+    t, h, w = grid_of("full", args.frames, args.size)
+    return t * h * w
+
+
 def tokens_count(mode: str, args: argparse.Namespace) -> int:
     t, h, w = grid_of("full" if mode == "recompute" else mode, args.frames, args.size)
     return t * h * w
 
 
-def run_child(mode: str, args: argparse.Namespace) -> dict:
+def run_child(mode: str, batch: int, args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, __file__, "--child", mode, "--batch", str(args.batch), "--steps", str(args.steps),
+    cmd = [sys.executable, __file__, "--child", mode, "--batch", str(batch), "--steps", str(args.steps),
            "--frames", str(args.frames), "--size", str(args.size)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"batch": batch, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
-def report(rows: list[dict], args: argparse.Namespace) -> str:
-    base = rows[0]
-    table = [[r["mode"] if r["mode"] == "recompute" else f"cached {r['mode']}", r["tokens"], r["seconds"],
-              r["encoder_seconds"], base["seconds"] / r["seconds"], r["steady_mb"], r["step_peak_mb"],
-              r["process_peak_mb"]]
+def report(rows: list[dict], args: argparse.Namespace, load: float) -> str:
+    base = {r["batch"]: r for r in rows if r["mode"] == "recompute"}
+    mb = lambda v: round(v) if v == v else "n/a"  # noqa: E731 - NaN where the kernel cannot reset the peak
+    table = [[r["batch"], r["mode"] if r["mode"] == "recompute" else f"cached {r['mode']}", r["tokens"],
+              r["seconds"], r["encoder_seconds"], base[r["batch"]]["seconds"] / r["seconds"], mb(r["steady_mb"]),
+              mb(r["step_peak_mb"]), mb(r["process_peak_mb"])]
              for r in rows]
-    header = ["step", "tokens per video", "s per step", "of which encoder (s)", "speed-up vs recompute",
+    header = ["batch", "step", "tokens per video", "s per step", "of which encoder (s)", "speed-up vs recompute",
               "steady RSS MB", "step peak above steady MB", "process peak MB"]
     return "\n".join([
         "## Attentive probe: cached tokens vs recomputing the encoder",
         "",
-        f"`python benchmarks/bench_attentive_step.py --batch {args.batch} --steps {args.steps} "
+        f"`python benchmarks/bench_attentive_step.py --batches {args.batches} --steps {args.steps} "
         f"--grids {args.grids} --write-doc` — one AdamW step (forward, backward, update) of "
         f"`AttentiveClassifier` (depth {DEPTH}, {HEADS} heads, width {WIDTH}, {CLASSES} classes) on a batch of "
-        f"{args.batch} videos of one {args.frames}x{args.size} clip; `recompute` runs a VideoMAE-shaped "
+        f"videos of one {args.frames}x{args.size} clip each; `recompute` runs a VideoMAE-shaped "
         "ViT-B/16 (random weights, `no_grad`, fp32) first, as the released eval does; `cached` reads the "
-        "tokens as stored (float16). Median of the steps after one warm-up, each mode in its own process; "
-        f"{machine()}.",
+        "tokens as stored (float16). Median of the steps after one warm-up, each mode in its own process "
+        f"(load average at the start: {load:.1f}); {machine()}.",
         "",
         markdown_table(header, table),
     ])
@@ -150,7 +159,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--batches", default="2", help="batch sizes to time, comma-separated")
+    ap.add_argument("--batch", type=int, default=2, help=argparse.SUPPRESS)  # a child's batch
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
@@ -162,8 +172,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
-    rows = [run_child(mode, args) for mode in ["recompute", *args.grids.split(",")]]
-    text = report(rows, args)
+    load = os.getloadavg()[0]
+    rows = [run_child(mode, int(batch), args) for batch in args.batches.split(",")
+            for mode in ["recompute", *args.grids.split(",")]]
+    text = report(rows, args, load)
     print(text)
     if args.write_doc:
         write_section("attentive_step", text)
