@@ -4,6 +4,7 @@ every guarantee of a view (resume, shards, verify, info, HDF5, npy), against num
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 import vssl
 from tests.conftest import run_vssl
+from tests.probe_helpers import run_cli
 from tests.token_helpers import Blocks, blocks_reference, numpy_pool
 from tests.videos import write_broken, write_video
 from vssl.errors import StoreError
@@ -115,7 +117,7 @@ def test_full_tokens_average_to_the_pooled_view(full_store):
 
 def test_resume_and_adding_a_grid_to_an_existing_store(folder, full_store, tmp_path):
     out = tmp_path / "s"
-    assert run_vssl("extract", folder, "--out", out, "--views", VIEWS, "--tokens", "full", *TINY).returncode == 0
+    shutil.copytree(full_store, out)  # the store of a finished run
     before = {v: rows(FeatureStore.open(out), v).features.copy() for v in FeatureStore.open(out).view_names()}
     again = run_vssl("extract", folder, "--out", out, "--views", VIEWS, "--tokens", "full", *TINY, "--json")
     assert again.returncode == 0, again.stderr
@@ -243,10 +245,11 @@ def test_a_token_view_too_large_for_the_chunks_is_refused_in_one_line(folder, tm
     (["--layers", "2"], "drop --layers"),
     (["--layers", "0"], "layers=0"),
 ])
-def test_bad_token_settings_exit_2_before_a_store_exists(folder, tmp_path, flags, words):
-    r = run_vssl("extract", folder, "--out", tmp_path / "s", "--views", "uniform:2x1", *TINY, *flags)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_bad_token_settings_exit_2_before_a_store_exists(folder, tmp_path, capsys, flags, words):
+    code, out, err = run_cli(capsys, "extract", folder, "--out", tmp_path / "s", "--views", "uniform:2x1",
+                             *TINY, *flags)
+    assert code == 2, out + err
+    assert words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
 
 
