@@ -318,3 +318,45 @@ def test_a_step_in_micro_batches_is_the_whole_batch_step(monkeypatch):
     assert max(seen) == 16                                              # 2 samples a part
     for a, b in zip(whole.model.state_dict().values(), parts.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _placed_tokens(path, seed=0):
+    """Each clip is a 1x2x2 token grid: the same object vector in one cell, background in the others; the
+    class is the cell. A clip's tokens, as a set, are the same for every class: only their place tells."""
+    rng = np.random.default_rng(seed)
+    n, k, cells = N_TRAIN + N_TEST, 2, 4
+    y = np.arange(n) % C
+    thing = 2 * rng.normal(size=D)
+    x = 0.3 * rng.normal(size=(n, k, cells, D))
+    x[np.arange(n), :, y] += thing
+    store = make_synthetic_store(path, x.mean(axis=2).astype(np.float32), y, ["train"] * N_TRAIN + ["test"] * N_TEST,
+                                 view=POOLED, chunk_videos=60, dtype="float32")
+    store.create_view(TOKENS, num_clips=k, spec={"sampler": "synthetic", "clips": k}, dtype="float32",
+                      clip_shape=(cells, D), record={"tokens": "1x2x2", "token_grid": [1, 2, 2]})
+    boxes = uniform_boxes(n, k)
+    for start, stop in store.chunk_ranges():
+        idx = np.arange(start, stop)
+        store.write_videos(idx, {TOKENS: (x[start:stop].astype(np.float32), boxes[start:stop])},
+                           num_frames=[64] * len(idx), fps=[25.0] * len(idx), errors=[None] * len(idx))
+    return path
+
+
+@pytest.mark.slow
+def test_token_positions_tell_the_probe_where_a_token_lies(tmp_path, capsys):
+    """A conv net's tokens do not carry their place: the released probe, blind to it, is at chance where the
+    class is a place; ``token_positions`` adds each token's cell on the recorded grid, and it reads it."""
+    store = _placed_tokens(tmp_path / "s")
+    top1 = {}
+    for positions in ("false", "true"):
+        config = tmp_path / f"{positions}.toml"
+        config.write_text(f"[probe.attentive]\ndepth = 2\ntoken_positions = {positions}\n")
+        code, _, err = run_cli(capsys, "probe", store, "--view", TOKENS, "--attentive", "--config", config,
+                               "--lr", "3e-3", "--weight-decay", "0.01", "--epochs", "10", "--min-steps", "100",
+                               *FIT, "--report", tmp_path / f"{positions}.json")
+        assert code == 0, err
+        top1[positions] = _rows(tmp_path / f"{positions}.json")["attentive"]["top1"]
+    assert top1["false"] <= 45 and top1["true"] >= 75, top1
+    config = tmp_path / "pooled.toml"
+    config.write_text("[probe.attentive]\ntoken_positions = true\n")
+    code, _, err = run_cli(capsys, "probe", store, "--view", POOLED, "--attentive", "--config", config, *FIT)
+    assert code == 2 and "token_positions" in err and len(err.strip().splitlines()) == 1

@@ -71,6 +71,9 @@ class AttentiveConfig(TrainConfig):
     num_heads: int = 16
     mlp_ratio: float = 4.0
     use_pos_embed: bool = False    # released default: off
+    # not released: a fixed 3-D sin-cos embedding of each token's cell on the stored grid, added to it; for
+    # encoders whose tokens do not carry their place (a conv net's map; measured: docs/PERFORMANCE.md)
+    token_positions: bool = False
     checkpoint: str | None = None  # a released probe to evaluate (no training)
     checkpoint_head: int = 0       # which head of a vjepa2 checkpoint's list of classifiers
     # padded tokens a training micro-batch holds at most (a sample longer than that alone); a step's
@@ -107,6 +110,19 @@ def sincos_positions(n: int, dim: int) -> torch.Tensor:
     return out.float()
 
 
+def grid_positions(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
+    """``[T'·H'·W', dim]``: each cell of a t-major token grid as three 1-D sin-cos embeddings
+    (:func:`sincos_positions`) of its t, h and w, side by side in equal even parts of ``dim`` (the rest 0)."""
+    part = dim // 6 * 2
+    t, h, w = grid
+    axes = [sincos_positions(n, part) for n in grid]
+    cells = torch.cartesian_prod(torch.arange(t), torch.arange(h), torch.arange(w))
+    out = torch.zeros(len(cells), dim)
+    for a, table in enumerate(axes):
+        out[:, a * part:(a + 1) * part] = table[cells[:, a]]
+    return out
+
+
 def token_clips(features: np.ndarray | RaggedClips) -> RaggedClips:
     """A view's clips as tokens: ``flat [R, T, D]`` (a plain view's clip is one token, ``T = 1``)."""
     clips = as_ragged(features)
@@ -128,8 +144,10 @@ class TokenInputs:
     """
 
     def __init__(self, features: np.ndarray | RaggedClips, labels: np.ndarray, crops: int = 1,
-                 train_view: TrainView | None = None, pos_embed: bool = False, step_tokens: int = 4096):
+                 train_view: TrainView | None = None, pos_embed: bool = False, step_tokens: int = 4096,
+                 cell_positions: torch.Tensor | None = None):
         self.clips = token_clips(features)
+        self.cell_positions = cell_positions  # [tokens per clip, D] added to every clip's tokens (token_positions)
         self.step_tokens = step_tokens
         self.labels = torch_labels(labels)
         self.crops = crops
@@ -143,7 +161,7 @@ class TokenInputs:
 
     def like(self, features: np.ndarray | RaggedClips, labels: np.ndarray, crops: int) -> "TokenInputs":
         """Other videos (the test split) as samples of the same kind."""
-        return TokenInputs(features, labels, crops, pos_embed=self.pos_embed)
+        return TokenInputs(features, labels, crops, pos_embed=self.pos_embed, cell_positions=self.cell_positions)
 
     @property
     def tokens_per_clip(self) -> int:
@@ -184,6 +202,8 @@ class TokenInputs:
             valid = mask.repeat_interleave(t, dim=1)
         if self.pos_embed:
             x = x + sincos_positions(width, x.shape[-1]).to(device)[None, :, None, :]
+        if self.cell_positions is not None:
+            x = x + self.cell_positions.to(device)[None, None]
         x = x.reshape(len(rows), width * t, -1)
         return (x,) if valid is None else (x, valid)
 
@@ -253,6 +273,16 @@ def _length_groups(lengths: np.ndarray, tokens_per_clip: int) -> list[np.ndarray
     return groups + ([np.asarray(group)] if group else [])
 
 
+def cell_table(cfg: AttentiveConfig, grid: tuple[int, int, int] | None, clips: RaggedClips) -> torch.Tensor | None:
+    """The cell positions ``token_positions`` adds (None when off); a view without a token grid refused."""
+    if not cfg.token_positions:
+        return None
+    if grid is None or int(np.prod(grid)) != clips.flat.shape[1]:
+        raise VsslError("token_positions adds where each token of a clip lies on its grid: probe a token view "
+                        "(vssl extract --tokens), or leave token_positions off")
+    return grid_positions(grid, int(clips.flat.shape[-1]))
+
+
 def attentive_grid(width: int, num_classes: int, cfg: AttentiveConfig):
     """A builder for :func:`~vssl.probe.train.fit`: one attentive classifier per grid point."""
     from .attentive_pooler import AttentiveClassifier
@@ -267,10 +297,13 @@ def attentive_grid(width: int, num_classes: int, cfg: AttentiveConfig):
 
 def train_attentive(features: np.ndarray | RaggedClips, labels: np.ndarray, train_pos: np.ndarray,
                     num_classes: int, cfg: AttentiveConfig = AttentiveConfig(), advance=None,
-                    train_view: TrainView | None = None, crops: int = 1) -> tuple[FitResult, TokenInputs]:
+                    train_view: TrainView | None = None, crops: int = 1,
+                    grid: tuple[int, int, int] | None = None) -> tuple[FitResult, TokenInputs]:
     """Train the grid of attentive probes on the videos at ``train_pos`` (on ``train_view``'s clips
-    when given; selection reads ``features``) and refit the chosen one on all of them."""
-    inputs = TokenInputs(features, labels, crops, train_view, cfg.use_pos_embed, cfg.step_tokens)
+    when given; selection reads ``features``) and refit the chosen one on all of them. ``grid``: the
+    token view's cells, for ``token_positions``."""
+    inputs = TokenInputs(features, labels, crops, train_view, cfg.use_pos_embed, cfg.step_tokens,
+                         cell_table(cfg, grid, token_clips(features)))
     return fit(inputs, train_pos, attentive_grid(inputs.clips.flat.shape[-1], num_classes, cfg), cfg, advance), inputs
 
 

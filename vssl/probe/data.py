@@ -46,11 +46,13 @@ class SplitData:
     boxes: np.ndarray | RaggedClips | None  # [n, K, 7] float32 when asked for (as features)
     train_view: TrainView | None = None   # the same videos in --train-view (training split only)
     crops: int = 1                 # S spatial crops per temporal position (clip t*S + s); see view_crops
+    token_grid: tuple[int, int, int] | None = None  # (T', H', W') of a token view's clips, t-major; see view_token_grid
 
     def subset(self, positions: np.ndarray) -> "SplitData":
         return SplitData(self.split, self.indices[positions], self.labels[positions], self.features[positions],
                          None if self.boxes is None else self.boxes[positions],
-                         None if self.train_view is None else self.train_view.subset(positions), self.crops)
+                         None if self.train_view is None else self.train_view.subset(positions), self.crops,
+                         self.token_grid)
 
 
 #: the sampler kinds whose clips are a T x S grid, time-major (``vssl.extract.view_kinds.grid``)
@@ -69,6 +71,13 @@ def view_crops(view) -> int:
         raise VsslError(f"view '{view.name}' records {crops} crops per position but holds {view.num_clips} clips "
                         "per video; re-extract it")
     return crops
+
+
+def view_token_grid(view) -> tuple[int, int, int] | None:
+    """The (T', H', W') cells of a token view's clips (``vssl extract --tokens`` records it), None for a view
+    of one vector per clip: where each of a clip's tokens lies, for a probe that adds it."""
+    grid = (view.record or {}).get("token_grid")
+    return None if grid is None else tuple(int(n) for n in grid)
 
 
 def labelled_rows(store, view, split: str, flag: str, target: str | None = None) -> np.ndarray:
@@ -121,7 +130,8 @@ def load_split(store, view_name: str, split: str, flag: str = "--train-split", b
             feats[group, 0] = video_vectors(clips, knn_rule)
         return SplitData(split, rows, labels, feats, None, crops=view_crops(view))
     clips, bxs = read_clips(view, rows)
-    return SplitData(split, rows, labels, clips.dense(), bxs.dense() if boxes else None, crops=view_crops(view))
+    return SplitData(split, rows, labels, clips.dense(), bxs.dense() if boxes else None, crops=view_crops(view),
+                     token_grid=view_token_grid(view))
 
 
 def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: bool = False) -> SplitData:

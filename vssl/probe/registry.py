@@ -211,7 +211,7 @@ def run_attentive(call: ProbeCall) -> ProbeScores:
     view = fit_view(call, what)
     with call.progress(call.probe, *work(cfg)) as advance:
         result, inputs = train_attentive(train_x, train.labels, np.arange(len(train.labels)), call.data.num_classes,
-                                         cfg, advance, train_view=view, crops=train.crops)
+                                         cfg, advance, train_view=view, crops=train.crops, grid=train.token_grid)
     extra.update(sample=inputs.describe(), head=chosen_head(result), **train_view_params(view))
     return scored_fit(result, inputs.like(test_x, test.labels, test.crops), cfg, extra)
 
