@@ -360,3 +360,34 @@ def test_token_positions_tell_the_probe_where_a_token_lies(tmp_path, capsys):
     config.write_text("[probe.attentive]\ntoken_positions = true\n")
     code, _, err = run_cli(capsys, "probe", store, "--view", POOLED, "--attentive", "--config", config, *FIT)
     assert code == 2 and "token_positions" in err and len(err.strip().splitlines()) == 1
+
+
+def _add_token_view(store_path, name, grid, sampler, k=4):
+    from vssl.features_store import FeatureStore
+
+    store = FeatureStore.open(store_path, "r+")
+    n, cells = store.num_videos, int(np.prod(grid))
+    store.create_view(name, num_clips=k, spec={"sampler": sampler, "clips": k}, dtype="float32",
+                      clip_shape=(cells, D), record={"token_grid": list(grid)})
+    x = np.random.default_rng(0).normal(size=(n, k, cells, D)).astype(np.float32)
+    boxes = uniform_boxes(n, k)
+    for start, stop in store.chunk_ranges():
+        idx = np.arange(start, stop)
+        store.write_videos(idx, {name: (x[start:stop], boxes[start:stop])}, num_frames=[64] * len(idx),
+                           fps=[25.0] * len(idx), errors=[None] * len(idx))
+
+
+def test_a_train_view_must_match_the_grid_and_the_time_order_it_is_read_by(tmp_path, capsys):
+    """A training view of as many tokens on another grid would give its tokens the probed grid's places; a random
+    view's clips, stored in the order drawn, would give use_pos_embed places that are not time: both refused."""
+    store = _placed_tokens(tmp_path / "s")
+    _add_token_view(store, "random4.tokens1x4x1", (1, 4, 1), "random")
+    _add_token_view(store, "random4.tokens1x2x2", (1, 2, 2), "random")
+    code, _, err = run_cli(capsys, "probe", store, "--view", TOKENS, "--attentive", "--train-view",
+                           "random4.tokens1x4x1", "--train-clips", "2", *FIT)
+    assert code == 2 and "grid" in err and len(err.strip().splitlines()) == 1, err
+    config = tmp_path / "pos.toml"
+    config.write_text("[probe.attentive]\nuse_pos_embed = true\n")
+    code, _, err = run_cli(capsys, "probe", store, "--view", TOKENS, "--attentive", "--config", config,
+                           "--train-view", "random4.tokens1x2x2", "--train-clips", "2", *FIT)
+    assert code == 2 and "use_pos_embed" in err and len(err.strip().splitlines()) == 1, err

@@ -302,6 +302,10 @@ def train_attentive(features: np.ndarray | RaggedClips, labels: np.ndarray, trai
     """Train the grid of attentive probes on the videos at ``train_pos`` (on ``train_view``'s clips
     when given; selection reads ``features``) and refit the chosen one on all of them. ``grid``: the
     token view's cells, for ``token_positions``."""
+    if cfg.use_pos_embed and train_view is not None and not train_view.time_ordered:
+        raise VsslError(f"use_pos_embed adds each clip's place in time, but --train-view {train_view.name} stores its "
+                        "clips in the order they were drawn, not in time: train on the probed view, or leave "
+                        "use_pos_embed off")
     inputs = TokenInputs(features, labels, crops, train_view, cfg.use_pos_embed, cfg.step_tokens,
                          cell_table(cfg, grid, token_clips(features)))
     return fit(inputs, train_pos, attentive_grid(inputs.clips.flat.shape[-1], num_classes, cfg), cfg, advance), inputs

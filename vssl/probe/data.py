@@ -29,10 +29,11 @@ class TrainView:
     features: np.ndarray           # [n, K', D], stored dtype
     boxes: np.ndarray | None       # [n, K', 7] float32 when asked for
     clips: int                     # clips of a video drawn per step (released: 8 of 16)
+    time_ordered: bool = True      # its clips are stored in time order (not a random view's draw order)
 
     def subset(self, positions: np.ndarray) -> "TrainView":
         return TrainView(self.name, self.features[positions],
-                         None if self.boxes is None else self.boxes[positions], self.clips)
+                         None if self.boxes is None else self.boxes[positions], self.clips, self.time_ordered)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class SplitData:
 
 #: the sampler kinds whose clips are a T x S grid, time-major (``vssl.extract.view_kinds.grid``)
 GRID_SAMPLERS = ("uniform", "segment")
+#: the sampler kinds that store a video's clips in time order (``random`` keeps the order it drew them in)
+TIME_ORDERED = (*GRID_SAMPLERS, "dense")
 
 
 def view_crops(view) -> int:
@@ -150,6 +153,9 @@ def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: 
     if tuple(view.clip_shape) != shape:
         raise VsslError(f"--train-view {view_name} holds clips of shape {tuple(view.clip_shape)} but the probed view's "
                         f"are {shape}; train on a view of the same token grid (or of pooled clips for pooled clips)")
+    if view_token_grid(view) != split.token_grid:
+        raise VsslError(f"--train-view {view_name} holds tokens on grid {view_token_grid(view)} but the probed view's "
+                        f"are on {split.token_grid}; train on a view of the same token grid")
     if view.num_clips < clips:
         raise VsslError(f"--train-clips {clips}: view '{view_name}' has only {view.num_clips} clips per video; "
                         f"use --train-clips {view.num_clips} or less")
@@ -163,5 +169,5 @@ def with_train_view(store, split: SplitData, view_name: str, clips: int, boxes: 
         split = split.subset(np.flatnonzero(usable))
     feats = read_in_blocks(view.read_features, split.indices)
     bx = read_in_blocks(view.read_boxes, split.indices) if boxes else None
-    split.train_view = TrainView(view_name, feats, bx, clips)
+    split.train_view = TrainView(view_name, feats, bx, clips, view.spec.get("sampler") in TIME_ORDERED)
     return split
