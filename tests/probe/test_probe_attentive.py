@@ -155,10 +155,12 @@ def test_released_probe_scores_each_crop_of_a_video_and_averages_their_softmax(t
 
 
 @pytest.mark.slow
-def test_a_transformers_checkpoint_gives_its_own_logits_on_the_cached_tokens(tmp_path, capsys):
+@pytest.mark.parametrize("named", [False, True])
+def test_a_transformers_checkpoint_gives_its_own_logits_on_the_cached_tokens(tmp_path, capsys, named):
     """A saved transformers VJEPA2ForVideoClassification (tiny, random weights, 4 heads) evaluated by
     --attentive-from: each video's score is the mean over its crops of softmax(classifier(pooler(tokens)))
-    computed by transformers on the same concatenated tokens."""
+    computed by transformers on the same concatenated tokens; where the checkpoint names its classes
+    (``id2label``, here in another order than the store's), each store class reads its named output."""
     transformers = pytest.importorskip("transformers")
     from tests.backbone_helpers import randomize_
 
@@ -166,6 +168,11 @@ def test_a_transformers_checkpoint_gives_its_own_logits_on_the_cached_tokens(tmp
                                        frames_per_clip=2, patch_size=16, tubelet_size=2, pred_hidden_size=16,
                                        pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=3,
                                        num_labels=3)
+    order = [2, 0, 1] if named else [0, 1, 2]          # the checkpoint's output of each store class
+    if named:
+        stored = ["class0", "class1", "class2"]            # make_synthetic_store's class names
+        config.id2label = {order[c]: name for c, name in enumerate(stored)}
+        config.label2id = {name: i for i, name in config.id2label.items()}
     config._attn_implementation = "eager"
     hf = randomize_(transformers.VJEPA2ForVideoClassification(config), seed=4).eval()
     hf.save_pretrained(tmp_path / "hf")
@@ -183,7 +190,14 @@ def test_a_transformers_checkpoint_gives_its_own_logits_on_the_cached_tokens(tmp
         crops = [hf.classifier(hf.pooler(torch.from_numpy(x[2:, [s, 3 + s]].reshape(6, 4, D)))).softmax(-1)
                  for s in range(3)]
     np.testing.assert_allclose(np.load(tmp_path / "p.npz")["attentive/backbone/scores"],
-                               torch.stack(crops).mean(0).numpy(), atol=1e-5)
+                               torch.stack(crops).mean(0).numpy()[:, order], atol=1e-5)
+    if named:  # a store whose classes the checkpoint does not name: one line
+        hf.config.id2label = {0: "a", 1: "b", 2: "c"}
+        hf.save_pretrained(tmp_path / "hf")
+        capsys.readouterr()
+        code, _, err = run_cli(capsys, "probe", tmp_path / "s", "--view", view, "--attentive-from", tmp_path / "hf",
+                               *FIT)
+        assert code == 2 and "id2label" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_released_probe_on_a_ragged_plain_view_equals_each_video_alone(tmp_path, capsys):

@@ -319,12 +319,31 @@ def released_probe(cfg: AttentiveConfig, width: int, num_classes: int) -> nn.Mod
                                      head=cfg.checkpoint_head)]).eval()
 
 
-def evaluate_released(cfg: AttentiveConfig, inputs: TokenInputs, num_classes: int,
+def evaluate_released(cfg: AttentiveConfig, inputs: TokenInputs, classes: list[str],
                       device: torch.device) -> np.ndarray:
-    """Scores ``[n, C]`` of the released probe on every video of ``inputs`` (no training)."""
-    model = released_probe(cfg, inputs.clips.flat.shape[-1], num_classes).to(device)
+    """Scores ``[n, C]`` of the released probe on every video of ``inputs`` (no training), column ``c`` the
+    store's class ``classes[c]`` (:func:`released_order`)."""
+    model = released_probe(cfg, inputs.clips.flat.shape[-1], len(classes)).to(device)
     precision = probe_precision(cfg.precision, device)
-    return inputs.predict(model, np.arange(len(inputs.labels)), device, precision)[:, 0]
+    scores = inputs.predict(model, np.arange(len(inputs.labels)), device, precision)[:, 0]
+    return scores[:, released_order(cfg.checkpoint, classes)]
+
+
+def released_order(checkpoint: str, classes: list[str]) -> list[int]:
+    """For each of the store's classes, the released probe's output that scores it: by name where the
+    checkpoint names its classes (a transformers ``id2label``), else the store's sorted classes are taken
+    as the probe's class ids 0..C-1 (a vjepa2 file names none: label the videos by id, in its order)."""
+    from .attentive_pooler import released_classes
+
+    names = released_classes(checkpoint)
+    if names is None:
+        return list(range(len(classes)))
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise VsslError(f"--attentive-from {checkpoint} names its {len(names)} classes (id2label) and the store's "
+                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} are not among them; label the "
+                        "videos with the probe's class names")
+    return [names.index(c) for c in classes]
 
 
 def chosen_head(result: FitResult) -> str:

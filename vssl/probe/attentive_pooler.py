@@ -227,6 +227,17 @@ def load_attentive(path: str | Path, embed_dim: int | None = None, num_classes: 
     return model.eval()
 
 
+def released_classes(path: str | Path) -> list[str] | None:
+    """The class names of a released probe, in the order of its outputs: a transformers checkpoint's
+    ``id2label`` (None where it names them ``LABEL_i`` only); a vjepa2 file names none."""
+    config = _hf_config(Path(path)) if Path(path).exists() else None
+    labels = (config or {}).get("id2label") or {}
+    names = [labels[k] for k in sorted(labels, key=int)] if labels else []
+    if not names or all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return None
+    return names
+
+
 def _hf_config(path: Path) -> dict | None:
     """The transformers config.json next to (or in) ``path`` when it is a V-JEPA 2 checkpoint, else None."""
     config_path = (path if path.is_dir() else path.parent) / "config.json"

@@ -224,7 +224,7 @@ def released_row(call: ProbeCall, test_x, extra: dict[str, Any]) -> ProbeScores:
         raise VsslError(f"--attentive-from {cfg.checkpoint}: a released probe reads the encoder's tokens; it has "
                         f"no {call.source.name} row: probe without --scale (or without --attentive-from)")
     inputs = TokenInputs(test_x, call.data.test.labels, call.data.test.crops, pos_embed=cfg.use_pos_embed)
-    scores = evaluate_released(cfg, inputs, call.data.num_classes, resolve_device(cfg.device))
+    scores = evaluate_released(cfg, inputs, call.data.classes, resolve_device(cfg.device))
     extra.pop("heads_used")
     return ProbeScores(scores, {**cfg.params(), **extra, "trained": False, "selected": None,
                                 "head": f"released probe {cfg.checkpoint}", "sample": inputs.describe()})
