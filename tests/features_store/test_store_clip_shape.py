@@ -91,8 +91,8 @@ def test_verify_finds_a_non_finite_token_in_a_ragged_view(tmp_path):
 @pytest.mark.slow
 def test_requested_shapes_are_checked(tmp_path):
     store = make_store(tmp_path / "s")
-    with pytest.raises(StoreError, match=r"must end with the backbone's width 4"):
-        store.create_view("wide", 2, {"sampler": "uniform"}, clip_shape=(T, D + 1))
+    with pytest.raises(StoreError, match=r"width 5 must be the backbone's width 4"):
+        store.create_view("wide", 2, {"sampler": "uniform"}, clip_shape=(D + 1,))
     with pytest.raises(StoreError, match=r"exists with K=2, clip shape \(3, 4\).*requested K=2, D=4"):
         store.create_view("fixed", 2, {"sampler": "uniform"}, dtype="float32")
     with pytest.raises(ValueError, match=r"do not match \[k, 3, 4\]"):

@@ -184,7 +184,7 @@ class Batcher:
         #: the outputs of one forward_tokens pass, None for model(x) alone
         self.keys: list[OutputKey] | None = output_keys(sets) if sets and needs_tokens(sets) else None
         self.layers = max((depth for depth, _ in self.keys), default=1) if self.keys else 1
-        widths = output_widths(self.keys, int(model.embed_dim)) if self.keys else []
+        widths = output_widths(sets, self.keys, int(model.embed_dim)) if sets and self.keys else []
         ends = np.cumsum(widths).tolist()
         self.columns = {key: (end - width, end) for key, width, end in zip(self.keys or [], widths, ends)}
         # (video, view, positions, clips)
@@ -388,8 +388,9 @@ class VideoEmbedding:
     """One video's clip features and boxes, per view, as ``extract`` would store them.
 
     ``features[view]``: ``[clips, D]`` in the stored dtype (``dtype``, float16 by default), and for a token
-    view (``--tokens``) ``[clips, T'·H'·W', D]``; ``boxes[view]``: ``[clips, 7]`` float32 (DESIGN.md's boxes). A video that failed (unreadable,
-    no clip placed, a non-finite feature) has ``error`` set and no views.
+    view (``--tokens``) ``[clips, T'·H'·W', W]`` (W the encoder's token width); ``boxes[view]``: ``[clips, 7]``
+    float32 (DESIGN.md's boxes). A video that failed (unreadable, no clip placed, a non-finite feature) has
+    ``error`` set and no views.
     """
 
     path: str

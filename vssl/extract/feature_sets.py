@@ -11,6 +11,7 @@ last 4 blocks). Each stored view is a :class:`FeatureSet`; the batcher computes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -27,6 +28,20 @@ OutputKey = tuple[int, Grid | None]
 
 
 @dataclass(frozen=True)
+class EncoderGrid:
+    """The encoder's token grid at its clip size and the width of one token.
+
+    A token's width is the encoder's own, not always its embedding's: CLIP's embedding is the projection of
+    its class token (e.g. 512) while its patch tokens keep the transformer's width (768), and a clip of
+    ``efficientnet-lite0-frames`` embeds as its 8 frames' 1280-wide vectors concatenated while each token
+    of its map is 1280 wide. A token view's clips are ``(T'·H'·W', width)``.
+    """
+
+    cells: Grid
+    width: int
+
+
+@dataclass(frozen=True)
 class FeatureSet:
     """One stored view: the clips of sampler view ``view`` through the block at depth ``-depth``, as the
     pooled embedding (``cells`` None) or as tokens pooled to ``cells``."""
@@ -37,17 +52,23 @@ class FeatureSet:
     cells: Grid | None = None
     tokens: str | None = None  # the --tokens spec as given (recorded)
     encoder_grid: Grid | None = None
+    width: int | None = None  # a token's width (tokens only: :class:`EncoderGrid`)
+
+    def __post_init__(self) -> None:
+        if self.cells is not None and self.width is None:
+            raise ValueError(f"token view {self.name!r} needs the width of its tokens")
 
     @property
     def key(self) -> OutputKey:
         return (self.depth, self.cells)
 
-    def clip_shape(self, dim: int) -> tuple[int, ...]:
-        """One clip's feature: ``(D,)``, or ``(T'·H'·W', D)`` for tokens."""
+    def clip_shape(self, embed_dim: int) -> tuple[int, ...]:
+        """One clip's feature: ``(embed_dim,)``, or ``(T'·H'·W', width)`` for tokens (their own width, which
+        may differ from the embedding's)."""
         if self.cells is None:
-            return (dim,)
+            return (embed_dim,)
         t, h, w = self.cells
-        return (t * h * w, dim)
+        return (t * h * w, self.width)  # type: ignore[return-value]
 
     def record(self) -> dict[str, Any]:
         """What this set adds to its view's record of the run (nothing for a plain view: recorded as before)."""
@@ -65,14 +86,15 @@ def plain_sets(specs: Mapping[str, SamplerSpec]) -> dict[str, FeatureSet]:
 
 
 def plan_sets(specs: Mapping[str, SamplerSpec], tokens: TokenGrid | None, layers: int,
-              encoder_grid: Grid | None) -> dict[str, FeatureSet]:
+              encoder_grid: EncoderGrid | None) -> dict[str, FeatureSet]:
     """Every stored view of a run, per sampler view: depth 1 first (pooled, then tokens), then deeper blocks.
 
-    ``encoder_grid`` (:func:`encoder_grid_of`) is needed with ``tokens``: it resolves ``full`` and bounds the grid.
+    ``encoder_grid`` (:func:`encoder_grid_of`) is needed with ``tokens``: it resolves ``full``, bounds the grid
+    and gives the tokens' width.
     """
     if tokens is not None and encoder_grid is None:
         raise ValueError("a token grid is resolved against the encoder's grid: pass encoder_grid")
-    cells = tokens.resolve(encoder_grid) if tokens is not None else None
+    cells = tokens.resolve(encoder_grid.cells) if tokens is not None else None  # type: ignore[union-attr]
     sets: dict[str, FeatureSet] = {}
     for view in specs:
         for depth in range(1, layers + 1):
@@ -80,12 +102,14 @@ def plan_sets(specs: Mapping[str, SamplerSpec], tokens: TokenGrid | None, layers
             sets[base] = FeatureSet(base, view, depth)
             if cells is not None:
                 name = token_view_name(base, cells)
-                sets[name] = FeatureSet(name, view, depth, cells, tokens.text, encoder_grid)  # type: ignore[union-attr]
+                sets[name] = FeatureSet(name, view, depth, cells, tokens.text,  # type: ignore[union-attr]
+                                        encoder_grid.cells, encoder_grid.width)  # type: ignore[union-attr]
     return sets
 
 
-def encoder_grid_of(model: Backbone, device: torch.device, layers: int) -> Grid:
-    """The encoder's token grid (T, H, W) at its clip size, from one zero clip through ``forward_tokens``.
+def encoder_grid_of(model: Backbone, device: torch.device, layers: int) -> EncoderGrid:
+    """The encoder's token grid (T, H, W) at its clip size and its tokens' width, from one zero clip through
+    ``forward_tokens``.
 
     Known before the store's views are created (a ``full`` grid names its view), and a family without
     tokens or intermediate blocks refuses here, before anything is written.
@@ -96,7 +120,8 @@ def encoder_grid_of(model: Backbone, device: torch.device, layers: int) -> Grid:
         pairs = model.forward_tokens(x, layers=layers)
     if len(pairs) != layers:
         raise VsslError(f"backbone family {model.family!r} returned {len(pairs)} block outputs for --layers {layers}")
-    return tuple(int(n) for n in pairs[-1][1].shape[1:4])  # type: ignore[return-value]
+    grid = pairs[-1][1]
+    return EncoderGrid(tuple(int(n) for n in grid.shape[1:4]), int(grid.shape[-1]))  # type: ignore[arg-type]
 
 
 def output_keys(sets: Mapping[str, FeatureSet]) -> list[OutputKey]:
@@ -120,6 +145,7 @@ def compute_outputs(model: Backbone, x: torch.Tensor, keys: list[OutputKey], lay
     return torch.cat(parts, dim=1)
 
 
-def output_widths(keys: list[OutputKey], dim: int) -> list[int]:
-    """Columns of each key in :func:`compute_outputs`' rows."""
-    return [dim if cells is None else cells[0] * cells[1] * cells[2] * dim for _, cells in keys]
+def output_widths(sets: Mapping[str, FeatureSet], keys: list[OutputKey], embed_dim: int) -> list[int]:
+    """Columns of each key in :func:`compute_outputs`' rows: a clip's feature of a set with that key, flat."""
+    shape_of = {s.key: s.clip_shape(embed_dim) for s in sets.values()}
+    return [math.prod(shape_of[key]) for key in keys]

@@ -322,8 +322,9 @@ class FeatureStore:
 
         ``num_clips`` None: a ragged view (a variable number of clips per video, never compressed).
         ``record``: the settings of the run that creates it (kept as the ``extract`` attribute).
-        ``clip_shape``: the shape of one clip's feature, its last axis the backbone's width (default
-        ``(embed_dim,)``, one vector per clip).
+        ``clip_shape``: the shape of one clip's feature (default ``(embed_dim,)``, one vector per clip, which is
+        the backbone's width); a grid of tokens ends with the encoder's token width, which may differ (CLIP's
+        tokens keep the transformer's width, its embedding is their projection).
         """
         _check_name("view", name)
         if np.dtype(dtype) not in (np.float16, np.float32):
@@ -331,8 +332,8 @@ class FeatureStore:
         if compression not in COMPRESSIONS:
             raise StoreError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
         shape = as_clip_shape(self.backbone.embed_dim if clip_shape is None else clip_shape)
-        if shape[-1] != self.backbone.embed_dim:
-            raise StoreError(f"view '{name}': a clip's feature shape {shape} must end with the backbone's width "
+        if len(shape) == 1 and shape[0] != self.backbone.embed_dim:
+            raise StoreError(f"view '{name}': one vector per clip of width {shape[0]} must be the backbone's width "
                              f"{self.backbone.embed_dim}")
         spec = dict(spec)
         if name not in self.view_names() and self._create_view_atomically(

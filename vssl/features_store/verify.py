@@ -240,7 +240,7 @@ class _Checker:
                 problems.append(f"{gpath}/{name}: {group.array(name).shape[0]} rows, store has {n} videos")
         view = store.view(gpath.split("/", 1)[1]) if gpath.startswith("views/") else None
         if whole and view is not None:
-            if view.dim != store.backbone.embed_dim:
+            if len(view.clip_shape) == 1 and view.dim != store.backbone.embed_dim:  # a token grid has its own width
                 problems.append(f"{gpath}: features dim {view.dim} != backbone embed_dim {store.backbone.embed_dim}")
             if view.layout == "fixed" and group.array("boxes").shape[1:] != (view.num_clips, BOX_DIM):
                 problems.append(f"{gpath}/boxes: shape {group.array('boxes').shape}, expected (N, {view.num_clips}, {BOX_DIM})")

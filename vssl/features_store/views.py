@@ -16,7 +16,7 @@ whether its clip count is fixed):
 
 A clip's feature has a shape, ``clip_shape``: ``(D,)`` for one pooled vector per clip (every view
 until now, stored exactly as before), or e.g. ``(T'·H'·W', D)`` for a grid of tokens; ``dim`` is its
-last axis, the backbone's width.
+last axis: the backbone's width for a vector, the encoder's token width for a grid (they may differ).
 
 Stages read either layout through :meth:`View.read`, which returns a :class:`ViewRows`: the
 features and boxes padded to the most clips among the rows read, each video's clip count, and
