@@ -4,9 +4,10 @@ The released attentive probe (facebookresearch/vjepa2 ``evals/video_classificati
 frozen encoder at every step on freshly decoded clips; vssl encodes once and a cached random view
 stands for that augmentation (a fresh cached clip per segment each step, ``--train-view``). Here the
 same probe, same settings, same videos and seeds are trained both ways and scored on the same test
-videos (the cached evaluation view). The videos are the demo's four single-clip classes (a bouncing ball,
-a sliding square, a spinning bar, a pulsing ring: :mod:`vssl.demo.dataset`), which the tiny backbone's
-tokens separate, so both ways have something to learn:
+videos (the cached evaluation view). Videos and encoder are those of ``bench_token_grids.py`` (the class is
+the quadrant a disk wanders in; a small random ViT whose tokens carry their place), at the ``1x2x2`` grid
+where the probe learns the task there (a 4-block probe trained from scratch on ~100 videos learns little
+on a task a single pooled vector already holds, so the grid's task is the one to compare the ways on):
 
 - **cached**: :func:`~vssl.probe.attentive.train_attentive` on the store's ``random:8`` token view,
   2 of its clips drawn per video and step;
@@ -17,7 +18,7 @@ tokens separate, so both ways have something to learn:
 It prints both top-1s per seed, the paired difference over the seeds with its 95% interval, and the
 time of each way; the table goes to docs/PERFORMANCE.md ("Attentive probe: cached vs recomputed").
 
-    python benchmarks/bench_attentive_ways.py --videos 80 --seeds 2
+    python benchmarks/bench_attentive_ways.py --per-class 40 --seeds 2
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_token_grids import small_vit, write_manifest  # noqa: E402
 from benchmarks.harness import machine, markdown_table, write_section  # noqa: E402
-from vssl.demo.dataset import CLASSES as DEMO_CLASSES, generate_dataset  # noqa: E402
+from benchmarks.where_videos import CLASSES, write_where_videos  # noqa: E402
 from vssl import embed  # noqa: E402
 from vssl.extract import extract  # noqa: E402
 from vssl.features_store import FeatureStore  # noqa: E402
@@ -46,21 +48,21 @@ from vssl.probe.compare import paired_difference  # noqa: E402
 from vssl.probe.data import load_split, with_train_view  # noqa: E402
 
 GRID, EVAL, CACHE, SEGMENTS = "1x2x2", "uniform:2x1", "random:8", 2
-CLASSES = DEMO_CLASSES[:4]  # the classes a single clip shows
 
 
 class RecomputedInputs(TokenInputs):
     """The training samples of the released way: each pass over the data re-encodes the training videos
     (a fresh ``random:SEGMENTS`` cut, new seed per pass) and trains on those tokens."""
 
-    def __init__(self, *args, paths: list[str], root: Path, seed: int, **kwargs) -> None:
+    def __init__(self, *args, paths: list[str], root: Path, seed: int, model, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.paths, self.root, self.passes = paths, root, seed * 100_000
+        self.paths, self.root, self.passes, self.model = paths, root, seed * 100_000, model
         self.encoded = 0
 
     def _view_batches(self, positions, batch_size, gen, device):
         self.passes += 1
-        fresh = embed([self.paths[i] for i in positions], root=self.root, backbone="tiny", precision="fp32",
+        fresh = embed([self.paths[i] for i in positions], root=self.root, model=self.model, backbone="bench-vit",
+                      precision="fp32",
                       views=f"random:{SEGMENTS}", tokens=GRID, seed=self.passes)
         name = next(n for n in fresh[0].features if ".tokens" in n)
         tokens = np.zeros((len(self.labels), SEGMENTS, *fresh[0].features[name].shape[1:]), np.float32)
@@ -79,7 +81,7 @@ def top1_hits(result, inputs: TokenInputs, test) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=80, help="generated videos, 30% of them tested")
+    parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--min-steps", type=int, default=100, help="step floor of both ways")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4],
@@ -90,11 +92,12 @@ def main() -> None:
     cfg = AttentiveConfig(min_steps=args.min_steps, device="cpu", precision="fp32", lrs=tuple(args.lrs),
                           weight_decays=tuple(args.wds))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "videos"
-        manifest = generate_dataset(folder, args.videos, classes=CLASSES)
-        store_path = Path(tmp) / "videos.zarr"
-        extract(manifest, store_path, views=f"{EVAL},{CACHE}", tokens=GRID, backbone="tiny", precision="fp32",
-                progress=False, root=folder)
+        folder = write_where_videos(Path(tmp) / "where", args.per_class)
+        manifest = write_manifest(folder, args.per_class)
+        store_path = Path(tmp) / "where.zarr"
+        model = small_vit()
+        extract(manifest, store_path, views=f"{EVAL},{CACHE}", tokens=GRID, model=model, backbone="bench-vit",
+                precision="fp32", progress=False, root=folder)
         store = FeatureStore.open(store_path)
         eval_view = next(n for n in store.view_names() if n.startswith("uniform") and ".tokens" in n)
         cache_view = next(n for n in store.view_names() if n.startswith("random") and ".tokens" in n)
@@ -114,7 +117,7 @@ def main() -> None:
             hits["cached"].append(top1_hits(result, inputs, test))
             t = time.perf_counter()
             recomputed = RecomputedInputs(train.features, train.labels, 1, train.train_view, paths=train_paths,
-                                          root=folder, seed=seed)
+                                          root=folder, seed=seed, model=model)
             result = fit(recomputed, np.arange(len(train.labels)),
                          attentive_grid(recomputed.clips.flat.shape[-1], len(CLASSES), run), run)
             seconds["recomputed"] += time.perf_counter() - t
@@ -133,8 +136,9 @@ def main() -> None:
     if not args.no_doc:
         write_section("attentive-ways", f"""### Attentive probe: cached vs recomputed
 
-`python benchmarks/bench_attentive_ways.py --videos {args.videos} --seeds {args.seeds}` ({machine()}).
-{args.videos} generated videos of the demo's four single-clip classes (30% tested), the tiny backbone, `{GRID}` token grids;
+`python benchmarks/bench_attentive_ways.py --per-class {args.per_class} --seeds {args.seeds}` ({machine()}).
+The quadrant videos ({args.per_class} per class, a third tested) and the small random ViT of "Token grids where the
+place is the class", `{GRID}` token grids;
 heads lr {args.lrs} x wd {args.wds}, at least {args.min_steps} steps, selection on held-out training videos.
 Cached: a `{CACHE}` token view, {SEGMENTS} cached clips drawn per video and step. Recomputed: every pass
 re-encodes a fresh `random:{SEGMENTS}` cut of every training video ({encoded} clips encoded over the seeds).
