@@ -18,7 +18,7 @@ on a task a single pooled vector already holds, so the grid's task is the one to
 It prints both top-1s per seed, the paired difference over the seeds with its 95% interval, and the
 time of each way; the table goes to docs/PERFORMANCE.md ("Attentive probe: cached vs recomputed").
 
-    python benchmarks/bench_attentive_ways.py --per-class 40 --seeds 2
+    python benchmarks/bench_attentive_ways.py --per-class 40 --seeds 2 --caches 8 32
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from vssl.probe.train import fit  # noqa: E402
 from vssl.probe.compare import paired_difference  # noqa: E402
 from vssl.probe.data import load_split, with_train_view  # noqa: E402
 
-GRID, EVAL, CACHE, SEGMENTS = "1x2x2", "uniform:2x1", "random:8", 2
+GRID, EVAL, SEGMENTS = "1x2x2", "uniform:2x1", 2
 
 
 class RecomputedInputs(TokenInputs):
@@ -83,12 +83,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--min-steps", type=int, default=100, help="step floor of both ways")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4],
+    parser.add_argument("--min-steps", type=int, default=300, help="step floor of both ways")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-3, 1e-3, 3e-4],
                         help="heads' learning rates (the released 20-head grid is ~10x the CPU time)")
     parser.add_argument("--wds", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--caches", type=int, nargs="+", default=[8, 32],
+                        help="cached random clips per video, a cached row each (released SCALE caches 16)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
+    caches = {f"cached ({k} clips)": f"random:{k}" for k in args.caches}
     cfg = AttentiveConfig(min_steps=args.min_steps, device="cpu", precision="fp32", lrs=tuple(args.lrs),
                           weight_decays=tuple(args.wds))
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,43 +99,46 @@ def main() -> None:
         manifest = write_manifest(folder, args.per_class)
         store_path = Path(tmp) / "where.zarr"
         model = small_vit()
-        extract(manifest, store_path, views=f"{EVAL},{CACHE}", tokens=GRID, model=model, backbone="bench-vit",
-                precision="fp32", progress=False, root=folder)
+        extract(manifest, store_path, views=",".join([EVAL, *caches.values()]), tokens=GRID, model=model,
+                backbone="bench-vit", precision="fp32", progress=False, root=folder)
         store = FeatureStore.open(store_path)
         eval_view = next(n for n in store.view_names() if n.startswith("uniform") and ".tokens" in n)
-        cache_view = next(n for n in store.view_names() if n.startswith("random") and ".tokens" in n)
-        train = with_train_view(store, load_split(store, eval_view, "train"), cache_view, SEGMENTS)
+        train = load_split(store, eval_view, "train")
         test = load_split(store, eval_view, "test", flag="--test-split")
+        views = {way: with_train_view(store, load_split(store, eval_view, "train"),
+                                      f"{kind.replace(':', '')}.tokens{GRID}", SEGMENTS).train_view
+                 for way, kind in caches.items()}
         paths = store.paths().tolist()
         train_paths = [paths[i] for i in train.indices]
-        hits = {"cached": [], "recomputed": []}
-        seconds = {"cached": 0.0, "recomputed": 0.0}
+        hits = {way: [] for way in [*caches, "recomputed"]}
+        seconds = dict.fromkeys(hits, 0.0)
         encoded = 0
         for seed in range(args.seeds):
             run = replace(cfg, seed=seed)
+            for way, view in views.items():
+                t = time.perf_counter()
+                result, inputs = train_attentive(train.features, train.labels, np.arange(len(train.labels)),
+                                                 len(CLASSES), run, train_view=view)
+                seconds[way] += time.perf_counter() - t
+                hits[way].append(top1_hits(result, inputs, test))
             t = time.perf_counter()
-            result, inputs = train_attentive(train.features, train.labels, np.arange(len(train.labels)),
-                                             len(CLASSES), run, train_view=train.train_view)
-            seconds["cached"] += time.perf_counter() - t
-            hits["cached"].append(top1_hits(result, inputs, test))
-            t = time.perf_counter()
-            recomputed = RecomputedInputs(train.features, train.labels, 1, train.train_view, paths=train_paths,
-                                          root=folder, seed=seed, model=model)
+            recomputed = RecomputedInputs(train.features, train.labels, 1, next(iter(views.values())),
+                                          paths=train_paths, root=folder, seed=seed, model=model)
             result = fit(recomputed, np.arange(len(train.labels)),
                          attentive_grid(recomputed.clips.flat.shape[-1], len(CLASSES), run), run)
             seconds["recomputed"] += time.perf_counter() - t
             hits["recomputed"].append(top1_hits(result, recomputed, test))
             encoded += recomputed.encoded
-    a, b = np.array(hits["cached"]), np.array(hits["recomputed"])
-    diff = paired_difference(a, b, "cached", "recomputed")
-    rows = [["cached", *(f"{100 * h.mean():.1f}" for h in a), f"{100 * a.mean():.1f}", f"{seconds['cached']:.0f}"],
-            ["recomputed", *(f"{100 * h.mean():.1f}" for h in b), f"{100 * b.mean():.1f}",
-             f"{seconds['recomputed']:.0f}"]]
+    rows = [[way, *(f"{100 * h.mean():.1f}" for h in hit), f"{100 * np.mean(hit):.1f}", f"{seconds[way]:.0f}"]
+            for way, hit in hits.items()]
+    recomputed_hits = np.array(hits["recomputed"])
+    summary = "\n".join("- " + paired_difference(np.array(hits[way]), recomputed_hits, way, "recomputed").statement()
+                        for way in caches)
     table = markdown_table(["way", *(f"seed {s}" for s in range(args.seeds)), "mean top-1 %", "seconds"], rows)
-    summary = diff.statement()
     print(table)
     print(summary)
-    print(f"training clips encoded: recomputed {encoded} (over the seeds), cached {len(train.labels) * 8} (once)")
+    print(f"training clips encoded: recomputed {encoded} (over the seeds); cached: {', '.join(map(str, args.caches))} "
+          "per video, once")
     if not args.no_doc:
         write_section("attentive-ways", f"""### Attentive probe: cached vs recomputed
 
@@ -140,7 +146,7 @@ def main() -> None:
 The quadrant videos ({args.per_class} per class, a third tested) and the small random ViT of "Token grids where the
 place is the class", `{GRID}` token grids;
 heads lr {args.lrs} x wd {args.wds}, at least {args.min_steps} steps, selection on held-out training videos.
-Cached: a `{CACHE}` token view, {SEGMENTS} cached clips drawn per video and step. Recomputed: every pass
+Cached: a `random:K` token view (K = {', '.join(map(str, args.caches))}), {SEGMENTS} cached clips drawn per video and step. Recomputed: every pass
 re-encodes a fresh `random:{SEGMENTS}` cut of every training video ({encoded} clips encoded over the seeds).
 Test: the cached `{EVAL}` view.
 
