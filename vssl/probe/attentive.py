@@ -42,7 +42,7 @@ from vssl.errors import VsslError
 from vssl.features_store.ragged import RaggedClips, as_ragged
 
 from .data import TrainView
-from .inputs import _starts, _to_labels, random_clips
+from .inputs import batch_starts, labels_on, random_clips
 from .resident import ResidentArrays
 from .task import task_of, torch_labels
 from .train import FitResult, GridHeads, TrainConfig, fit, probe_precision
@@ -214,10 +214,10 @@ class TokenInputs:
             return
         videos, crops = np.repeat(positions, self.crops), np.tile(np.arange(self.crops), len(positions))
         order = torch.randperm(len(videos), generator=gen).numpy()
-        for s in _starts(len(order), batch_size):
+        for s in batch_starts(len(order), batch_size):
             pick = order[s:s + batch_size]
             yield (self._assemble(self.clips.flat, self._view_rows(videos[pick], crops[pick]), device),
-                   _to_labels(self.labels[videos[pick]], device))
+                   labels_on(self.labels[videos[pick]], device))
 
     def _view_batches(self, positions: np.ndarray, batch_size: int, gen: torch.Generator,
                       device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
@@ -225,10 +225,10 @@ class TokenInputs:
         clips, draw = self.train_clips, self.train_view.clips
         k = int(clips.counts[0]) if len(clips) else 0
         order = positions[torch.randperm(len(positions), generator=gen).numpy()]
-        for s in _starts(len(order), batch_size):
+        for s in batch_starts(len(order), batch_size):
             r = order[s:s + batch_size]
             picked = np.sort(random_clips(len(r), k, draw, gen), axis=1) + r[:, None] * k
-            yield self._assemble(clips.flat, list(picked), device), _to_labels(self.labels[r], device)
+            yield self._assemble(clips.flat, list(picked), device), labels_on(self.labels[r], device)
 
     def micro_batches(self, xs: tuple[torch.Tensor, ...], y: torch.Tensor) -> list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
         """A training batch in parts of at most ``step_tokens`` padded tokens (one sample at least), for

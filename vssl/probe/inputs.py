@@ -87,10 +87,10 @@ class ClipInputs:
                 device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
         flat = self.train_clips.flat
         rows, video = self._epoch_rows(positions, gen)
-        for s in _starts(len(rows), batch_size):
+        for s in batch_starts(len(rows), batch_size):
             keep = np.argsort(rows[s:s + batch_size], kind="stable")   # sorted gathers are faster
             r, v = rows[s:s + batch_size][keep], video[s:s + batch_size][keep]
-            yield (self.resident.gather(flat, r, device),), _to_labels(self.labels[v], device)
+            yield (self.resident.gather(flat, r, device),), labels_on(self.labels[v], device)
 
     def predict(self, model: nn.Module, positions: np.ndarray, device: torch.device,
                 precision: str = "fp32") -> np.ndarray:
@@ -148,12 +148,12 @@ class SetInputs:
 
     def batches(self, positions, batch_size, gen, device):
         order = positions[torch.randperm(len(positions), generator=gen).numpy()]
-        for s in _starts(len(order), batch_size):
+        for s in batch_starts(len(order), batch_size):
             r = np.sort(order[s:s + batch_size])
             # per clip: each clip carries its video's label (padding is no sample: SetGrid drops it)
             k = (self.clips.counts[r] if self.train_view is None else self.train_view.clips) if self.per_clip else 1
             y = np.repeat(self.labels[r], k, axis=0)
-            yield self._sets(r, gen, device), _to_labels(y, device)
+            yield self._sets(r, gen, device), labels_on(y, device)
 
     def _sets(self, r: np.ndarray, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The clip sets of videos ``r``: every clip (:meth:`_padded`), or a fresh subset of the
@@ -203,11 +203,11 @@ class SetInputs:
             return np.stack(out)
 
 
-def _starts(n: int, batch_size: int) -> range:
+def batch_starts(n: int, batch_size: int) -> range:
     """Batch starts; a last batch of a single sample is dropped (batch norm cannot train on it)."""
     stop = n - 1 if n > batch_size and n % batch_size == 1 else n
     return range(0, stop, batch_size)
 
 
-def _to_labels(y: np.ndarray, device: torch.device) -> torch.Tensor:
+def labels_on(y: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=device.type == "cuda")
