@@ -23,7 +23,6 @@ time of each way; the table goes to docs/PERFORMANCE.md ("Attentive probe: cache
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_token_grids import small_vit, write_manifest  # noqa: E402
+from benchmarks.bench_token_grids import small_vit, where_parser, write_manifest  # noqa: E402
 from benchmarks.harness import machine, markdown_table, write_section  # noqa: E402
 from benchmarks.where_videos import CLASSES, write_where_videos  # noqa: E402
 from vssl import embed  # noqa: E402
@@ -80,16 +79,9 @@ def top1_hits(result, inputs: TokenInputs, test) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=40)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--min-steps", type=int, default=300, help="step floor of both ways")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-3, 1e-3, 3e-4],
-                        help="heads' learning rates (the released 20-head grid is ~10x the CPU time)")
-    parser.add_argument("--wds", type=float, nargs="+", default=[0.01])
+    parser = where_parser(__doc__)
     parser.add_argument("--caches", type=int, nargs="+", default=[8, 32],
                         help="cached random clips per video, a cached row each (released SCALE caches 16)")
-    parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     caches = {f"cached ({k} clips)": f"random:{k}" for k in args.caches}
     cfg = AttentiveConfig(min_steps=args.min_steps, device="cpu", precision="fp32", lrs=tuple(args.lrs),

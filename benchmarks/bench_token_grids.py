@@ -24,7 +24,6 @@ import csv
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -105,16 +104,21 @@ def row(store: Path, seeds: int, **request) -> tuple[float, float, float, float]
     return result.top1, low, high, time.perf_counter() - t
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=30)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--min-steps", type=int, default=100, help="step floor of every trained row")
+def where_parser(doc: str) -> argparse.ArgumentParser:
+    """The settings the quadrant-video benchmarks share: data size, seeds and the attentive heads' budget."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--min-steps", type=int, default=300, help="step floor of every trained probe")
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-3, 1e-3, 3e-4],
-                        help="attentive heads' learning rates (the released 20-head grid is ~10x the CPU time)")
+                        help="attentive heads' learning rates (the released 20-head grid is ~7x the CPU time)")
     parser.add_argument("--wds", type=float, nargs="+", default=[0.01])
     parser.add_argument("--no-doc", action="store_true", help="print only, leave docs/PERFORMANCE.md as it is")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = where_parser(__doc__).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_where_videos(Path(tmp) / "where", args.per_class)
         manifest = write_manifest(folder, args.per_class)

@@ -145,3 +145,13 @@ def write_broken(path: str | Path, kind: str, source: str | Path | None = None) 
     else:
         raise ValueError(f"unknown broken kind {kind!r}")
     return path
+
+
+def write_class_folder(root: str | Path, frames: dict[str, int]) -> Path:
+    """A class-per-subfolder input of `vssl extract`: ``{relative path: frame count}`` readable videos plus
+    one broken file (``b/bad.mp4``, text), the mix a real collection holds."""
+    root = Path(root)
+    for name, count in frames.items():
+        write_video(root / name, count)
+    write_broken(root / "b" / "bad.mp4", "text")
+    return root

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vssl
-from tests.videos import write_broken, write_video
+from tests.videos import write_class_folder
 from vssl.errors import VsslError
 from vssl.extract.pipeline import extract
 from vssl.features_store import FeatureStore
@@ -23,11 +23,7 @@ SETTINGS = dict(backbone="tiny", views="random:2,uniform:2x2,dense:1.0", frames=
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """Three readable videos of different lengths and one broken file, in two class folders."""
-    root = tmp_path_factory.mktemp("embed_videos")
-    for name, frames in (("a/v0.mp4", 30), ("a/v1.mp4", 61), ("b/v2.mp4", 17)):
-        write_video(root / name, frames)
-    write_broken(root / "b" / "bad.mp4", "text")
-    return root
+    return write_class_folder(tmp_path_factory.mktemp("embed_videos"), {"a/v0.mp4": 30, "a/v1.mp4": 61, "b/v2.mp4": 17})
 
 
 @pytest.fixture(scope="module")

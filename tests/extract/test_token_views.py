@@ -14,7 +14,7 @@ import vssl
 from tests.conftest import run_vssl
 from tests.probe_helpers import run_cli
 from tests.token_helpers import Blocks, blocks_reference, numpy_pool
-from tests.videos import write_broken, write_video
+from tests.videos import write_class_folder, write_video
 from vssl.errors import StoreError
 from vssl.extract import pipeline
 from vssl.extract.pipeline import extract
@@ -31,11 +31,7 @@ VIEWS = "uniform:2x1,dense:1.0"
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """Three readable videos of different lengths (a dense view gives them 2-3 clips) and one broken file."""
-    root = tmp_path_factory.mktemp("token_videos")
-    for name, frames in (("a/v0.mp4", 30), ("a/v1.mp4", 61), ("b/v2.mp4", 45)):
-        write_video(root / name, frames)
-    write_broken(root / "b" / "bad.mp4", "text")
-    return root
+    return write_class_folder(tmp_path_factory.mktemp("token_videos"), {"a/v0.mp4": 30, "a/v1.mp4": 61, "b/v2.mp4": 45})
 
 
 @pytest.fixture(scope="module")
