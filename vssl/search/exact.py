@@ -1,0 +1,85 @@
+"""Exact nearest neighbours by inner product (cosine similarity of l2-normalised rows), one tie rule.
+
+Every ranking vssl reports or shows — the retrieval rows, ``vssl search``, the retrieval figure —
+comes from this search or is checked against it, so they agree on one order: a higher similarity
+first and, among equal similarities, the earlier gallery row first (the gallery's order, as a
+stable sort gives it). Without that rule a neighbour at the cut-off of Recall@k, or of a printed
+top-10, would depend on how a backend happened to break the tie.
+
+The search is a blocked float32 product and ``torch.topk``, as the plain reference it is measured
+against (benchmarks/bench_search.py); TF32 and bf16 reductions are off for its duration
+(:func:`vssl.device.matmul_numerics`), so every score is a float32 dot product.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vssl.device import matmul_numerics, resolve_device
+from vssl.errors import VsslError
+
+#: query rows per block: bounds the temporary scores at ``block x gallery`` float32
+QUERY_BLOCK = 1024
+
+
+def exact_search(gallery: np.ndarray, queries: np.ndarray, k: int, *, device: str = "auto",
+                 block: int = QUERY_BLOCK, advance: Callable[[int], None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best gallery rows of each query: ``(similarities [Q, k] float32, rows [Q, k] int64)``,
+    best first; ``k`` larger than the gallery returns the whole gallery ranked.
+
+    ``gallery`` ``[N, D]`` and ``queries`` ``[Q, D]`` are compared by inner product (pass
+    l2-normalised rows for cosine similarity). Ties follow the module's rule: equal similarities
+    rank by gallery row, lower first, also at the cut-off.
+    """
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if gallery.ndim != 2 or queries.ndim != 2 or gallery.shape[1] != queries.shape[1]:
+        raise VsslError(f"search: gallery {gallery.shape} and queries {queries.shape} must be [N, D] and [Q, D] "
+                        "of one width")
+    if len(gallery) == 0:
+        raise VsslError("search: the gallery is empty")
+    k = min(int(k), len(gallery))
+    if k < 1:
+        raise VsslError(f"search: k must be at least 1, got {k}")
+    dev = resolve_device(device)
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    rows = np.empty((len(queries), k), dtype=np.int64)
+    with matmul_numerics(tf32=False, bf16_reduced_reduction=False), torch.inference_mode():
+        g = torch.from_numpy(gallery).to(dev)
+        scores = torch.empty((min(block, max(len(queries), 1)), len(gallery)), dtype=torch.float32, device=dev)
+        for s in range(0, len(queries), block):
+            q = torch.from_numpy(queries[s:s + block]).to(dev)
+            out = torch.mm(q, g.T, out=scores[:len(q)])
+            v, i = top_k_in_order(out, k)
+            sims[s:s + len(q)], rows[s:s + len(q)] = v.cpu().numpy(), i.cpu().numpy()
+            if advance is not None:
+                advance(len(q))
+    return sims, rows
+
+
+def top_k_in_order(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``k`` best columns of ``scores`` ``[B, N]`` by the module's tie rule.
+
+    ``torch.topk`` picks an arbitrary subset of the columns tied at the k-th value and orders ties
+    arbitrarily. The rows where the k-th value is shared beyond the picked set are redone with the
+    lowest-index columns of that value (an exact, rare fix-up); then every row is ordered by
+    (value descending, column ascending).
+    """
+    values, cols = torch.topk(scores, k, dim=1)
+    cut = values[:, -1:]
+    tied_total = (scores == cut).sum(dim=1)
+    tied_kept = (values == cut).sum(dim=1)
+    for r in torch.nonzero(tied_total > tied_kept).flatten().tolist():
+        above = torch.nonzero(scores[r] > cut[r]).flatten()
+        at = torch.nonzero(scores[r] == cut[r]).flatten()[:k - len(above)]
+        cols[r] = torch.cat([above, at])
+        values[r] = scores[r, cols[r]]
+    # order by value, then column: a stable sort by column, then a stable sort by value
+    by_col = torch.argsort(cols, dim=1, stable=True)
+    values, cols = values.gather(1, by_col), cols.gather(1, by_col)
+    by_value = torch.argsort(values, dim=1, descending=True, stable=True)
+    return values.gather(1, by_value), cols.gather(1, by_value)
