@@ -159,3 +159,12 @@ def test_an_unexpected_error_reading_a_store_names_the_chunk_file(videos, tmp_pa
                      "--view", "uniform2x1"], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and "unexpected ValueError" in err
     assert f"while processing store chunk {chunk}" in err
+
+
+def test_an_error_line_prints_brackets_as_written(tmp_path, capsys):
+    """Error text is not rich markup: a path like ``take[two]`` or a hint like ``vssl[extra]`` keeps its brackets."""
+    missing = tmp_path / "take[two]"
+    with pytest.raises(SystemExit) as exit_:
+        main(["store", "info", str(missing)])
+    assert exit_.value.code == 2
+    assert "take[two]" in capsys.readouterr().err

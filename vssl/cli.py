@@ -19,6 +19,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vssl.aggregate.config import AggregateInputs, ExportConfig, ScaleConfig, load_aggregate_settings
@@ -275,7 +276,8 @@ def aggregate_cmd(
 
     with process_group(device=cfg.device) as ranks:  # torchrun: DDP, rank 0 writes (vssl.aggregate.distributed)
         summary = train(store, view, out_dir, cfg, resume=resume, split=settings.inputs.train_split(),
-                        quiet=quiet, log=lambda msg: err.print(msg, highlight=False))
+                        quiet=quiet, log=lambda msg: err.print(msg, highlight=False),
+                        log_dir=settings.inputs.log_dir)
     if not ranks.is_main:
         return
     if as_json:
@@ -374,7 +376,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         app(args=args, prog_name="vssl")
     except VsslError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # the message is text, not markup: a path or a hint like pip install 'vssl[extra]' prints as written
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         _interrupted(args)
@@ -386,7 +389,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             _unexpected(exc, args)
         where = exc.filename or file_note(exc)  # the file, or the one being processed
-        err.print(f"[red]error:[/red] {exc.strerror or exc}{f' ({where})' if where else ''}; finished work is kept: "
+        what = escape(f"{exc.strerror or exc}{f' ({where})' if where else ''}")
+        err.print(f"[red]error:[/red] {what}; finished work is kept: "
                   "fix it (free space, permissions) and re-run the same command to resume", highlight=False,
                   soft_wrap=True)
         raise SystemExit(2) from None

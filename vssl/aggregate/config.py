@@ -216,6 +216,8 @@ class AggregateInputs(Settings):
 
     view: str = setting("random16", "view to train on / to export")
     split: str = setting("auto", "videos to train on: a split name, 'all', or 'auto' (train when the store has it)")
+    log_dir: str | None = setting(None, "also write TensorBoard event files here: losses, contrastive top-1 and "
+                                        "learning rate per step, the settings (needs pip install 'vssl[tensorboard]')")
 
     def train_split(self) -> str | None:
         """The ``split`` argument of :func:`~vssl.aggregate.train` (None: every video)."""

@@ -1,4 +1,5 @@
-"""Per-epoch training metrics: summed on the device while training, one CSV row per epoch after."""
+"""Training metrics: summed on the device per epoch (one CSV row per epoch after), and each step's
+values for the TensorBoard log (``--log-dir``, :mod:`vssl.training_log`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from vssl.aggregate.checkpoint import METRICS
 from vssl.aggregate.terms import TERMS, metric_keys
+from vssl.training_log import NoLog, TrainingLog
 
 METRIC_FIELDS = ["epoch", "step", *metric_keys(), "lr", "videos_per_s", "seconds"]
 
@@ -31,6 +33,38 @@ class EpochMetrics:
 
     def means(self) -> dict[str, float]:
         return {k: v / max(self.count, 1) for k, v in zip(self.keys, self.sums.tolist())}
+
+
+class StepValues:
+    """Each step's metric values and learning rate for the training log, kept on the device until
+    the loop reads the host anyway (every step on CPU, every 20 on CUDA: :meth:`flush`)."""
+
+    keys = metric_keys()
+
+    def __init__(self, log: TrainingLog) -> None:
+        self.log = log
+        self.enabled = not isinstance(log, NoLog)
+        self.first_step = 0
+        self.values: list[torch.Tensor] = []
+        self.lrs: list[float] = []
+
+    def add(self, step: int, out: dict[str, torch.Tensor], lr: float) -> None:
+        """Step ``step``'s outputs (this rank's batch share) at learning rate ``lr``."""
+        if not self.enabled:
+            return
+        if not self.values:
+            self.first_step = step
+        self.values.append(torch.stack([out[k].detach().double() for k in self.keys]))
+        self.lrs.append(lr)
+
+    def flush(self) -> None:
+        """Write the steps added since the last flush (one device-to-host copy for all of them)."""
+        if not self.values:
+            return
+        rows = torch.stack(self.values).cpu().tolist()
+        self.log.steps(self.first_step, [{**{f"train/{k}": v for k, v in zip(self.keys, row)}, "train/lr": lr}
+                                         for row, lr in zip(rows, self.lrs)])
+        self.values, self.lrs = [], []
 
 
 def write_metrics(run_dir: Path, rows: list[dict], keep_until_epoch: int | None) -> None:

@@ -28,7 +28,7 @@ from vssl.aggregate.checkpoint import checkpoint_path, save_checkpoint
 from vssl.aggregate.config import ScaleConfig
 from vssl.aggregate.data import BatchFeed, RaggedBatch, open_feed
 from vssl.aggregate.distributed import TrainingRanks
-from vssl.aggregate.metrics import EpochMetrics, progress_line, write_metrics
+from vssl.aggregate.metrics import EpochMetrics, StepValues, progress_line, write_metrics
 from vssl.aggregate.masking import describe, draw_masks, draw_ragged_masks
 from vssl.aggregate.model import ScaleModel
 from vssl.aggregate.optim import lr_at, make_optimizer
@@ -38,6 +38,7 @@ from vssl.aggregate.resume import Resume, check_same_data, resume_point
 from vssl.aggregate.sampling import sample_ragged_sets, sample_sets, set_lengths
 from vssl.device import autocast, matmul_numerics
 from vssl.errors import VsslError
+from vssl.training_log import NoLog, TrainingLog, open_log, settings_text
 from vssl.features_store import FeatureStore
 
 __all__ = ["train", "RunSummary", "TrainingDiverged", "training_videos", "Schedule"]
@@ -153,9 +154,11 @@ class _Trainer:
 
     def __init__(self, cfg: ScaleConfig, par: TrainingRanks, plan: Plan, run_dir: Path, meta: dict[str, Any],
                  built: tuple[ScaleModel, torch.optim.AdamW, torch.amp.GradScaler], resumed: Resume,
-                 schedule: Schedule = lr_at) -> None:
+                 schedule: Schedule = lr_at, log: TrainingLog | None = None) -> None:
         self.cfg, self.par, self.plan, self.run_dir, self.meta = cfg, par, plan, run_dir, meta
         self.schedule = schedule
+        self.log = log or NoLog()       # TensorBoard (--log-dir); rank 0's
+        self.step_values = StepValues(self.log)
         self.model, self.opt, self.scaler = built
         self.objective = par.objective(self.model)  # model.set_losses, DDP-wrapped across ranks
         self.step = resumed.step
@@ -203,11 +206,13 @@ class _Trainer:
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
+            self.step_values.add(self.step, out, lr)
             self.step += 1
             metrics.add(out)
             # One host sync per step on CPU (the step dwarfs it); every 20 steps on CUDA.
             if plan.device.type != "cuda" or i % 20 == 19 or i + 1 == len(batches):
                 self._stop_if_diverged(metrics, epoch)
+                self.step_values.flush()
                 m = metrics.means()
                 progress.update(task, completed=self.step, info=f"epoch {epoch + 1}/{cfg.epochs} {progress_line(m)}")
         return metrics, lr, time.perf_counter() - t0
@@ -257,13 +262,15 @@ class _Trainer:
         self.par.mean(metrics.sums)  # every rank's share of the global batch
         m = metrics.means()
         row = {"epoch": epoch + 1, "step": self.step, **{k: f"{v:.6g}" for k, v in m.items()},
-               "lr": f"{lr:.6g}", "videos_per_s": f"{plan.steps_per_epoch * plan.global_batch / seconds:.1f}",
+               "lr": f"{lr:.6g}", "videos_per_s": f"{summary_videos_per_s(plan, seconds):.1f}",
                "seconds": f"{seconds:.2f}"}
         if self.par.is_main:
             write_metrics(self.run_dir, [row], self.keep)
+            self.log.scalars(self.step, {**{f"epoch/{k}": v for k, v in m.items()}, "epoch/lr": lr,
+                                         "epoch/videos_per_s": summary_videos_per_s(plan, seconds)})
         self.keep = None
         summary.final, summary.epochs, summary.steps = m, epoch + 1, self.step
-        summary.videos_per_s = plan.steps_per_epoch * plan.global_batch / seconds
+        summary.videos_per_s = summary_videos_per_s(plan, seconds)
         if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch + 1 == self.cfg.epochs:
             self.checkpoint(epoch + 1)
 
@@ -277,24 +284,35 @@ class _Trainer:
         self.par.barrier()  # no rank runs ahead of the checkpoint it would resume from
 
 
+def summary_videos_per_s(plan: Plan, seconds: float) -> float:
+    """Videos trained on per second in an epoch of ``seconds`` (every rank's share together)."""
+    return plan.steps_per_epoch * plan.global_batch / seconds
+
+
 # ---------------------------------------------------------------- the run
 
 
 def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConfig | None = None,
           resume: bool = False, *, split: str | None = "auto", quiet: bool = False,
-          log: Callable[[str], None] | None = None, schedule: Schedule = lr_at) -> RunSummary:
+          log: Callable[[str], None] | None = None, schedule: Schedule = lr_at,
+          log_dir: str | Path | None = None) -> RunSummary:
     """Train the SCALE predictor on ``view`` of the store and write ``out_dir``.
 
     ``out_dir`` receives ``checkpoint.pt`` (every ``cfg.checkpoint_every`` epochs and at the end)
     and ``metrics.csv`` (one row per epoch). ``resume=True`` continues from the checkpoint there.
     ``schedule``: the learning rate per step (default :func:`vssl.optim.lr_at`, warmup + cosine, as
     released); a caller may pass its own, e.g. one that stops a run at a given step.
+    ``log_dir``: TensorBoard event files there too (:mod:`vssl.training_log`; rank 0 writes): each
+    step's losses, contrastive top-1 and learning rate, each epoch's means, the settings as text.
     """
     cfg = cfg or ScaleConfig()
     par = TrainingRanks()  # ranks of a torchrun launch (vssl.aggregate.distributed); identity for one process
     log = (log or (lambda msg: None)) if par.is_main else (lambda msg: None)
     run_dir = Path(out_dir)
     resumed = resume_point(run_dir, cfg, resume, log, par.world)
+    # a resumed run's events replace those an interrupted run wrote past its checkpoint
+    events = open_log(log_dir if par.is_main else None,
+                      purge_step=resumed.step if resumed.state is not None else None)
 
     store = FeatureStore.open(store_path)
     the_view = store.view(view)
@@ -314,13 +332,16 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
         f"{f' x {par.world} ranks' if par.world > 1 else ''}, "
         f"{plan.device} {plan.precision}")
     trainer = _Trainer(cfg, par, plan, run_dir, meta, _build(cfg, the_view.dim, plan, resumed.state), resumed,
-                       schedule)
+                       schedule, events)
 
     summary = RunSummary(str(run_dir), resumed.epoch, resumed.step, num_videos, plan.batch, device=str(plan.device),
                          precision=plan.precision, split=meta["split"], trained_on_splits=meta["trained_on_splits"])
     if resumed.epoch >= cfg.epochs:
         log(f"{run_dir} already trained {resumed.epoch} epochs; nothing to do")
         return summary
+
+    events.text("settings", settings_text({"config": cfg.to_dict(), "view": view, "split": meta["split"],
+                                           "store": str(store_path), "run": str(run_dir)}))
 
     with make_progress(quiet or not par.is_main) as progress, _training_numerics(plan.device):
         load_task = progress.add_task("loading features", total=num_videos, info="")
@@ -337,5 +358,6 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
                 trainer.end_epoch(epoch, metrics, lr, seconds, summary)
         finally:
             feed.close()
+            events.close()
     par.barrier()  # when any rank returns, rank 0's checkpoint and metrics are on disk
     return summary
