@@ -124,6 +124,9 @@ class ProbeConfig(Settings):
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     precision: str = setting("auto", "trained probes: auto (bf16 where fast), bf16 or fp32")
     quiet: bool = setting(False, "no progress bars", flag="--quiet")
+    log_dir: str | None = setting(None, "trained probes: TensorBoard event files here, a folder per row and seed "
+                                        "(each head's loss and lr per step, held-out scores; needs "
+                                        "pip install 'vssl[tensorboard]')")
     # -- per probe: [probe.NAME] tables (option -> its config's fields), TOML only
     tables: dict = setting(default_factory=dict, help="per-probe settings ([probe.NAME] tables)", cli=False)
 
@@ -307,6 +310,7 @@ class ProbeConfig(Settings):
                             train_view=self.train_view, train_clips=self.train_clips,
                             low_shot=self.low_shot, seed=self.seed, seeds=self.seeds, knn_ks=self.knn_ks(),
                             target=self.target, quiet=self.quiet,
+                            log_dir=None if self.log_dir is None else Path(self.log_dir),
                             configs={o: c for o, c in configs.items() if o not in fields},
                             **{o: c for o, c in configs.items() if o in fields})
 

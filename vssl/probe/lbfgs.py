@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from vssl.device import matmul_numerics
+from vssl.training_log import current_log, settings_text
 
 from .common import resolve_device
 from .task import Task, task_of, torch_labels
@@ -195,6 +196,8 @@ def fit_solved(inputs, positions: np.ndarray, num_outputs: int, cfg, advance: Ca
     solvers = [(PathSolver(_rows(inputs, f, device), task, num_outputs, cfg.max_iter, cfg.tolerance), h)
                for f, h in folds]
     held = sum(len(h) for _, h in folds)
+    events = current_log()                                 # --log-dir: the settings and the λ path
+    events.text("settings", settings_text(cfg.params()))
     scores: list[tuple[float, float]] = []                 # pooled (score, loss) per λ solved
     first_heads: list[nn.Linear] = []                      # the first part's head per λ: the refit's start
     for l2 in l2s if folds else []:
@@ -207,6 +210,9 @@ def fit_solved(inputs, positions: np.ndarray, num_outputs: int, cfg, advance: Ca
             if i == 0:
                 first_heads.append(head)
         scores.append((score, loss))
+        # the λ path as TensorBoard sees it: point i of the path (λ in the settings text and the report)
+        events.scalars(len(scores) - 1, {f"held_out_{task.selection_metric}": score, "held_out_loss": loss,
+                                         "l2": l2})
         if advance:
             advance(len(solvers))
         if len(scores) - 1 - _best(scores) >= PATIENCE:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vssl.errors import VsslError
+from vssl.training_log import NoLog, TrainingLog, logging_to, open_log
 
 from .attentive import AttentiveConfig
 from .data import load_split, with_train_view
@@ -68,6 +69,7 @@ class ProbeRequest:
     knn_ks: tuple[int, ...] = ()        # a k-NN row per k (DINO's 10, 20, 100, 200); () = knn.k
     target: str | None = None           # probe a numeric column (regression) instead of the classes
     quiet: bool = False
+    log_dir: Path | None = None         # trained probes' TensorBoard event files, a folder per row and seed
     configs: dict[str, Any] = field(default_factory=dict)   # option -> config of a registered probe
 
     def config_of(self, option: str) -> Any:
@@ -103,6 +105,7 @@ def run_probes(req: ProbeRequest) -> Report:
     """Run every requested probe on ``req.view`` and return the report (nothing printed)."""
     req = req.with_default_probes()
     rows = plan_rows(req)
+    open_log(req.log_dir)                   # a missing tensorboard extra is one line before any work
     store, data = load_data(req, rows)
     sources = open_sources(req, store, data)
     rows = same_set_architecture(rows, sources)
@@ -215,7 +218,8 @@ def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult
         seeded = seed_data(data, req.low_shot, seed)
         config = row.probe.with_seed(row.config, seed)
         scaled, unscale = standardized_target(seeded)
-        out = row.probe.run(ProbeCall(row.probe.name, source, scaled, config, req.quiet))
+        with logging_to(row_log(req, row, source.name, seed)):
+            out = row.probe.run(ProbeCall(row.probe.name, source, scaled, config, req.quiet))
         scores.append(unscale(out.scores))
         params = out.params if params is None else params
         n_train = len(seeded.train.labels)
@@ -227,6 +231,15 @@ def run_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> ProbeResult
                          seeded=not fixed)
     log.info("%s (%s): %s", result.name, result.features, result.headline())
     return result
+
+
+def row_log(req: ProbeRequest, row: Row, source: str, seed: int) -> TrainingLog:
+    """Where one seed of a row writes its training (``--log-dir``): ``<probe>[_<variant>]-<source>/seed<S>``
+    in the log folder, written only by probes that train (a training-free row leaves nothing)."""
+    if req.log_dir is None:
+        return NoLog()
+    name = row.probe.name if row.variant is None else f"{row.probe.name}_{row.variant}"
+    return open_log(Path(req.log_dir) / f"{name}-{source}" / f"seed{seed}")
 
 
 def standardized_target(data: ProbeData):

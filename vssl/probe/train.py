@@ -42,6 +42,7 @@ from torch import nn
 from vssl.device import PRECISION_CHOICES, autocast, resolve_precision
 from vssl.errors import VsslError
 from vssl.optim import lr_at, param_groups
+from vssl.training_log import NoLog, TrainingLog, current_log, settings_text
 
 from .common import resolve_device, seed_everything
 from .lowshot import selection_folds
@@ -183,31 +184,38 @@ def fit(inputs: Inputs, positions: np.ndarray, build: Callable[[list[tuple[float
     """Select (lr, wd, epoch) on held-out parts of ``positions`` and refit on all of them.
 
     ``build(grid)`` returns a fresh :class:`GridHeads` with one head per ``(lr, wd)``.
+    With a training log open (``vssl probe --log-dir``, :func:`~vssl.training_log.current_log`), each
+    training of the grid is a run of its own in it: ``select-<part>-<pass>`` per held-out part and
+    (batch size, optimizer) pass, then ``refit``.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
     cfg = replace(cfg, precision=probe_precision(cfg.precision, device))
     grid = cfg.grid()
     passes = [budget(run, _num_samples(inputs, positions)) for run in cfg.passes()]
+    log = current_log()
+    log.text("settings", settings_text(cfg.params()))
     if cfg.holdout == 0.0:
         (lr, wd), run = grid[0], passes[0]
         expect(advance, run.epochs)
-        model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, run.epochs, device, advance)
+        model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, run.epochs, device, advance,
+                          log.child("refit"))
         return FitResult(model, lr, wd, run.epochs, None, cfg.precision, batch_size=run.batch_size,
                          optimizer=run.optimizer)
     task = task_of(inputs.labels)
     folds = held_out_folds(inputs.labels, positions, cfg)
     expect(advance, len(folds) * sum(run.epochs for run in passes) + max(run.epochs for run in passes))
     score, loss = 0.0, 0.0                       # [epoch, pass x grid], averaged over held-out videos
-    for fit_pos, held_pos in folds:
+    for part, (fit_pos, held_pos) in enumerate(folds):
         history = np.concatenate([np.asarray(_train(inputs, fit_pos, held_pos, build, grid, run, run.epochs,
-                                                    device, advance)[1]) for run in passes], axis=1)
+                                                    device, advance, log.child(f"select-{part}-{p}"))[1])
+                                  for p, run in enumerate(passes)], axis=1)
         weight = len(held_pos) / sum(len(h) for _, h in folds)
         score, loss = score + weight * history[..., 0], loss + weight * history[..., 1]
     points = [(run, lr, wd) for run in passes for lr, wd in grid]
     best = select(score, loss)
     epoch, (run, lr, wd) = int(best[0]) + 1, points[int(best[1])]
-    model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance)
+    model, _ = _train(inputs, positions, None, build, [(lr, wd)], run, epoch, device, advance, log.child("refit"))
     return FitResult(model, lr, wd, epoch, float(score[best]), cfg.precision, score.tolist(), run.batch_size,
                      run.optimizer, task.selection_metric, sum(len(h) for _, h in folds))
 
@@ -255,7 +263,10 @@ def select(score: np.ndarray, loss: np.ndarray) -> tuple[int, int]:
 
 
 def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, build, grid, cfg: TrainConfig,
-           stop_epoch: int, device: torch.device, advance) -> tuple[nn.Module, list[np.ndarray]]:
+           stop_epoch: int, device: torch.device, advance, log: TrainingLog | None = None
+           ) -> tuple[nn.Module, list[np.ndarray]]:
+    log = log or NoLog()
+    watched = HeadLog(log, grid, cfg, task_of(inputs.labels).selection_metric)
     gen = seed_everything(cfg.seed)
     task = task_of(inputs.labels)
     model = build(grid).to(device)
@@ -275,15 +286,68 @@ def _train(inputs: Inputs, train_pos: np.ndarray, held_pos: np.ndarray | None, b
                     logits = model(*part_xs)                           # [b, G, C]
                 # sum over heads (independent); the parts' losses add up to the batch's mean
                 (task.loss(logits.float(), part_y) * (len(part_y) / len(y))).backward()
+                watched.add_loss(task, logits, part_y, len(part_y) / len(y))
+            watched.end_step(step, [g["lr"] for g in opt.param_groups])
             opt.step()
             step += 1
         if held_pos is not None:
             scores = inputs.predict(model, held_pos, device, cfg.precision)   # [n, G, C]
             history.append(np.stack(task.selection(scores, inputs.labels[held_pos]), axis=-1))
+            watched.held_out(step, history[-1])
+        watched.flush()
         if advance:
             advance(1)
     model.eval()
     return model, history
+
+
+class HeadLog:
+    """What a grid's training writes to its log: each head's loss and learning rate per step (the
+    losses kept on the device and written once an epoch), and each epoch's held-out score and loss
+    per head. Heads are named by their (lr, wd); without a log it does nothing."""
+
+    def __init__(self, log: TrainingLog, grid: Sequence[tuple[float, float]], cfg: TrainConfig, metric: str):
+        self.log, self.enabled = log, not isinstance(log, NoLog)
+        self.names = [f"lr{lr:g}_wd{wd:g}" for lr, wd in grid]
+        self.metric = metric
+        self.losses: list[torch.Tensor] = []
+        self.part: torch.Tensor | None = None
+        self.rows: list[dict[str, float]] = []
+        self.first_step = 0
+
+    def add_loss(self, task, logits: torch.Tensor, y: torch.Tensor, weight: float) -> None:
+        """One micro-batch's loss per head, weighted by its share of the batch."""
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            per_head = torch.stack([task.loss(logits[:, g:g + 1].float(), y) for g in range(logits.shape[1])]) * weight
+        self.part = per_head if self.part is None else self.part + per_head
+
+    def end_step(self, step: int, group_lrs: list[float]) -> None:
+        """The step's learning rates (each head's, from its optimiser groups); its losses are kept."""
+        if not self.enabled:
+            return
+        if not self.rows:
+            self.first_step = step
+        per_head = len(group_lrs) // len(self.names)
+        self.rows.append({f"lr/{n}": group_lrs[i * per_head] for i, n in enumerate(self.names)})
+        self.losses.append(self.part)
+        self.part = None
+
+    def held_out(self, step: int, history: np.ndarray) -> None:
+        """The epoch's held-out ``[heads, 2]`` (score, loss), at the step the epoch ended."""
+        if self.enabled:
+            self.log.scalars(step, {**{f"held_out_{self.metric}/{n}": float(v) for n, v in zip(self.names, history[:, 0])},
+                                    **{f"held_out_loss/{n}": float(v) for n, v in zip(self.names, history[:, 1])}})
+
+    def flush(self) -> None:
+        """Write the steps since the last flush (one device-to-host copy)."""
+        if not self.rows:
+            return
+        losses = torch.stack(self.losses).cpu().tolist()
+        self.log.steps(self.first_step, [{**row, **{f"loss/{n}": v for n, v in zip(self.names, loss)}}
+                                         for row, loss in zip(self.rows, losses)])
+        self.rows, self.losses = [], []
 
 
 def step_parts(inputs: Inputs, xs: tuple[torch.Tensor, ...], y: torch.Tensor) -> list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
