@@ -12,16 +12,24 @@ VIEW = "uniform5x3"
 CLASSES = ["a", "b", "c"]
 
 
+def tiny_store(path: Path, seed: int = 0, videos: int = 48, test: int = 12, dim: int = 8,
+               spread: float = 3.0, **store_kw) -> np.ndarray:
+    """A 3-class store at ``path``: ``videos`` videos of 4 clips (the last ``test`` of them the test
+    split), ``dim``-d clips around a class centre ``spread`` apart; returns the clips as stored."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(videos) % 3
+    x = (spread * rng.normal(size=(3, dim))[y][:, None] + rng.normal(size=(videos, 4, dim))).astype(np.float32)
+    make_synthetic_store(path, x, y, ["train"] * (videos - test) + ["test"] * test, view=VIEW, classes=CLASSES,
+                         **store_kw)
+    return x
+
+
 def tiny_store_and_run(root: Path, seed: int = 0) -> tuple[Path, Path]:
     """A 3-class store (36 train, 12 test videos of 4 clips, 8-d) in ``root/store`` and a
     one-epoch SCALE run on it in ``root/run``: seconds to build, enough for every probe."""
     from vssl.aggregate import ScaleConfig, train
 
-    rng = np.random.default_rng(seed)
-    y = np.arange(48) % 3
-    x = (3 * rng.normal(size=(3, 8))[y][:, None] + rng.normal(size=(48, 4, 8))).astype(np.float32)
-    make_synthetic_store(root / "store", x, y, ["train"] * 36 + ["test"] * 12, view=VIEW, classes=CLASSES,
-                         chunk_videos=16)
+    tiny_store(root / "store", seed, chunk_videos=16)
     cfg = ScaleConfig(width=16, layers=1, heads=2, pred_hidden=32, target_hidden=32, proj_dim=8, epochs=1,
                       batch_size=16, device="cpu", precision="fp32", seed=0)
     train(root / "store", VIEW, root / "run", cfg, quiet=True)

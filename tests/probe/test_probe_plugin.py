@@ -14,11 +14,10 @@ import pytest
 
 from tests.plugins import install_plugin
 from vssl.errors import VsslError
-from vssl.features_store.synthetic import make_synthetic_store
 from vssl.probe import PROBES, KnnConfig, Probe, ProbeRequest, register_probe, run_probes, unregister_probe
 from vssl.probe.registry import ProbeScores
 
-from tests.probe_helpers import VIEW, tiny_store_and_run
+from tests.probe_helpers import VIEW, tiny_store, tiny_store_and_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = ["a", "b", "c"]
@@ -65,12 +64,9 @@ def centroid():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    rng = np.random.default_rng(3)
-    y = np.arange(60) % 3
-    x = (2 * rng.normal(size=(3, 6))[y][:, None] + rng.normal(size=(60, 4, 6))).astype(np.float32)
     path = tmp_path_factory.mktemp("plugin") / "store"
-    make_synthetic_store(path, x, y, ["train"] * 45 + ["test"] * 15, view=VIEW, classes=CLASSES)
-    return path, x.astype(np.float16).astype(np.float64), y
+    x = tiny_store(path, seed=3, videos=60, test=15, dim=6, spread=2.0)
+    return path, x.astype(np.float16).astype(np.float64), np.arange(60) % 3
 
 
 def test_a_registered_probe_runs_end_to_end(centroid, store):

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 
-from tests.probe_helpers import VIEW, run_cli
-from vssl.features_store.synthetic import make_synthetic_store
+from tests.probe_helpers import VIEW, run_cli, tiny_store
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -19,12 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    y = np.arange(48) % 3
-    x = (3 * rng.normal(size=(3, 8))[y][:, None] + rng.normal(size=(48, 4, 8))).astype(np.float32)
     path = tmp_path_factory.mktemp("probe-tb") / "store"
-    make_synthetic_store(path, x, y, ["train"] * 36 + ["test"] * 12, view=VIEW, classes=["a", "b", "c"],
-                         chunk_videos=16)
+    tiny_store(path, chunk_videos=16)
     return path
 
 
