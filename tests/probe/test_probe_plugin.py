@@ -20,7 +20,6 @@ from vssl.probe.registry import ProbeScores
 from tests.probe_helpers import VIEW, tiny_store, tiny_store_and_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CLASSES = ["a", "b", "c"]
 
 
 @dataclass(frozen=True)
