@@ -300,6 +300,7 @@ def probe(
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="PNG of the best probe's confusion matrix"),
     predictions: Optional[Path] = typer.Option(None, "--predictions",
                                                help="write test paths, labels and every row's scores (.npz)"),
+    html_page: Optional[Path] = typer.Option(None, "--html", help="write the report page (self-contained HTML)"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
     overrides: dict = None,
 ) -> None:
@@ -310,7 +311,8 @@ def probe(
 
     cfg = ProbeConfig.load(config, overrides)
     log_to_stderr(cfg.quiet)
-    for path, flag in ((report, "--report"), (confusion, "--confusion"), (predictions, "--predictions")):
+    for path, flag in ((report, "--report"), (confusion, "--confusion"), (predictions, "--predictions"),
+                       (html_page, "--html")):
         if path is not None:
             check_writable(path, flag)
     result = run_probes(cfg.request(store))
@@ -320,12 +322,44 @@ def probe(
         result.write_predictions(predictions)
     if confusion is not None:
         write_confusion_png(result.best(), list(result.results[0].per_class), confusion)
+    if html_page is not None:
+        from vssl.report_page import write_page
+
+        for note in write_page(result.to_json(), html_page, quiet=cfg.quiet):
+            err.print(note, highlight=False, markup=False)
+        err.print(f"report page: {html_page}", highlight=False, markup=False)
     if as_json:
         _print_json(result.to_json())
     else:
         out.print(render_table(result))
         for difference in result.comparisons():
             out.print(f"• {difference.statement()}", highlight=False, soft_wrap=True)
+
+# ---------------------------------------------------------------- report
+
+
+@app.command("report")
+def report_cmd(
+    report: Path = typer.Argument(..., help="JSON report written by `vssl probe --report`"),
+    out_path: Path = typer.Option(..., "--out", help="the HTML page to write"),
+    runs: Optional[list[Path]] = typer.Option(None, "--run", help="SCALE run folder whose training curves to show "
+                                              "(repeatable; the report's own run is shown when still there)"),
+    store: Optional[Path] = typer.Option(None, "--store", help="where the store is now, for the feature map "
+                                         "(default: the report's path)"),
+    rows: Optional[list[str]] = typer.Option(None, "--row", help="also show this row's confusion matrix and "
+                                             "per-class numbers, e.g. linear/backbone (repeatable)"),
+    method: str = typer.Option("tsne", "--map", help="feature map: tsne or pca"),
+) -> None:
+    """One self-contained HTML page of a probe report: what was run, the table, comparisons, per-class
+    numbers, training curves, a feature map and the retrieval gallery."""
+    from vssl.probe.report import check_writable
+    from vssl.report_page import write_page
+
+    check_writable(out_path, "--out")
+    for note in write_page(report, out_path, runs or (), store, rows or (), method):
+        err.print(note, highlight=False, markup=False)
+    out.print(str(out_path), highlight=False, markup=False)
+
 
 # ---------------------------------------------------------------- demo
 

@@ -21,8 +21,12 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path, vssl_cli):
     # the printed table carries the measured numbers, and the files it names exist
     knn = next(x for x in report["results"] if x["probe"] == "knn" and x["features"] == "backbone")
     assert f"{knn['top1']:.2f}" in r.stdout
-    for name in ("store.zarr", "scale_run/checkpoint.pt", "scale_run/metrics.csv", "confusion.png", "loss_curve.png"):
+    for name in ("store.zarr", "scale_run/checkpoint.pt", "scale_run/metrics.csv", "confusion.png", "loss_curve.png",
+                 "report.html"):
         assert (tmp_path / "demo" / name).exists(), name
+    assert f"report page: {tmp_path / 'demo' / 'report.html'}" in " ".join(r.stdout.split())
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert "training curves of" in page and "feature map of the test videos" in page
     assert "SCALE" in r.stdout and "event-order classes" in r.stdout
     # SCALE_ft and Transformer side by side, a difference stated only beyond its interval
     assert {("transformer", "backbone"), ("scale_ft", "scale")} <= rows

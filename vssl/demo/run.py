@@ -16,12 +16,12 @@ from typing import Callable
 import numpy as np
 
 from vssl.aggregate import ScaleConfig, export, train
-from vssl.aggregate.terms import TERMS
 from vssl.extract.pipeline import extract
 from vssl.probe import KnnConfig, LinearConfig, ProbeRequest, Report, TransformerConfig, run_probes
 from vssl.probe.compare import paired_difference
 from vssl.probe.report import ProbeResult, write_confusion_png
 from vssl.probe.transformer import FinetuneConfig
+from vssl.report_page import write_page
 
 from .dataset import CLASSES, LONG_RANGE_CLASSES, generate_dataset
 
@@ -74,29 +74,10 @@ def _view_name(spec: str) -> str:
 
 
 def _loss_curve_png(metrics_csv: Path, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vssl.report_page.figures import save_png, training_curves_figure
 
     with metrics_csv.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
-    terms = [t for t in TERMS if f"{t.name}_loss" in rows[0]]  # the run's loss terms, in the metrics' order
-    curves = [("loss", "L = " + " + ".join(f"L_{t.title}" for t in terms))]
-    for key, label in curves + [(f"{t.name}_loss", f"L_{t.title}") for t in terms]:
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], label=label)
-    for key, label in [(f"{t.name}_top1", f"{t.title} top-1") for t in terms]:
-        ax_acc.plot(epochs, [100 * float(r[key]) for r in rows], label=label)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="SCALE training loss")
-    ax_acc.set(xlabel="epoch", ylabel="%", title="contrastive accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        save_png(training_curves_figure(list(csv.DictReader(fh))), path, dpi=110)
 
 
 def _pair_accuracy(result, classes: list[str]) -> float | None:
@@ -189,10 +170,12 @@ def run_demo(out: str | Path = "vssl-demo", cfg: DemoConfig | None = None, quiet
     seconds["probe"] = time.perf_counter() - t
 
     files = {"videos": out / "videos", "store": store, "scale run": run_dir, "report": out / "report.json",
-             "confusion matrix": out / "confusion.png", "loss curve": out / "loss_curve.png"}
-    for path in (files["report"], files["confusion matrix"], files["loss curve"]):
+             "confusion matrix": out / "confusion.png", "loss curve": out / "loss_curve.png",
+             "report page": out / "report.html"}
+    for path in (files["report"], files["confusion matrix"], files["loss curve"], files["report page"]):
         path.unlink(missing_ok=True)
     report.write_json(files["report"])
+    write_page(files["report"], files["report page"], quiet=quiet)
     write_confusion_png(report.best(), list(report.results[0].per_class), files["confusion matrix"])
     _loss_curve_png(run_dir / "metrics.csv", files["loss curve"])
     result = DemoResult(out, report, files, seconds, findings(report))

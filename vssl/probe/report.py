@@ -15,6 +15,10 @@ from vssl.errors import VsslError
 
 from .metrics import predicted_classes, row_metrics
 
+#: the version of the JSON report's layout: ``vssl report`` reads this version only (bumped when a
+#: field it reads changes meaning or place; fields may be added without a bump)
+REPORT_FORMAT = 1
+
 @dataclass
 class ProbeResult:
     """What one probe scored on the test split (percent; MSE in the target's unit squared), with
@@ -99,11 +103,17 @@ class Report:
     target: str | None = None
     test_paths: np.ndarray | None = field(repr=False, default=None)    # the test videos, row order
     test_labels: np.ndarray | None = field(repr=False, default=None)
+    classes: list[str] = field(default_factory=list)     # the class (or target) names rows are scored on
+    # what was run, for a reader without the store: vssl's version, the backbone, the view's
+    # recipe, the SCALE run, the probes' settings (:func:`vssl.probe.run.run_context`)
+    context: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"store": self.store, "view": self.view, "train_split": self.train_split,
+        return {"format": REPORT_FORMAT, "store": self.store, "view": self.view, "train_split": self.train_split,
                 "test_split": self.test_split, "low_shot": self.low_shot, "seeds": self.seeds,
-                "target": self.target, "results": [r.to_json() for r in self.results],
+                "target": self.target, "classes": list(self.classes), "context": _plain(self.context),
+                "results": [r.to_json() for r in self.results],
+                "best": self.results.index(self.best()) if self.results else None,
                 "comparisons": [d.to_json() for d in self.comparisons()]}
 
     def best(self) -> ProbeResult:
@@ -219,27 +229,7 @@ def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Pat
     if result.confusion is None:
         raise VsslError(f"--confusion draws single-label classes; this report's rows are {result.task} "
                         "(their per-class numbers are in --report)")
-    import matplotlib
+    from vssl.report_page.figures import confusion_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(result.confusion, dtype=np.float64)
-    seeds = len(cm) if cm.ndim == 3 else 1
-    cm = cm.sum(axis=0) if cm.ndim == 3 else cm         # every seed has the same support: the seeds' mean rates
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    c = len(classes)
-    size = min(4 + 0.18 * c, 30)
-    fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{result.name} ({result.features}): top-1 {result.top1:.1f}%"
-                 + (f", {seeds} seeds pooled" if seeds > 1 else ""))
-    if c <= 60:
-        ax.set_xticks(range(c), classes, rotation=90, fontsize=6)
-        ax.set_yticks(range(c), classes, fontsize=6)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(confusion_figure(result.confusion, classes, f"{result.name} ({result.features}): top-1 {result.top1:.1f}%"),
+             path)

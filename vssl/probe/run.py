@@ -111,10 +111,33 @@ def run_probes(req: ProbeRequest) -> Report:
     rows = same_set_architecture(rows, sources)
     report = Report(str(store.path), req.view, req.train_split, req.test_split, req.low_shot,
                     seeds=list(seeds_of(req)), target=req.target,
-                    test_paths=store.paths()[data.test.indices], test_labels=data.test.labels)
+                    test_paths=store.paths()[data.test.indices], test_labels=data.test.labels,
+                    classes=list(data.classes), context=run_context(req, store, sources, rows))
     for row in rows:
         report.results.append(run_row(row, sources[row.source], data, req))
     return report
+
+
+def run_context(req: ProbeRequest, store, sources: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
+    """What a report was run on and with, for a reader without the store: vssl's version, the
+    backbone (its checkpoint's sha256 among it), the view's sampler and the settings that extracted
+    it, the SCALE run (its directory, checkpoint sha256 and config) and each row's probe settings."""
+    from vssl import __version__
+
+    view = store.view(req.view)
+    scale = sources.get("scale")
+    run = None if scale is None else {"dir": str(req.scale_run), "checkpoint_sha256": scale.scale.meta.get(
+        "checkpoint_sha256"), "config": scale.scale.config.to_dict()}
+    probes = {(r.probe.name if r.variant is None else f"{r.probe.name}_{r.variant}"): _settings_of(r.config)
+              for r in rows}
+    return {"vssl_version": __version__, "backbone": store.backbone.to_dict(),
+            "view": {"name": view.name, "spec": view.spec, "extract": view.record, "clip_shape": list(view.clip_shape)},
+            "scale_run": run, "train_view": req.train_view, "probes": probes}
+
+
+def _settings_of(config: Any) -> dict[str, Any]:
+    """A probe config as plain settings (its ``params()`` where it has one)."""
+    return config.params() if hasattr(config, "params") else {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def seeds_of(req: ProbeRequest) -> range:
