@@ -191,6 +191,14 @@ def test_scale_rows_clip_set_and_the_set_token(tmp_path):
         assert row.recall[1] == pytest.approx(100 * hit1.mean())
         assert row.mAP == pytest.approx(100 * np.mean(ap))
         np.testing.assert_array_equal(row.neighbours, train[order[:, :5]])
+    # the best R@1 row against each other, paired on the same queries' hits at 1
+    best = max(report.retrieval, key=lambda r: (r.recall[1], r.mAP))
+    compared = report.to_json()["retrieval_comparisons"]
+    assert len(compared) == 2 and {c["metric"] for c in compared} == {"R@1"}
+    for c in compared:
+        other = next(r for r in report.retrieval if f"{r.name} ({r.features})" == c["b"])
+        assert c["a"] == f"{best.name} ({best.features})" and c["n"] == len(test)
+        assert c["diff"] == pytest.approx(best.recall[1] - other.recall[1])
 
 
 def test_a_token_view_is_ranked_by_its_clips_mean_tokens(tmp_path):
