@@ -46,11 +46,17 @@ def _store(path, x, y=None, videos=None, classes=None):
     return path
 
 
-def _reference(x, relevant, ks):
-    """Retrieval written out in numpy: dino vectors (mean of l2-normalised clips, l2), cosine
-    similarity, a stable argsort of the negated similarities (equal ones keep gallery order);
-    per query the first relevant rank and AP = mean precision at each relevant rank."""
-    v = l2(l2(x.astype(np.float64)).mean(axis=1))
+def _reference(x, relevant, ks, rule="dino"):
+    """Retrieval written out in numpy: the rule's vectors (dino: mean of l2-normalised clips, l2;
+    released: raw mean centred by the training mean, l2), cosine similarity, a stable argsort of the
+    negated similarities (equal ones keep gallery order); per query the first relevant rank and
+    AP = mean precision at each relevant rank."""
+    x = x.astype(np.float64)
+    if rule == "dino":
+        v = l2(l2(x).mean(axis=1))
+    else:
+        v = x.mean(axis=1)
+        v = l2(v - v[:N_TRAIN].mean(axis=0))
     tr, te = v[:N_TRAIN], v[N_TRAIN:]
     order = np.argsort(-(te @ tr.T), axis=1, kind="stable")
     recall = {k: [] for k in ks}
@@ -143,6 +149,28 @@ def test_cli_reports_retrieval_apart_from_the_class_rows(tmp_path, capsys):
         np.testing.assert_array_equal(p["retrieval/backbone/neighbours"], order[:, :5])
         np.testing.assert_array_equal(p["rows"], np.arange(N_TRAIN, N_TRAIN + N_TEST))
         assert "knn/backbone/scores" in p.files
+
+
+def test_a_table_sets_its_own_rule_beside_knns(tmp_path, capsys):
+    """``[probe.retrieval] rule = "released"`` beside a dino k-NN row: each row ranks its own rule's
+    vectors (the splits are then read clip by clip, not reduced to one rule's vector)."""
+    x, y = _tied_clips(5)
+    store = _store(tmp_path / "s", x, y)
+    config = tmp_path / "p.toml"
+    config.write_text('[probe.retrieval]\nrule = "released"\nks = [1, 3]\n')
+    code, out, err = run_cli(capsys, "probe", store, "--knn", "--config", config, "--device", "cpu", "--quiet", "--json",
+                             "--predictions", tmp_path / "both.npz")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["results"][0]["params"]["rule"] == "dino"
+    run_cli(capsys, "probe", store, "--knn", "--device", "cpu", "--quiet", "--predictions", tmp_path / "knn.npz")
+    with np.load(tmp_path / "both.npz") as both, np.load(tmp_path / "knn.npz") as alone:
+        np.testing.assert_allclose(both["knn/backbone/scores"], alone["knn/backbone/scores"], rtol=1e-6)
+    (row,) = doc["retrieval"]
+    assert (row["params"]["rule"], row["params"]["center"], row["ks"]) == ("released", True, [1, 3])
+    recall, m, _, _ = _reference(x, y[N_TRAIN:, None] == y[None, :N_TRAIN], (1, 3), rule="released")
+    assert row["recall"]["R@1"] == pytest.approx(recall[1]) and row["recall"]["R@3"] == pytest.approx(recall[3])
+    assert row["mAP"] == pytest.approx(m)
 
 
 def test_a_regression_target_is_one_line(tmp_path, capsys):

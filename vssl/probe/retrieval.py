@@ -132,7 +132,7 @@ def rank_gallery(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.nd
         if positions is None:
             dev = scores.device
             g_labels, q_labels = g_labels.to(dev), q_labels.to(dev)
-            positions = torch.arange(1, n + 1, device=dev, dtype=torch.float64)
+            positions = torch.arange(1, n + 1, device=dev, dtype=torch.float32)
         b = len(scores)
         # a stable sort keeps equal scores in gallery order: the tie rule of exact_search
         sims, order = torch.sort(scores, dim=1, descending=True, stable=True)
@@ -141,9 +141,9 @@ def rank_gallery(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.nd
         found = relevant.any(dim=1)
         first = relevant.to(torch.uint8).argmax(dim=1) + 1        # the first maximum: the first relevant rank
         out.first_hit[s:s + b] = torch.where(found, first, 0).cpu().numpy()
-        hits = relevant.to(torch.float64)
+        hits = relevant.to(torch.float32)              # counts stay exact in float32 below 2**24 videos
         precision = hits.cumsum(dim=1) / positions
-        ap = (precision * hits).sum(dim=1) / hits.sum(dim=1)
+        ap = (precision * hits).sum(dim=1, dtype=torch.float64) / hits.sum(dim=1, dtype=torch.float64)
         out.ap[s:s + b] = torch.where(found, ap, torch.nan).cpu().numpy()
         if advance is not None:
             advance(b)
