@@ -123,31 +123,31 @@ def rank_gallery(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.nd
     gallery video and the AP. Labels: int class indices ``[n]`` or multi-hot ``[n, C]``."""
     n = len(gallery)
     depth = min(depth, n)
-    dev = torch.device("cpu")
     out = Ranking(np.empty((len(queries), depth), np.int64), np.empty((len(queries), depth), np.float32),
                   np.zeros(len(queries), np.int64), np.full(len(queries), np.nan))
     g_labels, q_labels = _label_tensor(gallery_labels), _label_tensor(query_labels)
-    positions = None
     for s, scores in score_blocks(gallery, queries, device=device, block=block):
-        if positions is None:
-            dev = scores.device
-            g_labels, q_labels = g_labels.to(dev), q_labels.to(dev)
-            positions = torch.arange(1, n + 1, device=dev, dtype=torch.float32)
         b = len(scores)
+        g_labels, q_labels = g_labels.to(scores.device), q_labels.to(scores.device)
         # a stable sort keeps equal scores in gallery order: the tie rule of exact_search
         sims, order = torch.sort(scores, dim=1, descending=True, stable=True)
-        relevant = _relevant(g_labels, q_labels[s:s + b]).gather(1, order)
         out.neighbours[s:s + b], out.similarities[s:s + b] = order[:, :depth].cpu().numpy(), sims[:, :depth].cpu().numpy()
-        found = relevant.any(dim=1)
-        first = relevant.to(torch.uint8).argmax(dim=1) + 1        # the first maximum: the first relevant rank
-        out.first_hit[s:s + b] = torch.where(found, first, 0).cpu().numpy()
-        hits = relevant.to(torch.float32)              # counts stay exact in float32 below 2**24 videos
-        precision = hits.cumsum(dim=1) / positions
-        ap = (precision * hits).sum(dim=1, dtype=torch.float64) / hits.sum(dim=1, dtype=torch.float64)
-        out.ap[s:s + b] = torch.where(found, ap, torch.nan).cpu().numpy()
+        first, ap = _outcomes(_relevant(g_labels, q_labels[s:s + b]).gather(1, order))
+        out.first_hit[s:s + b], out.ap[s:s + b] = first.cpu().numpy(), ap.cpu().numpy()
         if advance is not None:
             advance(b)
     return out
+
+
+def _outcomes(relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From ``relevant`` ``[b, N]`` in ranked order: each query's first relevant rank (1-based; 0:
+    none) and its AP, the mean over its relevant videos of the precision at their ranks (NaN: none)."""
+    found = relevant.any(dim=1)
+    first = relevant.to(torch.uint8).argmax(dim=1) + 1            # argmax: the first maximum
+    hits = relevant.to(torch.float32)                              # counts exact in float32 below 2**24 videos
+    ranks = torch.arange(1, relevant.shape[1] + 1, device=relevant.device, dtype=torch.float32)
+    ap = (hits.cumsum(dim=1) / ranks * hits).sum(dim=1, dtype=torch.float64) / hits.sum(dim=1, dtype=torch.float64)
+    return torch.where(found, first, 0), torch.where(found, ap, torch.nan)
 
 
 def _label_tensor(labels: np.ndarray) -> torch.Tensor:
