@@ -9,6 +9,7 @@ import pytest
 
 from vssl.features_store import FeatureStore, VideoEntry
 from vssl.features_store.synthetic import make_synthetic_store, uniform_boxes
+from vssl.probe.knn import KnnConfig
 from vssl.probe.retrieval import RetrievalConfig
 from vssl.probe.run import ProbeRequest, run_probes
 from vssl.search.exact import exact_search
@@ -248,3 +249,20 @@ def test_a_token_view_is_ranked_by_its_clips_mean_tokens(tmp_path):
                                     retrieval=RetrievalConfig(ks=(1, 2, 5, 10), device="cpu"))).retrieval[0]
     np.testing.assert_array_equal(token.neighbours, pooled.neighbours)
     assert token.recall == pytest.approx(pooled.recall) and token.mAP == pytest.approx(pooled.mAP)
+
+
+
+def test_low_shot_ranks_the_subset_drawn_with_the_seed(tmp_path):
+    """Under --low-shot the gallery is the training subset of --seed (the k-NN row's, for one seed)."""
+    from vssl.probe.lowshot import balanced_fraction
+
+    x, y = _tied_clips(6)
+    report = run_probes(_request(_store(tmp_path / "s", x, y), knn=KnnConfig(device="cpu"), low_shot=0.5, seed=3))
+    (row,) = report.retrieval
+    pick = balanced_fraction(y[:N_TRAIN], 0.5, 3)               # training rows are store rows 0..29
+    assert row.n_gallery == len(pick) == report.results[0].n_train < N_TRAIN and row.params["low_shot"] == 0.5
+    v = l2(l2(x.astype(np.float64)).mean(axis=1))
+    order = pick[np.argsort(-(v[N_TRAIN:] @ v[pick].T), axis=1, kind="stable")]
+    np.testing.assert_array_equal(row.neighbours, order[:, :10])
+    hit1 = y[order[:, 0]] == y[N_TRAIN:]
+    assert row.recall[1] == pytest.approx(100 * hit1[row.scored].mean())
