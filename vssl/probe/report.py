@@ -110,7 +110,7 @@ class Report:
                 "test_split": self.test_split, "low_shot": self.low_shot, "seeds": self.seeds,
                 "target": self.target, "results": [r.to_json() for r in self.results],
                 "comparisons": [d.to_json() for d in self.comparisons()],
-                "retrieval": [r.to_json() for r in self.retrieval],
+                "retrieval": [_plain(r.to_json()) for r in self.retrieval],
                 "retrieval_comparisons": [d.to_json() for d in comparisons(self.retrieval)]}
 
     def best(self) -> ProbeResult | None:

@@ -217,12 +217,11 @@ class RetrievalResult:
         return f"R@{k} {_fmt(self.recall[k])}{shown}, mAP {_fmt(self.mAP)}"
 
     def to_json(self) -> dict[str, Any]:
-        from .report import _plain
-
-        return _plain({"probe": self.probe, "features": self.features, "variant": self.variant,
-                       "ks": list(self.ks), "recall": {f"R@{k}": v for k, v in self.recall.items()},
-                       "mAP": self.mAP, "ci": self.ci, "n_gallery": self.n_gallery, "n_queries": self.n_queries,
-                       "no_relevant": self.no_relevant, "params": self.params, "transductive": self.transductive})
+        """The row as the report's JSON records it (the report makes its values plain JSON)."""
+        return {"probe": self.probe, "features": self.features, "variant": self.variant,
+                "ks": list(self.ks), "recall": {f"R@{k}": v for k, v in self.recall.items()},
+                "mAP": self.mAP, "ci": self.ci, "n_gallery": self.n_gallery, "n_queries": self.n_queries,
+                "no_relevant": self.no_relevant, "params": self.params, "transductive": self.transductive}
 
 
 def _fmt(value: float | None) -> str:
