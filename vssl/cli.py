@@ -304,9 +304,10 @@ def probe(
     as_json: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
     overrides: dict = None,
 ) -> None:
-    """k-NN, linear, MLP, transformer and SCALE probes of a store view; no probe flag = k-NN + linear."""
+    """k-NN, linear, MLP, transformer, SCALE probes and retrieval of a store view; no probe flag = k-NN + linear."""
     from vssl.probe.config import ProbeConfig
-    from vssl.probe.report import check_writable, render_table, write_confusion_png
+    from vssl.probe.report import check_writable, render_retrieval_table, render_table, write_confusion_png
+    from vssl.probe.retrieval import comparisons as retrieval_comparisons
     from vssl.probe.run import log_to_stderr, run_probes
 
     cfg = ProbeConfig.load(config, overrides)
@@ -321,7 +322,8 @@ def probe(
     if predictions is not None:
         result.write_predictions(predictions)
     if confusion is not None:
-        write_confusion_png(result.best(), list(result.results[0].per_class), confusion)
+        best = result.best()
+        write_confusion_png(best, [] if best is None else list(best.per_class), confusion)
     if html_page is not None:
         from vssl.report_page import write_page
 
@@ -330,10 +332,15 @@ def probe(
         err.print(f"report page: {html_page}", highlight=False, markup=False)
     if as_json:
         _print_json(result.to_json())
-    else:
+        return
+    if result.results:
         out.print(render_table(result))
-        for difference in result.comparisons():
-            out.print(f"• {difference.statement()}", highlight=False, soft_wrap=True)
+    for difference in result.comparisons():
+        out.print(f"• {difference.statement()}", highlight=False, soft_wrap=True)
+    if result.retrieval:
+        out.print(render_retrieval_table(result))
+    for difference in retrieval_comparisons(result.retrieval):
+        out.print(f"• {difference.statement()}", highlight=False, soft_wrap=True)
 
 # ---------------------------------------------------------------- report
 

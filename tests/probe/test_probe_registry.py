@@ -17,6 +17,7 @@ from vssl.probe.data import load_split
 from vssl.probe.inputs import ClipInputs
 from vssl.probe.linear import train_linear
 from vssl.probe.metrics import row_metrics
+from vssl.probe.retrieval import RetrievalConfig
 from vssl.probe.registry import run_knn
 from vssl.probe.scale import ScaleFeatures
 from vssl.probe.train import TrainConfig, probe_precision
@@ -43,7 +44,7 @@ def report(tiny):
         store=store, view=VIEW, knn=KnnConfig(device="cpu"), linear=LinearConfig(**FIT), mlp=MlpConfig(**FIT),
         transformer=TransformerConfig(**{**FIT, "batch_size": 8}, width=16),
         finetune=FinetuneConfig(**{**FIT, "batch_size": 8}), attentive=AttentiveConfig(**FIT, depth=1),
-        scale_run=run, quiet=True))
+        retrieval=RetrievalConfig(device="cpu"), scale_run=run, quiet=True))
 
 
 def _rows(report):
@@ -52,12 +53,15 @@ def _rows(report):
 
 @pytest.mark.slow
 def test_every_registered_probe_gives_one_row_per_source(report):
-    expected = [(p.name, s) for s in ("backbone", "scale") for p in PROBES if s in p.sources]
+    expected = [(p.name, s) for s in ("backbone", "scale") for p in PROBES if s in p.sources and not p.ranks]
     assert [(r.probe, r.features) for r in report.results] == expected
     assert expected == [("knn", "backbone"), ("linear", "backbone"), ("mlp", "backbone"),
                         ("transformer", "backbone"), ("attentive", "backbone"), ("knn", "scale"),
                         ("scale_linear", "scale"), ("mlp", "scale"), ("scale_ft", "scale"),
                         ("attentive", "scale")]      # the report's order before the registry, then attentive
+    ranked = [(p.name, s) for s in ("backbone", "scale") for p in PROBES if s in p.sources and p.ranks]
+    assert [(r.probe, r.features) for r in report.retrieval] == ranked == [
+        ("retrieval", "backbone"), ("retrieval", "scale"), ("retrieval_set", "scale")]   # kept apart from class rows
     for r in report.results:
         assert r.n_train == 36 and r.n_test == 12 and set(r.per_class) == set(CLASSES)
         assert r.params["seed"] == 0 and "low_shot" in r.params

@@ -25,7 +25,8 @@ from .metrics import bootstrap_metric, bootstrap_weights, percentile_interval, w
 __all__ = ["Difference", "paired_difference", "bootstrap_difference", "clopper_pearson", "wilson_interval"]
 
 #: how a statement writes each headline metric, and whether higher is better
-METRICS = {"top1": ("{:.1f}%", True), "mAP": ("mAP {:.1f}", True), "mse": ("MSE {:.4g}", False)}
+METRICS = {"top1": ("{:.1f}%", True), "mAP": ("mAP {:.1f}", True), "mse": ("MSE {:.4g}", False),
+           "R@1": ("R@1 {:.1f}%", True)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Difference:
     n: int
     level: float = 0.95
     method: str = "exact paired"
-    metric: str = "top1"            # top1 | mAP | mse (lower is better)
+    metric: str = "top1"            # top1 | mAP | mse (lower is better) | R@1 (a retrieval row's hit at 1)
 
     @property
     def resolved(self) -> bool:

@@ -26,6 +26,7 @@ from vssl.settings import Settings, is_flag, setting, setting_help, settings_opt
 
 from .knn import KNN_RULES, KnnConfig
 from .registry import load_plugins, option_config, options
+from .retrieval import RetrievalConfig
 from .run import ProbeRequest
 from .train import TrainConfig, with_defaults
 
@@ -72,6 +73,8 @@ class ProbeConfig(Settings):
                                                "--attentive")
     attentive_head: int | None = setting(None, "--attentive-from a vjepa2 checkpoint: which of its heads (default 0, "
                                                "the first)")
+    retrieval: bool = setting(False, "retrieval rows: test videos query the training videos (R@k, mAP) with k-NN's "
+                                     "video vectors, exact, training-free", flag="--retrieval")
     scale: str | None = setting(None, "SCALE run directory: add rows on its features")
     low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
     target: str | None = setting(None, "probe a numeric manifest column (regression: MSE, R²) instead of the classes")
@@ -87,6 +90,8 @@ class ProbeConfig(Settings):
     knn_features: str = setting("clip_set", "k-NN on SCALE: clip_set (mean of [C_i, SET]) or set (SET token)")
     knn_backend: str = setting("auto", "k-NN search: auto, faiss or torch")
     knn_precision: str = setting("fp32", "k-NN: fp32, or bf16 shortlist + exact re-rank (torch)")
+    # -- retrieval
+    retrieval_k: str | None = setting(None, "retrieval: the R@k cut-offs, comma-separated (default 1,5,10,20,50)")
     # -- trained probes
     grid: str = setting("default", "named grid of trained probes: default (CPU-sized) or scale (SCALE's protocol)")
     lr: tuple[float, ...] | None = setting(None, "learning rate(s) of the grid (repeatable)", flag="--lr")
@@ -201,6 +206,7 @@ class ProbeConfig(Settings):
         if self.box_encoding is not None and self.box_encoding not in BOX_ENCODINGS:
             self.bad("box_encoding", f"is unknown; use one of {', '.join(BOX_ENCODINGS)}")
         self.knn_ks()
+        self.retrieval_ks()
         for option, table in self.tables.items():
             self.table_config(option, table)
 
@@ -230,6 +236,19 @@ class ProbeConfig(Settings):
             raise VsslError(f"--knn-k {self.knn_k}: give positive integers separated by commas, e.g. 10,20,100,200")
         return tuple(dict.fromkeys(ks))
 
+    def retrieval_ks(self) -> tuple[int, ...]:
+        """``--retrieval-k 1,5,10`` as a tuple (empty: the config's, 1,5,10,20,50)."""
+        if not self.retrieval_k:
+            return ()
+        try:
+            ks = tuple(int(k) for k in str(self.retrieval_k).split(",") if k.strip())
+        except ValueError:
+            ks = ()
+        if not ks or min(ks) < 1:
+            raise VsslError(f"--retrieval-k {self.retrieval_k}: give positive integers separated by commas, "
+                            "e.g. 1,5,10,20,50")
+        return ks
+
     def enabled(self) -> tuple[str, ...]:
         """The probe options to run: those given, else k-NN and linear."""
         chosen = tuple(o for o in options() if getattr(self, o, False) or o in self.tables)
@@ -243,6 +262,8 @@ class ProbeConfig(Settings):
         ``[probe.NAME]`` table; a registered probe's: its config's defaults under its table."""
         if option == "knn":
             base = self.knn_config()
+        elif option == "retrieval":
+            base = RetrievalConfig(**self.flat_fields("retrieval"))
         elif issubclass(option_config(option), TrainConfig):
             base = self.train_config(option)
         else:
@@ -264,6 +285,8 @@ class ProbeConfig(Settings):
         config = option_config(option)
         if option == "knn":
             sources = self.knn_sources()
+        elif option == "retrieval":
+            sources = self.retrieval_sources()
         elif issubclass(config, TrainConfig):
             sources = self.train_sources()
         else:
@@ -280,6 +303,13 @@ class ProbeConfig(Settings):
                 ("knn_rule", {"rule": self.knn_rule}), ("center", {"center": self.center}),
                 ("knn_features", {"features": self.knn_features}), ("knn_backend", {"backend": self.knn_backend}),
                 ("knn_precision", {"precision": self.knn_precision}), ("device", {"device": self.device})]
+
+    def retrieval_sources(self) -> list[tuple[str, dict[str, Any]]]:
+        """(setting, the :class:`RetrievalConfig` fields it sets) pairs: the k-NN rule and centring
+        (one rule for k-NN and retrieval rows), the device and the cut-offs. ``--knn-features``
+        stays k-NN's: on SCALE the retrieval rows are both (``retrieval`` and ``retrieval_set``)."""
+        return [("knn_rule", {"rule": self.knn_rule}), ("center", {"center": self.center}),
+                ("device", {"device": self.device}), ("retrieval_k", {"ks": self.retrieval_ks() or None})]
 
     def train_sources(self) -> list[tuple[str, dict[str, Any]]]:
         """(setting, the training config fields it sets) pairs, the named ``--grid`` first; the

@@ -6,7 +6,8 @@ and how it turns the loaded data into per-video class scores; and what the runne
 it: the interval its headline gets, whether it depends on the seed, how its config expands into
 rows (a grid reported row by row), how it takes a SCALE run's architecture, and the per-video
 vector it reads instead of clips. The runner (:mod:`.run`) only loops over the entries and asks
-them; scoring is :func:`~vssl.probe.metrics.row_metrics` for every probe.
+them; scoring is :func:`~vssl.probe.metrics.row_metrics` for every probe of class scores (a ranking
+probe, ``ranks``, reports its own numbers: the retrieval rows, :mod:`.retrieval`).
 
 A probe from outside vssl is an entry point in the ``vssl.probes`` group (as backbones plug in
 through ``vssl.backbones``) naming a :class:`Probe` or a function returning one: :func:`load_plugins`
@@ -34,6 +35,7 @@ from .inputs import ClipInputs
 from .knn import KnnConfig, knn_rows, knn_scores, resolve_backend, search_k
 from .linear import LinearConfig, train_linear
 from .mlp import MlpConfig, train_mlp
+from .retrieval import RetrievalConfig, retrieval_rows, run_retrieval, set_token_rows
 from .sources import FeatureSource, ProbeData
 from .train import FitResult, TrainConfig
 from .transformer import (FinetuneConfig, TransformerConfig, box_encoding_of, encoded_boxes, encoded_view,
@@ -106,6 +108,9 @@ class Probe:
     # config -> the rule (:data:`~vssl.probe.knn.KNN_RULES`) of the per-video vector the probe reads
     # when it does not need clips: the splits are then reduced to it while reading
     video_rule: Callable[[Any], str] | None = field(default=None, repr=False)
+    # a ranking probe (retrieval): its run returns a RetrievalResult, not class scores; the report
+    # keeps it apart from the class rows (Report.retrieval) and it is computed once (no seed)
+    ranks: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - set(NEEDS)
@@ -118,6 +123,8 @@ class Probe:
             raise ValueError(f"probe {self.name}: interval {self.interval!r} is unknown; use {INTERVALS}")
         if self.seeded and "seed" not in {f.name for f in fields(self.config)}:
             raise ValueError(f"probe {self.name}: a seeded probe's config needs a 'seed' field")
+        if self.ranks and self.seeded:
+            raise ValueError(f"probe {self.name}: a ranking probe is computed once; declare seeded=False")
         if "clips" not in self.needs and self.video_rule is None:
             raise ValueError(f"probe {self.name}: a probe that does not need clips reads a per-video vector; "
                              "declare its video_rule")
@@ -244,6 +251,11 @@ def _finetune(call: ProbeCall) -> Callable:
     return lambda *args, **kwargs: train_finetune(scale.model, scale.width, *args, **kwargs)
 
 
+def _retrieval_rule(cfg: RetrievalConfig) -> str:
+    """The k-NN rule of a retrieval row's vectors (decided for the request by its expand)."""
+    return cfg.rule or "dino"
+
+
 # ---------------------------------------------------------------------- the registry
 
 _TRAINED = frozenset({"clips", "train_view"})
@@ -263,6 +275,10 @@ PROBES: list[Probe] = [
           _SET | {"scale_model"}, match_run=match_architecture),
     Probe("attentive",    "attentive",   ("backbone", "scale"), AttentiveConfig,   run_attentive,
           _TRAINED | {"tokens"}),
+    Probe("retrieval",    "retrieval",   ("backbone", "scale"), RetrievalConfig,   run_retrieval, frozenset({"tokens"}),
+          seeded=False, expand=retrieval_rows, video_rule=_retrieval_rule, ranks=True),
+    Probe("retrieval_set", "retrieval",  ("scale",),            RetrievalConfig,   run_retrieval, frozenset({"tokens"}),
+          seeded=False, expand=set_token_rows, video_rule=_retrieval_rule, ranks=True),
 ]
 """The probes in report order (per source). k-NN and MLP read whichever source a row is on: on
 "scale", k-NN takes the mean over clips of [C_i ⊕ SET] and the MLP [C_i ⊕ SET] per clip;
@@ -270,7 +286,9 @@ SCALE_linear is its own entry because the report names it apart from the backbon
 probe. Transformer and SCALE_ft share one config class and model: they differ only in the
 initialisation of the set transformer (random vs the --scale run), §4.1; with a run both take its
 architecture (:func:`~vssl.probe.transformer.match_architecture`). The attentive probe (V-JEPA 2's)
-attends over the backbone's tokens (or clips) of a video, or over SCALE's refined clips Ĉ_i."""
+attends over the backbone's tokens (or clips) of a video, or over SCALE's refined clips Ĉ_i. The
+retrieval rows (:mod:`.retrieval`) rank the training videos for each test video with k-NN's vectors:
+``retrieval`` on each source (SCALE: [C_i ⊕ SET]) and ``retrieval_set`` (SCALE's SET token alone)."""
 
 
 def register_probe(probe: Probe) -> Probe:

@@ -103,21 +103,30 @@ class Report:
     target: str | None = None
     test_paths: np.ndarray | None = field(repr=False, default=None)    # the test videos, row order
     test_labels: np.ndarray | None = field(repr=False, default=None)
+    test_indices: np.ndarray | None = field(repr=False, default=None)  # store rows of the test videos
+    # retrieval rows (vssl.probe.retrieval.RetrievalResult): rankings, not class scores, kept apart
+    retrieval: list = field(default_factory=list)
     classes: list[str] = field(default_factory=list)     # the class (or target) names rows are scored on
     # what was run, for a reader without the store: vssl's version, the backbone, the view's
     # recipe, the SCALE run, the probes' settings (:func:`vssl.probe.run.run_context`)
     context: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        from .retrieval import comparisons
+
         return {"format": REPORT_FORMAT, "store": self.store, "view": self.view, "train_split": self.train_split,
                 "test_split": self.test_split, "low_shot": self.low_shot, "seeds": self.seeds,
                 "target": self.target, "classes": list(self.classes), "context": _plain(self.context),
                 "results": [r.to_json() for r in self.results],
                 "best": self.results.index(self.best()) if self.results else None,
-                "comparisons": [d.to_json() for d in self.comparisons()]}
+                "comparisons": [d.to_json() for d in self.comparisons()],
+                "retrieval": [_plain(r.to_json()) for r in self.retrieval],
+                "retrieval_comparisons": [d.to_json() for d in comparisons(self.retrieval)]}
 
-    def best(self) -> ProbeResult:
-        """The row of the best headline value (highest top-1 / mAP, lowest MSE)."""
+    def best(self) -> ProbeResult | None:
+        """The row of the best headline value (highest top-1 / mAP, lowest MSE); None without class rows."""
+        if not self.results:
+            return None
         sign = -1.0 if self.results[0].metric == "mse" else 1.0
         return max(self.results, key=lambda r: (sign * getattr(r, r.metric), r.top5 or 0.0))
 
@@ -145,7 +154,9 @@ class Report:
         scores ``"<probe>/<features>/scores"`` ``[n_test, C]`` (the first seed's; with several seeds
         also ``"<probe>/<features>/seed<S>/scores"`` each), from which every number is recomputed;
         a single-label row also has its predicted classes ``".../predicted"`` ``[n_test]`` (the
-        report's tie rule, :func:`~vssl.probe.metrics.predicted_classes`)."""
+        report's tie rule, :func:`~vssl.probe.metrics.predicted_classes`). A retrieval row has its
+        nearest training videos ``"<probe>/<features>/neighbours"`` (store rows, best first) and their
+        ``".../similarities"``, with the test videos' store rows ``"rows"``."""
         check_writable(path, "--predictions")
         arrays = {"paths": np.asarray(self.test_paths, dtype=str), "labels": np.asarray(self.test_labels)}
         for r in self.results:
@@ -153,6 +164,11 @@ class Report:
             if len(r.scores) > 1:
                 for seed, s in zip(r.seed_list(), r.scores):
                     arrays.update(_row_arrays(f"{r.name}/{r.features}/seed{seed}", s, r.task))
+        if self.retrieval:
+            arrays["rows"] = np.asarray(self.test_indices, dtype=np.int64)
+        for r in self.retrieval:
+            arrays[f"{r.name}/{r.features}/neighbours"] = r.neighbours
+            arrays[f"{r.name}/{r.features}/similarities"] = r.similarities
         with open(path, "wb") as f:                      # np.savez would append .npz to another suffix
             np.savez(f, **arrays)
 
@@ -211,6 +227,15 @@ def render_table(report: Report):
     return table
 
 
+def render_retrieval_table(report: Report):
+    """A rich table of the report's retrieval rows (:func:`vssl.probe.retrieval.render_table`)."""
+    from .retrieval import render_table as retrieval_table
+
+    return retrieval_table(report.retrieval, f"{report.view}: retrieval, test '{report.test_split}' queries train "
+                                             f"'{report.train_split}'"
+                                             + (f" (low-shot {report.low_shot:g})" if report.low_shot else ""))
+
+
 def _shown_name(r: ProbeResult) -> str:
     """The table's probe cell: a k-NN row says its rule (``knn (released)``), one for every k-NN row."""
     rule = r.params.get("rule") if r.probe == "knn" else None
@@ -223,9 +248,12 @@ def _cell(value: float | None, std: float | None, seeds: bool) -> str:
     return f"{value:.2f} ± {std:.2f}" if seeds and std is not None else f"{value:.2f}"
 
 
-def write_confusion_png(result: ProbeResult, classes: list[str], path: str | Path) -> None:
+def write_confusion_png(result: ProbeResult | None, classes: list[str], path: str | Path) -> None:
     """Draw ``result``'s row-normalized confusion matrix (true rows, predicted columns)."""
     check_writable(path, "--confusion")
+    if result is None:
+        raise VsslError("--confusion draws a class probe's confusion matrix; --retrieval alone has none: add a "
+                        "class probe (e.g. --knn) or drop --confusion")
     if result.confusion is None:
         raise VsslError(f"--confusion draws single-label classes; this report's rows are {result.task} "
                         "(their per-class numbers are in --report)")

@@ -7,7 +7,8 @@ predictor (one model and config, the run's architecture for both). A run pretrai
 test split's videos is said in one stderr line and its rows are marked transductive.
 The steps, in order: :func:`plan_rows` (what to compute, checked before anything is read),
 :func:`load_data` (splits, low-shot subset, class names), :func:`open_sources`, then
-:func:`run_row` for each row (probe -> scores -> :func:`~vssl.probe.metrics.row_metrics`).
+:func:`run_row` for each row (probe -> scores -> :func:`~vssl.probe.metrics.row_metrics`; a ranking probe's row,
+:func:`run_ranking_row`, reports its own numbers).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .lowshot import balanced_fraction
 from .mlp import MlpConfig
 from .registry import PROBES, Probe, ProbeCall, options
 from .report import ProbeResult, Report, make_result
+from .retrieval import RetrievalConfig, RetrievalResult, warn_unscored
 from .labels import class_names
 from .sources import BackboneSource, ProbeData, ScaleSource
 from .task import task_of
@@ -60,6 +62,7 @@ class ProbeRequest:
     transformer: TransformerConfig | None = None
     finetune: FinetuneConfig | None = None
     attentive: AttentiveConfig | None = None
+    retrieval: RetrievalConfig | None = None
     scale_run: Path | None = None
     train_view: str | None = None       # trained probes fit on this view's clips (default: ``view``)
     train_clips: int = 8                # clips of a train-view video drawn per step (released: 8)
@@ -112,9 +115,14 @@ def run_probes(req: ProbeRequest) -> Report:
     report = Report(str(store.path), req.view, req.train_split, req.test_split, req.low_shot,
                     seeds=list(seeds_of(req)), target=req.target,
                     test_paths=store.paths()[data.test.indices], test_labels=data.test.labels,
-                    classes=list(data.classes), context=run_context(req, store, sources, rows))
+                    test_indices=data.test.indices, classes=list(data.classes),
+                    context=run_context(req, store, sources, rows))
     for row in rows:
-        report.results.append(run_row(row, sources[row.source], data, req))
+        if row.probe.ranks:
+            report.retrieval.append(run_ranking_row(row, sources[row.source], data, req))
+        else:
+            report.results.append(run_row(row, sources[row.source], data, req))
+    warn_unscored(report.retrieval)
     return report
 
 
@@ -171,8 +179,12 @@ def load_data(req: ProbeRequest, rows: list[Row]):
     boxes = any("boxes" in r.probe.needs for r in rows)
     # Only the backbone's k-NN reduces clips to its rule's per-video vector while reading; SCALE's
     # k-NN averages its [C_i ⊕ SET], so a SCALE row reads every clip.
-    video_level = not any("clips" in r.probe.needs or r.source == "scale" for r in rows)
-    rule = next((r.probe.video_rule(r.config) for r in rows if r.probe.video_rule is not None), "dino")
+    # Rows of two rules (a retrieval row given its own) or a token view (its tokens are averaged
+    # per clip first) read every clip too.
+    rules = {r.probe.video_rule(r.config) for r in rows if r.probe.video_rule is not None}
+    video_level = (not any("clips" in r.probe.needs or r.source == "scale" for r in rows) and len(rules) <= 1
+                   and len(store.view(req.view).clip_shape) < 2)
+    rule = next(iter(rules), "dino")
     train = load_split(store, req.view, req.train_split, "--train-split", boxes, video_level, req.target, rule)
     test = load_split(store, req.view, req.test_split, "--test-split", boxes, video_level, req.target, rule)
     if req.train_view is not None and any("train_view" in r.probe.needs for r in rows):
@@ -182,7 +194,8 @@ def load_data(req: ProbeRequest, rows: list[Row]):
 
 def check_token_view(view, rows: list[Row]) -> None:
     """A token view (a grid of tokens per clip) is read only by the probes that declare ``tokens``
-    (the attentive probe); the others read one vector per clip: one clear line naming the fix."""
+    (the attentive probe; retrieval, which averages each clip's tokens); the others read one vector
+    per clip: one clear line naming the fix."""
     if len(view.clip_shape) < 2:
         return
     others = sorted({r.probe.name for r in rows if "tokens" not in r.probe.needs})
@@ -190,7 +203,7 @@ def check_token_view(view, rows: list[Row]) -> None:
         pooled = f" (e.g. '{view.name.split('.tokens')[0]}')" if ".tokens" in view.name else ""
         raise VsslError(f"view '{view.name}' holds {view.clip_shape[0]} tokens per clip; {', '.join(others)} "
                         f"read(s) one vector per clip: probe them on a pooled view{pooled} and the token view "
-                        "with --attentive alone")
+                        "with --attentive or --retrieval alone")
 
 
 def seed_data(data: ProbeData, low_shot: float | None, seed: int) -> ProbeData:
@@ -263,6 +276,19 @@ def row_log(req: ProbeRequest, row: Row, source: str, seed: int) -> TrainingLog:
         return NoLog()
     name = row.probe.name if row.variant is None else f"{row.probe.name}_{row.variant}"
     return open_log(Path(req.log_dir) / f"{name}-{source}" / f"seed{seed}")
+
+
+def run_ranking_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> RetrievalResult:
+    """A ranking probe's row (retrieval), computed once: it has no seed; under ``--low-shot`` its
+    gallery is the training subset drawn with ``--seed``. Params: the probe's, the source's, the
+    request's, as a class row's."""
+    seeded = seed_data(data, req.low_shot, req.seed)
+    result = row.probe.run(ProbeCall(row.probe.name, source, seeded, row.config, req.quiet))
+    result.params.update({**source.params, "low_shot": req.low_shot, "seed": req.seed,
+                          "seeds": list(seeds_of(req))})
+    result.transductive, result.variant = source.transductive, row.variant
+    log.info("%s (%s): %s", result.name, result.features, result.headline())
+    return result
 
 
 def standardized_target(data: ProbeData):

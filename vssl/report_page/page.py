@@ -128,7 +128,7 @@ def what_was_run(doc: dict[str, Any], runs: Sequence[RunRecord]) -> str:
 def results_table(doc: dict[str, Any]) -> str:
     results = doc["results"]
     if not results:
-        return "<h2>Results</h2><p class='note'>No probe rows.</p>"
+        return "" if doc.get("retrieval") else "<h2>Results</h2><p class='note'>No probe rows.</p>"
     task = results[0].get("task", "single")
     columns = COLUMNS[task]
     seeds = len(doc.get("seeds", [])) > 1
@@ -169,14 +169,44 @@ def _methods(results: Sequence[dict[str, Any]]) -> str:
     return ", ".join(methods) or "none"
 
 
+def statements(differences: Sequence[dict[str, Any]]) -> str:
+    """The report's comparisons in words, as a list (empty without any)."""
+    items = [d.get("statement") for d in differences if d.get("statement")]
+    return f"<ul class='statements'>{''.join(f'<li>{esc(s)}</li>' for s in items)}</ul>" if items else ""
+
+
 def comparisons(doc: dict[str, Any]) -> str:
-    items = [d.get("statement") for d in doc.get("comparisons", []) if d.get("statement")]
-    if not items:
+    listed = statements(doc.get("comparisons", []))
+    if not listed:
         return ""
-    lis = "".join(f"<li>{esc(s)}</li>" for s in items)
     return ("<h2>Comparisons</h2><p class='sub'>The best row against each other row on the same test videos; "
-            "“better” only where the paired interval of the difference excludes 0.</p>"
-            f"<ul class='statements'>{lis}</ul>")
+            "“better” only where the paired interval of the difference excludes 0.</p>" + listed)
+
+
+def retrieval_table(doc: dict[str, Any]) -> str:
+    """The retrieval rows (R@k, mAP, intervals) and their comparisons, where ``--retrieval`` ran."""
+    rows = doc.get("retrieval") or []
+    if not rows:
+        return ""
+    ks = rows[0]["ks"]
+    head = "".join(f"<th>R@{k}</th>" for k in ks) + "<th>mAP</th>"
+    body = []
+    for r in rows:
+        key = row_key(r)
+        cells = [f'<td class="num" data-row="{esc(key)}" data-field="R@{k}">{number(r["recall"].get(f"R@{k}"))}</td>'
+                 for k in ks]
+        cells.append(f'<td class="num" data-row="{esc(key)}" data-field="mAP">{number(r.get("mAP"))}</td>')
+        ci = (r.get("ci") or {}).get(f"R@{ks[0]}") or {}
+        interval = f"[{number(ci.get('low'))}, {number(ci.get('high'))}]" if ci else "—"
+        tags = " <span class='tag'>transductive</span>" if r.get("transductive") else ""
+        body.append(f"<tr><td>{esc(row_name(r))}{tags}</td><td>{esc(r['features'])}</td>{''.join(cells)}"
+                    f'<td class="num" data-row="{esc(key)}" data-field="ci">{interval}</td>'
+                    f'<td class="num">{r["n_queries"]}</td><td class="num">{r["n_gallery"]}</td></tr>')
+    return ("<h2>Retrieval</h2><p class='sub'>Each test video queries the training videos (cosine similarity, exact "
+            f"search); 95% bootstrap interval of R@{ks[0]} over the queries.</p>"
+            f'<table class="results" id="retrieval"><thead><tr><th>probe</th><th>features</th>{head}<th>95% CI</th>'
+            f"<th>#queries</th><th>#gallery</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+            + statements(doc.get("retrieval_comparisons", [])))
 
 
 def row_detail(doc: dict[str, Any], r: dict[str, Any], why: str) -> str:
@@ -245,9 +275,9 @@ def gallery(doc: dict[str, Any], report_dir: Path) -> str:
         return ""
     file = Path(path) if Path(path).is_absolute() else report_dir / path
     if not file.is_file():
-        return f"<h2>Retrieval</h2><p class='note'>the gallery {esc(path)} is no longer there</p>"
+        return f"<h2>Retrieval gallery</h2><p class='note'>the gallery {esc(path)} is no longer there</p>"
     uri = "data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
-    return ("<h2>Retrieval</h2><p class='sub'>Test queries and their nearest training videos (green: same class, "
+    return ("<h2>Retrieval gallery</h2><p class='sub'>Test queries and their nearest training videos (green: same class, "
             f'red: another).</p><img alt="retrieval gallery" src="{uri}">')
 
 
@@ -260,7 +290,7 @@ def render(doc: dict[str, Any], runs: Sequence[RunRecord] = (), chosen: Sequence
     title = f"vssl report — {doc['view']} of {Path(doc['store']).name}"
     body = [f"<h1>{esc(title)}</h1>",
             f"<p class='sub'>written {esc(time.strftime('%Y-%m-%d %H:%M'))} from a format-{doc['format']} report</p>",
-            what_was_run(doc, runs), results_table(doc), comparisons(doc), best_rows(doc, chosen),
+            what_was_run(doc, runs), results_table(doc), comparisons(doc), retrieval_table(doc), best_rows(doc, chosen),
             stage_two(runs), feature_map(map_image, map_note), gallery(doc, report_dir)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -301,6 +331,8 @@ def _feature_map(doc: dict[str, Any], store: str | Path | None, run: str | None,
 
     if doc.get("target") or (doc["results"] and doc["results"][0].get("task") == "regression"):
         return None, "no feature map: the rows are a regression target, not classes"
+    if not doc.get("classes"):
+        return None, "no feature map: the report names no classes"
     where = Path(store) if store is not None else Path(doc["store"])
     if not FeatureStore.exists(where):
         return None, f"no feature map: the store is not at {where}; give --store where it is now"

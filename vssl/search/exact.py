@@ -13,7 +13,7 @@ against (benchmarks/bench_search.py); TF32 and bf16 reductions are off for its d
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,20 +45,32 @@ def exact_search(gallery: np.ndarray, queries: np.ndarray, k: int, *, device: st
     k = min(int(k), len(gallery))
     if k < 1:
         raise VsslError(f"search: k must be at least 1, got {k}")
-    dev = resolve_device(device)
     sims = np.empty((len(queries), k), dtype=np.float32)
     rows = np.empty((len(queries), k), dtype=np.int64)
+    for s, scores in score_blocks(gallery, queries, device=device, block=block):
+        v, i = top_k_in_order(scores, k)
+        sims[s:s + len(scores)], rows[s:s + len(scores)] = v.cpu().numpy(), i.cpu().numpy()
+        if advance is not None:
+            advance(len(scores))
+    return sims, rows
+
+
+def score_blocks(gallery: np.ndarray, queries: np.ndarray, *, device: str = "auto",
+                 block: int = QUERY_BLOCK) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first query, scores [b, N] float32)`` for each block of ``block`` queries, in order: the one
+    product :func:`exact_search` ranks. A caller that needs more of a ranking than its top (the
+    retrieval rows rank the whole gallery) ranks these very scores, so its order agrees with the
+    search's bit for bit. Each block's tensor is reused by the next: consume it before advancing.
+    """
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    dev = resolve_device(device)
     with matmul_numerics(tf32=False, bf16_reduced_reduction=False), torch.inference_mode():
         g = torch.from_numpy(gallery).to(dev)
         scores = torch.empty((min(block, max(len(queries), 1)), len(gallery)), dtype=torch.float32, device=dev)
         for s in range(0, len(queries), block):
             q = torch.from_numpy(queries[s:s + block]).to(dev)
-            out = torch.mm(q, g.T, out=scores[:len(q)])
-            v, i = top_k_in_order(out, k)
-            sims[s:s + len(q)], rows[s:s + len(q)] = v.cpu().numpy(), i.cpu().numpy()
-            if advance is not None:
-                advance(len(q))
-    return sims, rows
+            yield s, torch.mm(q, g.T, out=scores[:len(q)])
 
 
 def top_k_in_order(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
