@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from vssl.errors import VsslError
 from vssl.features_store.ragged import RaggedClips, iter_clips
 from vssl.probe.knn import l2_normalize, video_embeddings
 from vssl.probe.scale import _mean_of_normalized
+from vssl.progress import ProgressBar
 
 #: videos read per batch when a gallery is built (bounds memory: a batch's clips only)
 READ_BATCH = 256
@@ -133,23 +134,25 @@ def _gallery(store, view: str, scale_run: str | Path | None, quiet: bool, clips:
     source = dict(view=view, features="backbone" if scale is None else "scale",
                   run=None if scale is None else Path(scale_run),
                   checkpoint_sha256=None if scale is None else scale.meta["checkpoint_sha256"])
-    batches = _read_videos(store, view, rows, scale)
-    if not clips:
-        return Gallery(_video_vectors(batches, len(rows)), rows, None, None, **source)
-    vectors, counts, t0 = _clip_vectors(batches, len(rows))
+    with ProgressBar(f"gallery of view {view}", len(rows), quiet, transient=True) as bar:
+        batches = _read_videos(store, view, rows, scale, bar)
+        if not clips:
+            return Gallery(_video_vectors(batches, len(rows)), rows, None, None, **source)
+        vectors, counts, t0 = _clip_vectors(batches, len(rows))
     duration = store.num_frames()[rows] / np.maximum(store.fps()[rows], 1e-12)    # seconds
     starts = t0.astype(np.float64) * np.repeat(duration, counts)
     clip_index = np.arange(len(vectors), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     return Gallery(vectors, np.repeat(rows, counts), clip_index, starts, **source)
 
 
-def _read_videos(store, view: str, rows: np.ndarray, scale) -> Iterator[tuple]:
+def _read_videos(store, view: str, rows: np.ndarray, scale, advance: Callable[[int], None]) -> Iterator[tuple]:
     """The gallery's videos a batch at a time (memory: one batch's clips): positions in ``rows``, their
     pooled clips, their SET tokens (None without a run) and each clip's start as a fraction of its
     video (box t0)."""
     for positions, feats, boxes in iter_clips(store.view(view), rows, READ_BATCH):
         tokens = None if scale is None else scale.set_token(rows[positions])
         yield positions, RaggedClips(pooled_clips(feats.flat), feats.offsets), tokens, boxes.flat[:, 0]
+        advance(len(positions))
 
 
 def _video_vectors(batches: Iterable[tuple], n: int) -> np.ndarray:
