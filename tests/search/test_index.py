@@ -104,8 +104,14 @@ def test_token_view_clips_are_the_mean_of_their_tokens(tmp_path):
     assert np.array_equal(query_vector(tokens[2]), gallery.vectors[2])
 
 
-def test_scale_gallery_is_the_mean_of_normalised_clip_set(tmp_path):
-    store_path, run = tiny_store_and_run(tmp_path)
+@pytest.fixture(scope="module")
+def scale_store(tmp_path_factory):
+    """A tiny labelled store and a SCALE run trained on it (shared: training takes seconds)."""
+    return tiny_store_and_run(tmp_path_factory.mktemp("scale"))
+
+
+def test_scale_gallery_is_the_mean_of_normalised_clip_set(scale_store):
+    store_path, run = scale_store
     store = FeatureStore.open(store_path)
     gallery = video_gallery(store, VIEW, scale_run=run, quiet=True)
     store = FeatureStore.open(store_path)            # the export added rows
@@ -251,8 +257,8 @@ def test_a_stale_index_is_refused_until_vssl_index_rebuilds_it(ragged_store, cha
     np.testing.assert_array_equal(rebuilt.rows, video_gallery(FeatureStore.open(path), "dense").rows)
 
 
-def test_an_index_of_another_checkpoint_of_the_run_is_refused(tmp_path):
-    store_path, run = tiny_store_and_run(tmp_path)
+def test_an_index_of_another_checkpoint_of_the_run_is_refused(scale_store):
+    store_path, run = scale_store
     spec = GallerySpec(VIEW, scale_run=run)
     built = write_store_index(FeatureStore.open(store_path), spec, "flat", quiet=True)
     assert built.record["features"] == "scale" and built.record["checkpoint_sha256"]
