@@ -304,3 +304,13 @@ def test_cli_mistakes_are_one_line(ragged_store, capsys, args, words):
     code, _, stderr = run_cli(capsys, "index", path, *args)
     assert code == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert not (path.parent / "s.indexes").exists()
+
+
+def test_a_video_redone_in_a_fixed_view_makes_its_index_stale(tmp_path):
+    feats = np.random.default_rng(5).standard_normal((8, 3, 8)).astype(np.float32)
+    make_synthetic_store(tmp_path / "f", feats, [0] * 8, ["train"] * 8, view="v", chunk_videos=4)
+    write_store_index(FeatureStore.open(tmp_path / "f"), GallerySpec("v"), "flat")
+    store = FeatureStore.open(tmp_path / "f", mode="r+")      # rows rewritten in place, same videos usable
+    store.write_videos([2], {"v": (feats[2:3] * 2, uniform_boxes(1, 3))}, num_frames=[64], fps=[25.0], errors=[None])
+    with pytest.raises(VsslError, match="or their features changed"):
+        matching_index(FeatureStore.open(tmp_path / "f"), GallerySpec("v"))
