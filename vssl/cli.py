@@ -325,6 +325,42 @@ def probe(
         for difference in result.comparisons():
             out.print(f"• {difference.statement()}", highlight=False, soft_wrap=True)
 
+# ---------------------------------------------------------------- search
+
+
+@app.command("search")
+def search_cmd(
+    store: Path = typer.Argument(..., help="feature store directory"),
+    query: str = typer.Argument(..., help="a video of the store (its recorded path) or any video file"),
+    k: int = typer.Option(10, "-k", help="number of results"),
+    view: Optional[str] = typer.Option(None, "--view", help="view to search (default: the store's only pooled view)"),
+    features: str = typer.Option("backbone", "--features", help="backbone, or scale (with --scale RUN)"),
+    scale: Optional[Path] = typer.Option(None, "--scale", help="search by this SCALE run's features"),
+    moments: bool = typer.Option(False, "--moments", help="nearest (video, start second) pairs over every clip"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="the store's backbone checkpoint, where it moved since extraction"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable results"),
+) -> None:
+    """The nearest videos (or --moments) of a query video by cosine similarity, exact search."""
+    from vssl.search.searching import search
+
+    if features not in ("backbone", "scale"):
+        raise VsslError(f"--features {features!r}: choose backbone or scale (with --scale RUN)")
+    if features == "scale" and scale is None:
+        raise VsslError("--features scale needs --scale RUN (a trained SCALE run)")
+    result = search(store, query, k=k, view=view, scale_run=scale, moments=moments, checkpoint=checkpoint,
+                    device=device, quiet=quiet)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    table = Table("rank", "path", *(("start (s)",) if moments else ()), "label", "similarity")
+    for hit in result.hits:
+        start = (f"{hit.start:.2f}",) if moments else ()
+        table.add_row(str(hit.rank), hit.path, *start, hit.label, f"{hit.similarity:.4f}")
+    out.print(table)
+
 # ---------------------------------------------------------------- demo
 
 

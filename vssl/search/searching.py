@@ -1,0 +1,144 @@
+"""``vssl search``: a query video's nearest videos (or moments) in a store.
+
+The query's clips come from :mod:`.query` (stored, or embedded with the store's recorded settings),
+its vector and the gallery's from :mod:`.vectors` (one rule for both, so a store video's query vector
+is its gallery row), and the ranking from :func:`.exact.exact_search` (one tie rule: equal
+similarity, earlier gallery row first). A query that is a store video is left out of its own results.
+With ``moments`` the gallery holds every clip of every video, and a hit is a (video, start second)
+pair: a short clip finds where it happens in a film.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vssl.errors import StoreError, VsslError
+from vssl.features_store import FeatureStore
+
+from .exact import exact_search
+from .query import QueryClips, query_clips
+from .vectors import Gallery, clip_gallery, query_vector, video_gallery
+
+
+@dataclass
+class Hit:
+    """One result: a gallery video (and, for a moment, the clip and its start second)."""
+
+    rank: int
+    row: int
+    path: str
+    label: str
+    similarity: float
+    clip: int | None = None
+    start: float | None = None
+
+
+@dataclass
+class SearchResult:
+    """A search's hits, best first, and what was searched."""
+
+    query: str
+    query_row: int | None
+    view: str
+    features: str
+    run: str | None
+    moments: bool
+    gallery_size: int
+    hits: list[Hit] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "hits"},
+                "hits": [asdict(h) for h in self.hits]}
+
+
+def search(store_path: str | Path, query: str | Path, *, k: int = 10, view: str | None = None,
+           scale_run: str | Path | None = None, moments: bool = False, checkpoint: str | Path | None = None,
+           device: str = "auto", quiet: bool = False) -> SearchResult:
+    """The ``k`` nearest videos of ``query`` in the store (``moments``: the ``k`` nearest clips).
+
+    ``scale_run`` searches by a SCALE run's features instead of the backbone's (its aggregates are
+    exported into the store first where missing). ``checkpoint`` points at the backbone's file when
+    it moved since extraction (only needed for a query that is not a store video).
+    """
+    if k < 1:
+        raise VsslError(f"-k {k}: give at least 1")
+    store = FeatureStore.open(store_path)
+    view = search_view(store, view)
+    clips = query_clips(store, view, query, checkpoint=checkpoint, device=device)
+    token = query_set_token(store, view, scale_run, clips, device, quiet) if scale_run is not None else None
+    gallery = (clip_gallery if moments else video_gallery)(store, view, scale_run, quiet=quiet)
+    own = 0 if clips.row is None else int((gallery.rows == clips.row).sum())
+    sims, positions = nearest(gallery, query_vector(clips.features, token)[None], k + own, device)
+    keep = [(float(s), int(p)) for s, p in zip(sims[0], positions[0])
+            if clips.row is None or gallery.rows[p] != clips.row][:k]
+    result = SearchResult(clips.path, clips.row, view, gallery.features, None if scale_run is None else str(scale_run),
+                          moments, len(gallery))
+    names = label_names(store)
+    for rank, (similarity, p) in enumerate(keep, 1):
+        row = int(gallery.rows[p])
+        result.hits.append(Hit(rank, row, str(store.paths()[row]), names[row], similarity,
+                               None if gallery.clips is None else int(gallery.clips[p]),
+                               None if gallery.starts is None else float(gallery.starts[p])))
+    return result
+
+
+def nearest(gallery: Gallery, queries: np.ndarray, k: int, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best gallery positions of each query ``[Q, D]``: ``(similarities [Q, k], positions [Q, k])``.
+
+    The one place a search ranks its gallery: exact inner product with the tie rule of
+    :mod:`.exact` (an index built by ``vssl index`` would answer here instead).
+    """
+    return exact_search(gallery.vectors, queries, k, device=device)
+
+
+def search_view(store: FeatureStore, view: str | None) -> str:
+    """The view to search: ``view`` if the store has it, else the store's only pooled view (one vector
+    per clip); with several, one line listing them."""
+    names = store.view_names()
+    if view is not None:
+        if view not in names:
+            raise StoreError(f"--view {view}: {store.path} has no such view (views: {', '.join(names) or 'none'})")
+        return view
+    pooled = [name for name in names if len(store.view(name).clip_shape) == 1]
+    if len(pooled) == 1:
+        return pooled[0]
+    listed = ", ".join(pooled or names) or "none"
+    raise VsslError(f"{store.path} has {len(pooled)} pooled views ({listed}); choose one with --view")
+
+
+def query_set_token(store: FeatureStore, view: str, scale_run: str | Path, clips: QueryClips, device: str,
+                    quiet: bool = False) -> np.ndarray:
+    """The query's SET token ``[H]`` of a SCALE run: a store video's from the run's export, a new file's by
+    encoding its clips with the run's model as the export encodes a video (fp32, the run's box encoding,
+    the export's clips per pass)."""
+    import torch
+
+    from vssl.aggregate.boxes import encode_boxes
+    from vssl.aggregate.exporting import encode_video_clips
+    from vssl.device import resolve_device
+    from vssl.probe.scale import ScaleFeatures
+
+    needed = np.flatnonzero(store.usable(view))
+    scale = ScaleFeatures.open(store, Path(scale_run), view, needed, quiet=quiet)
+    if clips.row is not None:
+        return scale.set_token(np.array([clips.row]))[0]
+    dev = resolve_device(device)
+    model = scale.model.to(dev)
+    boxes = encode_boxes(clips.boxes[None], scale.config.box_encoding)[0]
+    max_clips = int(scale.exported.attrs.get("max_clips") or len(clips.features))
+    with torch.inference_mode():
+        tokens, _ = encode_video_clips(model, [clips.features.astype(np.float32)], [boxes], max_clips, 1, dev, "fp32")
+    return tokens[0]
+
+
+def label_names(store: FeatureStore) -> list[str]:
+    """Each video's label as text: its class name (``;``-joined classes of a multi-label store), "" unlabelled."""
+    classes = store.classes
+    multi = store.multi_hot()
+    if multi is not None:
+        return [";".join(classes[c] for c in np.flatnonzero(row)) for row in multi]
+    return [(classes[c] if c < len(classes) else str(c)) if c >= 0 else "" for c in store.labels().tolist()]
