@@ -14,6 +14,8 @@ from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 from vssl.features_store.schema import BackboneSpec, VideoEntry
 from vssl.features_store.synthetic import make_synthetic_store, uniform_boxes
+from vssl.search.exact import exact_search
+from vssl.search.index import build_index, index_kind, search_index
 from vssl.search.vectors import clip_gallery, clip_vectors, query_vector, video_gallery
 
 
@@ -125,3 +127,40 @@ def test_a_view_without_usable_videos_is_one_clear_error(tmp_path):
     failed_video(tmp_path / "s", 1)
     with pytest.raises(VsslError, match="no usable videos"):
         video_gallery(FeatureStore.open(tmp_path / "s"), "v")
+
+
+# ---------------------------------------------------------------- faiss indexes
+
+
+def clustered(n: int, d: int, centres: int, seed: int = 0) -> np.ndarray:
+    """l2-normalised points around ``centres`` unit Gaussian centres, noise as large as a centre."""
+    rng = np.random.default_rng(seed)
+    c = l2(rng.standard_normal((centres, d)))
+    x = c[rng.integers(0, centres, n)] + rng.standard_normal((n, d)) / np.sqrt(d)
+    return l2(x).astype(np.float32)
+
+
+def test_flat_index_answers_exactly_as_exact_search_ties_included():
+    x = clustered(600, 16, 12)
+    x[300:400] = x[:100]                             # duplicates: equal similarities at every cut-off
+    index = build_index(x, "flat")
+    assert index_kind(index) == "flat"
+    for k in (1, 7, 50, 10_000):
+        sims, rows = search_index(index, x[::13], k)
+        ref_sims, ref_rows = exact_search(x, x[::13], k)
+        np.testing.assert_array_equal(rows, ref_rows)
+        np.testing.assert_array_equal(sims, ref_sims)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_find_exact_neighbours(kind):
+    both = clustered(20_200, 32, 200)
+    x, queries = both[:20_000], both[20_000:]                     # queries from the same clusters
+    index = build_index(x, kind)
+    assert index_kind(index) == kind
+    sims, rows = search_index(index, queries, 10)
+    _, ref = exact_search(x, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, ref)])
+    assert recall >= 0.95, recall
+    assert (np.diff(sims, axis=1) <= 0).all()                     # best first
+    np.testing.assert_allclose(sims, np.take_along_axis(queries @ x.T, rows, 1), atol=1e-5)
