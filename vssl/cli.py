@@ -334,7 +334,8 @@ def search_cmd(
     query: str = typer.Argument(..., help="a video of the store (its recorded path) or any video file"),
     k: int = typer.Option(10, "-k", help="number of results"),
     view: Optional[str] = typer.Option(None, "--view", help="view to search (default: the store's only pooled view)"),
-    features: str = typer.Option("backbone", "--features", help="backbone, or scale (with --scale RUN)"),
+    features: Optional[str] = typer.Option(None, "--features", help="backbone (the default; --scale RUN for a "
+                                           "SCALE run's)"),
     scale: Optional[Path] = typer.Option(None, "--scale", help="search by this SCALE run's features"),
     moments: bool = typer.Option(False, "--moments", help="nearest (video, start second) pairs over every clip"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
@@ -343,15 +344,12 @@ def search_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable results"),
 ) -> None:
-    """The nearest videos (or --moments) of a query video by cosine similarity, exact search."""
+    """The nearest videos (or --moments) of a query video by cosine similarity: exact search, or the
+    matching index `vssl index` built."""
     from vssl.search.searching import search
 
-    if features not in ("backbone", "scale"):
-        raise VsslError(f"--features {features!r}: choose backbone or scale (with --scale RUN)")
-    if features == "scale" and scale is None:
-        raise VsslError("--features scale needs --scale RUN (a trained SCALE run)")
-    result = search(store, query, k=k, view=view, scale_run=scale, moments=moments, checkpoint=checkpoint,
-                    device=device, quiet=quiet)
+    result = search(store, query, k=k, view=view, features=features, scale_run=scale, moments=moments,
+                    checkpoint=checkpoint, device=device, quiet=quiet)
     if as_json:
         _print_json(result.to_json())
         return
@@ -360,6 +358,8 @@ def search_cmd(
         start = (f"{hit.start:.2f}",) if moments else ()
         table.add_row(str(hit.rank), hit.path, *start, hit.label, f"{hit.similarity:.4f}")
     out.print(table)
+    err.print(f"{result.query}: view '{result.view}', {result.features} features, {result.gallery_size} "
+              f"{'clips' if moments else 'videos'} searched by {result.searched}", highlight=False, soft_wrap=True)
 
 # ---------------------------------------------------------------- demo
 

@@ -203,6 +203,27 @@ def test_scale_features_of_a_store_video_and_of_a_new_file(store, folder, run, t
     copy = tmp_path / "elsewhere" / "same.mp4"
     copy.parent.mkdir()
     shutil.copy(folder / "a" / "v1.mp4", copy)
-    new = search_json(capsys, store, copy, "--view", "uniform2x2", "--features", "scale", "--scale", run, "-k", "1")
+    new = search_json(capsys, store, copy, "--view", "uniform2x2", "--scale", run, "-k", "1")
     assert new["query_row"] is None and new["hits"][0]["path"] == "a/v1.mp4"
     assert new["hits"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_matching_index_answers_and_a_stale_one_is_refused(store, tmp_path, capsys):
+    from vssl.search.index import GallerySpec, write_store_index
+
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    exact = search_json(capsys, copy, "a/v1.mp4", "--view", "uniform2x2")
+    assert exact["searched"] == "exact search"
+    write_store_index(FeatureStore.open(copy), GallerySpec("uniform2x2"), "hnsw", quiet=True)
+    indexed = search_json(capsys, copy, "a/v1.mp4", "--view", "uniform2x2")
+    assert "hnsw index" in indexed["searched"]
+    assert [h["path"] for h in indexed["hits"]] == [h["path"] for h in exact["hits"]]  # all of a tiny gallery
+    np.testing.assert_allclose([h["similarity"] for h in indexed["hits"]], [h["similarity"] for h in exact["hits"]],
+                               atol=1e-6)
+    chunk = next(p for p in sorted((copy / "views" / "uniform2x2").rglob("*")) if p.is_file())
+    data = chunk.read_bytes()
+    chunk.unlink()
+    chunk.write_bytes(data)  # the same rows rewritten: the index can no longer vouch for them
+    code, _, err = run_cli(capsys, "search", copy, "a/v1.mp4", "--view", "uniform2x2")
+    assert code == 2 and "stale" in err and "vssl index" in err and len(err.strip().splitlines()) == 1

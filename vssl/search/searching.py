@@ -3,7 +3,9 @@
 The query's clips come from :mod:`.query` (stored, or embedded with the store's recorded settings),
 its vector and the gallery's from :mod:`.vectors` (one rule for both, so a store video's query vector
 is its gallery row), and the ranking from :func:`.exact.exact_search` (one tie rule: equal
-similarity, earlier gallery row first). A query that is a store video is left out of its own results.
+similarity, earlier gallery row first), or from the gallery's index where ``vssl index`` built one that
+still matches the store (:func:`.index.matching_index`; a stale one is refused, never searched). A
+query that is a store video is left out of its own results.
 With ``moments`` the gallery holds every clip of every video, and a hit is a (video, start second)
 pair: a short clip finds where it happens in a film.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,8 +22,9 @@ from vssl.errors import StoreError, VsslError
 from vssl.features_store import FeatureStore
 
 from .exact import exact_search
+from .index import GallerySpec, matching_index
 from .query import QueryClips, query_clips
-from .vectors import Gallery, clip_gallery, query_vector, video_gallery
+from .vectors import query_vector
 
 
 @dataclass
@@ -48,6 +51,7 @@ class SearchResult:
     run: str | None
     moments: bool
     gallery_size: int
+    searched: str  # "exact search", or the index that answered
     hits: list[Hit] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -56,43 +60,64 @@ class SearchResult:
 
 
 def search(store_path: str | Path, query: str | Path, *, k: int = 10, view: str | None = None,
-           scale_run: str | Path | None = None, moments: bool = False, checkpoint: str | Path | None = None,
-           device: str = "auto", quiet: bool = False) -> SearchResult:
+           features: str | None = None, scale_run: str | Path | None = None, moments: bool = False,
+           checkpoint: str | Path | None = None, device: str = "auto", quiet: bool = False) -> SearchResult:
     """The ``k`` nearest videos of ``query`` in the store (``moments``: the ``k`` nearest clips).
 
-    ``scale_run`` searches by a SCALE run's features instead of the backbone's (its aggregates are
-    exported into the store first where missing). ``checkpoint`` points at the backbone's file when
-    it moved since extraction (only needed for a query that is not a store video).
+    ``scale_run`` searches by a SCALE run's features instead of the backbone's (``features`` may only
+    say ``backbone``; its aggregates are exported into the store first where missing). ``checkpoint``
+    points at the backbone's file when it moved since extraction (only needed for a query that is
+    not a store video).
     """
     if k < 1:
         raise VsslError(f"-k {k}: give at least 1")
     store = FeatureStore.open(store_path)
-    view = search_view(store, view)
-    clips = query_clips(store, view, query, checkpoint=checkpoint, device=device)
-    token = query_set_token(store, view, scale_run, clips, device, quiet) if scale_run is not None else None
-    gallery = (clip_gallery if moments else video_gallery)(store, view, scale_run, quiet=quiet)
-    own = 0 if clips.row is None else int((gallery.rows == clips.row).sum())
-    sims, positions = nearest(gallery, query_vector(clips.features, token)[None], k + own, device)
+    spec = GallerySpec.from_flags(search_view(store, view), features,
+                                  None if scale_run is None else Path(scale_run), clips=moments)
+    clips = query_clips(store, spec.view, query, checkpoint=checkpoint, device=device)
+    token = None if spec.scale_run is None else query_set_token(store, spec.view, spec.scale_run, clips, device,
+                                                                quiet)
+    ranked = ranked_gallery(store, spec, device, quiet)
+    own = 0 if clips.row is None else int((ranked.rows == clips.row).sum())
+    sims, positions = ranked.search(query_vector(clips.features, token)[None], k + own)
     keep = [(float(s), int(p)) for s, p in zip(sims[0], positions[0])
-            if clips.row is None or gallery.rows[p] != clips.row][:k]
-    result = SearchResult(clips.path, clips.row, view, gallery.features, None if scale_run is None else str(scale_run),
-                          moments, len(gallery))
-    names = label_names(store)
+            if p >= 0 and (clips.row is None or ranked.rows[p] != clips.row)][:k]
+    result = SearchResult(clips.path, clips.row, spec.view, spec.features,
+                          None if spec.scale_run is None else str(spec.scale_run), moments, len(ranked.rows),
+                          ranked.searched)
+    names, paths = label_names(store), store.paths()
     for rank, (similarity, p) in enumerate(keep, 1):
-        row = int(gallery.rows[p])
-        result.hits.append(Hit(rank, row, str(store.paths()[row]), names[row], similarity,
-                               None if gallery.clips is None else int(gallery.clips[p]),
-                               None if gallery.starts is None else float(gallery.starts[p])))
+        row = int(ranked.rows[p])
+        result.hits.append(Hit(rank, row, str(paths[row]), names[row], similarity,
+                               None if ranked.clips is None else int(ranked.clips[p]),
+                               None if ranked.starts is None else float(ranked.starts[p])))
     return result
 
 
-def nearest(gallery: Gallery, queries: np.ndarray, k: int, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best gallery positions of each query ``[Q, D]``: ``(similarities [Q, k], positions [Q, k])``.
+@dataclass
+class RankedGallery:
+    """What a search ranks: the store row (and clip, start second) of each gallery position, and the
+    search that answers ``(similarities [Q, k], positions [Q, k])`` for queries ``[Q, D]``."""
 
-    The one place a search ranks its gallery: exact inner product with the tie rule of
-    :mod:`.exact` (an index built by ``vssl index`` would answer here instead).
-    """
-    return exact_search(gallery.vectors, queries, k, device=device)
+    rows: np.ndarray
+    clips: np.ndarray | None
+    starts: np.ndarray | None
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    searched: str
+
+
+def ranked_gallery(store: FeatureStore, spec: GallerySpec, device: str = "auto", quiet: bool = False
+                   ) -> RankedGallery:
+    """The one place a search finds its gallery: the index ``vssl index`` built for it when one
+    matches the store (a stale one is refused in one line by :func:`.index.matching_index`), else the
+    gallery's vectors computed now and searched exactly (the tie rule of :mod:`.exact`)."""
+    loaded = matching_index(store, spec)
+    if loaded is not None:
+        return RankedGallery(loaded.rows, loaded.clips, loaded.starts,
+                             lambda q, k: loaded.search(q, k, device=device), f"the {loaded.kind} index {loaded.path}")
+    gallery = spec.gallery(store, quiet=quiet)
+    return RankedGallery(gallery.rows, gallery.clips, gallery.starts,
+                         lambda q, k: exact_search(gallery.vectors, q, k, device=device), "exact search")
 
 
 def search_view(store: FeatureStore, view: str | None) -> str:
