@@ -20,9 +20,9 @@ from vssl.search.query import query_clips
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: a random, an evaluation and a ragged (dense, one clip a second) view
+#: a random, an evaluation and a ragged (dense, one clip a second) view, each with a token view
 SETTINGS = dict(backbone="tiny", views="random:2,uniform:2x2,dense:1.0", frames=4, stride=2, size=32,
-                batch_size=4, device="cpu")
+                batch_size=4, device="cpu", tokens="1x2x2")
 FPS = 25
 #: the film's scenes, one second each: a still of random pixels per scene
 SCENES = 4
@@ -126,12 +126,13 @@ def test_the_table_and_the_one_line_refusals(store, capsys):
 
 
 def test_a_new_file_is_embedded_as_extract_would_store_it(store, tmp_path):
-    """Bit for bit in every view, the random one included: a new file is keyed by its name, as
+    """Bit for bit in every view, the random and token ones included: a new file is keyed by its name, as
     ``extract`` keys a file at the top of the folder (or manifest) it reads."""
     new = write_video(tmp_path / "new" / "q.mp4", 45)
     (tmp_path / "new" / "list.csv").write_text("q.mp4,x\n")
     extract(tmp_path / "new" / "list.csv", tmp_path / "s2", progress=False, **SETTINGS)
     s, s2 = FeatureStore.open(store), FeatureStore.open(tmp_path / "s2")
+    assert len(s.view_names()) == 6
     for view in s.view_names():
         q = query_clips(s, view, new)
         want = s2.view(view).read(np.array([0]))

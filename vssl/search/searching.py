@@ -80,18 +80,24 @@ def search(store_path: str | Path, query: str | Path, *, k: int = 10, view: str 
     ranked = ranked_gallery(store, spec, device, quiet)
     own = 0 if clips.row is None else int((ranked.rows == clips.row).sum())
     sims, positions = ranked.search(query_vector(clips.features, token)[None], k + own)
-    keep = [(float(s), int(p)) for s, p in zip(sims[0], positions[0])
-            if p >= 0 and (clips.row is None or ranked.rows[p] != clips.row)][:k]
     result = SearchResult(clips.path, clips.row, spec.view, spec.features,
                           None if spec.scale_run is None else str(spec.scale_run), moments, len(ranked.rows),
                           ranked.searched)
-    names, paths = label_names(store), store.paths()
-    for rank, (similarity, p) in enumerate(keep, 1):
-        row = int(ranked.rows[p])
-        result.hits.append(Hit(rank, row, str(paths[row]), names[row], similarity,
-                               None if ranked.clips is None else int(ranked.clips[p]),
-                               None if ranked.starts is None else float(ranked.starts[p])))
+    result.hits = hits_of(store, ranked, sims[0], positions[0], k, clips.row)
     return result
+
+
+def hits_of(store: FeatureStore, ranked: "RankedGallery", sims: np.ndarray, positions: np.ndarray, k: int,
+            left_out: int | None) -> list[Hit]:
+    """The first ``k`` of one query's ranked gallery positions as hits, the clips of store row
+    ``left_out`` (the query itself) and the places an index left empty (position -1) skipped."""
+    kept = [(float(s), int(p)) for s, p in zip(sims, positions) if p >= 0 and ranked.rows[p] != left_out][:k]
+    rows = [int(ranked.rows[p]) for _, p in kept]
+    paths, labels = store.paths(), label_names(store, rows)
+    return [Hit(rank, row, str(paths[row]), label, similarity,
+                None if ranked.clips is None else int(ranked.clips[p]),
+                None if ranked.starts is None else float(ranked.starts[p]))
+            for rank, ((similarity, p), row, label) in enumerate(zip(kept, rows, labels), 1)]
 
 
 @dataclass
@@ -160,10 +166,12 @@ def query_set_token(store: FeatureStore, view: str, scale_run: str | Path, clips
     return tokens[0]
 
 
-def label_names(store: FeatureStore) -> list[str]:
-    """Each video's label as text: its class name (``;``-joined classes of a multi-label store), "" unlabelled."""
+def label_names(store: FeatureStore, rows: list[int]) -> list[str]:
+    """The labels of store ``rows`` as text: the class name (a multi-label store's classes joined by
+    ``;``), "" for an unlabelled video."""
     classes = store.classes
     multi = store.multi_hot()
     if multi is not None:
-        return [";".join(classes[c] for c in np.flatnonzero(row)) for row in multi]
-    return [(classes[c] if c < len(classes) else str(c)) if c >= 0 else "" for c in store.labels().tolist()]
+        return [";".join(classes[c] for c in np.flatnonzero(multi[r])) for r in rows]
+    labels = store.labels()
+    return [(classes[c] if c < len(classes) else str(c)) if c >= 0 else "" for c in labels[rows].tolist()]
