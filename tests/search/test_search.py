@@ -228,3 +228,15 @@ def test_a_matching_index_answers_and_a_stale_one_is_refused(store, tmp_path, ca
     chunk.write_bytes(data)  # the same rows rewritten: the index can no longer vouch for them
     code, _, err = run_cli(capsys, "search", copy, "a/v1.mp4", "--view", "uniform2x2")
     assert code == 2 and "stale" in err and "vssl index" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_view_extracted_in_fp16_embeds_a_new_file_on_a_gpu_only(store, tmp_path):
+    from vssl.errors import VsslError
+
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    FeatureStore.open(copy, "r+").view("uniform2x2").update_record(precision="fp16")
+    query = write_video(tmp_path / "q.mp4", 20)
+    with pytest.raises(VsslError, match="fp16 on a GPU.*--device cuda"):
+        query_clips(FeatureStore.open(copy), "uniform2x2", query, device="cpu")
+    assert query_clips(FeatureStore.open(copy), "uniform2x2", "a/v1.mp4", device="cpu").row is not None

@@ -126,12 +126,23 @@ def embedding_config(store: FeatureStore, view: str, *, checkpoint: str | Path |
         raise StoreError(f"view '{view}' of {store.path} records no extraction settings (an older vssl extracted "
                          "it); only its own videos can be searched: give one of their paths as the query")
     settings = {k: record[k] for k in REPLAYED_KEYS if k in record}
+    check_precision_on(view, settings.get("precision"), device)
     settings["mean"] = tuple(settings["mean"]) if settings.get("mean") is not None else None
     settings["std"] = tuple(settings["std"]) if settings.get("std") is not None else None
     settings.update(views=sampler_item(store, view, record), checkpoint=checkpoint_for(store, record, checkpoint),
                     tokens=record.get("tokens"), layers=-int(record.get("layer", -1)), device=device,
                     workers=0, batch_size=32)
     return ExtractConfig(**settings)
+
+
+def check_precision_on(view: str, precision: str | None, device: str) -> None:
+    """Refuse to embed a query at a precision ``device`` cannot run (fp16 rows were computed on a GPU),
+    naming the flag that fixes it rather than extraction's ``--precision``."""
+    from vssl.device import resolve_device
+
+    if precision == "fp16" and resolve_device(device).type != "cuda":
+        raise VsslError(f"view '{view}' was extracted in fp16 on a GPU; a new file is embedded the same way: "
+                        "search it with --device cuda")
 
 
 def sampler_item(store: FeatureStore, view: str, record: dict[str, Any]) -> str:
