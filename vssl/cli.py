@@ -286,6 +286,29 @@ def aggregate_cmd(
         out.print(f"{out_dir}: {summary.epochs} epochs on split '{summary.split}', {summary_line(summary.final)}, "
                   f"{summary.videos_per_s:.0f} videos/s")
 
+# ---------------------------------------------------------------- index
+
+
+@app.command("index")
+def index_cmd(
+    store: Path = typer.Argument(..., help="feature store directory"),
+    view: str = typer.Option(..., "--view", help="the view whose usable videos (all splits) are indexed"),
+    features: Optional[str] = typer.Option(None, "--features", help="backbone (the default): the view's features"),
+    scale: Optional[Path] = typer.Option(None, "--scale", help="a trained SCALE run: index its [C ⊕ SET] vectors "
+                                         "(missing aggregates are exported first)"),
+    clips: bool = typer.Option(False, "--clips", help="one vector per clip, for `vssl search --moments`"),
+    kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf or hnsw (approximate, faster)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
+) -> None:
+    """Build (or rebuild) a faiss index of a view's videos or clips in STORE.indexes/, for `vssl search`."""
+    from vssl.features_store import FeatureStore
+    from vssl.search.index import GallerySpec, write_store_index
+
+    built = write_store_index(FeatureStore.open(store), GallerySpec.from_flags(view, features, scale, clips), kind,
+                              quiet=quiet)
+    _print_json(built.summary()) if as_json else out.print(built.line(), highlight=False, soft_wrap=True)
+
 # ---------------------------------------------------------------- probe
 
 

@@ -6,16 +6,19 @@ against exact search.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from tests.probe_helpers import VIEW, tiny_store_and_run
+from tests.probe_helpers import VIEW, run_cli, tiny_store_and_run
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 from vssl.features_store.schema import BackboneSpec, VideoEntry
 from vssl.features_store.synthetic import make_synthetic_store, uniform_boxes
 from vssl.search.exact import exact_search
-from vssl.search.index import build_index, index_kind, search_index
+from vssl.search.index import (GallerySpec, build_index, index_dir, index_kind, matching_index, search_index,
+                               write_store_index)
 from vssl.search.vectors import clip_gallery, clip_vectors, query_vector, video_gallery
 
 
@@ -101,8 +104,14 @@ def test_token_view_clips_are_the_mean_of_their_tokens(tmp_path):
     assert np.array_equal(query_vector(tokens[2]), gallery.vectors[2])
 
 
-def test_scale_gallery_is_the_mean_of_normalised_clip_set(tmp_path):
-    store_path, run = tiny_store_and_run(tmp_path)
+@pytest.fixture(scope="module")
+def scale_store(tmp_path_factory):
+    """A tiny labelled store and a SCALE run trained on it (shared: training takes seconds)."""
+    return tiny_store_and_run(tmp_path_factory.mktemp("scale"))
+
+
+def test_scale_gallery_is_the_mean_of_normalised_clip_set(scale_store):
+    store_path, run = scale_store
     store = FeatureStore.open(store_path)
     gallery = video_gallery(store, VIEW, scale_run=run, quiet=True)
     store = FeatureStore.open(store_path)            # the export added rows
@@ -154,8 +163,10 @@ def test_flat_index_answers_exactly_as_exact_search_ties_included():
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes_find_exact_neighbours(kind):
-    both = clustered(20_200, 32, 200)
-    x, queries = both[:20_000], both[20_000:]                     # queries from the same clusters
+    both = clustered(10_200, 32, 100)
+    x, queries = both[:10_000], both[10_000:]                     # queries from the same clusters
+    x[9_000:9_020] = queries[:20]                                 # found twice: a tie at similarity 1
+    x[100:120] = queries[:20]
     index = build_index(x, kind)
     assert index_kind(index) == kind
     sims, rows = search_index(index, queries, 10)
@@ -164,3 +175,132 @@ def test_approximate_indexes_find_exact_neighbours(kind):
     assert recall >= 0.95, recall
     assert (np.diff(sims, axis=1) <= 0).all()                     # best first
     np.testing.assert_allclose(sims, np.take_along_axis(queries @ x.T, rows, 1), atol=1e-5)
+    np.testing.assert_array_equal(rows[:20, :2], np.stack([np.arange(100, 120), np.arange(9_000, 9_020)], 1))
+
+
+# ---------------------------------------------------------------- an index beside a store
+
+
+def stored_clips(path, row: int) -> np.ndarray:
+    got = FeatureStore.open(path).view("dense").read(np.array([row]))
+    return got.features[0, :got.counts[0]]
+
+
+def test_an_index_records_what_it_holds_and_answers_as_the_gallery(ragged_store):
+    path, feats = ragged_store
+    store = FeatureStore.open(path)
+    spec = GallerySpec("dense", clips=True)
+    assert matching_index(store, spec) is None                   # none built: exact search over the gallery
+    write_store_index(store, spec, "hnsw")
+    folder = index_dir(path, spec)
+    assert folder.parent.name == "s.indexes" and folder.parent.parent == path.parent   # beside the store
+    record = json.loads((folder / "record.json").read_text())
+    usable = [i for i in range(12) if i != 4]
+    assert (record["store_id"], record["view"], record["features"], record["clips"], record["kind"]) == \
+        (store.store_id, "dense", "backbone", True, "hnsw")
+    assert record["params"] == {"M": 32, "efConstruction": 80, "efSearch": 128}
+    assert record["count"] == sum(len(feats[i]) for i in usable) and record["videos"] == len(usable)
+    assert record["vssl_version"] and len(record["fingerprint"]) == 64 and record["checkpoint_sha256"] is None
+    loaded = matching_index(FeatureStore.open(path), spec)
+    gallery = clip_gallery(store, "dense")
+    np.testing.assert_array_equal(loaded.rows, gallery.rows)
+    np.testing.assert_array_equal(loaded.clips, gallery.clips)
+    np.testing.assert_array_equal(loaded.starts, gallery.starts)
+    query = clip_vectors(stored_clips(path, 7))
+    _, positions = loaded.search(query, 5)
+    np.testing.assert_array_equal(positions, exact_search(gallery.vectors, query, 5)[1])
+
+
+def test_a_flat_index_searches_exactly_the_gallery(ragged_store):
+    path, _ = ragged_store
+    store = FeatureStore.open(path)
+    write_store_index(store, GallerySpec("dense"), "flat")
+    loaded = matching_index(store, GallerySpec("dense"))
+    gallery = video_gallery(store, "dense")
+    got = loaded.search(gallery.vectors, 11)
+    ref = exact_search(gallery.vectors, gallery.vectors, 11)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[0], ref[0])
+    assert matching_index(store, GallerySpec("dense", clips=True)) is None   # another gallery: not this index
+
+
+def rewrite_video(path, row: int, features: np.ndarray, error: str | None = None) -> None:
+    """Extract store row ``row`` again with ``features`` (``error``: it fails this time)."""
+    store = FeatureStore.open(path, mode="r+")
+    boxes = uniform_boxes(1, len(features))
+    store.write_videos([row], {"dense": ([features], [boxes[0]])}, num_frames=[64], fps=[25.0], errors=[error])
+
+
+@pytest.mark.parametrize("change", ["video added", "video redone", "video failed", "store remade"])
+def test_a_stale_index_is_refused_until_vssl_index_rebuilds_it(ragged_store, change):
+    path, feats = ragged_store
+    spec = GallerySpec("dense")
+    write_store_index(FeatureStore.open(path), spec, "ivf")
+    assert matching_index(FeatureStore.open(path), spec) is not None   # reading the store changes nothing
+    if change == "video added":                      # the failed row 4 extracted after all
+        rewrite_video(path, 4, feats[4])
+    elif change == "video redone":                   # the same rows usable, one with new features
+        rewrite_video(path, 7, feats[7][::-1].copy())
+    elif change == "video failed":
+        rewrite_video(path, 7, feats[7], error="broken")
+    else:
+        import shutil
+        shutil.rmtree(path)
+        make_synthetic_store(path, feats, [i % 2 for i in range(12)], ["train"] * 8 + ["test"] * 4,
+                             view="dense", chunk_videos=4, dtype="float32")
+        failed_video(path, 4)
+    why = "built for another store" if change == "store remade" else "usable videos of view 'dense' or their features"
+    with pytest.raises(VsslError, match=rf"is stale: .*{why}.*; rebuild it with `vssl index .* --view dense`"):
+        matching_index(FeatureStore.open(path), spec)
+    write_store_index(FeatureStore.open(path), spec, "ivf")
+    rebuilt = matching_index(FeatureStore.open(path), spec)
+    np.testing.assert_array_equal(rebuilt.rows, video_gallery(FeatureStore.open(path), "dense").rows)
+
+
+def test_an_index_of_another_checkpoint_of_the_run_is_refused(scale_store):
+    store_path, run = scale_store
+    spec = GallerySpec(VIEW, scale_run=run)
+    built = write_store_index(FeatureStore.open(store_path), spec, "flat", quiet=True)
+    assert built.record["features"] == "scale" and built.record["checkpoint_sha256"]
+    loaded = matching_index(FeatureStore.open(store_path), spec)
+    gallery = video_gallery(FeatureStore.open(store_path), VIEW, scale_run=run, quiet=True)
+    np.testing.assert_array_equal(loaded.search(gallery.vectors[:3], 4)[1],
+                                  exact_search(gallery.vectors, gallery.vectors[:3], 4)[1])
+    record_file = built.path / "record.json"          # as if the run had been trained again since
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "checkpoint_sha256": "0" * 64}))
+    with pytest.raises(VsslError, match=f"another checkpoint.*--scale {run}"):
+        matching_index(FeatureStore.open(store_path), spec)
+
+
+# ---------------------------------------------------------------- vssl index
+
+
+def test_cli_builds_an_index_and_reports_it(ragged_store, vssl_cli):
+    path, _ = ragged_store
+    done = vssl_cli("index", path, "--view", "dense", "--kind", "ivf", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["kind"], summary["count"], summary["clips"], summary["features"]) == ("ivf", 11, False, "backbone")
+    assert summary["path"] == str(index_dir(path, GallerySpec("dense")))
+    assert matching_index(FeatureStore.open(path), GallerySpec("dense")).kind == "ivf"
+
+
+def test_cli_summary_line_of_a_clip_index(ragged_store, capsys):
+    path, _ = ragged_store
+    code, stdout, _ = run_cli(capsys, "index", path, "--view", "dense", "--clips")
+    assert code == 0
+    assert stdout.startswith("indexed 28 clips of 11 videos of view 'dense' (backbone features) as flat: ")
+    assert matching_index(FeatureStore.open(path), GallerySpec("dense", clips=True)).kind == "flat"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--view", "nope"], "no view 'nope'"),
+    (["--view", "dense", "--kind", "annoy"], "--kind 'annoy': choose one of flat, ivf, hnsw"),
+    (["--view", "dense", "--features", "scale"], "--features scale needs the run: give --scale RUN"),
+])
+def test_cli_mistakes_are_one_line(ragged_store, capsys, args, words):
+    path, _ = ragged_store
+    code, _, stderr = run_cli(capsys, "index", path, *args)
+    assert code == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (path.parent / "s.indexes").exists()

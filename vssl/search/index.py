@@ -159,9 +159,10 @@ class GallerySpec:
     def from_flags(cls, view: str, features: str | None, scale_run: Path | None, clips: bool = False
                    ) -> "GallerySpec":
         """The spec of ``--view V [--features backbone | --scale RUN] [--clips]``."""
-        if features not in (None, "backbone"):
-            hint = " (a SCALE run's features: --scale RUN)" if features == "scale" else ""
-            raise VsslError(f"--features {features!r}: the features are backbone, or --scale RUN{hint}")
+        if features == "scale" and scale_run is None:
+            raise VsslError("--features scale needs the run: give --scale RUN (a trained `vssl aggregate` run)")
+        if features not in (None, "backbone", "scale"):
+            raise VsslError(f"--features {features!r}: choose backbone, or --scale RUN for a SCALE run's features")
         if features == "backbone" and scale_run is not None:
             raise VsslError("--features backbone and --scale RUN name two feature sources; give one")
         return cls(view, None if scale_run is None else Path(scale_run), clips)
@@ -244,6 +245,20 @@ class LoadedIndex:
     def kind(self) -> str:
         return self.record["kind"]
 
+    def summary(self) -> dict:
+        """What ``vssl index`` reports: where the index is and what it holds."""
+        keys = ("view", "features", "run", "clips", "kind", "params", "count", "videos", "dim")
+        return {"path": str(self.path), **{k: self.record[k] for k in keys}}
+
+    def line(self) -> str:
+        """:meth:`summary` in one line."""
+        params = ", ".join(f"{k} {v}" for k, v in self.record["params"].items())
+        what = f"{self.record['count']} clips of {self.record['videos']} videos" if self.record["clips"] else \
+            f"{self.record['count']} videos"
+        source = "backbone features" if self.record["run"] is None else f"SCALE run {self.record['run']}"
+        return (f"indexed {what} of view '{self.record['view']}' ({source}) as {self.kind}"
+                f"{f' ({params})' if params else ''}: {self.path}")
+
     def search(self, queries: np.ndarray, k: int, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """``(similarities [Q, k], positions [Q, k])`` of the nearest indexed vectors (:func:`search_index`)."""
         return search_index(self.index, queries, k, device=device)
@@ -254,8 +269,11 @@ def write_store_index(store, spec: GallerySpec, kind: str = "flat", quiet: bool 
     replacing the one there: written whole in a temporary folder, then renamed into place, so a
     search sees the old index or the new one, never a part."""
     import vssl
+    from vssl.features_store import FeatureStore
 
+    index_params(kind, 1)                            # an unknown kind: refused before any work
     gallery = spec.gallery(store, quiet=quiet)
+    store = FeatureStore.open(store.path)            # as it is now: a SCALE gallery may have exported rows
     index = build_index(gallery.vectors, kind)
     groups = scale_groups(store, spec, gallery)
     record = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from vssl.errors import VsslError
 from vssl.features_store.ragged import RaggedClips, iter_clips
 from vssl.probe.knn import l2_normalize, video_embeddings
 from vssl.probe.scale import _mean_of_normalized
+from vssl.progress import ProgressBar
 
 #: videos read per batch when a gallery is built (bounds memory: a batch's clips only)
 READ_BATCH = 256
@@ -129,28 +131,50 @@ def _gallery(store, view: str, scale_run: str | Path | None, quiet: bool, clips:
         from vssl.probe.scale import ScaleFeatures
 
         scale = ScaleFeatures.open(store, Path(scale_run), view, rows, quiet=quiet)
-    parts: list = [None] * len(rows)
-    box_t0: list = [None] * len(rows)
+    source = dict(view=view, features="backbone" if scale is None else "scale",
+                  run=None if scale is None else Path(scale_run),
+                  checkpoint_sha256=None if scale is None else scale.meta["checkpoint_sha256"])
+    with ProgressBar(f"gallery of view {view}", len(rows), quiet, transient=True) as bar:
+        batches = _read_videos(store, view, rows, scale, bar)
+        if not clips:
+            return Gallery(_video_vectors(batches, len(rows)), rows, None, None, **source)
+        vectors, counts, t0 = _clip_vectors(batches, len(rows))
+    duration = store.num_frames()[rows] / np.maximum(store.fps()[rows], 1e-12)    # seconds
+    starts = t0.astype(np.float64) * np.repeat(duration, counts)
+    clip_index = np.arange(len(vectors), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return Gallery(vectors, np.repeat(rows, counts), clip_index, starts, **source)
+
+
+def _read_videos(store, view: str, rows: np.ndarray, scale, advance: Callable[[int], None]) -> Iterator[tuple]:
+    """The gallery's videos a batch at a time (memory: one batch's clips): positions in ``rows``, their
+    pooled clips, their SET tokens (None without a run) and each clip's start as a fraction of its
+    video (box t0)."""
     for positions, feats, boxes in iter_clips(store.view(view), rows, READ_BATCH):
-        pooled = RaggedClips(pooled_clips(feats.flat), feats.offsets)
         tokens = None if scale is None else scale.set_token(rows[positions])
-        if clips:
-            per_clip = None if tokens is None else np.repeat(tokens, pooled.counts, axis=0)
-            vectors = clip_rows_vectors(pooled.flat, per_clip)
-            for j, p in enumerate(positions.tolist()):
-                parts[p] = vectors[pooled.offsets[j]:pooled.offsets[j + 1]]
-                box_t0[p] = boxes.flat[boxes.offsets[j]:boxes.offsets[j + 1], 0]
-        else:
-            for j, vector in zip(positions.tolist(), video_rows_vectors(pooled, tokens)):
-                parts[j] = vector
-    run = None if scale is None else Path(scale_run)
-    sha = None if scale is None else scale.meta["checkpoint_sha256"]
-    features = "backbone" if scale is None else "scale"
-    if not clips:
-        return Gallery(np.stack(parts).astype(np.float32), rows, None, None, view, features, run, sha)
-    counts = np.array([len(p) for p in parts], np.int64)
-    duration = store.num_frames()[rows] / np.maximum(store.fps()[rows], 1e-12)
-    starts = np.concatenate(box_t0).astype(np.float64) * np.repeat(duration, counts)
-    clip_index = np.concatenate([np.arange(c, dtype=np.int64) for c in counts])
-    return Gallery(np.concatenate(parts).astype(np.float32), np.repeat(rows, counts), clip_index, starts, view,
-                   features, run, sha)
+        yield positions, RaggedClips(pooled_clips(feats.flat), feats.offsets), tokens, boxes.flat[:, 0]
+        advance(len(positions))
+
+
+def _video_vectors(batches: Iterable[tuple], n: int) -> np.ndarray:
+    """``[n, D']`` video vectors, in the order of the gallery's rows."""
+    out = None
+    for positions, pooled, tokens, _ in batches:
+        vectors = video_rows_vectors(pooled, tokens)
+        if out is None:
+            out = np.empty((n, vectors.shape[1]), np.float32)
+        out[positions] = vectors
+    return out
+
+
+def _clip_vectors(batches: Iterable[tuple], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip vectors video after video in the order of the gallery's rows, each video's clip count,
+    and each clip's start fraction."""
+    vectors: list = [None] * n
+    starts: list = [None] * n
+    for positions, pooled, tokens, t0 in batches:
+        per_clip = None if tokens is None else np.repeat(tokens, pooled.counts, axis=0)
+        batch = clip_rows_vectors(pooled.flat, per_clip)
+        for j, p in enumerate(positions.tolist()):
+            vectors[p] = batch[pooled.offsets[j]:pooled.offsets[j + 1]]
+            starts[p] = t0[pooled.offsets[j]:pooled.offsets[j + 1]]
+    return np.concatenate(vectors), np.array([len(v) for v in vectors], np.int64), np.concatenate(starts)
