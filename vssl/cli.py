@@ -391,6 +391,42 @@ def report_cmd(
     out.print(str(out_path), highlight=False, markup=False)
 
 
+# ---------------------------------------------------------------- search
+
+
+@app.command("search")
+def search_cmd(
+    store: Path = typer.Argument(..., help="feature store directory"),
+    query: str = typer.Argument(..., help="a video of the store (its recorded path) or any video file"),
+    k: int = typer.Option(10, "-k", help="number of results"),
+    view: Optional[str] = typer.Option(None, "--view", help="view to search (default: the store's only pooled view)"),
+    features: Optional[str] = typer.Option(None, "--features", help="backbone (the default; --scale RUN for a "
+                                           "SCALE run's)"),
+    scale: Optional[Path] = typer.Option(None, "--scale", help="search by this SCALE run's features"),
+    moments: bool = typer.Option(False, "--moments", help="nearest (video, start second) pairs over every clip"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="the store's backbone checkpoint, where it moved since extraction"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable results"),
+) -> None:
+    """The nearest videos (or --moments) of a query video by cosine similarity: exact search, or the
+    matching index `vssl index` built."""
+    from vssl.search.searching import search
+
+    result = search(store, query, k=k, view=view, features=features, scale_run=scale, moments=moments,
+                    checkpoint=checkpoint, device=device, quiet=quiet)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    table = Table("rank", "path", *(("start (s)",) if moments else ()), "label", "similarity")
+    for hit in result.hits:
+        start = (f"{hit.start:.2f}",) if moments else ()
+        table.add_row(str(hit.rank), hit.path, *start, hit.label, f"{hit.similarity:.4f}")
+    out.print(table)
+    err.print(f"{result.query}: view '{result.view}', {result.features} features, {result.gallery_size} "
+              f"{'clips' if moments else 'videos'} searched by {result.searched}", highlight=False, soft_wrap=True)
+
 # ---------------------------------------------------------------- demo
 
 
