@@ -351,7 +351,7 @@ def probe(
         from vssl.report_page import write_page
 
         for note in write_page(result.to_json(), html_page, quiet=cfg.quiet):
-            err.print(note, highlight=False, markup=False)
+            err.print(note, highlight=False, markup=False, soft_wrap=True)
         err.print(f"report page: {html_page}", highlight=False, markup=False)
     if as_json:
         _print_json(result.to_json())
@@ -387,7 +387,7 @@ def report_cmd(
 
     check_writable(out_path, "--out")
     for note in write_page(report, out_path, runs or (), store, rows or (), method):
-        err.print(note, highlight=False, markup=False)
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
     out.print(str(out_path), highlight=False, markup=False)
 
 

@@ -114,9 +114,10 @@ class EventLog:
             self._writer = None
 
 
-def open_log(log_dir: str | Path | None, purge_step: int | None = None) -> TrainingLog:
+def open_log(log_dir: str | Path | None, purge_step: int | None = None, write: bool = True) -> TrainingLog:
     """The log of a run: TensorBoard files in ``log_dir``, or :class:`NoLog` without one. The
-    extra is checked here, before any training, so a missing package is one line up front."""
+    extra is checked here, before any training, so a missing package is one line up front, on
+    every process of a launch; ``write`` False (a rank other than 0) checks it and writes nothing."""
     if log_dir is None:
         return NoLog()
     try:
@@ -124,7 +125,7 @@ def open_log(log_dir: str | Path | None, purge_step: int | None = None) -> Train
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         raise VsslError(MISSING_EXTRA) from None
-    return EventLog(log_dir, purge_step)
+    return EventLog(log_dir, purge_step) if write else NoLog()
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 import pytest
 
+from tests.schedules import reference_lr
 from vssl.aggregate import ScaleConfig, ScaleModel, train
 from vssl.aggregate.synthetic import structured_clip_features
 from vssl.features_store.synthetic import make_synthetic_store
@@ -43,14 +43,6 @@ def scalar(acc: EventAccumulator, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in acc.Scalars(tag)}
 
 
-def reference_lr(step: int, total: int, base: float, warmup: float) -> float:
-    """Linear warm-up over ``warmup`` of the steps, then a half-cosine to 0 (released train.py), by hand."""
-    warm = warmup * total
-    if step <= warm:
-        return base * step / warm
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
-
-
 def test_every_step_logs_losses_accuracies_and_the_learning_rate(store_path, tmp_path):
     cfg = small_cfg()
     train(store_path, "random16", tmp_path / "run", cfg, quiet=True, log_dir=tmp_path / "tb")
@@ -68,7 +60,7 @@ def test_every_step_logs_losses_accuracies_and_the_learning_rate(store_path, tmp
     for e, row in enumerate(rows):
         steps = range(e * steps_per_epoch, (e + 1) * steps_per_epoch)
         assert np.mean([loss[s] for s in steps]) == pytest.approx(float(row["loss"]), rel=1e-4)
-        assert scalar(acc, "epoch/loss")[(e + 1) * steps_per_epoch] == pytest.approx(float(row["loss"]), rel=1e-4)
+        assert scalar(acc, "epoch/loss")[(e + 1) * steps_per_epoch - 1] == pytest.approx(float(row["loss"]), rel=1e-4)
     assert all(0.0 <= v <= 1.0 for v in scalar(acc, "train/mcm_top1").values())
     text = acc.Tensors("settings/text_summary")[0].tensor_proto.string_val[0].decode()
     assert '"width": 32' in text and '"view": "random16"' in text
@@ -95,6 +87,8 @@ def test_a_resumed_run_logs_each_step_once(store_path, tmp_path, monkeypatch):
     whole = [(e.step, e.value) for e in events(tmp_path / "tb-whole").Scalars("train/loss")]
     assert [s for s, _ in resumed] == [s for s, _ in whole] == list(range(3 * (N // 16)))   # no step twice
     assert [v for _, v in resumed] == pytest.approx([v for _, v in whole], rel=1e-5)
+    epochs = [[e.step for e in events(tmp_path / run).Scalars("epoch/loss")] for run in ("tb", "tb-whole")]
+    assert epochs[0] == epochs[1] == [(e + 1) * (N // 16) - 1 for e in range(3)]     # the checkpointed epoch kept
 
 
 def test_a_missing_tensorboard_is_one_line_naming_the_extra(store_path, tmp_path, monkeypatch, capsys):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from tests.probe_helpers import VIEW, run_cli, tiny_store
-
+from tests.schedules import reference_lr
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
@@ -26,13 +25,6 @@ def events(folder) -> EventAccumulator:
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     return acc
-
-
-def reference_lr(step: int, total: int, base: float, warmup: float) -> float:
-    warm = warmup * total
-    if step <= warm:
-        return base * step / warm
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
 
 
 def test_a_trained_row_logs_each_head_per_step_and_selection_per_epoch(store, tmp_path, capsys):

@@ -266,7 +266,8 @@ class _Trainer:
                "seconds": f"{seconds:.2f}"}
         if self.par.is_main:
             write_metrics(self.run_dir, [row], self.keep)
-            self.log.scalars(self.step, {**{f"epoch/{k}": v for k, v in m.items()}, "epoch/lr": lr,
+            # at the epoch's last step (0-based, as train/*): a resumed run purges from the step after it
+            self.log.scalars(self.step - 1, {**{f"epoch/{k}": v for k, v in m.items()}, "epoch/lr": lr,
                                          "epoch/videos_per_s": summary_videos_per_s(plan, seconds)})
         self.keep = None
         summary.final, summary.epochs, summary.steps = m, epoch + 1, self.step
@@ -311,7 +312,7 @@ def train(store_path: str | Path, view: str, out_dir: str | Path, cfg: ScaleConf
     run_dir = Path(out_dir)
     resumed = resume_point(run_dir, cfg, resume, log, par.world)
     # a resumed run's events replace those an interrupted run wrote past its checkpoint
-    events = open_log(log_dir if par.is_main else None,
+    events = open_log(log_dir, write=par.is_main,
                       purge_step=resumed.step if resumed.state is not None else None)
 
     store = FeatureStore.open(store_path)

@@ -103,6 +103,11 @@ class Row:
     config: Any
     variant: str | None = None
 
+    @property
+    def name(self) -> str:
+        """The row's name in the report (``knn_k20`` for a row of a grid)."""
+        return self.probe.name if self.variant is None else f"{self.probe.name}_{self.variant}"
+
 
 def run_probes(req: ProbeRequest) -> Report:
     """Run every requested probe on ``req.view`` and return the report (nothing printed)."""
@@ -112,7 +117,8 @@ def run_probes(req: ProbeRequest) -> Report:
     store, data = load_data(req, rows)
     sources = open_sources(req, store, data)
     rows = same_set_architecture(rows, sources)
-    report = Report(str(store.path), req.view, req.train_split, req.test_split, req.low_shot,
+    # absolute paths: a report is read (``vssl report``) from wherever its reader stands
+    report = Report(str(Path(store.path).resolve()), req.view, req.train_split, req.test_split, req.low_shot,
                     seeds=list(seeds_of(req)), target=req.target,
                     test_paths=store.paths()[data.test.indices], test_labels=data.test.labels,
                     test_indices=data.test.indices, classes=list(data.classes),
@@ -134,10 +140,9 @@ def run_context(req: ProbeRequest, store, sources: dict[str, Any], rows: list[Ro
 
     view = store.view(req.view)
     scale = sources.get("scale")
-    run = None if scale is None else {"dir": str(req.scale_run), "checkpoint_sha256": scale.scale.meta.get(
+    run = None if scale is None else {"dir": str(Path(req.scale_run).resolve()), "checkpoint_sha256": scale.scale.meta.get(
         "checkpoint_sha256"), "config": scale.scale.config.to_dict()}
-    probes = {(r.probe.name if r.variant is None else f"{r.probe.name}_{r.variant}"): _settings_of(r.config)
-              for r in rows}
+    probes = {r.name: _settings_of(r.config) for r in rows}
     return {"vssl_version": __version__, "backbone": store.backbone.to_dict(),
             "view": {"name": view.name, "spec": view.spec, "extract": view.record, "clip_shape": list(view.clip_shape)},
             "scale_run": run, "train_view": req.train_view, "probes": probes}
@@ -274,8 +279,7 @@ def row_log(req: ProbeRequest, row: Row, source: str, seed: int) -> TrainingLog:
     in the log folder, written only by probes that train (a training-free row leaves nothing)."""
     if req.log_dir is None:
         return NoLog()
-    name = row.probe.name if row.variant is None else f"{row.probe.name}_{row.variant}"
-    return open_log(Path(req.log_dir) / f"{name}-{source}" / f"seed{seed}")
+    return open_log(Path(req.log_dir) / f"{row.name}-{source}" / f"seed{seed}")
 
 
 def run_ranking_row(row: Row, source, data: ProbeData, req: ProbeRequest) -> RetrievalResult:

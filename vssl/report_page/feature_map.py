@@ -17,12 +17,27 @@ import numpy as np
 from vssl.errors import VsslError
 
 METHODS = ("tsne", "pca")
+#: the most test videos a map places (t-SNE is quadratic in them): a larger split is sampled
+MAP_VIDEOS = 2000
+
+
+def map_sample(labels: np.ndarray, limit: int = MAP_VIDEOS, seed: int = 0) -> np.ndarray:
+    """Positions of the videos the map shows: all of them, or ``limit`` drawn at random (a fixed seed:
+    the same page twice), kept in their order."""
+    n = len(labels)
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise VsslError(f"--map {method!r}: use one of {', '.join(METHODS)}")
 
 
 def project(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """``[n, D]`` -> ``[n, 2]`` by ``method`` (t-SNE or PCA)."""
-    if method not in METHODS:
-        raise VsslError(f"--map {method!r}: use one of {', '.join(METHODS)}")
+    check_method(method)
     if method == "pca" or len(x) < 5:
         from sklearn.decomposition import PCA
 
@@ -41,9 +56,11 @@ def test_video_maps(report: dict[str, Any], store_path: str | Path, run: str | P
     from vssl.features_store import FeatureStore
     from vssl.probe.data import load_split
     from vssl.probe.knn import l2_normalize, video_embeddings
+    from vssl.probe.retrieval import mean_tokens
 
     store = FeatureStore.open(store_path)
     split = load_split(store, report["view"], report["test_split"], "--test-split")
+    split = mean_tokens(split.subset(map_sample(split.labels)))        # a token view: one vector per clip
     labels = np.asarray(split.labels)
     if labels.ndim == 2:
         labels = labels.argmax(axis=1)

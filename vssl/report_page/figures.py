@@ -23,6 +23,11 @@ def _pyplot():
     return plt
 
 
+def plain(text: str) -> str:
+    """``text`` shown as written: matplotlib reads a pair of ``$`` as TeX (and fails on bad TeX)."""
+    return str(text).replace("$", r"\$")
+
+
 def save_png(fig, path: str | Path, dpi: int = 120) -> None:
     fig.savefig(path, dpi=dpi)
     _pyplot().close(fig)
@@ -50,10 +55,11 @@ def confusion_figure(confusion: Any, classes: Sequence[str], title: str):
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title + (f", {seeds} seeds pooled" if seeds > 1 else ""))
+    ax.set_title(plain(title) + (f", {seeds} seeds pooled" if seeds > 1 else ""))
     if c <= 60:
-        ax.set_xticks(range(c), classes, rotation=90, fontsize=6)
-        ax.set_yticks(range(c), classes, fontsize=6)
+        names = [plain(name) for name in classes]
+        ax.set_xticks(range(c), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(c), names, fontsize=6)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -93,7 +99,7 @@ def feature_map_figure(maps: Sequence[tuple[str, np.ndarray]], labels: np.ndarra
         for c, cls in enumerate(classes):
             pick = labels == c
             if pick.any():
-                ax.scatter(xy[pick, 0], xy[pick, 1], s=14, color=cmap(c % cmap.N), label=cls)
+                ax.scatter(xy[pick, 0], xy[pick, 1], s=14, color=cmap(c % cmap.N), label=plain(cls))
         ax.set(title=f"{name} ({method})", xticks=[], yticks=[])
     if len(classes) <= 20:
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -20,6 +20,9 @@ from typing import Any, Iterable, Sequence
 
 from vssl.errors import VsslError
 
+from vssl.aggregate.checkpoint import checkpoint_path
+
+from .feature_map import check_method, test_video_maps
 from .figures import confusion_figure, feature_map_figure, png_data_uri, training_curves_figure
 from .read import RunRecord, read_report, read_run
 
@@ -217,25 +220,28 @@ def row_detail(doc: dict[str, Any], r: dict[str, Any], why: str) -> str:
         top1 = r.get("top1")
         title = f"{row_name(r)} ({r['features']})" + (f": top-1 {top1:.1f}%" if top1 is not None else "")
         parts.append(f'<img alt="confusion matrix of {esc(row_key(r))}" src="{png_data_uri(confusion_figure(r["confusion"], classes, title))}">')
+    multi = r.get("task") == "multi"
+    values = (r.get("per_class_ap") if multi else r.get("per_class")) or {}
+    field = "per_class_ap" if multi else "per_class"
     stats = r.get("per_class_stats") or {}
-    if r.get("per_class"):
+    if values:
         rows = []
         for c in classes:
             s = stats.get(c) or {}
+            extra = "" if multi else (f'<td class="num">{number(s.get("precision"))}</td>'
+                                      f'<td class="num">{s.get("support", "—")}</td>')
             rows.append(f"<tr><td>{esc(c)}</td>"
-                        f'<td class="num" data-row="{esc(row_key(r))}" data-field="per_class:{esc(c)}">'
-                        f"{number(r['per_class'].get(c))}</td>"
-                        f'<td class="num">{number(s.get("precision"))}</td><td class="num">{s.get("support", "—")}</td></tr>')
-        metric = "AP" if r.get("task") == "multi" else "accuracy (recall)"
-        precision = "precision" if stats else ""
-        parts.append(f"<div class='wide'><table><thead><tr><th>class</th><th>{metric}</th><th>{precision}</th>"
-                     f"<th>support</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+                        f'<td class="num" data-row="{esc(row_key(r))}" data-field="{field}:{esc(c)}">'
+                        f"{number(values.get(c))}</td>{extra}</tr>")
+        head = "<th>AP</th>" if multi else "<th>accuracy (recall)</th><th>precision</th><th>support</th>"
+        parts.append(f"<div class='wide'><table><thead><tr><th>class</th>{head}</tr></thead>"
+                     f"<tbody>{''.join(rows)}</tbody></table></div>")
     return "".join(parts)
 
 
 def best_rows(doc: dict[str, Any], chosen: Sequence[str]) -> str:
     results = doc["results"]
-    if not results:
+    if not results or results[0].get("task") == "regression":     # a target's rows have no classes
         return ""
     picked: list[tuple[dict[str, Any], str]] = []
     if doc.get("best") is not None:
@@ -307,24 +313,39 @@ def write_page(report: str | Path | dict[str, Any], out: str | Path, runs: Seque
     its folder is still there). ``store``: where the store is now, for the feature map (default: the
     report's path); a store that is not there leaves the map out, and says so.
     """
+    check_method(method)
     report_dir = Path(report).parent if not isinstance(report, dict) else Path(out).parent
     doc = read_report(report) if not isinstance(report, dict) else report
-    ctx = doc.get("context") or {}
-    own_run = (ctx.get("scale_run") or {}).get("dir")
+    notes: list[str] = []
     folders = [Path(r) for r in runs]
-    if own_run and Path(own_run).is_dir() and all(Path(own_run).resolve() != f.resolve() for f in folders):
-        folders.append(Path(own_run))
+    own = _own_run(doc)
+    if own is not None and not checkpoint_path(own).is_file():
+        if not folders:
+            notes.append(f"the report's SCALE run {own} is not there: its curves and map panel are left out; "
+                         "give --run where it is now")
+        own = None
+    if own is not None and all(own.resolve() != f.resolve() for f in folders):
+        folders.append(own)
     records = [read_run(f) for f in folders]
-    image, note = _feature_map(doc, store, own_run, method, quiet)
+    # the map's SCALE panel: the report's run where it still is, else the first --run (a moved run)
+    map_run = own if own is not None else (folders[0] if folders and _own_run(doc) is not None else None)
+    image, note = _feature_map(doc, store, map_run, method, quiet)
+    notes += [note] if note else []
     html_text = render(doc, records, chosen, image, note, report_dir)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(html_text, encoding="utf-8")
     tmp.replace(out)
-    return [note] if note else []
+    return notes
 
 
-def _feature_map(doc: dict[str, Any], store: str | Path | None, run: str | None, method: str,
+def _own_run(doc: dict[str, Any]) -> Path | None:
+    """The SCALE run the report's rows were computed with, as the report records it (None: none)."""
+    run = (doc.get("context") or {}).get("scale_run") or {}
+    return Path(run["dir"]) if run.get("dir") else None
+
+
+def _feature_map(doc: dict[str, Any], store: str | Path | None, run: Path | None, method: str,
                  quiet: bool) -> tuple[str | None, str | None]:
     """The map's image, or why it is left out (one line)."""
     from vssl.features_store import FeatureStore
@@ -336,9 +357,6 @@ def _feature_map(doc: dict[str, Any], store: str | Path | None, run: str | None,
     where = Path(store) if store is not None else Path(doc["store"])
     if not FeatureStore.exists(where):
         return None, f"no feature map: the store is not at {where}; give --store where it is now"
-    from .feature_map import test_video_maps
-
-    run_here = run if run and Path(run).is_dir() else None
-    maps, labels = test_video_maps(doc, where, run_here, method, quiet)
+    maps, labels = test_video_maps(doc, where, run, method, quiet)
     classes = doc.get("classes") or []
     return png_data_uri(feature_map_figure(maps, labels, classes, method)), None
