@@ -272,3 +272,26 @@ def test_low_shot_ranks_the_subset_drawn_with_the_seed(tmp_path):
     np.testing.assert_array_equal(row.neighbours, order[:, :10])
     hit1 = y[order[:, 0]] == y[N_TRAIN:]
     assert row.recall[1] == pytest.approx(100 * hit1[row.scored].mean())
+
+
+def test_a_ranking_held_in_small_blocks_is_the_same(tmp_path, monkeypatch):
+    """A large gallery ranks fewer queries at once (the block's memory is bounded), the rows unchanged."""
+    from vssl.probe import retrieval
+
+    x, y = _tied_clips()
+    store = _store(tmp_path / "s", x, y)
+    whole = run_probes(_request(store)).retrieval[0]
+    monkeypatch.setattr(retrieval, "RANK_BYTES", retrieval.RANK_BYTES_PER_SCORE * N_TRAIN * 3)   # 3 queries a block
+    assert retrieval.ranking_block(1024, N_TRAIN) == 3
+    small = run_probes(_request(store)).retrieval[0]
+    np.testing.assert_array_equal(small.neighbours, whole.neighbours)
+    assert small.recall == whole.recall and small.mAP == whole.mAP
+
+
+def test_retrieval_k_alone_asks_for_retrieval_rows(tmp_path, capsys):
+    x, y = _tied_clips()
+    code, out, err = run_cli(capsys, "probe", _store(tmp_path / "s", x, y), "--retrieval-k", "1,2", "--device", "cpu",
+                             "--quiet", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["results"] == [] and doc["retrieval"][0]["ks"] == [1, 2]

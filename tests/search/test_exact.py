@@ -46,3 +46,12 @@ def test_k_beyond_the_gallery_ranks_all_of_it():
 def test_mismatched_widths_are_one_error():
     with pytest.raises(VsslError, match="one width"):
         exact_search(np.zeros((3, 4)), np.zeros((1, 5)), 1)
+
+
+def test_a_nan_vector_is_refused_not_ranked():
+    gallery = np.eye(4, dtype=np.float32)
+    gallery[2] = np.nan
+    with pytest.raises(VsslError, match=r"NaN or inf \(positions 2\)"):
+        exact_search(gallery, np.eye(4, dtype=np.float32)[:1], 3)
+    with pytest.raises(VsslError, match="query"):
+        exact_search(np.eye(4, dtype=np.float32), np.full((1, 4), np.inf, np.float32), 3)

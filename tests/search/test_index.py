@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.probe_helpers import VIEW, run_cli, tiny_store_and_run
+from tests.search.test_exact import numpy_ranking
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore
 from vssl.features_store.schema import BackboneSpec, VideoEntry
@@ -149,16 +150,16 @@ def clustered(n: int, d: int, centres: int, seed: int = 0) -> np.ndarray:
     return l2(x).astype(np.float32)
 
 
-def test_flat_index_answers_exactly_as_exact_search_ties_included():
+def test_a_flat_index_ranks_as_numpy_ties_included():
     x = clustered(600, 16, 12)
     x[300:400] = x[:100]                             # duplicates: equal similarities at every cut-off
     index = build_index(x, "flat")
     assert index_kind(index) == "flat"
     for k in (1, 7, 50, 10_000):
         sims, rows = search_index(index, x[::13], k)
-        ref_sims, ref_rows = exact_search(x, x[::13], k)
+        ref_sims, ref_rows = numpy_ranking(x, x[::13], k)
         np.testing.assert_array_equal(rows, ref_rows)
-        np.testing.assert_array_equal(sims, ref_sims)
+        np.testing.assert_allclose(sims, ref_sims, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
@@ -249,8 +250,8 @@ def test_a_stale_index_is_refused_until_vssl_index_rebuilds_it(ragged_store, cha
         make_synthetic_store(path, feats, [i % 2 for i in range(12)], ["train"] * 8 + ["test"] * 4,
                              view="dense", chunk_videos=4, dtype="float32")
         failed_video(path, 4)
-    why = "built for another store" if change == "store remade" else "usable videos of view 'dense' or their features"
-    with pytest.raises(VsslError, match=rf"is stale: .*{why}.*; rebuild it with `vssl index .* --view dense`"):
+    why = "built for another store" if change == "store remade" else "usable videos of view 'dense' or their files"
+    with pytest.raises(VsslError, match=rf"is stale: .*{why}.*; rebuild it with `vssl index .* --view dense --kind ivf`"):
         matching_index(FeatureStore.open(path), spec)
     write_store_index(FeatureStore.open(path), spec, "ivf")
     rebuilt = matching_index(FeatureStore.open(path), spec)
@@ -312,5 +313,5 @@ def test_a_video_redone_in_a_fixed_view_makes_its_index_stale(tmp_path):
     write_store_index(FeatureStore.open(tmp_path / "f"), GallerySpec("v"), "flat")
     store = FeatureStore.open(tmp_path / "f", mode="r+")      # rows rewritten in place, same videos usable
     store.write_videos([2], {"v": (feats[2:3] * 2, uniform_boxes(1, 3))}, num_frames=[64], fps=[25.0], errors=[None])
-    with pytest.raises(VsslError, match="or their features changed"):
+    with pytest.raises(VsslError, match="or their files changed"):
         matching_index(FeatureStore.open(tmp_path / "f"), GallerySpec("v"))

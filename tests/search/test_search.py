@@ -179,6 +179,9 @@ def test_a_moved_checkpoint_is_named_and_found_with_the_flag(folder, tmp_path, c
     torch.save({k: v + 1 for k, v in model.state_dict().items()}, other)
     code, _, err = run_cli(capsys, "search", tmp_path / "s", query, "--checkpoint", other)
     assert code == 2 and "not the checkpoint" in err and len(err.strip().splitlines()) == 1
+    shutil.copy(other, ckpt)            # the recorded path holds other weights now (retrained in place)
+    code, _, err = run_cli(capsys, "search", tmp_path / "s", query)
+    assert code == 2 and "changed since" in err and "--checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +231,7 @@ def test_a_matching_index_answers_and_a_stale_one_is_refused(store, tmp_path, ca
     chunk.write_bytes(data)  # the same rows rewritten: the index can no longer vouch for them
     code, _, err = run_cli(capsys, "search", copy, "a/v1.mp4", "--view", "uniform2x2")
     assert code == 2 and "stale" in err and "vssl index" in err and len(err.strip().splitlines()) == 1
+    assert "--kind hnsw" in err                          # rebuilt as the kind it was, not as the default
 
 
 def test_a_view_extracted_in_fp16_embeds_a_new_file_on_a_gpu_only(store, tmp_path):

@@ -97,6 +97,18 @@ def as_ragged(clips: "np.ndarray | RaggedClips") -> RaggedClips:
     return clips if isinstance(clips, RaggedClips) else RaggedClips.from_fixed(clips)
 
 
+def token_means(clips: np.ndarray) -> np.ndarray:
+    """``[c, *clip_shape]`` -> ``[c, D]`` float32: a clip of one vector as it is, a token view's clip (a
+    grid of tokens) as the mean of its tokens: the one vector per clip that retrieval, search and the
+    report's map compare (one function, so they agree bit for bit)."""
+    clips = np.asarray(clips)
+    if clips.ndim < 2:
+        raise ValueError(f"clips must be [c, D] or [c, tokens..., D], got shape {tuple(clips.shape)}")
+    if clips.ndim == 2:
+        return clips.astype(np.float32)
+    return clips.reshape(len(clips), -1, clips.shape[-1]).astype(np.float32).mean(axis=1)
+
+
 def segment_mean(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The mean of each run of ``counts[i]`` consecutive rows of ``rows`` (0 for an empty run)."""
     counts = np.asarray(counts, np.int64)

@@ -251,7 +251,8 @@ class ProbeConfig(Settings):
 
     def enabled(self) -> tuple[str, ...]:
         """The probe options to run: those given, else k-NN and linear."""
-        chosen = tuple(o for o in options() if getattr(self, o, False) or o in self.tables)
+        chosen = tuple(o for o in options() if getattr(self, o, False) or o in self.tables
+                       or (o == "retrieval" and self.retrieval_k))      # --retrieval-k asks for retrieval rows
         return chosen or ("knn", "linear")
 
     def knn_config(self) -> KnnConfig:

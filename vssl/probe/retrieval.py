@@ -18,8 +18,8 @@ test split queries the training split, Recall@1/5/10/20/50). A row here:
 - a query with no relevant gallery video (its class has no training video) can neither hit nor
   have an AP: it is left out of R@k and mAP, counted in the row (``no_relevant``), and said in one
   warning;
-- **intervals**: the percentile bootstrap over the scored queries (the same resamples as the
-  class rows', :func:`~vssl.probe.metrics.bootstrap_weights`); **comparisons**: the best R@1 row
+- **intervals**: the percentile bootstrap over the scored queries (drawn as the class rows' are,
+  :func:`~vssl.probe.metrics.bootstrap_weights`; the same resamples when no query is left out); **comparisons**: the best R@1 row
   against each other row, paired on each query's hit at 1 (:func:`~vssl.probe.compare.paired_difference`).
 
 A row is training-free: computed once whatever ``--seeds``; under ``--low-shot`` the gallery is
@@ -38,8 +38,13 @@ import numpy as np
 import torch
 
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips
+from vssl.features_store.ragged import RaggedClips, token_means
 from vssl.search.exact import QUERY_BLOCK, score_blocks
+
+#: the memory one block of the full ranking may take (scores, their sort and order, relevance, AP terms)
+RANK_BYTES = 2 * 1024**3
+#: bytes per (query, gallery video) a ranking block holds (measured: 32.2 with 50,000 videos)
+RANK_BYTES_PER_SCORE = 32
 
 from .compare import Difference, paired_difference
 from .knn import SCALE_KNN_FEATURES, KnnConfig, resolve_knn_rule
@@ -60,7 +65,7 @@ class RetrievalConfig:
     rule: str | None = None            # dino | released; None = the request's k-NN rule
     center: bool | None = None         # subtract the training mean; None = the request's k-NN setting
     device: str = "auto"
-    query_block: int = QUERY_BLOCK     # queries ranked at once (bounds memory: block x gallery scores)
+    query_block: int = QUERY_BLOCK     # queries ranked at once, at most (RANK_BYTES bounds a block's memory)
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +128,7 @@ def rank_gallery(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.nd
     gallery video and the AP. Labels: int class indices ``[n]`` or multi-hot ``[n, C]``."""
     n = len(gallery)
     depth = min(depth, n)
+    block = ranking_block(block, n)
     out = Ranking(np.empty((len(queries), depth), np.int64), np.empty((len(queries), depth), np.float32),
                   np.zeros(len(queries), np.int64), np.full(len(queries), np.nan))
     g_labels, q_labels = _label_tensor(gallery_labels), _label_tensor(query_labels)
@@ -137,6 +143,13 @@ def rank_gallery(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.nd
         if advance is not None:
             advance(b)
     return out
+
+
+def ranking_block(block: int, gallery: int) -> int:
+    """Queries ranked at once: at most ``block``, and few enough that the block's sort and relevance
+    arrays (about :data:`RANK_BYTES_PER_SCORE` bytes per (query, gallery video)) fit :data:`RANK_BYTES`:
+    a Kinetics-400 gallery of 240k videos ranks ~280 queries at once, not 1024 (7.9 GB)."""
+    return max(1, min(block, RANK_BYTES // (RANK_BYTES_PER_SCORE * max(gallery, 1))))
 
 
 def _outcomes(relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,12 +287,12 @@ def mean_tokens(split):
     if isinstance(clips, RaggedClips):
         if clips.flat.ndim < 3:
             return split
-        pooled = RaggedClips(clips.flat.mean(axis=tuple(range(1, clips.flat.ndim - 1)), dtype=np.float32),
-                             clips.offsets)
+        pooled = RaggedClips(token_means(clips.flat), clips.offsets)
     else:
         if clips.ndim < 4:
             return split
-        pooled = clips.mean(axis=tuple(range(2, clips.ndim - 1)), dtype=np.float32)
+        n, k = clips.shape[:2]
+        pooled = token_means(clips.reshape(n * k, *clips.shape[2:])).reshape(n, k, -1)
     return replace(split, features=pooled, token_grid=None)
 
 

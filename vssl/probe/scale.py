@@ -107,11 +107,11 @@ class ScaleFeatures:
         if features == "set":
             return token
         if rule == "dino":
-            return _mean_of_normalized(split.features, token)
+            return mean_of_normalized(split.features, token)
         return np.concatenate([as_ragged(split.features).mean(), token], axis=-1)
 
 
-def _mean_of_normalized(clips: np.ndarray | RaggedClips, token: np.ndarray) -> np.ndarray:
+def mean_of_normalized(clips: np.ndarray | RaggedClips, token: np.ndarray) -> np.ndarray:
     """mean_i [C_i ⊕ SET] / ||[C_i ⊕ SET]|| per video, without forming the concatenations: with
     r_i = sqrt(||C_i||² + ||SET||²) it is [mean_i C_i / r_i ⊕ SET mean_i 1 / r_i] (float64)."""
     clips = as_ragged(clips)

@@ -64,6 +64,8 @@ def score_blocks(gallery: np.ndarray, queries: np.ndarray, *, device: str = "aut
     """
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    check_finite(gallery, "gallery")
+    check_finite(queries, "query")
     dev = resolve_device(device)
     with matmul_numerics(tf32=False, bf16_reduced_reduction=False), torch.inference_mode():
         g = torch.from_numpy(gallery).to(dev)
@@ -71,6 +73,16 @@ def score_blocks(gallery: np.ndarray, queries: np.ndarray, *, device: str = "aut
         for s in range(0, len(queries), block):
             q = torch.from_numpy(queries[s:s + block]).to(dev)
             yield s, torch.mm(q, g.T, out=scores[:len(q)])
+
+
+def check_finite(vectors: np.ndarray, what: str) -> None:
+    """Refuse NaN or infinite vectors in one line: a NaN similarity has no place in a ranking (a sort
+    puts it first, ``topk`` anywhere), so a search over one would be silently wrong."""
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=-1)) if vectors.size else []
+    if len(bad):
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (" …" if len(bad) > 5 else "")
+        raise VsslError(f"search: {len(bad)} {what} vector(s) hold NaN or inf (positions {shown}): their features "
+                        "are not finite (a diverged SCALE run's export? check with `vssl store verify`)")
 
 
 def top_k_in_order(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

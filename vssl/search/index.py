@@ -331,11 +331,13 @@ def matching_index(store, spec: GallerySpec) -> LoadedIndex | None:
     folder = index_dir(store.path, spec)
     if not folder.is_dir():
         return None
-    rebuild = f"rebuild it with `{spec.command(store.path)}` (or delete {folder})"
     try:
         record = json.loads((folder / RECORD_FILE).read_text())
     except (OSError, ValueError) as exc:
+        rebuild = f"rebuild it with `{spec.command(store.path)}` (or delete {folder})"
         raise VsslError(f"index {folder} is unreadable ({exc}); {rebuild}") from None
+    # the same kind again: a stale hnsw index is rebuilt as hnsw, not as the default flat
+    rebuild = f"rebuild it with `{spec.command(store.path, record.get('kind'))}` (or delete {folder})"
     problem = _stale(store, spec, record)
     if problem:
         raise VsslError(f"index {folder} is stale: {problem}; {rebuild}")
@@ -370,5 +372,6 @@ def _stale(store, spec: GallerySpec, record: dict) -> str | None:
         if sha256_of(checkpoint) != record.get("checkpoint_sha256"):
             return f"the run {spec.scale_run} has another checkpoint than it was built from"
     if rows_fingerprint(store, spec.view, record.get("groups", [])) != record.get("fingerprint"):
-        return f"the usable videos of view '{spec.view}' or their features changed since it was built"
+        return (f"the usable videos of view '{spec.view}' or their files changed since it was built (videos "
+                "redone or added, or the store's files rewritten, copied or moved)")
     return None

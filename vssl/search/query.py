@@ -166,8 +166,9 @@ def sampler_item(store: FeatureStore, view: str, record: dict[str, Any]) -> str:
 
 
 def checkpoint_for(store: FeatureStore, record: dict[str, Any], given: str | Path | None) -> str | None:
-    """The checkpoint a query is embedded with: ``--checkpoint`` (its sha256 must be the store's), else the
-    file the store recorded (absolute), which must still be there; None when extraction named none."""
+    """The checkpoint a query is embedded with: ``--checkpoint``, else the file the store recorded
+    (absolute), which must still be there; either way its sha256 must be the store's (the gallery's
+    weights). None when extraction named none."""
     from vssl.hashing import sha256_of
 
     bb = store.backbone
@@ -186,4 +187,8 @@ def checkpoint_for(store: FeatureStore, record: dict[str, Any], given: str | Pat
     if bb.checkpoint is None or not Path(bb.checkpoint).exists():
         raise VsslError(f"the checkpoint {store.path} was extracted with is not where it was recorded "
                         f"({bb.checkpoint}); point at it with --checkpoint PATH")
+    # a file retrained or replaced in place would embed the query with other weights than the gallery's
+    if bb.checkpoint_sha256 is not None and sha256_of(bb.checkpoint) != bb.checkpoint_sha256:
+        raise VsslError(f"the checkpoint at {bb.checkpoint} changed since {store.path} was extracted with it "
+                        f"(sha256 {bb.checkpoint_sha256[:12]}… recorded); point --checkpoint PATH at that file")
     return bb.checkpoint

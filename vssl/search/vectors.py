@@ -25,9 +25,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from vssl.errors import VsslError
-from vssl.features_store.ragged import RaggedClips, iter_clips
+from vssl.features_store.ragged import RaggedClips, iter_clips, token_means
 from vssl.probe.knn import l2_normalize, video_embeddings
-from vssl.probe.scale import _mean_of_normalized
+from vssl.probe.scale import mean_of_normalized
 from vssl.progress import ProgressBar
 
 #: videos read per batch when a gallery is built (bounds memory: a batch's clips only)
@@ -56,23 +56,12 @@ class Gallery:
         return len(self.rows)
 
 
-def pooled_clips(clips: np.ndarray) -> np.ndarray:
-    """``[c, *clip_shape]`` -> ``[c, D]`` float32: a clip of one vector as it is, a grid of tokens as
-    the mean of its tokens (the clip's one vector a search compares)."""
-    clips = np.asarray(clips)
-    if clips.ndim < 2:
-        raise VsslError(f"search: clips must be [c, D] or [c, tokens..., D], got shape {tuple(clips.shape)}")
-    if clips.ndim == 2:
-        return clips.astype(np.float32)
-    return clips.reshape(len(clips), -1, clips.shape[-1]).astype(np.float32).mean(axis=1)
-
-
 def video_rows_vectors(clips: RaggedClips, set_tokens: np.ndarray | None) -> np.ndarray:
     """The video vectors ``[n, D']`` of ``n`` videos' pooled clips (``flat [R, D]``) and, with a SCALE
     run, their SET tokens ``[n, H]``: the module's rule, each video independently of the others."""
     if set_tokens is None:
         return video_embeddings(clips)
-    return l2_normalize(_mean_of_normalized(clips, set_tokens))
+    return l2_normalize(mean_of_normalized(clips, set_tokens))
 
 
 def clip_rows_vectors(flat: np.ndarray, set_tokens: np.ndarray | None) -> np.ndarray:
@@ -87,7 +76,7 @@ def clip_rows_vectors(flat: np.ndarray, set_tokens: np.ndarray | None) -> np.nda
 def query_vector(clips: np.ndarray, set_token: np.ndarray | None = None) -> np.ndarray:
     """A video's vector ``[D']`` from its clips ``[c, *clip_shape]`` (and its SET token ``[H]`` with a
     SCALE run): what its row of a video gallery holds, computed the same way."""
-    pooled = pooled_clips(clips)
+    pooled = token_means(clips)
     if len(pooled) == 0:
         raise VsslError("search: the query video has no clips")
     tokens = None if set_token is None else np.asarray(set_token, np.float32)[None]
@@ -97,7 +86,7 @@ def query_vector(clips: np.ndarray, set_token: np.ndarray | None = None) -> np.n
 def clip_vectors(clips: np.ndarray, set_token: np.ndarray | None = None) -> np.ndarray:
     """Each clip's vector ``[c, D']`` of one video's clips ``[c, *clip_shape]`` (and its SET token
     ``[H]``): what a clip gallery holds for that video's clips."""
-    pooled = pooled_clips(clips)
+    pooled = token_means(clips)
     tokens = None if set_token is None else np.broadcast_to(np.asarray(set_token, np.float32),
                                                             (len(pooled), np.shape(set_token)[-1]))
     return clip_rows_vectors(pooled, tokens)
@@ -151,7 +140,7 @@ def _read_videos(store, view: str, rows: np.ndarray, scale, advance: Callable[[i
     video (box t0)."""
     for positions, feats, boxes in iter_clips(store.view(view), rows, READ_BATCH):
         tokens = None if scale is None else scale.set_token(rows[positions])
-        yield positions, RaggedClips(pooled_clips(feats.flat), feats.offsets), tokens, boxes.flat[:, 0]
+        yield positions, RaggedClips(token_means(feats.flat), feats.offsets), tokens, boxes.flat[:, 0]
         advance(len(positions))
 
 
