@@ -302,15 +302,20 @@ def probe(
     overrides: dict = None,
 ) -> None:
     """k-NN, linear, MLP, transformer and SCALE probes of a store view; no probe flag = k-NN + linear."""
+    from vssl.features_store import FeatureStore
     from vssl.probe.config import ProbeConfig
+    from vssl.probe.gallery import draw_report_gallery, video_root
     from vssl.probe.report import check_writable, render_table, write_confusion_png
     from vssl.probe.run import log_to_stderr, run_probes
 
     cfg = ProbeConfig.load(config, overrides)
     log_to_stderr(cfg.quiet)
-    for path, flag in ((report, "--report"), (confusion, "--confusion"), (predictions, "--predictions")):
+    for path, flag in ((report, "--report"), (confusion, "--confusion"), (predictions, "--predictions"),
+                       (cfg.gallery, "--gallery")):
         if path is not None:
             check_writable(path, flag)
+    if cfg.gallery is not None:  # where the videos are, known before the probes run
+        video_root(FeatureStore.open(store), cfg.view, cfg.video_root)
     result = run_probes(cfg.request(store))
     if report is not None:
         result.write_json(report)
@@ -318,6 +323,8 @@ def probe(
         result.write_predictions(predictions)
     if confusion is not None:
         write_confusion_png(result.best(), list(result.results[0].per_class), confusion)
+    if cfg.gallery is not None:
+        draw_report_gallery(result, FeatureStore.open(store), cfg.gallery, cfg.gallery_queries, cfg.video_root)
     if as_json:
         _print_json(result.to_json())
     else:
