@@ -186,3 +186,41 @@ def test_draw_gallery_without_videos_draws_placeholders(tmp_path):
     image = Image.open(tmp_path / "g.png")
     assert _pixel(image, (x0, y0)) == GREEN
     assert _pixel(image, (x0 + gallery.BORDER + 2, y0 + gallery.BORDER + 2)) == gallery.PLACEHOLDER
+
+
+def _retrieval_registered() -> bool:
+    from vssl.probe.registry import options
+
+    return "retrieval" in options()
+
+
+@pytest.mark.skipif(not _retrieval_registered(), reason="the retrieval rows are not registered")
+def test_cli_draws_the_neighbours_numpy_ranks(tmp_path, capsys):
+    """`vssl probe --gallery`: each drawn neighbour is the one an independent numpy ranking puts there
+    (dino vectors, cosine, stable sort over the training split), its border the class agreement."""
+    videos = tmp_path / "videos"
+    lines = ["path,label,split"]
+    for cls, counts in {"a": (20, 24, 28, 90), "b": (60, 66, 72, 40)}.items():
+        for i, n in enumerate(counts):
+            write_video(videos / cls / f"{cls}{i}.mp4", n)
+            lines.append(f"{cls}/{cls}{i}.mp4,{cls},{'test' if i == 3 else 'train'}")
+    (videos / "m.csv").write_text("\n".join(lines) + "\n")
+    _extract(videos / "m.csv", tmp_path / "store")
+    out = tmp_path / "g.png"
+    code, _, err = run_cli(capsys, "probe", tmp_path / "store", "--view", VIEW, "--quiet", "--gallery", out)
+    assert code == 0, err
+    store = FeatureStore.open(tmp_path / "store")
+    clips = store.view(VIEW).read(np.arange(8)).features.astype(np.float64)
+    vec = (clips / np.linalg.norm(clips, axis=-1, keepdims=True)).mean(1)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    train, test = store.split_indices("train"), store.split_indices("test")
+    image = Image.open(out)
+    frames = {r: n for r, n in enumerate((20, 24, 28, 90, 60, 66, 72, 40))}
+    for r, q in enumerate(test):
+        order = train[np.argsort(-(vec[train] @ vec[q]), kind="stable")][:5]
+        assert _middle_number(image, tile_box(r, 0, titled=True)) == frames[q] // 2
+        for c, g in enumerate(order, 1):
+            box = tile_box(r, c, titled=True)
+            assert _middle_number(image, box) == frames[g] // 2, (r, c)
+            same = store.labels()[g] == store.labels()[q]
+            assert _pixel(image, (box[0] + 1, box[1] + 1)) == (GREEN if same else RED), (r, c)
