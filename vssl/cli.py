@@ -304,7 +304,7 @@ def probe(
     """k-NN, linear, MLP, transformer and SCALE probes of a store view; no probe flag = k-NN + linear."""
     from vssl.features_store import FeatureStore
     from vssl.probe.config import ProbeConfig
-    from vssl.probe.gallery import draw_report_gallery, video_root
+    from vssl.probe.gallery import draw_report_gallery, resolve_video_root
     from vssl.probe.report import check_writable, render_table, write_confusion_png
     from vssl.probe.run import log_to_stderr, run_probes
 
@@ -315,7 +315,7 @@ def probe(
         if path is not None:
             check_writable(path, flag)
     if cfg.gallery is not None:  # where the videos are, known before the probes run
-        video_root(FeatureStore.open(store), cfg.view, cfg.video_root)
+        resolve_video_root(FeatureStore.open(store), cfg.view, cfg.video_root)
     result = run_probes(cfg.request(store))
     if report is not None:
         result.write_json(report)

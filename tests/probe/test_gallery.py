@@ -117,7 +117,7 @@ def test_unreadable_videos_are_placeholders(extracted, tmp_path, caplog):
     (copy / "a" / "a1.mp4").unlink()                             # gone
     write_broken(copy / "b" / "b0.mp4", "text")                  # not a video any more
     report, result = _fake_report([0], [[1, 3, 2]])
-    rows = gallery_rows(report, result, FeatureStore.open(store_path), n_queries=1, video_root_dir=copy)
+    rows = gallery_rows(report, result, FeatureStore.open(store_path), n_queries=1, video_root=copy)
     out = tmp_path / "g.png"
     with caplog.at_level("WARNING", logger="vssl.probe"):
         draw_gallery(out, rows)
@@ -137,7 +137,7 @@ def test_a_moved_folder_needs_video_root(tmp_path, capsys):
     report, result = _fake_report([0], [[3]])
     with pytest.raises(VsslError, match="--video-root DIR"):
         gallery_rows(report, result, store, n_queries=1)
-    rows = gallery_rows(report, result, store, n_queries=1, video_root_dir=moved)
+    rows = gallery_rows(report, result, store, n_queries=1, video_root=moved)
     assert rows[0].neighbours[0].video == moved / "b" / "b0.mp4"
     out = tmp_path / "g.png"
     draw_gallery(out, rows)
@@ -165,7 +165,7 @@ def test_multi_label_videos_match_on_a_shared_label(tmp_path):
                                  ["test", "train", "train", "train"], view=VIEW, classes=["p", "q", "r"],
                                  videos=entries)
     report, result = _fake_report([0], [[1, 2, 3]])
-    rows = gallery_rows(report, result, store, n_queries=1, video_root_dir=tmp_path)
+    rows = gallery_rows(report, result, store, n_queries=1, video_root=tmp_path)
     assert [t.same for t in rows[0].neighbours] == [True, False, None]
     assert rows[0].query.label.startswith("query: p;q")
 

@@ -166,7 +166,7 @@ def _fit(draw, text: str, width: int, font) -> str:
 # ------------------------------------------------------------- rows from a retrieval result
 
 
-def video_root(store, view: str, override: str | Path | None = None) -> Path:
+def resolve_video_root(store, view: str, override: str | Path | None = None) -> Path:
     """The folder the videos of ``view`` are found under: ``override`` (``--video-root``), else
     the folder the view was extracted from (its record's ``input_root``). A missing folder is one
     line naming ``--video-root``; checked before probing, so no run is lost to it."""
@@ -194,7 +194,7 @@ def query_positions(n_test: int, n_queries: int) -> np.ndarray:
     return (np.arange(m, dtype=np.int64) * n_test) // max(m, 1)
 
 
-def gallery_rows(report: Any, result: Any, store, n_queries: int, video_root_dir: str | Path | None = None,
+def gallery_rows(report: Any, result: Any, store, n_queries: int, video_root: str | Path | None = None,
                  k: int = NEIGHBOURS) -> list[GalleryRow]:
     """The figure's rows of one retrieval row: ``n_queries`` test videos (:func:`query_positions`)
     and each one's ``k`` first neighbours.
@@ -205,7 +205,7 @@ def gallery_rows(report: Any, result: Any, store, n_queries: int, video_root_dir
     """
     if n_queries < 1:
         raise VsslError(f"--gallery-queries {n_queries}: give at least 1")
-    root = video_root(store, report.view, video_root_dir)
+    root = resolve_video_root(store, report.view, video_root)
     test_rows = np.asarray(report.test_indices, dtype=np.int64)
     neighbours = np.asarray(result.neighbours, dtype=np.int64)
     if neighbours.shape[0] != len(test_rows):
@@ -256,13 +256,13 @@ class ClassesOf:
 
 
 def draw_report_gallery(report: Any, store, path: str | Path, n_queries: int,
-                        video_root_dir: str | Path | None = None) -> None:
+                        video_root: str | Path | None = None) -> None:
     """``--gallery``: the figure of the report's first retrieval row (the backbone's features)."""
     results = list(getattr(report, "retrieval", None) or [])
     if not results:
         raise VsslError("--gallery draws the neighbours of a retrieval row; this report has none (add --retrieval)")
     result = results[0]
-    rows = gallery_rows(report, result, store, n_queries, video_root_dir)
+    rows = gallery_rows(report, result, store, n_queries, video_root)
     title = (f"{result.name} ({result.features}) · {report.view}: '{report.test_split}' queries, "
              f"'{report.train_split}' gallery · top-{NEIGHBOURS}")
     draw_gallery(path, rows, title)
