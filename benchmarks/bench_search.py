@@ -84,18 +84,20 @@ def plain_topk(gallery: np.ndarray, queries: np.ndarray, k: int, block: int = QU
     return np.concatenate(sims), np.concatenate(rows)
 
 
-def interleaved(methods: dict[str, Callable[[], object]], repeat: int) -> tuple[dict[str, float], dict[str, object]]:
-    """Median seconds of each method over ``repeat`` rounds, the methods alternating within a round
-    (a shared machine's load then weighs on each alike); the last result of each."""
+def interleaved(methods: dict[str, Callable[[], object]], repeat: int
+                ) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Each method's seconds in each of ``repeat`` rounds, the methods alternating within a round and
+    their order reversed every other round (A B, B A, ...), so a shared machine's load, rising or
+    falling, weighs on each alike; the last result of each."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     results: dict[str, object] = {}
     for r in range(repeat):
-        for name, fn in methods.items():
+        for name in (list(methods) if r % 2 == 0 else list(methods)[::-1]):
             t = time.perf_counter()
-            results[name] = fn()
+            results[name] = methods[name]()
             times[name].append(time.perf_counter() - t)
             print(f"#   {name} round {r + 1}: {times[name][-1]:.2f} s", flush=True)
-    return {name: statistics.median(ts) for name, ts in times.items()}, results
+    return times, results
 
 
 def bench_exact(gallery: np.ndarray, queries: np.ndarray, repeat: int) -> tuple[str, tuple]:
@@ -105,12 +107,16 @@ def bench_exact(gallery: np.ndarray, queries: np.ndarray, repeat: int) -> tuple[
     }, repeat)
     (ps, _), (es, erows) = results["plain"], results["exact"]
     same = float((np.sort(ps, 1) == np.sort(es, 1)).all(1).mean() * 100)
-    table = markdown_table(["search", f"time (s), median of {repeat}", "x plain"], [
-        ["plain: blocked fp32 matmul + torch.topk", times["plain"], 1.0],
-        ["vssl exact_search (tie rule: equal similarity, lower row first)", times["exact"],
-         times["exact"] / times["plain"]],
+    ratios = [e / p for e, p in zip(times["exact"], times["plain"])]
+    shown = lambda ts: ", ".join(f"{t:.1f}" for t in ts)  # noqa: E731
+    table = markdown_table(["search", "time per round (s)", "median (s)", "x plain: median of the rounds' ratios"], [
+        ["plain: blocked fp32 matmul + torch.topk", shown(times["plain"]), statistics.median(times["plain"]), 1.0],
+        ["vssl exact_search (tie rule: equal similarity, lower row first)", shown(times["exact"]),
+         statistics.median(times["exact"]), statistics.median(ratios)],
     ])
-    return table + f"\n\nQueries whose 10 similarities equal the plain search's: {same:.2f}%.\n", (times["exact"], erows)
+    note = (f"\n\nEach round's ratio: {', '.join(f'{r:.2f}' for r in ratios)}. Queries whose 10 similarities "
+            f"equal the plain search's: {same:.2f}%.\n")
+    return table + note, (statistics.median(times["exact"]), erows)
 
 
 # ---------------------------------------------------------------- 2. faiss indexes vs exact
@@ -133,8 +139,8 @@ def bench_indexes(gallery: np.ndarray, queries: np.ndarray, exact: tuple[float, 
         built = time.perf_counter() - t
         print(f"#   {kind} built in {built:.1f} s", flush=True)
         times, results = interleaved({kind: lambda: search_index(index, queries, K)}, repeat)
-        found = np.asarray(results[kind][1])
-        rows.append([f"{kind} ({describe(index)})", built, times[kind], exact_time / times[kind],
+        found, searched = np.asarray(results[kind][1]), statistics.median(times[kind])
+        rows.append([f"{kind} ({describe(index)})", built, searched, exact_time / searched,
                      recall_at(found, truth)])
         print(f"#   {rows[-1]}", flush=True)
         del index
@@ -243,7 +249,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--spread", type=float, default=1.0, help="noise per dimension around a centre (unit centres: N(0, I))")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=4,
+                    help="rounds of each timing (part 1 reverses the order every other round: an even number)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--backbone", default="efficientnet-lite0", help="part 3's backbone (built in, no download)")
     ap.add_argument("--views", default="uniform:5x3", help="part 3's view (the store default)")
