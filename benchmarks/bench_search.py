@@ -248,7 +248,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="gallery rows")
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--spread", type=float, default=1.0, help="noise per dimension around a centre (unit centres: N(0, I))")
+    ap.add_argument("--spread", type=float, default=1.0,
+                    help="noise per dimension around a centre (centres: N(0, I))")
     ap.add_argument("--repeat", type=int, default=4,
                     help="rounds of each timing (part 1 reverses the order every other round: an even number)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -290,10 +291,11 @@ def main() -> None:
             t = time.perf_counter()
             truth = exact_search(gallery, queries, K, device="cpu")[1]
             exact = (time.perf_counter() - t, truth)
-        sections.append(f"### 3. faiss indexes vs exact\n\n{bench_indexes(gallery, queries, exact, kinds, args.repeat)}")
+        table = bench_indexes(gallery, queries, exact, kinds, args.repeat)
+        sections.append(f"### 3. faiss indexes vs exact\n\n{table}")
         print(sections[-1], flush=True)
-    body = (f"## Search (`vssl search`, `vssl index`, retrieval rows)\n\n`python benchmarks/bench_search.py` — {head}; "
-            f"load average after: {os.getloadavg()[0]:.1f}.\n\n" + "\n".join(sections))
+    body = (f"## Search (`vssl search`, `vssl index`, retrieval rows)\n\n`python benchmarks/bench_search.py` — "
+            f"{head}; load average after: {os.getloadavg()[0]:.1f}.\n\n" + "\n".join(sections))
     if args.write_doc:
         write_section("search", body)
 
