@@ -328,7 +328,9 @@ def probe(
     overrides: dict = None,
 ) -> None:
     """k-NN, linear, MLP, transformer, SCALE probes and retrieval of a store view; no probe flag = k-NN + linear."""
+    from vssl.features_store import FeatureStore
     from vssl.probe.config import ProbeConfig
+    from vssl.probe.gallery import draw_report_gallery, resolve_video_root
     from vssl.probe.report import check_writable, render_retrieval_table, render_table, write_confusion_png
     from vssl.probe.retrieval import comparisons as retrieval_comparisons
     from vssl.probe.run import log_to_stderr, run_probes
@@ -336,10 +338,15 @@ def probe(
     cfg = ProbeConfig.load(config, overrides)
     log_to_stderr(cfg.quiet)
     for path, flag in ((report, "--report"), (confusion, "--confusion"), (predictions, "--predictions"),
-                       (html_page, "--html")):
+                       (html_page, "--html"), (cfg.gallery, "--gallery")):
         if path is not None:
             check_writable(path, flag)
+    if cfg.gallery is not None:  # where the videos are, known before the probes run
+        resolve_video_root(FeatureStore.open(store), cfg.view, cfg.video_root)
     result = run_probes(cfg.request(store))
+    if cfg.gallery is not None:     # drawn first: the JSON report and the page name it
+        draw_report_gallery(result, FeatureStore.open(store), cfg.gallery, cfg.gallery_queries, cfg.video_root)
+        result.gallery = str(Path(cfg.gallery).resolve())
     if report is not None:
         result.write_json(report)
     if predictions is not None:

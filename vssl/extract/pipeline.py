@@ -354,8 +354,11 @@ def _open_run(videos: Any, out: str | Path, cfg: ExtractConfig, model: Backbone 
     spec = backbone_spec(embedder.model, name, cfg.checkpoint, embedder.norm, embedder.precision)
     store = open_or_create_store(out, spec, inputs, cfg.chunk_videos,
                                  largest_view_bytes(embedder.specs, spec.embed_dim, cfg.dtype, embedder.sets))
-    prepare_views(store, embedder.specs, cfg.dtype, record={**cfg.record(), "precision": embedder.precision},
-                  requested_precision=cfg.precision, sets=embedder.sets)
+    # the input folder (absolute) lets a reader of the store find the videos again (the retrieval
+    # figure draws their frames); where the files lie is no recipe setting, so resuming ignores it
+    record = {**cfg.record(), "precision": embedder.precision, "input_root": str(inputs.root.resolve())}
+    prepare_views(store, embedder.specs, cfg.dtype, record=record, requested_precision=cfg.precision,
+                  sets=embedder.sets)
     return _Run(cfg, inputs, embedder, store)
 
 

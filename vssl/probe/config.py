@@ -78,6 +78,12 @@ class ProbeConfig(Settings):
     scale: str | None = setting(None, "SCALE run directory: add rows on its features")
     low_shot: float | None = setting(None, "train on a class-balanced fraction, e.g. 0.1")
     target: str | None = setting(None, "probe a numeric manifest column (regression: MSE, R²) instead of the classes")
+    # -- the retrieval figure
+    gallery: str | None = setting(None, "draw test queries and their top-5 neighbours (middle frames, green/red "
+                                        "border: same/other class) to this PNG; implies --retrieval")
+    gallery_queries: int = setting(8, "--gallery: queries drawn, spread evenly over the test split")
+    video_root: str | None = setting(None, "--gallery: the folder the store's videos are under now (default: the "
+                                           "one they were extracted from)")
     # -- k-NN
     k: int = setting(20, "k-NN neighbours", flag="--k")
     knn_k: str | None = setting(None, "k-NN: a row per k, comma-separated (DINO: 10,20,100,200); overrides --k")
@@ -184,9 +190,11 @@ class ProbeConfig(Settings):
                 setattr(self, key, (value,))
 
     def derive(self) -> None:
-        """A released probe to evaluate enables the attentive probe."""
+        """A released probe to evaluate enables the attentive probe; a retrieval figure, the retrieval rows."""
         if self.attentive_from is not None:
             self.attentive = True
+        if self.gallery is not None:
+            self.retrieval = True
 
     def validate(self) -> None:
         load_plugins()
@@ -198,6 +206,8 @@ class ProbeConfig(Settings):
             raise VsslError("--k must be at least 1 and --temperature positive (DINO: k=20, T=0.07)")
         if self.seeds < 1:
             self.bad("seeds", "must be at least 1")
+        if self.gallery_queries < 1:
+            self.bad("gallery_queries", "must be at least 1")
         if self.knn_rule is not None and self.knn_rule not in KNN_RULES:
             self.bad("knn_rule", f"is unknown; use one of {', '.join(KNN_RULES)}")
         if self.attentive_from is not None and self.scale is not None:

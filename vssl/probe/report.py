@@ -110,6 +110,7 @@ class Report:
     # what was run, for a reader without the store: vssl's version, the backbone, the view's
     # recipe, the SCALE run, the probes' settings (:func:`vssl.probe.run.run_context`)
     context: dict[str, Any] = field(default_factory=dict)
+    gallery: str | None = None          # the retrieval figure (``--gallery``), where one was drawn
 
     def to_json(self) -> dict[str, Any]:
         from .retrieval import comparisons
@@ -121,7 +122,8 @@ class Report:
                 "best": self.results.index(self.best()) if self.results else None,
                 "comparisons": [d.to_json() for d in self.comparisons()],
                 "retrieval": [_plain(r.to_json()) for r in self.retrieval],
-                "retrieval_comparisons": [d.to_json() for d in comparisons(self.retrieval)]}
+                "retrieval_comparisons": [d.to_json() for d in comparisons(self.retrieval)],
+                "gallery": self.gallery}
 
     def best(self) -> ProbeResult | None:
         """The row of the best headline value (highest top-1 / mAP, lowest MSE); None without class rows."""
