@@ -295,3 +295,11 @@ def test_retrieval_k_alone_asks_for_retrieval_rows(tmp_path, capsys):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["results"] == [] and doc["retrieval"][0]["ks"] == [1, 2]
+
+
+def test_a_cut_off_covering_the_gallery_is_marked(tmp_path, capsys):
+    x, y = _tied_clips()
+    code, out, err = run_cli(capsys, "probe", _store(tmp_path / "s", x, y), "--retrieval-k", f"1,{N_TRAIN}",
+                             "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert "100.00*" in out and "covers the whole gallery" in " ".join(out.split())

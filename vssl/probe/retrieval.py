@@ -333,8 +333,11 @@ def render_table(results: list[RetrievalResult], title: str):
         ci = r.ci.get(f"R@{ks[0]}") or {}
         shown_ci = "—" if ci.get("low") is None else f"[{ci['low']:.2f}, {ci['high']:.2f}]"
         queries = str(r.n_queries) + (f" (+{r.no_relevant} without a match)" if r.no_relevant else "")
-        table.add_row(f"{r.name} ({r.params.get('rule')})", r.features, *(_cell(r.recall.get(k)) for k in ks),
+        table.add_row(f"{r.name} ({r.params.get('rule')})", r.features,
+                      *(_cell(r.recall.get(k)) + ("*" if k >= r.n_gallery else "") for k in ks),
                       _cell(r.mAP), shown_ci, str(r.n_gallery), queries)
+    if any(k >= r.n_gallery for r in results for k in ks):
+        table.caption = "* k covers the whole gallery: every query with a match counts, whatever its ranking"
     return table
 
 

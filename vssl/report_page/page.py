@@ -196,8 +196,9 @@ def retrieval_table(doc: dict[str, Any]) -> str:
     body = []
     for r in rows:
         key = row_key(r)
-        cells = [f'<td class="num" data-row="{esc(key)}" data-field="R@{k}">{number(r["recall"].get(f"R@{k}"))}</td>'
-                 for k in ks]
+        # a cut-off that covers the whole gallery counts every query with a match: marked, as on the terminal
+        cells = [f'<td class="num" data-row="{esc(key)}" data-field="R@{k}">{number(r["recall"].get(f"R@{k}"))}'
+                 f'{"*" if k >= r["n_gallery"] else ""}</td>' for k in ks]
         cells.append(f'<td class="num" data-row="{esc(key)}" data-field="mAP">{number(r.get("mAP"))}</td>')
         ci = (r.get("ci") or {}).get(f"R@{ks[0]}") or {}
         interval = f"[{number(ci.get('low'))}, {number(ci.get('high'))}]" if ci else "—"
@@ -209,6 +210,8 @@ def retrieval_table(doc: dict[str, Any]) -> str:
             f"search); 95% bootstrap interval of R@{ks[0]} over the queries.</p>"
             f'<table class="results" id="retrieval"><thead><tr><th>probe</th><th>features</th>{head}<th>95% CI</th>'
             f"<th>#queries</th><th>#gallery</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+            + ("<p class='note'>* k covers the whole gallery: every query with a match counts, whatever its "
+               "ranking.</p>" if any(k >= r["n_gallery"] for r in rows for k in ks) else "")
             + statements(doc.get("retrieval_comparisons", [])))
 
 
