@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -63,3 +66,19 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def probe_warnings() -> Iterator[list[logging.LogRecord]]:
+    """The warnings the probes log inside the block. Read from a handler of their own: once a CLI run in
+    the same process has given the ``vssl.probe`` logger its stderr handler, it no longer propagates to
+    pytest's ``caplog``."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("vssl.probe")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.probe_helpers import run_cli
+from tests.probe_helpers import probe_warnings, run_cli
 from tests.videos import frame_number, write_broken, write_video
 from vssl.errors import VsslError
 from vssl.features_store import FeatureStore, VideoEntry
@@ -113,7 +113,7 @@ def test_figure_shows_middle_frames_with_class_borders(extracted, tmp_path):
             assert _middle_number(image, box) == counts[video] // 2, (r, c)
 
 
-def test_unreadable_videos_are_placeholders(extracted, tmp_path, caplog):
+def test_unreadable_videos_are_placeholders(extracted, tmp_path):
     videos, store_path = extracted
     copy = shutil.copytree(videos, tmp_path / "copy")
     (copy / "a" / "a1.mp4").unlink()                             # gone
@@ -121,14 +121,14 @@ def test_unreadable_videos_are_placeholders(extracted, tmp_path, caplog):
     report, result = _fake_report([0], [[1, 3, 2]])
     rows = gallery_rows(report, result, FeatureStore.open(store_path), n_queries=1, video_root=copy)
     out = tmp_path / "g.png"
-    with caplog.at_level("WARNING", logger="vssl.probe"):
+    with probe_warnings() as records:
         draw_gallery(out, rows)
     image = Image.open(out)
     for c, readable in enumerate((True, False, False, True)):
         x0, y0 = tile_box(0, c)[:2]
         inner = _pixel(image, (x0 + gallery.BORDER + 2, y0 + gallery.BORDER + 2))
         assert (inner == gallery.PLACEHOLDER) != readable, c
-    assert "2 video(s) could not be read" in caplog.text
+    assert len(records) == 1 and "2 video(s) could not be read" in records[0].getMessage()
 
 
 def test_a_moved_folder_needs_video_root(tmp_path, capsys):

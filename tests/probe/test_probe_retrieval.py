@@ -3,7 +3,6 @@ numpy ranking (a stable argsort, ties included), multi-label, unmatched queries,
 SCALE rows and token views."""
 
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from vssl.probe.retrieval import RetrievalConfig
 from vssl.probe.run import ProbeRequest, run_probes
 from vssl.search.exact import exact_search
 
-from tests.probe_helpers import VIEW, run_cli, tiny_store_and_run
+from tests.probe_helpers import VIEW, probe_warnings, run_cli, tiny_store_and_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,13 +117,8 @@ def test_multi_label_a_shared_label_counts_and_an_unmatched_query_is_left_out(tm
     videos = [VideoEntry(f"v{i}.mp4", int(np.flatnonzero(hot[i])[0]), "train" if i < N_TRAIN else "test",
                          tuple(int(c) for c in np.flatnonzero(hot[i]))) for i in range(n)]
     store = _store(tmp_path / "s", x, videos=videos, classes=["a", "b", "c", "d"])
-    records, handler = [], logging.Handler(logging.WARNING)
-    handler.emit = records.append                    # the CLI's logger may not propagate to caplog
-    logging.getLogger("vssl.probe").addHandler(handler)
-    try:
+    with probe_warnings() as records:
         report = run_probes(_request(store))
-    finally:
-        logging.getLogger("vssl.probe").removeHandler(handler)
     (row,) = report.retrieval
     shared = (hot[N_TRAIN:].astype(int) @ hot[:N_TRAIN].T.astype(int)) > 0
     recall, m, order, unmatched = _reference(x, shared, (1, 2, 5, 10))
