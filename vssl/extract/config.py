@@ -113,8 +113,9 @@ class ExtractConfig(Settings):
         """What a view records about the run that extracted it (settings that shape its features; extraction
         records ``precision`` as resolved, the one the rows were computed in, never ``auto``)."""
         keep = ("backbone", "checkpoint", "views", "frames", "stride", "size", "decoder", "precision", "seed",
-                "dtype", "fps", "mean", "std", "recipe")
-        return {k: v for k, v in self.to_dict().items() if k in keep}
+                "dtype", "fps", "mean", "std", "recipe", "key_map")
+        # key renames are recorded when given: `vssl search` loads the checkpoint again with them
+        return {k: v for k, v in self.to_dict().items() if k in keep and (k != "key_map" or v)}
 
 
 #: Settings one view may not mix: a view resumed with another recipe, time base or

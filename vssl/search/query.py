@@ -126,6 +126,8 @@ def embedding_config(store: FeatureStore, view: str, *, checkpoint: str | Path |
         raise StoreError(f"view '{view}' of {store.path} records no extraction settings (an older vssl extracted "
                          "it); only its own videos can be searched: give one of their paths as the query")
     settings = {k: record[k] for k in REPLAYED_KEYS if k in record}
+    if record.get("key_map"):                       # the checkpoint's key renames, as extraction applied them
+        settings["key_map"] = tuple(tuple(item) if isinstance(item, list) else item for item in record["key_map"])
     check_precision_on(view, settings.get("precision"), device)
     settings["mean"] = tuple(settings["mean"]) if settings.get("mean") is not None else None
     settings["std"] = tuple(settings["std"]) if settings.get("std") is not None else None
