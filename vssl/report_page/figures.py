@@ -82,7 +82,10 @@ def training_curves_figure(rows: Sequence[dict[str, Any]]):
         ax_acc.plot(epochs, [100 * float(r[key]) for r in rows], label=label, marker=marker)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="SCALE training loss")
     ax_acc.set(xlabel="epoch", ylabel="%", title="contrastive accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # epochs are whole numbers
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
