@@ -278,11 +278,11 @@ def feature_map(image: str | None, why_not: str | None) -> str:
             f'coloured by class.</p><img alt="feature map of the test videos" src="{image}">')
 
 
-def gallery(doc: dict[str, Any], report_dir: Path) -> str:
+def gallery(doc: dict[str, Any]) -> str:
     path = doc.get("gallery")
     if not path:
         return ""
-    file = Path(path) if Path(path).is_absolute() else report_dir / path
+    file = Path(path)                                # recorded absolute by `vssl probe --gallery`
     if not file.is_file():
         return f"<h2>Retrieval gallery</h2><p class='note'>the gallery {esc(path)} is no longer there</p>"
     uri = "data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
@@ -294,13 +294,13 @@ def gallery(doc: dict[str, Any], report_dir: Path) -> str:
 
 
 def render(doc: dict[str, Any], runs: Sequence[RunRecord] = (), chosen: Sequence[str] = (),
-           map_image: str | None = None, map_note: str | None = None, report_dir: Path = Path(".")) -> str:
+           map_image: str | None = None, map_note: str | None = None) -> str:
     """The page's HTML for report ``doc`` (a JSON report of :data:`~vssl.probe.report.REPORT_FORMAT`)."""
     title = f"vssl report — {doc['view']} of {Path(doc['store']).name}"
     body = [f"<h1>{esc(title)}</h1>",
             f"<p class='sub'>written {esc(time.strftime('%Y-%m-%d %H:%M'))} from a format-{doc['format']} report</p>",
             what_was_run(doc, runs), results_table(doc), comparisons(doc), retrieval_table(doc), best_rows(doc, chosen),
-            stage_two(runs), feature_map(map_image, map_note), gallery(doc, report_dir)]
+            stage_two(runs), feature_map(map_image, map_note), gallery(doc)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{esc(title)}</title><style>{STYLE}</style></head><body><main>{''.join(body)}</main></body></html>\n")
@@ -317,7 +317,6 @@ def write_page(report: str | Path | dict[str, Any], out: str | Path, runs: Seque
     report's path); a store that is not there leaves the map out, and says so.
     """
     check_method(method)
-    report_dir = Path(report).parent if not isinstance(report, dict) else Path(out).parent
     doc = read_report(report) if not isinstance(report, dict) else report
     notes: list[str] = []
     folders = [Path(r) for r in runs]
@@ -334,7 +333,7 @@ def write_page(report: str | Path | dict[str, Any], out: str | Path, runs: Seque
     map_run = own if own is not None else (folders[0] if folders and _own_run(doc) is not None else None)
     image, note = _feature_map(doc, store, map_run, method, quiet)
     notes += [note] if note else []
-    html_text = render(doc, records, chosen, image, note, report_dir)
+    html_text = render(doc, records, chosen, image, note)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(html_text, encoding="utf-8")
